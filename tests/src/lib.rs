@@ -1,1 +1,56 @@
+//! Harness for the root-only integration tests of the `calico` and `calico-ipam` plugins.
+//!
+//! Every fixture is a `Drop` type, so a failing test still cleans up after itself:
+//! - [`Etcd`]: a real `/usr/bin/etcd` on a free loopback port with a temp data dir;
+//! - [`Netns`]: a uniquely named network namespace (`ct-<pid>-<n>`);
+//! - [`TempDir`]: a directory removed with its contents;
+//! - [`CniPath`]: a directory of symlinks to the plugins a test may delegate to;
+//! - [`Subnet`]: a /24 claimed for one test, so host routes of parallel tests never collide;
+//! - [`HostLink`]: a link created by a test on the host, deleted if still there;
+//! - [`TestBed`]: all of the above for one test, plus the ADD/DEL calls and the
+//!   "nothing is left" assertion.
+//!
+//! Plugins are run with [`run_plugin`]: only the given environment plus `PATH`, so a test
+//! controls every `CNI_*` variable. Kernel state is read back independently with `ip -j` and
+//! `/proc/sys` (module [`kernel`]).
 
+pub mod etcd;
+pub mod kernel;
+pub mod names;
+pub mod netconf;
+pub mod netns;
+pub mod plugin;
+pub mod tempdir;
+pub mod testbed;
+
+pub use etcd::Etcd;
+pub use kernel::HostLink;
+pub use netconf::NetConf;
+pub use netns::Netns;
+pub use plugin::{CniError, CniPath, Env, PluginOutput, run_plugin};
+pub use tempdir::TempDir;
+pub use testbed::{Subnet, TestBed};
+
+/// The spec versions the plugins advertise in VERSION, in order.
+pub const SUPPORTED_VERSIONS: [&str; 6] = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0"];
+
+/// The version a config without `cniVersion` is treated as.
+pub const DEFAULT_CNI_VERSION: &str = "0.1.0";
+
+/// MAC address of every host-side veth.
+pub const HOST_VETH_MAC: &str = "ee:ee:ee:ee:ee:ee";
+
+/// The link-local next hop every container routes through (answered by proxy ARP on the host).
+pub const GATEWAY: &str = "169.254.1.1";
+
+/// The host veth name the plugin derives from a container id: `cali` + its first 11 characters.
+pub fn host_veth_name(container_id: &str) -> String {
+    let prefix: String = container_id.chars().take(11).collect();
+    format!("cali{prefix}")
+}
+
+/// The workspace root (the parent of this crate).
+pub fn workspace_dir() -> std::path::PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| manifest.to_path_buf())
+}

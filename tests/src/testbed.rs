@@ -1,0 +1,204 @@
+//! Everything one test needs: its own etcd, `CNI_PATH`, host-local data dir, subnet, node
+//! name and network name, plus the calls and checks most tests share.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::kernel::{eventually, host_ipv4_routes, host_link};
+use crate::plugin::{Env, PluginOutput, run_plugin};
+use crate::{CniPath, Etcd, NetConf, TempDir, host_veth_name, names};
+
+/// Where subnet claims live; shared by every test process on the machine.
+const SUBNET_CLAIMS: &str = "calico-cni-test-subnets";
+
+/// How long kernel teardown (netns deletion destroys veths asynchronously) may take.
+const TEARDOWN: Duration = Duration::from_secs(5);
+
+/// A /24 out of 10.213.0.0/16, claimed with an exclusive file so that no other test (in this
+/// or another process) uses it at the same time: host routes of parallel tests never collide.
+pub struct Subnet {
+    third_octet: u8,
+    claim: PathBuf,
+}
+
+impl Subnet {
+    /// Claims a free /24. Claims of processes that no longer exist are taken over.
+    pub fn claim() -> Subnet {
+        let dir = std::env::temp_dir().join(SUBNET_CLAIMS);
+        std::fs::create_dir_all(&dir).expect("subnet claim dir");
+        let start = (std::process::id() as usize + names::next() as usize) % 256;
+        for i in 0..256 {
+            let n = ((start + i) % 256) as u8;
+            let claim = dir.join(n.to_string());
+            let created = std::fs::OpenOptions::new().write(true).create_new(true).open(&claim);
+            match created {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    let _ = write!(f, "{}", std::process::id());
+                    return Subnet { third_octet: n, claim };
+                }
+                Err(_) => {
+                    let owner = std::fs::read_to_string(&claim).unwrap_or_default();
+                    let alive = owner.trim().parse::<u32>().is_ok_and(|pid| PathBuf::from(format!("/proc/{pid}")).exists());
+                    if !alive && !owner.is_empty() {
+                        let _ = std::fs::remove_file(&claim);
+                    }
+                }
+            }
+        }
+        panic!("no free test subnet in 10.213.0.0/16 (stale claims in {}?)", dir.display());
+    }
+
+    /// `10.213.<n>.0/24`.
+    pub fn cidr(&self) -> String {
+        format!("10.213.{}.0/24", self.third_octet)
+    }
+
+    /// True when `ip` (without prefix) lies in this subnet.
+    pub fn contains(&self, ip: &str) -> bool {
+        let ip = ip.split('/').next().unwrap_or_default();
+        ip.starts_with(&format!("10.213.{}.", self.third_octet))
+    }
+}
+
+impl Drop for Subnet {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.claim);
+    }
+}
+
+/// One test's world. Dropping it kills etcd and removes every temp dir; network namespaces
+/// are separate [`crate::Netns`] fixtures.
+pub struct TestBed {
+    /// This test's etcd.
+    pub etcd: Etcd,
+    /// `CNI_PATH` for the plugin runs.
+    pub cni_path: CniPath,
+    /// host-local's `dataDir`.
+    pub data_dir: TempDir,
+    /// The subnet host-local allocates from.
+    pub subnet: Subnet,
+    /// The `nodename` in the config.
+    pub node: String,
+    /// The network `name` in the config.
+    pub network: String,
+}
+
+impl TestBed {
+    /// A bed with every plugin on `CNI_PATH`.
+    pub fn new() -> TestBed {
+        TestBed::with_cni_path(CniPath::new())
+    }
+
+    /// A bed with the given `CNI_PATH`.
+    pub fn with_cni_path(cni_path: CniPath) -> TestBed {
+        TestBed {
+            etcd: Etcd::start(),
+            cni_path,
+            data_dir: TempDir::new("ipam-data"),
+            subnet: Subnet::claim(),
+            node: names::unique("node"),
+            network: names::unique("net"),
+        }
+    }
+
+    /// `tests/fixtures/calico-host-local.conf` for this bed's network.
+    pub fn conf(&self) -> NetConf {
+        self.conf_for_network(&self.network)
+    }
+
+    /// `tests/fixtures/calico-host-local.conf` for another network on the same bed.
+    pub fn conf_for_network(&self, network: &str) -> NetConf {
+        self.fixture("calico-host-local.conf", network)
+    }
+
+    /// Any fixture file with this bed's placeholders filled in.
+    pub fn fixture(&self, file: &str, network: &str) -> NetConf {
+        NetConf::fixture(
+            file,
+            &[
+                ("NETWORK", network),
+                ("ETCD_ENDPOINTS", self.etcd.endpoint()),
+                ("NODENAME", &self.node),
+                ("SUBNET", &self.subnet.cidr()),
+                ("DATA_DIR", &self.data_dir.path_str()),
+            ],
+        )
+    }
+
+    /// The `CNI_*` environment for one call.
+    pub fn env(&self, command: &str, container_id: &str, netns: &str, ifname: &str) -> Env {
+        Env::cni(command, container_id, netns, ifname, &self.cni_path.path())
+    }
+
+    /// Runs `calico` ADD.
+    pub fn add(&self, conf: &NetConf, container_id: &str, netns: &str, ifname: &str) -> PluginOutput {
+        run_plugin("calico", &self.env("ADD", container_id, netns, ifname), &conf.to_bytes())
+    }
+
+    /// Runs `calico` DEL.
+    pub fn del(&self, conf: &NetConf, container_id: &str, netns: &str, ifname: &str) -> PluginOutput {
+        run_plugin("calico", &self.env("DEL", container_id, netns, ifname), &conf.to_bytes())
+    }
+
+    /// `/calico/v1/host/<node>/workload/cni/<cid>/endpoint/<ifname>`.
+    pub fn endpoint_key(&self, container_id: &str, ifname: &str) -> String {
+        format!("/calico/v1/host/{}/workload/cni/{container_id}/endpoint/{ifname}", self.node)
+    }
+
+    /// The workload endpoint JSON, if written.
+    pub fn endpoint(&self, container_id: &str, ifname: &str) -> Option<Value> {
+        self.etcd.get_json(&self.endpoint_key(container_id, ifname))
+    }
+
+    /// Every etcd key under this bed's node.
+    pub fn node_keys(&self) -> Vec<String> {
+        self.etcd.keys(&format!("/calico/v1/host/{}/", self.node))
+    }
+
+    /// host-local's reservations for a network: (IP file name, content).
+    pub fn reservations(&self, network: &str) -> Vec<(String, String)> {
+        let dir = self.data_dir.join(network);
+        let Ok(entries) = std::fs::read_dir(&dir) else { return vec![] };
+        let mut out: Vec<(String, String)> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name != "lock" && !name.starts_with("last_reserved_ip"))
+            .map(|name| {
+                let content = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
+                (name, content)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Asserts that nothing of the given containers is left: no host veth `cali<11>`, no host
+    /// route into this bed's subnet, no etcd key under this bed's node, no host-local
+    /// reservation in any network of this bed.
+    pub fn assert_nothing_left(&self, container_ids: &[&str]) {
+        for cid in container_ids {
+            let veth = host_veth_name(cid);
+            assert!(
+                eventually(TEARDOWN, || host_link(&veth).is_none()),
+                "host veth {veth} of container {cid} is left: {:?}",
+                host_link(&veth)
+            );
+        }
+        let routes_left = || host_ipv4_routes().into_iter().filter(|r| self.subnet.contains(&r.dst)).collect::<Vec<_>>();
+        assert!(eventually(TEARDOWN, || routes_left().is_empty()), "host routes left: {:?}", routes_left());
+        assert_eq!(self.node_keys(), Vec::<String>::new(), "etcd keys left under node {}", self.node);
+        for entry in std::fs::read_dir(self.data_dir.path()).into_iter().flatten().filter_map(|e| e.ok()) {
+            let network = entry.file_name().to_string_lossy().into_owned();
+            assert_eq!(self.reservations(&network), vec![], "host-local reservations left for {network}");
+        }
+    }
+}
+
+impl Default for TestBed {
+    fn default() -> Self {
+        TestBed::new()
+    }
+}
