@@ -4,6 +4,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ipnetwork::IpNetwork;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::cni::log::{self, LogLevel};
+use crate::cni::version::DEFAULT_VERSION;
+use crate::error::{Code, Error, Result};
+
 /// Where and how to reach etcd, resolved from the config keys and the `ETCD_*` variables.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdSettings {
@@ -19,4 +27,557 @@ pub struct EtcdSettings {
     pub credentials: Option<(String, String)>,
     /// Deadline for one etcd request against one endpoint.
     pub request_timeout: Duration,
+}
+
+/// The network config of both plugins, validated. Unknown keys are ignored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetConf {
+    /// `cniVersion` as written; `0.1.0` when absent.
+    pub cni_version: String,
+    /// Network name: the Calico profile and the IPAM handle prefix.
+    pub name: String,
+    /// `type` (the plugin itself; not checked).
+    pub plugin_type: String,
+    /// The `ipam` section.
+    pub ipam: IpamConf,
+    /// MTU for both veth ends; `None` keeps the kernel default.
+    pub mtu: Option<u32>,
+    /// This node's name: `nodename`, else `hostname`, else the OS host name.
+    pub nodename: String,
+    /// How to reach etcd.
+    pub etcd: EtcdSettings,
+    /// `log_level`.
+    pub log_level: LogLevel,
+    /// `datastore_type` (only `etcdv2`, meaning Calico's v1 data model, is served).
+    pub datastore_type: String,
+    /// The `policy` section.
+    pub policy: PolicyConf,
+    /// The `kubernetes` section.
+    pub kubernetes: KubernetesConf,
+    /// Mesos labels from `args.org.apache.mesos.network_info.labels.labels`, as given.
+    pub mesos_labels: Vec<(String, String)>,
+    /// `prevResult` (CHECK, DEL).
+    pub prev_result: Option<Value>,
+    /// GC's list of attachments to keep: `cni.dev/valid-attachments`, or the older
+    /// `cni.dev/attachments`; `None` when neither key is present.
+    pub valid_attachments: Option<Vec<Attachment>>,
+}
+
+/// The `ipam` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpamConf {
+    /// `ipam.type`: the IPAM plugin's binary name.
+    pub plugin_type: String,
+    /// `ipam.assign_ipv4`: true unless `"false"` (or JSON `false`).
+    pub assign_ipv4: bool,
+    /// `ipam.assign_ipv6`: false unless `"true"` (or JSON `true`).
+    pub assign_ipv6: bool,
+    /// `ipam.ipv4_pools`: pools to allocate IPv4 addresses from.
+    pub ipv4_pools: Vec<IpNetwork>,
+    /// `ipam.ipv6_pools`: pools to allocate IPv6 addresses from.
+    pub ipv6_pools: Vec<IpNetwork>,
+    /// `ipam.subnet` (host-local; `usePodCidr` in Kubernetes).
+    pub subnet: Option<String>,
+}
+
+/// The `policy` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyConf {
+    /// `policy.type`: `""` (the plugin creates a profile per network) or `"k8s"`.
+    pub policy_type: String,
+    /// `policy.k8s_api_root`, with anything from `/api/` on removed.
+    pub k8s_api_root: Option<String>,
+    /// `policy.k8s_auth_token`.
+    pub k8s_auth_token: Option<String>,
+    /// `policy.k8s_client_certificate`.
+    pub k8s_client_certificate: Option<PathBuf>,
+    /// `policy.k8s_client_key`.
+    pub k8s_client_key: Option<PathBuf>,
+    /// `policy.k8s_certificate_authority`.
+    pub k8s_certificate_authority: Option<PathBuf>,
+}
+
+/// The `kubernetes` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KubernetesConf {
+    /// `kubernetes.kubeconfig`.
+    pub kubeconfig: Option<PathBuf>,
+    /// `kubernetes.k8s_api_root`; overrides `policy.k8s_api_root`.
+    pub k8s_api_root: Option<String>,
+    /// `kubernetes.node_name`: the Node read for `usePodCidr`; defaults to `nodename`.
+    pub node_name: Option<String>,
+}
+
+/// One entry of GC's list of valid attachments.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Attachment {
+    /// Container id.
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    /// Interface name.
+    pub ifname: String,
+}
+
+#[derive(Deserialize)]
+struct RawNetConf {
+    #[serde(rename = "cniVersion")]
+    cni_version: Option<String>,
+    name: Option<String>,
+    #[serde(rename = "type")]
+    plugin_type: Option<String>,
+    ipam: Option<RawIpam>,
+    mtu: Option<u32>,
+    nodename: Option<String>,
+    hostname: Option<String>,
+    #[serde(flatten)]
+    etcd: EtcdConfigKeys,
+    log_level: Option<String>,
+    datastore_type: Option<String>,
+    #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
+    kubernetes: RawKubernetes,
+    args: Option<Value>,
+    #[serde(rename = "prevResult")]
+    prev_result: Option<Value>,
+    #[serde(rename = "cni.dev/valid-attachments")]
+    valid_attachments: Option<Vec<Attachment>>,
+    #[serde(rename = "cni.dev/attachments")]
+    attachments: Option<Vec<Attachment>>,
+}
+
+#[derive(Deserialize)]
+struct RawIpam {
+    #[serde(rename = "type")]
+    plugin_type: Option<String>,
+    assign_ipv4: Option<Value>,
+    assign_ipv6: Option<Value>,
+    #[serde(default)]
+    ipv4_pools: Vec<String>,
+    #[serde(default)]
+    ipv6_pools: Vec<String>,
+    subnet: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawPolicy {
+    #[serde(rename = "type", default)]
+    policy_type: String,
+    k8s_api_root: Option<String>,
+    k8s_auth_token: Option<String>,
+    k8s_client_certificate: Option<PathBuf>,
+    k8s_client_key: Option<PathBuf>,
+    k8s_certificate_authority: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawKubernetes {
+    kubeconfig: Option<PathBuf>,
+    k8s_api_root: Option<String>,
+    node_name: Option<String>,
+}
+
+impl NetConf {
+    /// Parses stdin. Malformed JSON is code 6; a missing or invalid field is code 7.
+    /// `env` supplies the `ETCD_*` variables.
+    pub fn parse(bytes: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<NetConf> {
+        let raw: RawNetConf = serde_json::from_slice(bytes).map_err(|e| {
+            let code = if e.is_data() { Code::InvalidConfig } else { Code::Decoding };
+            Error::new(code, format!("failed to load network config: {e}"))
+        })?;
+        let name = raw.name.unwrap_or_default();
+        validate_network_name(&name)?;
+        let ipam = parse_ipam(raw.ipam)?;
+        let mtu = match raw.mtu {
+            None | Some(0) => None,
+            Some(mtu) if (68..=65535).contains(&mtu) => Some(mtu),
+            Some(mtu) => return Err(invalid(format!("mtu {mtu} is outside 68-65535"))),
+        };
+        Ok(NetConf {
+            cni_version: raw.cni_version.filter(|v| !v.is_empty()).unwrap_or_else(|| DEFAULT_VERSION.to_string()),
+            name,
+            plugin_type: raw.plugin_type.unwrap_or_default(),
+            ipam,
+            mtu,
+            nodename: resolve_nodename(raw.nodename, raw.hostname)?,
+            etcd: etcd_settings(&raw.etcd, env)?,
+            log_level: raw.log_level.as_deref().map(LogLevel::parse).unwrap_or_default(),
+            datastore_type: raw.datastore_type.unwrap_or_else(|| "etcdv2".to_string()),
+            policy: PolicyConf {
+                policy_type: raw.policy.policy_type,
+                k8s_api_root: raw.policy.k8s_api_root.map(|root| strip_api_path(&root)),
+                k8s_auth_token: raw.policy.k8s_auth_token,
+                k8s_client_certificate: raw.policy.k8s_client_certificate,
+                k8s_client_key: raw.policy.k8s_client_key,
+                k8s_certificate_authority: raw.policy.k8s_certificate_authority,
+            },
+            kubernetes: KubernetesConf {
+                kubeconfig: raw.kubernetes.kubeconfig,
+                k8s_api_root: raw.kubernetes.k8s_api_root,
+                node_name: raw.kubernetes.node_name,
+            },
+            mesos_labels: mesos_labels(raw.args.as_ref()),
+            prev_result: raw.prev_result,
+            valid_attachments: raw.valid_attachments.or(raw.attachments),
+        })
+    }
+}
+
+/// Network names become etcd path segments and profile names: `^[a-zA-Z0-9_.-]+$`.
+fn validate_network_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(invalid("missing network name".to_string()));
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
+        return Err(invalid(format!(
+            "invalid network name {name:?}: only letters a-z, numbers 0-9, and symbols _.- are supported"
+        )));
+    }
+    Ok(())
+}
+
+fn parse_ipam(raw: Option<RawIpam>) -> Result<IpamConf> {
+    let raw = raw.ok_or_else(|| invalid("missing ipam section".to_string()))?;
+    let plugin_type = raw.plugin_type.filter(|t| !t.is_empty()).ok_or_else(|| invalid("missing ipam.type".to_string()))?;
+    Ok(IpamConf {
+        plugin_type,
+        assign_ipv4: flag(raw.assign_ipv4.as_ref(), "ipam.assign_ipv4", true)?,
+        assign_ipv6: flag(raw.assign_ipv6.as_ref(), "ipam.assign_ipv6", false)?,
+        ipv4_pools: pools(&raw.ipv4_pools, "ipam.ipv4_pools", true)?,
+        ipv6_pools: pools(&raw.ipv6_pools, "ipam.ipv6_pools", false)?,
+        subnet: raw.subnet,
+    })
+}
+
+/// Calico documents these flags as the strings `"true"`/`"false"`; JSON booleans mean the same.
+/// Only the non-default word flips the default, as in Calico.
+fn flag(value: Option<&Value>, key: &str, default: bool) -> Result<bool> {
+    match value {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) => Ok(if default { s != "false" } else { s == "true" }),
+        Some(other) => Err(invalid(format!("{key} must be \"true\" or \"false\", not {other}"))),
+    }
+}
+
+fn pools(raw: &[String], key: &str, ipv4: bool) -> Result<Vec<IpNetwork>> {
+    raw.iter()
+        .map(|text| {
+            let pool: IpNetwork = text.parse().map_err(|_| invalid(format!("{key}: {text:?} is not a CIDR")))?;
+            if pool.is_ipv4() != ipv4 {
+                let family = if ipv4 { "IPv4" } else { "IPv6" };
+                return Err(invalid(format!("{key}: {text:?} is not an {family} pool")));
+            }
+            Ok(pool)
+        })
+        .collect()
+}
+
+fn resolve_nodename(nodename: Option<String>, hostname: Option<String>) -> Result<String> {
+    if let Some(name) = nodename.filter(|n| !n.is_empty()) {
+        return Ok(name);
+    }
+    if let Some(name) = hostname.filter(|n| !n.is_empty()) {
+        log::warn("configuration option 'hostname' is deprecated, use 'nodename' instead");
+        return Ok(name);
+    }
+    let name = nix::unistd::gethostname().map_err(|e| Error::internal(format!("read the host name: {e}")))?;
+    Ok(name.to_string_lossy().into_owned())
+}
+
+/// Old configs wrote the API root as `https://host:port/api/v1/`; only the part before `/api/`
+/// names the server.
+fn strip_api_path(root: &str) -> String {
+    root.split("/api/").next().unwrap_or(root).to_string()
+}
+
+fn mesos_labels(args: Option<&Value>) -> Vec<(String, String)> {
+    let labels = args
+        .and_then(|a| a.pointer("/org.apache.mesos/network_info/labels/labels"))
+        .and_then(Value::as_array);
+    labels
+        .into_iter()
+        .flatten()
+        .filter_map(|label| {
+            let key = label.get("key")?.as_str()?;
+            let value = label.get("value").and_then(Value::as_str).unwrap_or_default();
+            Some((key.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+fn invalid(msg: String) -> Error {
+    Error::new(Code::InvalidConfig, msg)
+}
+
+#[cfg(test)]
+mod netconf_tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<NetConf> {
+        NetConf::parse(json.as_bytes(), &|_| None)
+    }
+
+    #[test]
+    fn defaults_match_calico() {
+        let conf = parse(r#"{"name":"net1","type":"calico","ipam":{"type":"calico-ipam"},"nodename":"n1"}"#).unwrap();
+        assert_eq!(conf.cni_version, "0.1.0");
+        assert!(conf.ipam.assign_ipv4 && !conf.ipam.assign_ipv6);
+        assert_eq!(conf.mtu, None);
+        assert_eq!(conf.nodename, "n1");
+        assert_eq!(conf.log_level, LogLevel::Warning);
+        assert_eq!(conf.etcd.endpoints, ["http://127.0.0.1:2379"]);
+    }
+
+    #[test]
+    fn assign_flags_accept_strings_and_booleans() {
+        let cases = [
+            (r#""assign_ipv4":"false","assign_ipv6":"true""#, false, true),
+            (r#""assign_ipv4":false,"assign_ipv6":true"#, false, true),
+            (r#""assign_ipv4":"yes","assign_ipv6":"yes""#, true, false),
+            (r#""assign_ipv4":true"#, true, false),
+        ];
+        for (keys, v4, v6) in cases {
+            let json = format!(r#"{{"name":"n","ipam":{{"type":"calico-ipam",{keys}}}}}"#);
+            let conf = parse(&json).unwrap();
+            assert_eq!((conf.ipam.assign_ipv4, conf.ipam.assign_ipv6), (v4, v6), "{keys}");
+        }
+    }
+
+    #[test]
+    fn invalid_configs_are_code_7_and_malformed_ones_code_6() {
+        let cases = [
+            ("", Code::Decoding),
+            ("{", Code::Decoding),
+            ("[]", Code::InvalidConfig),
+            (r#"{"ipam":{"type":"x"}}"#, Code::InvalidConfig),
+            (r#"{"name":"a/b","ipam":{"type":"x"}}"#, Code::InvalidConfig),
+            (r#"{"name":"n"}"#, Code::InvalidConfig),
+            (r#"{"name":"n","ipam":{}}"#, Code::InvalidConfig),
+            (r#"{"name":"n","ipam":{"type":"x"},"mtu":"1500"}"#, Code::InvalidConfig),
+            (r#"{"name":"n","ipam":{"type":"x"},"mtu":20}"#, Code::InvalidConfig),
+            (r#"{"name":"n","ipam":{"type":"x","ipv4_pools":["fd00::/64"]}}"#, Code::InvalidConfig),
+            (r#"{"name":"n","ipam":{"type":"x","ipv6_pools":["10.0.0.0/8"]}}"#, Code::InvalidConfig),
+            (r#"{"name":"n","ipam":{"type":"x","assign_ipv4":1}}"#, Code::InvalidConfig),
+        ];
+        for (json, code) in cases {
+            assert_eq!(parse(json).unwrap_err().code(), code, "{json}");
+        }
+    }
+
+    #[test]
+    fn nodename_wins_over_hostname() {
+        let conf = parse(r#"{"name":"n","ipam":{"type":"x"},"hostname":"h","nodename":"nn"}"#).unwrap();
+        assert_eq!(conf.nodename, "nn");
+        let conf = parse(r#"{"name":"n","ipam":{"type":"x"},"hostname":"h"}"#).unwrap();
+        assert_eq!(conf.nodename, "h");
+    }
+
+    #[test]
+    fn api_root_path_is_stripped() {
+        let conf = parse(r#"{"name":"n","ipam":{"type":"x"},"policy":{"type":"k8s","k8s_api_root":"https://10.0.0.1:443/api/v1/"}}"#).unwrap();
+        assert_eq!(conf.policy.k8s_api_root.as_deref(), Some("https://10.0.0.1:443"));
+    }
+
+    #[test]
+    fn gc_attachments_come_from_either_key() {
+        let conf = parse(r#"{"name":"n","ipam":{"type":"x"},"cni.dev/attachments":[{"containerID":"c","ifname":"eth0"}]}"#).unwrap();
+        assert_eq!(conf.valid_attachments.unwrap()[0].container_id, "c");
+    }
+
+    #[test]
+    fn mesos_labels_are_read() {
+        let conf = parse(r#"{"name":"n","ipam":{"type":"x"},"args":{"org.apache.mesos":{"network_info":{"labels":{"labels":[{"key":"app","value":"web"}]}}}}}"#).unwrap();
+        assert_eq!(conf.mesos_labels, [("app".to_string(), "web".to_string())]);
+    }
+}
+
+/// The etcd keys of the network config, as written; [`etcd_settings`] resolves them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
+pub struct EtcdConfigKeys {
+    /// `etcd_endpoints`: comma-separated client URLs; wins over authority and scheme.
+    pub etcd_endpoints: Option<String>,
+    /// `etcd_authority`: `host:port` (deprecated upstream).
+    pub etcd_authority: Option<String>,
+    /// `etcd_scheme`: `http` or `https` (deprecated upstream).
+    pub etcd_scheme: Option<String>,
+    /// `etcd_key_file`: client key for TLS.
+    pub etcd_key_file: Option<String>,
+    /// `etcd_cert_file`: client certificate for TLS.
+    pub etcd_cert_file: Option<String>,
+    /// `etcd_ca_cert_file`: CA bundle for TLS.
+    pub etcd_ca_cert_file: Option<String>,
+}
+
+/// Resolves where and how to reach etcd.
+///
+/// Upstream copies each config key into its `ETCD_*` variable before building the client, so a
+/// config key wins over the variable; empty values count as unset. Endpoints come from
+/// `etcd_endpoints`/`ETCD_ENDPOINTS`, otherwise from `<scheme>://<authority>` (defaults `http`
+/// and `127.0.0.1:2379`). Credentials need both `ETCD_USERNAME` and `ETCD_PASSWORD`. An endpoint
+/// that is not an `http://` or `https://` URL is an invalid config (code 7).
+pub fn etcd_settings(
+    raw: &EtcdConfigKeys,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> crate::error::Result<EtcdSettings> {
+    let pick = |key: &Option<String>, var: &str| -> Option<String> {
+        let set = |v: &String| !v.trim().is_empty();
+        key.clone().filter(set).or_else(|| env(var).filter(set))
+    };
+    let listed: Vec<String> = pick(&raw.etcd_endpoints, "ETCD_ENDPOINTS")
+        .map(|list| {
+            list.split(',').map(str::trim).filter(|ep| !ep.is_empty()).map(str::to_owned).collect()
+        })
+        .unwrap_or_default();
+    let endpoints = if listed.is_empty() {
+        let scheme = pick(&raw.etcd_scheme, "ETCD_SCHEME").unwrap_or_else(|| "http".to_owned());
+        let authority =
+            pick(&raw.etcd_authority, "ETCD_AUTHORITY").unwrap_or_else(|| "127.0.0.1:2379".to_owned());
+        vec![format!("{}://{}", scheme.trim(), authority.trim())]
+    } else {
+        listed
+    };
+    for endpoint in &endpoints {
+        validate_etcd_endpoint(endpoint)?;
+    }
+    let path = |key: &Option<String>, var: &str| pick(key, var).map(std::path::PathBuf::from);
+    let credentials = match (env("ETCD_USERNAME"), env("ETCD_PASSWORD")) {
+        (Some(user), Some(password)) if !user.is_empty() && !password.is_empty() => {
+            Some((user, password))
+        }
+        _ => None,
+    };
+    Ok(EtcdSettings {
+        endpoints,
+        key_file: path(&raw.etcd_key_file, "ETCD_KEY_FILE"),
+        cert_file: path(&raw.etcd_cert_file, "ETCD_CERT_FILE"),
+        ca_cert_file: path(&raw.etcd_ca_cert_file, "ETCD_CA_CERT_FILE"),
+        credentials,
+        request_timeout: std::time::Duration::from_secs(5),
+    })
+}
+
+/// An etcd endpoint must be `http://` or `https://` followed by a host.
+fn validate_etcd_endpoint(endpoint: &str) -> crate::error::Result<()> {
+    let host = endpoint.strip_prefix("http://").or_else(|| endpoint.strip_prefix("https://"));
+    match host {
+        Some(host) if !host.is_empty() && !host.starts_with('/') && !host.contains(char::is_whitespace) => Ok(()),
+        _ => Err(crate::error::Error::new(
+            crate::error::Code::InvalidConfig,
+            format!("etcd endpoint {endpoint:?} is not an http:// or https:// URL"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod etcd_settings_tests {
+    use super::*;
+
+    fn keys(pairs: &[(&str, &str)]) -> EtcdConfigKeys {
+        let json: serde_json::Map<String, serde_json::Value> =
+            pairs.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect();
+        serde_json::from_value(serde_json::Value::Object(json)).unwrap()
+    }
+
+    fn resolve(config: &[(&str, &str)], vars: &[(&str, &str)]) -> crate::error::Result<EtcdSettings> {
+        let vars: Vec<(String, String)> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        etcd_settings(&keys(config), &env)
+    }
+
+    #[test]
+    fn endpoints_follow_upstream_precedence() {
+        let cases: &[(&[(&str, &str)], &[(&str, &str)], &[&str])] = &[
+            (&[], &[], &["http://127.0.0.1:2379"]),
+            (&[("etcd_authority", "10.0.0.1:4001")], &[], &["http://10.0.0.1:4001"]),
+            (&[("etcd_scheme", "https")], &[], &["https://127.0.0.1:2379"]),
+            (&[], &[("ETCD_AUTHORITY", "h:1"), ("ETCD_SCHEME", "https")], &["https://h:1"]),
+            (&[("etcd_authority", "c:1")], &[("ETCD_AUTHORITY", "e:1")], &["http://c:1"]),
+            (&[("etcd_authority", "")], &[("ETCD_AUTHORITY", "e:1")], &["http://e:1"]),
+            (
+                &[("etcd_endpoints", " http://a:1 ,, https://b:2,")],
+                &[],
+                &["http://a:1", "https://b:2"],
+            ),
+            (&[("etcd_endpoints", "http://a:1"), ("etcd_authority", "b:2")], &[], &["http://a:1"]),
+            (&[], &[("ETCD_ENDPOINTS", "http://e:1,http://f:2")], &["http://e:1", "http://f:2"]),
+            (&[("etcd_endpoints", "http://c:1")], &[("ETCD_ENDPOINTS", "http://e:1")], &["http://c:1"]),
+            (&[("etcd_authority", "c:1")], &[("ETCD_ENDPOINTS", "http://e:1")], &["http://e:1"]),
+            (&[("etcd_endpoints", " , ")], &[("ETCD_AUTHORITY", "e:1")], &["http://e:1"]),
+        ];
+        for (config, vars, want) in cases {
+            let settings = resolve(config, vars).unwrap();
+            assert_eq!(settings.endpoints, *want, "config {config:?} env {vars:?}");
+            assert_eq!(settings.request_timeout, std::time::Duration::from_secs(5));
+        }
+    }
+
+    #[test]
+    fn tls_files_come_from_config_then_env() {
+        let cases: &[(&[(&str, &str)], &[(&str, &str)], [Option<&str>; 3])] = &[
+            (&[], &[], [None, None, None]),
+            (
+                &[("etcd_key_file", "/c/key"), ("etcd_cert_file", "/c/cert"), ("etcd_ca_cert_file", "/c/ca")],
+                &[("ETCD_KEY_FILE", "/e/key"), ("ETCD_CERT_FILE", "/e/cert"), ("ETCD_CA_CERT_FILE", "/e/ca")],
+                [Some("/c/key"), Some("/c/cert"), Some("/c/ca")],
+            ),
+            (
+                &[("etcd_ca_cert_file", "/c/ca")],
+                &[("ETCD_KEY_FILE", "/e/key"), ("ETCD_CERT_FILE", "/e/cert")],
+                [Some("/e/key"), Some("/e/cert"), Some("/c/ca")],
+            ),
+        ];
+        for (config, vars, [key, cert, ca]) in cases {
+            let settings = resolve(config, vars).unwrap();
+            let got = [&settings.key_file, &settings.cert_file, &settings.ca_cert_file]
+                .map(|p| p.as_ref().map(|p| p.to_string_lossy().into_owned()));
+            let want = [key, cert, ca].map(|p| p.map(str::to_owned));
+            assert_eq!(got, want, "config {config:?} env {vars:?}");
+        }
+    }
+
+    #[test]
+    fn credentials_need_both_variables() {
+        let cases: &[(&[(&str, &str)], Option<(&str, &str)>)] = &[
+            (&[], None),
+            (&[("ETCD_USERNAME", "u")], None),
+            (&[("ETCD_PASSWORD", "p")], None),
+            (&[("ETCD_USERNAME", "u"), ("ETCD_PASSWORD", "")], None),
+            (&[("ETCD_USERNAME", "u"), ("ETCD_PASSWORD", "p")], Some(("u", "p"))),
+        ];
+        for (vars, want) in cases {
+            let settings = resolve(&[], vars).unwrap();
+            let want = want.map(|(u, p)| (u.to_owned(), p.to_owned()));
+            assert_eq!(settings.credentials, want, "env {vars:?}");
+        }
+    }
+
+    #[test]
+    fn endpoints_without_http_scheme_are_invalid_config() {
+        let cases: &[(&[(&str, &str)], &[(&str, &str)], &str)] = &[
+            (&[("etcd_endpoints", "127.0.0.1:2379")], &[], "127.0.0.1:2379"),
+            (&[("etcd_endpoints", "http://a:1,unix:///run/etcd")], &[], "unix:///run/etcd"),
+            (&[], &[("ETCD_ENDPOINTS", "ftp://a:1")], "ftp://a:1"),
+            (&[("etcd_scheme", "grpc")], &[], "grpc://127.0.0.1:2379"),
+            (&[("etcd_endpoints", "http://")], &[], "http://"),
+        ];
+        for (config, vars, named) in cases {
+            let err = resolve(config, vars).unwrap_err();
+            assert_eq!(err.code(), crate::error::Code::InvalidConfig, "{config:?} {vars:?}");
+            assert!(err.msg().contains(named), "{err:?} should name {named}");
+        }
+    }
+
+    #[test]
+    fn config_keys_deserialize_from_a_network_config() {
+        let raw: EtcdConfigKeys = serde_json::from_str(
+            r#"{"name":"n","etcd_endpoints":"http://a:1","etcd_ca_cert_file":"/ca"}"#,
+        )
+        .unwrap();
+        assert_eq!(raw.etcd_endpoints.as_deref(), Some("http://a:1"));
+        assert_eq!(raw.etcd_ca_cert_file.as_deref(), Some("/ca"));
+        assert_eq!(raw.etcd_authority, None);
+    }
 }

@@ -1,1 +1,324 @@
-//! placeholder
+//! The CNI protocol: `CNI_*` environment and stdin in, a result or an error JSON on stdout.
+//!
+//! This layer is our own rather than the `cni-plugin` crate's: that crate rejects cniVersion
+//! 0.1.0–0.3.1, has no STATUS or GC, fails delegated DEL/CHECK against plugins that correctly
+//! print nothing, and prints `supportedVersions` in random order.
+
+pub mod args;
+pub mod delegate;
+pub mod env;
+pub mod log;
+pub mod result;
+pub mod version;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+pub use args::CniArgs;
+pub use env::{Command, Invocation};
+pub use result::{CniResult, Dns, Interface, IpConfig, Route};
+pub use version::CniVersion;
+
+use crate::config::NetConf;
+use crate::error::{Code, Error, Result};
+
+/// One invocation of a plugin verb: validated environment plus parsed config.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The operation.
+    pub command: Command,
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_NETNS`, if set.
+    pub netns: Option<PathBuf>,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+    /// `CNI_PATH` directories.
+    pub cni_path: Vec<PathBuf>,
+    /// `CNI_ARGS`.
+    pub args: CniArgs,
+    /// The network config, parsed and validated.
+    pub config: NetConf,
+    /// The config's version.
+    pub version: CniVersion,
+    /// The stdin bytes as received, forwarded unchanged to the IPAM plugin.
+    pub raw_config: Vec<u8>,
+}
+
+/// Where an ADD prints its result. Handlers send the result, then commit their rollback
+/// guards: a result that could not be printed must not leave state behind.
+pub struct Reply<'a> {
+    out: &'a mut dyn Write,
+    version: CniVersion,
+    sent: bool,
+}
+
+impl Reply<'_> {
+    /// Prints `result` in the request's version shape.
+    pub fn send(&mut self, result: &CniResult) -> Result<()> {
+        write_json(self.out, &result.to_json(self.version))?;
+        self.sent = true;
+        Ok(())
+    }
+}
+
+/// The verbs of a plugin. Verbs a plugin does not implement answer a CNI error.
+pub trait Plugin {
+    /// The binary's name, used in messages.
+    fn name(&self) -> &'static str;
+
+    /// ADD: set up the attachment and send the result through `reply`.
+    fn add(&self, req: &Request, reply: &mut Reply<'_>) -> Result<()>;
+
+    /// DEL: undo everything ADD did; success when there is nothing to undo.
+    fn del(&self, req: &Request) -> Result<()>;
+
+    /// CHECK: verify the attachment described by `prevResult`.
+    fn check(&self, _req: &Request) -> Result<()> {
+        Err(not_implemented(self.name(), Command::Check))
+    }
+
+    /// STATUS: ready to serve ADD?
+    fn status(&self, _req: &Request) -> Result<()> {
+        Err(not_implemented(self.name(), Command::Status))
+    }
+
+    /// GC: remove state of attachments not in `cni.dev/valid-attachments`.
+    fn gc(&self, _req: &Request) -> Result<()> {
+        Err(not_implemented(self.name(), Command::Gc))
+    }
+
+    /// Whether STATUS and GC work, which is what advertising 1.1.0 requires.
+    fn implements_status_and_gc(&self) -> bool {
+        false
+    }
+}
+
+fn not_implemented(plugin: &str, command: Command) -> Error {
+    Error::new(Code::InvalidEnvironment, format!("{plugin} does not implement CNI_COMMAND {}", command.as_str()))
+}
+
+/// Runs one invocation: reads `CNI_COMMAND`, validates env and config, calls the verb, prints the
+/// result or the error JSON on `stdout`. Returns the process exit status (0 or 1).
+pub fn run(
+    plugin: &dyn Plugin,
+    env: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+) -> i32 {
+    let with_1_1 = plugin.implements_status_and_gc();
+    let newest = *CniVersion::supported(with_1_1).last().unwrap_or(&CniVersion::V1_0_0);
+    let command = match env("CNI_COMMAND").filter(|c| !c.is_empty()) {
+        None => Err(Error::new(Code::InvalidEnvironment, "required env variables [CNI_COMMAND] missing")),
+        Some(text) => Command::parse(&text)
+            .ok_or_else(|| Error::new(Code::InvalidEnvironment, format!("unknown CNI_COMMAND: {text}"))),
+    };
+    let outcome = match command {
+        Ok(Command::Version) => print_version(with_1_1, newest, stdin, stdout),
+        Ok(command) => dispatch(plugin, command, env, stdin, stdout),
+        Err(err) => Err((err, newest.as_str().to_string())),
+    };
+    match outcome {
+        Ok(()) => 0,
+        Err((err, version)) => {
+            log::error(&format!("request failed: {err}"));
+            let _ = write_json(stdout, &err.to_json(&version));
+            1
+        }
+    }
+}
+
+/// An error together with the `cniVersion` to print it under.
+type Failure = (Error, String);
+
+fn dispatch(
+    plugin: &dyn Plugin,
+    command: Command,
+    env: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+) -> std::result::Result<(), Failure> {
+    let fallback = CniVersion::supported(plugin.implements_status_and_gc()).last().map_or("1.0.0", |v| v.as_str());
+    let fail = |err: Error| (err, fallback.to_string());
+    let invocation = Invocation::from_env(command, env).map_err(fail)?;
+    let mut raw_config = Vec::new();
+    stdin
+        .read_to_end(&mut raw_config)
+        .map_err(|e| fail(Error::new(Code::Io, format!("read network config from stdin: {e}"))))?;
+    let config = NetConf::parse(&raw_config, env).map_err(fail)?;
+    let config_version = config.cni_version.clone();
+    let fail = |err: Error| (err, config_version.clone());
+    log::set_level(config.log_level);
+    let version = check_version(&config.cni_version, command, plugin.implements_status_and_gc()).map_err(fail)?;
+    let req = Request {
+        command,
+        container_id: invocation.container_id,
+        netns: invocation.netns,
+        ifname: invocation.ifname,
+        cni_path: invocation.cni_path,
+        args: invocation.args,
+        config,
+        version,
+        raw_config,
+    };
+    log::debug(&format!("{} {} container {} ifname {}", plugin.name(), command.as_str(), req.container_id, req.ifname));
+    match command {
+        Command::Add => {
+            let mut reply = Reply { out: stdout, version, sent: false };
+            plugin.add(&req, &mut reply).map_err(fail)?;
+            if !reply.sent {
+                return Err(fail(Error::internal(format!("{} ADD printed no result", plugin.name()))));
+            }
+            Ok(())
+        }
+        Command::Del => plugin.del(&req).map_err(fail),
+        Command::Check => plugin.check(&req).map_err(fail),
+        Command::Status => plugin.status(&req).map_err(fail),
+        Command::Gc => plugin.gc(&req).map_err(fail),
+        Command::Version => Ok(()),
+    }
+}
+
+/// The config's version must be one we advertise, and new enough for the command.
+fn check_version(text: &str, command: Command, with_1_1: bool) -> Result<CniVersion> {
+    let supported = CniVersion::supported(with_1_1);
+    let version = CniVersion::parse(text).filter(|v| supported.contains(v)).ok_or_else(|| {
+        Error::new(Code::IncompatibleVersion, "incompatible CNI versions").with_details(format!(
+            "config is {text:?}, plugin supports [{}]",
+            CniVersion::supported_strings(with_1_1).join(", ")
+        ))
+    })?;
+    let minimum = match command {
+        Command::Check => CniVersion::V0_4_0,
+        Command::Status | Command::Gc => CniVersion::V1_1_0,
+        _ => CniVersion::V0_1_0,
+    };
+    if version < minimum {
+        return Err(Error::new(
+            Code::IncompatibleVersion,
+            format!("config version {version} does not allow {}", command.as_str()),
+        )
+        .with_details(format!("{} needs cniVersion {minimum} or later", command.as_str())));
+    }
+    Ok(version)
+}
+
+/// VERSION needs only `CNI_COMMAND`. Its `cniVersion` echoes the input's when we support it;
+/// stdin that is absent or cannot be parsed is ignored, as the reference skeleton does.
+fn print_version(
+    with_1_1: bool,
+    newest: CniVersion,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+) -> std::result::Result<(), Failure> {
+    let mut input = Vec::new();
+    let _ = stdin.read_to_end(&mut input);
+    let requested = serde_json::from_slice::<Value>(&input).ok().and_then(|v| {
+        let text = v.get("cniVersion").and_then(Value::as_str).unwrap_or(version::DEFAULT_VERSION.as_str()).to_string();
+        CniVersion::parse(&text)
+    });
+    let shown = requested.filter(|v| CniVersion::supported(with_1_1).contains(v)).unwrap_or(newest);
+    let reply = serde_json::json!({
+        "cniVersion": shown.as_str(),
+        "supportedVersions": CniVersion::supported_strings(with_1_1),
+    });
+    write_json(stdout, &reply).map_err(|e| (e, shown.as_str().to_string()))
+}
+
+fn write_json(out: &mut dyn Write, value: &Value) -> Result<()> {
+    let mut text = serde_json::to_vec(value)?;
+    text.push(b'\n');
+    out.write_all(&text).map_err(|e| Error::new(Code::Io, format!("write to stdout: {e}")))?;
+    out.flush().map_err(|e| Error::new(Code::Io, format!("flush stdout: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct Nothing;
+    impl Plugin for Nothing {
+        fn name(&self) -> &'static str {
+            "nothing"
+        }
+        fn add(&self, _req: &Request, reply: &mut Reply<'_>) -> Result<()> {
+            reply.send(&CniResult::default())
+        }
+        fn del(&self, _req: &Request) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn invoke(pairs: &[(&str, &str)], stdin: &str) -> (i32, Value) {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env = move |k: &str| map.get(k).cloned();
+        let mut out = Vec::new();
+        let status = run(&Nothing, &env, &mut stdin.as_bytes(), &mut out);
+        (status, serde_json::from_slice(&out).unwrap_or(Value::Null))
+    }
+
+    const FULL_ENV: [(&str, &str); 5] = [
+        ("CNI_COMMAND", "DEL"),
+        ("CNI_CONTAINERID", "c1"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/nonexistent"),
+        ("CNI_NETNS", "/run/netns/none"),
+    ];
+
+    #[test]
+    fn version_ignores_garbage_stdin() {
+        let (status, out) = invoke(&[("CNI_COMMAND", "VERSION")], "not json");
+        assert_eq!(status, 0);
+        assert_eq!(out["cniVersion"], "1.0.0");
+        assert_eq!(out["supportedVersions"], serde_json::json!(["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0"]));
+        let (_, out) = invoke(&[("CNI_COMMAND", "VERSION")], r#"{"cniVersion":"0.3.1"}"#);
+        assert_eq!(out["cniVersion"], "0.3.1");
+    }
+
+    #[test]
+    fn unknown_command_is_code_4() {
+        let (status, out) = invoke(&[("CNI_COMMAND", "FROB")], "{}");
+        assert_eq!((status, out["code"].as_u64()), (1, Some(4)));
+        assert_eq!(out["msg"], "unknown CNI_COMMAND: FROB");
+    }
+
+    #[test]
+    fn config_errors_have_their_codes() {
+        let ipam = r#""ipam":{"type":"host-local"}"#;
+        let cases = [
+            ("", 6),
+            ("{", 6),
+            (r#"{"cniVersion":"0.4.0","type":"calico"}"#, 7),
+            (r#"{"cniVersion":"0.4.0","name":"bad name","type":"calico"}"#, 7),
+        ];
+        for (stdin, code) in cases {
+            let (status, out) = invoke(&FULL_ENV, stdin);
+            assert_eq!((status, out["code"].as_u64()), (1, Some(code)), "{stdin}: {out}");
+        }
+        let stdin = format!(r#"{{"cniVersion":"9.9.9","name":"n","type":"calico",{ipam}}}"#);
+        let (_, out) = invoke(&FULL_ENV, &stdin);
+        assert_eq!(out["code"], 1);
+        assert_eq!(out["cniVersion"], "9.9.9");
+        assert!(out["details"].as_str().unwrap().contains("0.1.0, 0.2.0"), "{out}");
+    }
+
+    #[test]
+    fn check_needs_0_4_0_and_status_needs_1_1_0() {
+        let check_env = [("CNI_COMMAND", "CHECK"), ("CNI_CONTAINERID", "c"), ("CNI_IFNAME", "e"), ("CNI_PATH", "/x"), ("CNI_NETNS", "/n")];
+        let (_, out) = invoke(&check_env, r#"{"cniVersion":"0.3.1","name":"n","type":"calico","ipam":{"type":"x"}}"#);
+        assert_eq!(out["code"], 1);
+        let (_, out) = invoke(&[("CNI_COMMAND", "STATUS"), ("CNI_PATH", "/x")], r#"{"cniVersion":"1.0.0","name":"n","type":"calico","ipam":{"type":"x"}}"#);
+        assert_eq!(out["code"], 1);
+    }
+
+    #[test]
+    fn missing_cni_version_means_0_1_0() {
+        let add_env = [("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c"), ("CNI_IFNAME", "e"), ("CNI_PATH", "/x"), ("CNI_NETNS", "/n")];
+        let (status, out) = invoke(&add_env, r#"{"name":"n","type":"calico","ipam":{"type":"x"}}"#);
+        assert_eq!(status, 0);
+        assert_eq!(out["cniVersion"], "0.1.0");
+    }
+}

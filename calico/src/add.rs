@@ -1,0 +1,114 @@
+//! ADD: addresses from IPAM, the veth pair, the endpoint and profile in etcd.
+
+use common::cni::{CniResult, Interface, IpConfig, Reply, Request};
+use common::dataplane::veth::{HOST_MAC, VethGuard};
+use common::datastore::Datastore;
+use common::datastore::model::{Profile, WorkloadEndpoint};
+use common::Result;
+use ipnetwork::IpNetwork;
+
+use crate::endpoint::{self, StoredEndpoint};
+use crate::ipam;
+use crate::network;
+use crate::workload::WorkloadIds;
+
+/// Handles ADD.
+pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
+    let ids = WorkloadIds::for_request(req);
+    let netns_path = network::validate_netns(req)?;
+    let store = Datastore::connect(&req.config.etcd)?;
+    endpoint::ensure_ready(&store)?;
+    if let Some(existing) = endpoint::find_workload_endpoint(&store, &ids)? {
+        return join_network(&store, req, existing, reply);
+    }
+    let mut lease = ipam::allocate(req)?;
+    let addresses = ipam::workload_addresses(&lease.result);
+    let host_ifname = network::choose_host_veth_name(&store, &ids, &req.container_id)?;
+    let mut pair = network::create_workload_interfaces(req, netns_path, &host_ifname, &addresses)?;
+    let endpoint = new_endpoint(req, &pair, &addresses);
+    let profile = network_profile(req);
+    let mut written = endpoint::create_endpoint(&store, &endpoint::endpoint_key(&ids), &endpoint, profile.as_ref())?;
+    reply.send(&attachment_result(req, &pair, &addresses, &lease.result))?;
+    written.commit();
+    pair.commit();
+    lease.commit();
+    Ok(())
+}
+
+/// The workload has its endpoint already (it is joining a second network, or ADD is
+/// repeated): add this network's profile and answer with the endpoint's addresses, without
+/// IPAM or interface work.
+fn join_network(store: &Datastore, req: &Request, existing: StoredEndpoint, reply: &mut Reply<'_>) -> Result<()> {
+    let updated = endpoint::append_profile(store, existing, &req.config.name)?;
+    if let Some(profile) = network_profile(req) {
+        endpoint::ensure_profile(store, &profile)?;
+    }
+    reply.send(&endpoint_result(req, &updated))
+}
+
+/// The profile the plugin maintains for the network: one per network name, unless a policy
+/// type (Kubernetes) manages profiles.
+fn network_profile(req: &Request) -> Option<Profile> {
+    req.config.policy.policy_type.is_empty().then(|| Profile::for_network(&req.config.name))
+}
+
+fn new_endpoint(req: &Request, pair: &VethGuard, addresses: &[IpNetwork]) -> WorkloadEndpoint {
+    WorkloadEndpoint {
+        state: "active".to_string(),
+        name: pair.host_ifname().to_string(),
+        active_instance_id: String::new(),
+        mac: pair.container_mac().to_string(),
+        profile_ids: vec![req.config.name.clone()],
+        ipv4_nets: addresses.iter().filter(|a| a.is_ipv4()).copied().collect(),
+        ipv6_nets: addresses.iter().filter(|a| a.is_ipv6()).copied().collect(),
+        ipv4_nat: Vec::new(),
+        ipv6_nat: Vec::new(),
+        labels: Default::default(),
+        ipv4_gateway: None,
+        ipv6_gateway: None,
+        other: Default::default(),
+    }
+}
+
+/// Host end first, then the container end every address belongs to. No gateway: the
+/// container routes via 169.254.1.1 (IPv6: the host end's link-local), not IPAM's gateway.
+fn attachment_result(req: &Request, pair: &VethGuard, addresses: &[IpNetwork], ipam: &CniResult) -> CniResult {
+    CniResult {
+        interfaces: vec![
+            Interface { name: pair.host_ifname().to_string(), mac: Some(host_mac_text()), sandbox: None },
+            Interface {
+                name: pair.container_ifname().to_string(),
+                mac: Some(pair.container_mac().to_string()),
+                sandbox: req.netns.as_ref().map(|p| p.display().to_string()),
+            },
+        ],
+        ips: addresses.iter().map(|&address| IpConfig { address, gateway: None, interface: Some(1) }).collect(),
+        routes: Vec::new(),
+        dns: ipam.dns.clone(),
+    }
+}
+
+fn endpoint_result(req: &Request, endpoint: &WorkloadEndpoint) -> CniResult {
+    CniResult {
+        interfaces: vec![
+            Interface { name: endpoint.name.clone(), mac: Some(host_mac_text()), sandbox: None },
+            Interface {
+                name: req.ifname.clone(),
+                mac: Some(endpoint.mac.clone()),
+                sandbox: req.netns.as_ref().map(|p| p.display().to_string()),
+            },
+        ],
+        ips: endpoint
+            .ipv4_nets
+            .iter()
+            .chain(&endpoint.ipv6_nets)
+            .map(|&address| IpConfig { address, gateway: None, interface: Some(1) })
+            .collect(),
+        ..CniResult::default()
+    }
+}
+
+/// The host end's MAC as the result prints it.
+fn host_mac_text() -> String {
+    HOST_MAC.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}

@@ -1,0 +1,188 @@
+//! The workload endpoint and the per-network profile in etcd.
+
+use common::datastore::model::{Profile, WorkloadEndpoint};
+use common::datastore::{Condition, Datastore, Txn, Write, keys};
+use common::error::codes;
+use common::{Context, Error, Result};
+
+use crate::workload::WorkloadIds;
+
+/// How often a compare-and-swap on an endpoint is retried after losing to another writer.
+const CAS_ATTEMPTS: usize = 10;
+
+/// An endpoint as stored, with the revision a compare-and-swap needs.
+#[derive(Debug, Clone)]
+pub struct StoredEndpoint {
+    /// Its key.
+    pub key: String,
+    /// Its value.
+    pub endpoint: WorkloadEndpoint,
+    /// Its `mod_revision`.
+    pub revision: i64,
+}
+
+/// Refuses to work while Calico's Ready flag is explicitly `false` (an upgrade is in progress).
+/// An absent flag means ready, so the plugin works without calico/node.
+pub fn ensure_ready(store: &Datastore) -> Result<()> {
+    let flag = store.get(keys::READY).context("read the Ready flag")?;
+    match flag.map(|entry| String::from_utf8_lossy(&entry.value).trim().to_string()) {
+        Some(value) if value == "false" => Err(Error::new(
+            codes::NOT_READY,
+            format!("calico is currently not ready to process requests: {} is false", keys::READY),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The workload's endpoint, when it has exactly one (as Calico's List does; several would be
+/// ambiguous and are treated as none).
+pub fn find_workload_endpoint(store: &Datastore, ids: &WorkloadIds) -> Result<Option<StoredEndpoint>> {
+    let prefix = keys::workload_endpoints_prefix(&ids.node, &ids.orchestrator, &ids.workload);
+    let mut entries = store.list(&prefix).with_context(|| format!("list endpoints under {prefix}"))?;
+    if entries.len() != 1 {
+        return Ok(None);
+    }
+    let entry = entries.remove(0);
+    let endpoint = WorkloadEndpoint::from_json(&entry.value).with_context(|| format!("decode endpoint {}", entry.key))?;
+    Ok(Some(StoredEndpoint { key: entry.key, endpoint, revision: entry.mod_revision }))
+}
+
+/// The endpoint of this exact attachment, if stored.
+pub fn read_endpoint(store: &Datastore, ids: &WorkloadIds) -> Result<Option<StoredEndpoint>> {
+    let key = endpoint_key(ids);
+    let Some(entry) = store.get(&key).with_context(|| format!("read endpoint {key}"))? else {
+        return Ok(None);
+    };
+    let endpoint = WorkloadEndpoint::from_json(&entry.value).with_context(|| format!("decode endpoint {key}"))?;
+    Ok(Some(StoredEndpoint { key, endpoint, revision: entry.mod_revision }))
+}
+
+/// The key of this attachment's endpoint.
+pub fn endpoint_key(ids: &WorkloadIds) -> String {
+    keys::workload_endpoint(&ids.node, &ids.orchestrator, &ids.workload, &ids.endpoint)
+}
+
+/// Adds `profile` to an existing endpoint's profiles unless it is there already, with
+/// compare-and-swap so that a concurrent change is not overwritten.
+pub fn append_profile(store: &Datastore, mut stored: StoredEndpoint, profile: &str) -> Result<WorkloadEndpoint> {
+    for _ in 0..CAS_ATTEMPTS {
+        if stored.endpoint.profile_ids.iter().any(|p| p == profile) {
+            return Ok(stored.endpoint);
+        }
+        let mut updated = stored.endpoint.clone();
+        updated.profile_ids.push(profile.to_string());
+        let outcome = store
+            .txn(&Txn {
+                conditions: vec![Condition::Revision(stored.key.clone(), stored.revision)],
+                writes: vec![Write::Put(stored.key.clone(), updated.to_json()?)],
+                reads_on_failure: vec![stored.key.clone()],
+            })
+            .with_context(|| format!("add profile {profile} to endpoint {}", stored.key))?;
+        if outcome.committed {
+            return Ok(updated);
+        }
+        let Some(current) = outcome.current.into_iter().next() else {
+            return Err(Error::new(codes::CONFLICT, format!("endpoint {} was deleted while adding profile {profile}", stored.key)));
+        };
+        stored.endpoint = WorkloadEndpoint::from_json(&current.value)?;
+        stored.revision = current.mod_revision;
+    }
+    Err(Error::new(codes::CONFLICT, format!("endpoint {} kept changing while adding profile {profile}", stored.key)))
+}
+
+/// Which endpoint records the host link `link_name` on this node, if any.
+pub fn endpoint_using_link(store: &Datastore, node: &str, link_name: &str) -> Result<Option<String>> {
+    let prefix = keys::workloads_prefix(node);
+    let entries = store.list(&prefix).with_context(|| format!("list endpoints under {prefix}"))?;
+    Ok(entries.into_iter().find_map(|entry| {
+        let endpoint = WorkloadEndpoint::from_json(&entry.value).ok()?;
+        (endpoint.name == link_name).then_some(entry.key)
+    }))
+}
+
+/// A written endpoint; dropping it deletes the key again unless committed.
+pub struct EndpointGuard<'a> {
+    store: &'a Datastore,
+    key: String,
+    committed: bool,
+}
+
+impl EndpointGuard<'_> {
+    /// Keeps the endpoint.
+    pub fn commit(&mut self) {
+        self.committed = true;
+    }
+}
+
+impl Drop for EndpointGuard<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            if let Err(err) = self.store.delete(&self.key) {
+                eprintln!("calico: rollback: failed to delete endpoint {}: {err}", self.key);
+            }
+        }
+    }
+}
+
+/// Writes a new endpoint and, when `profile` is given and does not exist yet, the profile, in
+/// one transaction: two first ADDs on one network cannot both create the profile, and no
+/// endpoint exists without its profile.
+pub fn create_endpoint<'a>(
+    store: &'a Datastore,
+    key: &str,
+    endpoint: &WorkloadEndpoint,
+    profile: Option<&Profile>,
+) -> Result<EndpointGuard<'a>> {
+    let endpoint_write = Write::Put(key.to_string(), endpoint.to_json()?);
+    let mut with_profile = profile.map(|p| (keys::profile_tags(&p.name), p));
+    loop {
+        let mut txn = Txn { conditions: vec![Condition::Absent(key.to_string())], writes: vec![endpoint_write.clone()], reads_on_failure: vec![key.to_string()] };
+        if let Some((tags_key, profile)) = &with_profile {
+            txn.conditions.push(Condition::Absent(tags_key.clone()));
+            txn.writes.extend(profile.key_values()?.into_iter().map(|(k, v)| Write::Put(k, v)));
+        }
+        let outcome = store.txn(&txn).with_context(|| format!("write endpoint {key}"))?;
+        if outcome.committed {
+            return Ok(EndpointGuard { store, key: key.to_string(), committed: false });
+        }
+        if outcome.current.iter().any(|entry| entry.key == key) {
+            return Err(Error::new(codes::CONFLICT, format!("endpoint {key} already exists"))
+                .with_kind(common::Kind::AlreadyExists));
+        }
+        if with_profile.take().is_none() {
+            return Err(Error::new(codes::CONFLICT, format!("endpoint {key} could not be written")));
+        }
+        // The profile exists already (another workload of the network made it): write the
+        // endpoint alone.
+    }
+}
+
+/// Creates the profile unless it exists; profiles are never updated by the plugin.
+pub fn ensure_profile(store: &Datastore, profile: &Profile) -> Result<()> {
+    let tags_key = keys::profile_tags(&profile.name);
+    store
+        .txn(&Txn {
+            conditions: vec![Condition::Absent(tags_key)],
+            writes: profile.key_values()?.into_iter().map(|(k, v)| Write::Put(k, v)).collect(),
+            reads_on_failure: Vec::new(),
+        })
+        .with_context(|| format!("create profile {}", profile.name))?;
+    Ok(())
+}
+
+/// Deletes this attachment's endpoint if it is still the revision that was read, so that an
+/// endpoint rewritten meanwhile survives. True when it was deleted; absent is fine.
+pub fn delete_endpoint(store: &Datastore, stored: &StoredEndpoint) -> Result<bool> {
+    let outcome = store
+        .txn(&Txn {
+            conditions: vec![Condition::Revision(stored.key.clone(), stored.revision)],
+            writes: vec![Write::Delete(stored.key.clone())],
+            reads_on_failure: vec![stored.key.clone()],
+        })
+        .with_context(|| format!("delete endpoint {}", stored.key))?;
+    if outcome.committed || outcome.current.is_empty() {
+        return Ok(outcome.committed);
+    }
+    Err(Error::new(codes::CONFLICT, format!("endpoint {} was modified before it could be deleted", stored.key))
+        .with_kind(common::Kind::CasConflict))
+}

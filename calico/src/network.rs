@@ -1,0 +1,85 @@
+//! The workload's interfaces: the veth pair, container addresses and routes, host routes and
+//! sysctls.
+
+use std::path::Path;
+
+use common::cni::Request;
+use common::dataplane::{addr, configure_container_interface, netns, route, sysctl, veth};
+use common::datastore::Datastore;
+use common::error::codes;
+use common::{Error, Result};
+use ipnetwork::IpNetwork;
+
+use crate::endpoint;
+use crate::workload::{WorkloadIds, hashed_host_veth_name, host_veth_name};
+
+/// Picks the host veth name. A link of the usual name that no endpoint on this node records is
+/// left over from an earlier attempt and is deleted. One that a live endpoint records belongs to
+/// another container whose id shares the first 11 characters: it is never touched, and the
+/// name derived from a hash of the full id is used instead.
+pub fn choose_host_veth_name(store: &Datastore, ids: &WorkloadIds, container_id: &str) -> Result<String> {
+    let usual = host_veth_name(container_id);
+    if claim_link_name(store, ids, &usual)? {
+        return Ok(usual);
+    }
+    let hashed = hashed_host_veth_name(container_id);
+    if claim_link_name(store, ids, &hashed)? {
+        return Ok(hashed);
+    }
+    Err(Error::new(codes::DATAPLANE, format!("host links {usual} and {hashed} both belong to other workloads")))
+}
+
+/// True when `name` is free, after deleting a stale link of that name.
+fn claim_link_name(store: &Datastore, ids: &WorkloadIds, name: &str) -> Result<bool> {
+    if !veth::host_link_exists(name)? {
+        return Ok(true);
+    }
+    if let Some(owner) = endpoint::endpoint_using_link(store, &ids.node, name)? {
+        common::cni::log::warn(&format!("host link {name} belongs to endpoint {owner}"));
+        return Ok(false);
+    }
+    common::cni::log::info(&format!("deleting stale host link {name}"));
+    veth::delete_host_link(name)?;
+    Ok(true)
+}
+
+/// The netns must exist and be a network namespace before anything is changed.
+pub fn validate_netns(req: &Request) -> Result<&Path> {
+    let path = req.netns.as_deref().ok_or_else(|| Error::new(common::Code::InvalidEnvironment, "CNI_NETNS is empty"))?;
+    netns::check_netns(path)?;
+    Ok(path)
+}
+
+/// Creates the veth pair and programs both sides. The returned guard deletes the pair (and with
+/// it the addresses and routes) unless committed.
+pub fn create_workload_interfaces(
+    req: &Request,
+    netns_path: &Path,
+    host_ifname: &str,
+    addresses: &[IpNetwork],
+) -> Result<veth::VethGuard> {
+    let mut request = veth::VethRequest::new(host_ifname, &req.ifname, netns_path);
+    request.mtu = req.config.mtu;
+    let pair = veth::create_veth(&request)?;
+    let has_ipv4 = addresses.iter().any(IpNetwork::is_ipv4);
+    let has_ipv6 = addresses.iter().any(IpNetwork::is_ipv6);
+    sysctl::configure_host_veth(host_ifname, has_ipv4, has_ipv6)?;
+    let ipv6_gateway = if has_ipv6 { Some(addr::host_link_local_address(host_ifname)?) } else { None };
+    let container_index = pair.container_index();
+    netns::with_netns(netns_path, || configure_container_interface(container_index, addresses, ipv6_gateway))?;
+    route::add_host_routes(pair.host_index(), host_ifname, addresses)?;
+    Ok(pair)
+}
+
+/// Removes the container interface (which removes the host end with it). When the netns is
+/// unknown or gone but the host end recorded by the endpoint remains, that is removed instead.
+pub fn remove_workload_interfaces(req: &Request, recorded_host_ifname: Option<&str>) -> Result<()> {
+    let removed = match req.netns.as_deref() {
+        Some(path) => veth::delete_container_link(path, &req.ifname)?,
+        None => false,
+    };
+    if let (false, Some(host_ifname)) = (removed, recorded_host_ifname) {
+        veth::delete_host_link(host_ifname)?;
+    }
+    Ok(())
+}
