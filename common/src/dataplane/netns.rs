@@ -1,0 +1,174 @@
+//! Entering a network namespace. [`with_netns`] is the only function in the project that calls
+//! `setns`; it does so on a thread of its own that ends with the closure, so no other code ever
+//! runs in a namespace it did not ask for.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use nix::sched::{CloneFlags, setns};
+use nix::sys::statfs::{NSFS_MAGIC, fstatfs};
+
+use crate::error::codes::DATAPLANE;
+use crate::{Context, Error, Kind, Result};
+
+/// What a netns path turned out to be.
+pub(crate) enum Probe {
+    /// An open network namespace file.
+    Netns(File),
+    /// Nothing exists at the path.
+    Missing,
+    /// Something exists, but it is not a namespace file.
+    NotNetns,
+}
+
+/// `NS_GET_NSTYPE`, `_IO(0xb7, 0x3)` from `linux/nsfs.h` (Linux 4.11+).
+const NS_GET_NSTYPE: u64 = 0xb703;
+
+/// Opens `path` and checks that it is a network namespace: the file must live on nsfs (the
+/// reference plugins' `ns.GetNS` checks the same magic; it also accepts procfs for kernels
+/// before 3.19, which would let any file under /proc through, so this does not), and the
+/// namespace must be a network one when the kernel can tell.
+pub(crate) fn probe(path: &Path) -> Result<Probe> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Probe::Missing),
+        Err(err) => {
+            return Err(Error::from(err)
+                .with_code(DATAPLANE)
+                .context(format_args!("open netns {}", path.display())));
+        }
+    };
+    let fs = fstatfs(&file)
+        .with_context(|| format!("statfs netns {}", path.display()))
+        .code(DATAPLANE)?
+        .filesystem_type();
+    if fs != NSFS_MAGIC {
+        return Ok(Probe::NotNetns);
+    }
+    // SAFETY: the ioctl takes no argument and only reads the type of the open namespace file.
+    let nstype = unsafe { nix::libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+    // A kernel without the ioctl answers an error; setns in `with_netns` still checks the type.
+    if nstype >= 0 && nstype != CloneFlags::CLONE_NEWNET.bits() {
+        return Ok(Probe::NotNetns);
+    }
+    Ok(Probe::Netns(file))
+}
+
+/// Opens the network namespace at `path`: a missing path is a `Kind::NotFound` error, a file
+/// that is not a namespace is an error saying so.
+pub(crate) fn open(path: &Path) -> Result<File> {
+    match probe(path)? {
+        Probe::Netns(file) => Ok(file),
+        Probe::Missing => Err(Error::new(
+            DATAPLANE,
+            format!("netns {} does not exist", path.display()),
+        )
+        .with_kind(Kind::NotFound)),
+        Probe::NotNetns => Err(Error::new(
+            DATAPLANE,
+            format!("{} is not a network namespace", path.display()),
+        )),
+    }
+}
+
+/// Checks that `path` is a network namespace without entering it, so that a request can be
+/// refused before anything is changed. A missing path is a `Kind::NotFound` error.
+pub fn check_netns(path: &Path) -> Result<()> {
+    open(path).map(drop)
+}
+
+/// Runs `f` inside the network namespace at `path` and returns its value.
+///
+/// `f` runs on a freshly spawned thread that first joins the namespace; the thread ends with
+/// `f`, so it is never reused in the wrong namespace. A panic in `f` comes back as an error.
+/// A missing path is a `Kind::NotFound` error. Netlink handles used by `f` must be opened inside
+/// it (every dataplane function does that).
+pub fn with_netns<T: Send>(path: &Path, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let file = open(path)?;
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("netns".into())
+            .spawn_scoped(scope, move || {
+                setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| {
+                    let err = Error::new(DATAPLANE, super::errno_text(errno));
+                    if errno == nix::errno::Errno::EINVAL {
+                        err.context(format_args!("{} is not a network namespace", path.display()))
+                    } else {
+                        err.context(format_args!("enter netns {}", path.display()))
+                    }
+                })?;
+                drop(file);
+                f()
+            })
+            .with_context(|| format!("spawn a thread for netns {}", path.display()))
+            .code(DATAPLANE)?;
+        thread.join().unwrap_or_else(|panic| {
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(Error::new(
+                DATAPLANE,
+                format!("work in netns {} panicked: {text}", path.display()),
+            ))
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::testutil::TestNetns;
+
+    #[test]
+    fn regular_file_is_not_a_netns() {
+        let err = check_netns(Path::new("/proc/self/status")).unwrap_err();
+        assert_eq!(err.kind(), Kind::Other);
+        assert!(err.msg().contains("is not a network namespace"), "{err:?}");
+    }
+
+    #[test]
+    fn missing_path_is_not_found() {
+        let path = Path::new("/run/netns/does-not-exist-calico-test");
+        assert_eq!(check_netns(path).unwrap_err().kind(), Kind::NotFound);
+        let err = with_netns(path, || Ok(())).unwrap_err();
+        assert_eq!(err.kind(), Kind::NotFound);
+        assert!(err.msg().contains("/run/netns/does-not-exist-calico-test"), "{err:?}");
+    }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn closure_runs_in_the_netns_and_returns_its_value() {
+        let ns = TestNetns::new("enter");
+        let own = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+        let inside = with_netns(ns.path(), || {
+            Ok(std::fs::read_link("/proc/thread-self/ns/net").unwrap())
+        })
+        .unwrap();
+        assert_ne!(own, inside);
+        let expected = std::fs::metadata(ns.path()).unwrap();
+        assert!(inside.to_string_lossy().contains(&std::os::unix::fs::MetadataExt::ino(&expected).to_string()));
+        assert_eq!(std::fs::read_link("/proc/thread-self/ns/net").unwrap(), own);
+    }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn panic_in_closure_comes_back_as_error() {
+        let ns = TestNetns::new("panic");
+        let err = with_netns(ns.path(), || -> Result<()> { panic!("boom") }).unwrap_err();
+        assert!(err.msg().contains("panicked: boom"), "{err:?}");
+    }
+
+    #[test]
+    fn mount_namespace_file_is_not_a_netns() {
+        let err = with_netns(Path::new("/proc/self/ns/mnt"), || Ok(())).unwrap_err();
+        assert!(err.msg().contains("is not a network namespace"), "{err:?}");
+    }
+
+    #[test]
+    fn own_netns_file_is_a_netns() {
+        check_netns(Path::new("/proc/self/ns/net")).unwrap();
+    }
+}

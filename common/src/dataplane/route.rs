@@ -1,0 +1,368 @@
+//! Routes: the container's routes through the host (Calico's proxy-ARP scheme), the host's
+//! route to each workload address, and reading routes back.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnetwork::IpNetwork;
+use nix::errno::Errno;
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteVia,
+};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::{Handle, RouteMessageBuilder};
+
+use super::addr::host_prefix;
+use super::{dump, errno, netlink_error, with_netlink};
+use crate::error::codes::DATAPLANE;
+use crate::{Error, Kind, Result};
+
+/// The fake IPv4 gateway of every Calico workload. Nothing owns it: the host end answers ARP
+/// for it through proxy ARP, so all the container's traffic is routed by the host.
+pub const IPV4_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+
+/// The scope of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Global (`scope global`, the kernel's "universe").
+    Universe,
+    /// `scope site`.
+    Site,
+    /// Directly attached (`scope link`).
+    Link,
+    /// Local to the host (`scope host`).
+    Host,
+    /// `scope nowhere`.
+    Nowhere,
+    /// Any other numeric scope.
+    Other(u8),
+}
+
+impl From<RouteScope> for Scope {
+    fn from(scope: RouteScope) -> Scope {
+        match scope {
+            RouteScope::Universe => Scope::Universe,
+            RouteScope::Site => Scope::Site,
+            RouteScope::Link => Scope::Link,
+            RouteScope::Host => Scope::Host,
+            RouteScope::NoWhere => Scope::Nowhere,
+            other => Scope::Other(u8::from(other)),
+        }
+    }
+}
+
+/// A route of the main table as [`list_routes`] reads it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteState {
+    /// Destination; `0.0.0.0/0` or `::/0` for a default route. Its family is the route's.
+    pub destination: IpNetwork,
+    /// Next hop, when the route has one.
+    pub gateway: Option<IpAddr>,
+    /// Scope (the kernel reports every IPv6 route as [`Scope::Universe`]).
+    pub scope: Scope,
+    /// Output interface index, when the route has one.
+    pub ifindex: Option<u32>,
+}
+
+impl RouteState {
+    fn from_message(msg: &RouteMessage) -> Option<RouteState> {
+        let family_default = match msg.header.address_family {
+            AddressFamily::Inet => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            _ => return None,
+        };
+        let mut destination = family_default;
+        let mut gateway = None;
+        let mut ifindex = None;
+        for attr in &msg.attributes {
+            match attr {
+                RouteAttribute::Destination(addr) => destination = route_ip(addr)?,
+                RouteAttribute::Gateway(addr) => gateway = route_ip(addr),
+                RouteAttribute::Via(RouteVia::Inet(ip)) => gateway = Some(IpAddr::V4(*ip)),
+                RouteAttribute::Via(RouteVia::Inet6(ip)) => gateway = Some(IpAddr::V6(*ip)),
+                RouteAttribute::Oif(index) => ifindex = Some(*index),
+                _ => {}
+            }
+        }
+        Some(RouteState {
+            destination: IpNetwork::new(destination, msg.header.destination_prefix_length).ok()?,
+            gateway,
+            scope: msg.header.scope.into(),
+            ifindex,
+        })
+    }
+}
+
+fn route_ip(addr: &RouteAddress) -> Option<IpAddr> {
+    match addr {
+        RouteAddress::Inet(ip) => Some(IpAddr::V4(*ip)),
+        RouteAddress::Inet6(ip) => Some(IpAddr::V6(*ip)),
+        _ => None,
+    }
+}
+
+/// The routing table a route message belongs to (`RTA_TABLE` overrides the 8-bit header field).
+fn table_of(msg: &RouteMessage) -> u32 {
+    msg.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(table) => Some(*table),
+            _ => None,
+        })
+        .unwrap_or(u32::from(msg.header.table))
+}
+
+/// Adds the container's routes through the host on the interface `ifindex` in the current
+/// namespace. When `addrs` holds IPv4: `169.254.1.1/32 scope link` and a default route via
+/// 169.254.1.1. When it holds IPv6: `::/0 via ipv6_gateway` (the host end's link-local address),
+/// which must then be given. The address families decide, not the number of addresses.
+pub fn add_container_routes(ifindex: u32, addrs: &[IpNetwork], ipv6_gateway: Option<Ipv6Addr>) -> Result<()> {
+    let ipv4 = addrs.iter().any(IpNetwork::is_ipv4);
+    let ipv6 = addrs.iter().any(IpNetwork::is_ipv6);
+    if ipv6 && ipv6_gateway.is_none() {
+        return Err(Error::new(DATAPLANE, format!("no IPv6 gateway for the IPv6 default route on link {ifindex}")));
+    }
+    with_netlink(|handle| async move {
+        if ipv4 {
+            let gateway_route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(IPV4_GATEWAY, 32)
+                .output_interface(ifindex)
+                .scope(RouteScope::Link)
+                .protocol(RouteProtocol::Boot)
+                .build();
+            add_route(&handle, gateway_route, format_args!("add route {IPV4_GATEWAY}/32 dev {ifindex} in the container")).await?;
+            let default_route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(IPV4_GATEWAY)
+                .output_interface(ifindex)
+                .protocol(RouteProtocol::Boot)
+                .build();
+            add_route(&handle, default_route, format_args!("add default route via {IPV4_GATEWAY} dev {ifindex} in the container")).await?;
+        }
+        if let (true, Some(gateway)) = (ipv6, ipv6_gateway) {
+            let default_route = RouteMessageBuilder::<Ipv6Addr>::new()
+                .gateway(gateway)
+                .output_interface(ifindex)
+                .protocol(RouteProtocol::Boot)
+                .build();
+            add_route(&handle, default_route, format_args!("add default route via {gateway} dev {ifindex} in the container")).await?;
+        }
+        Ok(())
+    })
+}
+
+async fn add_route(handle: &Handle, route: RouteMessage, context: std::fmt::Arguments<'_>) -> Result<()> {
+    handle.route().add(route).execute().await.map_err(|e| netlink_error(e, context))
+}
+
+/// Adds the host's route to each workload address, `ip/32` (or `/128`) `dev host_ifname scope
+/// link` in the main table, on the host end with index `host_index`.
+///
+/// A route that already exists on the same link with the same destination (and, for IPv4, the
+/// same scope) is accepted, since Felix may have added it first; one on another link is a
+/// `Kind::AlreadyExists` error (Calico v1.11.1 behaviour).
+pub fn add_host_routes(host_index: u32, host_ifname: &str, addrs: &[IpNetwork]) -> Result<()> {
+    with_netlink(|handle| async move {
+        for addr in addrs {
+            let dst = host_prefix(addr.ip());
+            let route = match dst.ip() {
+                IpAddr::V4(ip) => RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(ip, 32)
+                    .output_interface(host_index)
+                    .scope(RouteScope::Link)
+                    .protocol(RouteProtocol::Boot)
+                    .build(),
+                IpAddr::V6(ip) => RouteMessageBuilder::<Ipv6Addr>::new()
+                    .destination_prefix(ip, 128)
+                    .output_interface(host_index)
+                    .scope(RouteScope::Link)
+                    .protocol(RouteProtocol::Boot)
+                    .build(),
+            };
+            match handle.route().add(route).execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == Some(Errno::EEXIST) => {
+                    check_existing_host_route(&handle, host_index, host_ifname, dst).await?;
+                }
+                Err(e) => {
+                    return Err(netlink_error(e, format_args!("add route {dst} dev {host_ifname} scope link")));
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Accepts an existing route to `dst` when it goes out of `host_index` with link scope.
+async fn check_existing_host_route(handle: &Handle, host_index: u32, host_ifname: &str, dst: IpNetwork) -> Result<()> {
+    let routes = main_table_routes(handle).await?;
+    // The kernel keeps no scope for IPv6 routes and reports them all as universe.
+    let ours = routes.iter().any(|r| {
+        r.destination == dst && r.ifindex == Some(host_index) && (dst.is_ipv6() || r.scope == Scope::Link)
+    });
+    if ours {
+        return Ok(());
+    }
+    Err(Error::new(
+        DATAPLANE,
+        format!(
+            "route (ifindex: {host_index}, dst: {dst}, scope: link) already exists for an interface other than {host_ifname}"
+        ),
+    )
+    .with_kind(Kind::AlreadyExists))
+}
+
+async fn main_table_routes(handle: &Handle) -> Result<Vec<RouteState>> {
+    let mut out = Vec::new();
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let mut request = RouteMessage::default();
+        request.header.address_family = family;
+        let what = format!("{family:?} routes").to_lowercase();
+        for msg in dump(handle, RouteNetlinkMessage::GetRoute(request), &what).await? {
+            let RouteNetlinkMessage::NewRoute(msg) = msg else { continue };
+            if table_of(&msg) != u32::from(RouteHeader::RT_TABLE_MAIN) {
+                continue;
+            }
+            out.extend(RouteState::from_message(&msg));
+        }
+    }
+    Ok(out)
+}
+
+/// The main-table routes (both families) whose output interface is `ifindex`, in the current
+/// namespace.
+pub fn list_routes(ifindex: u32) -> Result<Vec<RouteState>> {
+    with_netlink(|handle| async move {
+        let routes = main_table_routes(&handle).await?;
+        Ok(routes.into_iter().filter(|r| r.ifindex == Some(ifindex)).collect())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::netns::with_netns;
+    use crate::dataplane::testutil::{HostLink, TestNetns, ip_json, unique_ifname};
+    use crate::dataplane::veth::{VethRequest, create_veth};
+    use crate::dataplane::{addr, configure_container_interface, sysctl};
+
+    fn route(dst: &str, gateway: Option<&str>, scope: Scope, ifindex: u32) -> RouteState {
+        RouteState {
+            destination: dst.parse().unwrap(),
+            gateway: gateway.map(|g| g.parse().unwrap()),
+            scope,
+            ifindex: Some(ifindex),
+        }
+    }
+
+    #[test]
+    fn route_messages_are_read_back() {
+        let default_v4 = RouteMessageBuilder::<Ipv4Addr>::new().gateway(IPV4_GATEWAY).output_interface(3).build();
+        assert_eq!(
+            RouteState::from_message(&default_v4),
+            Some(route("0.0.0.0/0", Some("169.254.1.1"), Scope::Universe, 3))
+        );
+        let host_v6 = RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix("fd00::1".parse().unwrap(), 128)
+            .output_interface(4)
+            .scope(RouteScope::Link)
+            .build();
+        assert_eq!(RouteState::from_message(&host_v6), Some(route("fd00::1/128", None, Scope::Link, 4)));
+        assert_eq!(table_of(&host_v6), 254);
+    }
+
+    #[test]
+    fn ipv6_without_gateway_is_refused_before_any_change() {
+        let addrs = ["fd00::1/128".parse().unwrap()];
+        let err = add_container_routes(1, &addrs, None).unwrap_err();
+        assert!(err.msg().contains("no IPv6 gateway"), "{err:?}");
+    }
+
+    /// A veth into a fresh netns, configured like an ADD would, returning the pieces to check.
+    fn configured_pair(tag: &str, addrs: &[IpNetwork]) -> (TestNetns, HostLink, u32, u32) {
+        let ns = TestNetns::new(tag);
+        let host = HostLink::new(unique_ifname("cr"));
+        let mut guard = create_veth(&VethRequest::new(host.name(), "eth0", ns.path())).unwrap();
+        guard.commit();
+        let ll = if addrs.iter().any(IpNetwork::is_ipv6) {
+            Some(addr::host_link_local_address(host.name()).unwrap())
+        } else {
+            None
+        };
+        let index = guard.container_index();
+        with_netns(ns.path(), || configure_container_interface(index, addrs, ll)).unwrap();
+        sysctl::configure_host_veth(host.name(), true, true).unwrap();
+        add_host_routes(guard.host_index(), host.name(), addrs).unwrap();
+        (ns, host, guard.host_index(), index)
+    }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn ipv4_container_and_host_routes_are_installed() {
+        let addrs = ["10.66.0.9/32".parse().unwrap()];
+        let (ns, host, host_index, index) = configured_pair("r4", &addrs);
+
+        let routes = ip_json(&["-n", ns.name(), "-4", "route", "show", "dev", "eth0"]);
+        let routes = routes.as_array().unwrap();
+        assert!(routes.iter().any(|r| r["dst"] == "169.254.1.1" && r["scope"] == "link"), "{routes:?}");
+        assert!(routes.iter().any(|r| r["dst"] == "default" && r["gateway"] == "169.254.1.1"), "{routes:?}");
+        let listed = with_netns(ns.path(), || list_routes(index)).unwrap();
+        assert!(listed.contains(&route("169.254.1.1/32", None, Scope::Link, index)), "{listed:?}");
+        assert!(listed.contains(&route("0.0.0.0/0", Some("169.254.1.1"), Scope::Universe, index)), "{listed:?}");
+
+        let host_routes = ip_json(&["-4", "route", "show", "dev", host.name()]);
+        assert!(
+            host_routes.as_array().unwrap().iter().any(|r| r["dst"] == "10.66.0.9" && r["scope"] == "link"),
+            "{host_routes}"
+        );
+        assert!(list_routes(host_index).unwrap().contains(&route("10.66.0.9/32", None, Scope::Link, host_index)));
+        assert_eq!(sysctl::read(&format!("net/ipv4/conf/{}/proxy_arp", host.name())).unwrap(), "1");
+
+        // The same route again (as if Felix had added it) is accepted.
+        add_host_routes(host_index, host.name(), &addrs).unwrap();
+    }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn ipv6_container_default_route_goes_via_host_link_local() {
+        let addrs = ["fd00:66::9/128".parse().unwrap()];
+        let (ns, host, host_index, index) = configured_pair("r6", &addrs);
+        let ll = addr::eui64_link_local(crate::dataplane::veth::HOST_MAC).to_string();
+
+        let routes = ip_json(&["-n", ns.name(), "-6", "route", "show", "dev", "eth0"]);
+        assert!(
+            routes.as_array().unwrap().iter().any(|r| r["dst"] == "default" && r["gateway"] == ll),
+            "{routes}"
+        );
+        let inside = ip_json(&["-n", ns.name(), "-6", "addr", "show", "dev", "eth0"]);
+        assert!(
+            inside[0]["addr_info"].as_array().unwrap().iter().any(|a| a["local"] == "fd00:66::9" && a["prefixlen"] == 128),
+            "{inside}"
+        );
+        let listed = with_netns(ns.path(), || list_routes(index)).unwrap();
+        assert!(listed.iter().any(|r| r.destination.prefix() == 0 && r.gateway == Some(ll.parse().unwrap())), "{listed:?}");
+
+        let host_routes = ip_json(&["-6", "route", "show", "dev", host.name()]);
+        assert!(host_routes.as_array().unwrap().iter().any(|r| r["dst"] == "fd00:66::9"), "{host_routes}");
+        assert_eq!(sysctl::read(&format!("net/ipv6/conf/{}/proxy_ndp", host.name())).unwrap(), "1");
+        add_host_routes(host_index, host.name(), &addrs).unwrap();
+    }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn host_route_on_another_link_is_already_exists() {
+        let other = HostLink::new(unique_ifname("cr"));
+        other.create_spare_veth();
+        other.ip(&["link", "set", other.name(), "up"]);
+        other.ip(&["route", "add", "10.67.0.3/32", "dev", other.name(), "scope", "link"]);
+        other.ip(&["-6", "route", "add", "fd00:67::3/128", "dev", other.name()]);
+
+        let ns = TestNetns::new("rdup");
+        let host = HostLink::new(unique_ifname("cr"));
+        let mut guard = create_veth(&VethRequest::new(host.name(), "eth0", ns.path())).unwrap();
+        guard.commit();
+        for addr in ["10.67.0.3/32", "fd00:67::3/128"] {
+            let err = add_host_routes(guard.host_index(), host.name(), &[addr.parse().unwrap()]).unwrap_err();
+            assert_eq!(err.kind(), Kind::AlreadyExists);
+            assert!(err.msg().contains(&format!("already exists for an interface other than {}", host.name())), "{err:?}");
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Kernel parameters under `/proc/sys`. The `net/` entries belong to the network namespace of
+//! the thread that opens them, so inside [`super::netns::with_netns`] they are the container's.
+
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::codes::DATAPLANE;
+use crate::{Context, Error, Result};
+
+const PROC_SYS: &str = "/proc/sys";
+
+/// `/proc/sys/<path>`, refusing a `path` that is absolute or climbs out with `..`.
+fn full_path(path: &str) -> Result<PathBuf> {
+    let relative = Path::new(path);
+    if path.is_empty() || !relative.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(Error::new(DATAPLANE, format!("sysctl path {path:?} is not a plain path under {PROC_SYS}")));
+    }
+    Ok(Path::new(PROC_SYS).join(relative))
+}
+
+/// Writes `value` to `/proc/sys/<path>`, e.g. `write("net/ipv4/conf/cali1/proxy_arp", "1")`.
+/// A missing file (unknown interface, IPv6 disabled at boot) is a `Kind::NotFound` error.
+pub fn write(path: &str, value: &str) -> Result<()> {
+    let file = full_path(path)?;
+    std::fs::write(&file, value)
+        .with_context(|| format!("write {value} to {}", file.display()))
+        .code(DATAPLANE)
+}
+
+/// Reads `/proc/sys/<path>`, without the trailing newline.
+pub fn read(path: &str) -> Result<String> {
+    let file = full_path(path)?;
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("read {}", file.display()))
+        .code(DATAPLANE)?;
+    Ok(text.trim_end().to_string())
+}
+
+/// The sysctls Calico sets on a host veth (v1.8.0+, IPv6 from v1.11.0). With IPv4: proxy ARP
+/// without delay, so the host answers the container's ARP for the fake gateway 169.254.1.1,
+/// and forwarding. With IPv6: IPv6 on, proxy NDP and forwarding (per-interface forwarding is
+/// what makes the host route the container's traffic when `all.forwarding` is off).
+pub fn configure_host_veth(host_ifname: &str, ipv4: bool, ipv6: bool) -> Result<()> {
+    if ipv4 {
+        write(&format!("net/ipv4/conf/{host_ifname}/proxy_arp"), "1")?;
+        write(&format!("net/ipv4/neigh/{host_ifname}/proxy_delay"), "0")?;
+        write(&format!("net/ipv4/conf/{host_ifname}/forwarding"), "1")?;
+    }
+    if ipv6 {
+        write(&format!("net/ipv6/conf/{host_ifname}/disable_ipv6"), "0")?;
+        write(&format!("net/ipv6/conf/{host_ifname}/proxy_ndp"), "1")?;
+        write(&format!("net/ipv6/conf/{host_ifname}/forwarding"), "1")?;
+    }
+    Ok(())
+}
+
+/// Turns IPv6 on for the whole current namespace: `disable_ipv6=0` for `all`, `default` and
+/// `lo` (Calico v1.11.0+ does this in the container before adding IPv6 addresses, since some
+/// runtimes create namespaces with IPv6 disabled).
+pub fn enable_ipv6_in_namespace() -> Result<()> {
+    for conf in ["all", "default", "lo"] {
+        write(&format!("net/ipv6/conf/{conf}/disable_ipv6"), "0")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::netns::with_netns;
+    use crate::dataplane::testutil::{HostLink, TestNetns, unique_ifname};
+
+    #[test]
+    fn only_plain_relative_paths_are_accepted() {
+        let cases = [
+            ("net/ipv4/ip_forward", true),
+            ("net/ipv4/conf/eth0.100/forwarding", true),
+            ("", false),
+            ("/etc/passwd", false),
+            ("net/../../etc/passwd", false),
+            ("./net/ipv4/ip_forward", false),
+        ];
+        for (path, ok) in cases {
+            assert_eq!(full_path(path).is_ok(), ok, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn read_strips_the_newline_and_errors_name_the_file() {
+        assert!(!read("kernel/ostype").unwrap().ends_with('\n'));
+        let err = read("net/ipv4/conf/no-such-if-x/forwarding").unwrap_err();
+        assert!(err.is_not_found());
+        assert!(err.msg().contains("/proc/sys/net/ipv4/conf/no-such-if-x/forwarding"), "{err:?}");
+        assert_eq!(err.code(), DATAPLANE);
+    }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn host_veth_sysctls_are_set_per_family() {
+        let host = HostLink::new(unique_ifname("cs"));
+        host.create_spare_veth();
+        let name = host.name();
+        write(&format!("net/ipv6/conf/{name}/disable_ipv6"), "1").unwrap();
+        configure_host_veth(name, true, false).unwrap();
+        assert_eq!(read(&format!("net/ipv4/conf/{name}/proxy_arp")).unwrap(), "1");
+        assert_eq!(read(&format!("net/ipv4/neigh/{name}/proxy_delay")).unwrap(), "0");
+        assert_eq!(read(&format!("net/ipv4/conf/{name}/forwarding")).unwrap(), "1");
+        assert_eq!(read(&format!("net/ipv6/conf/{name}/disable_ipv6")).unwrap(), "1");
+        configure_host_veth(name, false, true).unwrap();
+        assert_eq!(read(&format!("net/ipv6/conf/{name}/disable_ipv6")).unwrap(), "0");
+        assert_eq!(read(&format!("net/ipv6/conf/{name}/proxy_ndp")).unwrap(), "1");
+        assert_eq!(read(&format!("net/ipv6/conf/{name}/forwarding")).unwrap(), "1");
+    }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn ipv6_is_enabled_in_the_namespace_only() {
+        let ns = TestNetns::new("sysctl");
+        let host_before = read("net/ipv6/conf/default/disable_ipv6").unwrap();
+        with_netns(ns.path(), || {
+            write("net/ipv6/conf/all/disable_ipv6", "1")?;
+            write("net/ipv6/conf/default/disable_ipv6", "1")?;
+            enable_ipv6_in_namespace()?;
+            for conf in ["all", "default", "lo"] {
+                assert_eq!(read(&format!("net/ipv6/conf/{conf}/disable_ipv6"))?, "0");
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(read("net/ipv6/conf/default/disable_ipv6").unwrap(), host_before);
+    }
+}
