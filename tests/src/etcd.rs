@@ -18,7 +18,7 @@ pub struct Etcd {
     child: Child,
     endpoint: String,
     // Removed after `drop` has killed the process.
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Etcd {
@@ -31,7 +31,7 @@ impl Etcd {
             let peer = free_port();
             let mut child = spawn_etcd(&dir, attempt, client, peer);
             if wait_healthy(&mut child, client, Duration::from_secs(20)) {
-                return Etcd { child, endpoint: format!("http://127.0.0.1:{client}"), _dir: dir };
+                return Etcd { child, endpoint: format!("http://127.0.0.1:{client}"), dir };
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -43,6 +43,11 @@ impl Etcd {
     /// The client URL, e.g. `http://127.0.0.1:40123`.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// The data dir (inside a temp dir removed on drop).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// The value of `key`, if present.

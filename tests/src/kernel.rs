@@ -8,6 +8,8 @@ use serde_json::Value;
 /// A network interface as `ip -j -d link` reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Link {
+    /// `ifindex`.
+    pub index: u64,
     /// `ifname`.
     pub name: String,
     /// `address`, lower case.
@@ -182,6 +184,7 @@ fn first_link(v: &Value) -> Option<Link> {
 fn parse_link(v: &Value) -> Link {
     let flags: Vec<&str> = v["flags"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     Link {
+        index: v["ifindex"].as_u64().unwrap_or_default(),
         name: v["ifname"].as_str().unwrap_or_default().to_string(),
         mac: v["address"].as_str().unwrap_or_default().to_lowercase(),
         mtu: v["mtu"].as_u64().unwrap_or_default(),

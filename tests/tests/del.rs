@@ -1,0 +1,119 @@
+//! DEL: removes everything ADD made and succeeds whatever is already gone.
+
+use tests::kernel::{eventually, host_link, host_routes_to, netns_ipv4_addrs, netns_link};
+use tests::{Netns, TestBed, host_veth_name, names};
+
+const TEARDOWN: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn added_ip(netns: &Netns) -> String {
+    let addrs = netns_ipv4_addrs(netns.name(), "eth0");
+    assert_eq!(addrs.len(), 1, "{addrs:?}");
+    addrs[0].local.clone()
+}
+
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn del_removes_veth_route_endpoint_and_reservation() {
+    let bed = TestBed::new();
+    let netns = Netns::new();
+    let cid = names::container_id();
+    let conf = bed.conf();
+    bed.add(&conf, &cid, &netns.path(), "eth0").result();
+    let ip = added_ip(&netns);
+    let veth = host_veth_name(&cid);
+    assert!(host_link(&veth).is_some(), "ADD made no host veth");
+    assert_eq!(host_routes_to(&ip).len(), 1, "ADD made no host route");
+    assert!(bed.endpoint(&cid, "eth0").is_some(), "ADD wrote no endpoint");
+    assert_eq!(bed.reservations(&bed.network).len(), 1, "ADD reserved no address");
+
+    bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
+
+    assert!(netns_link(netns.name(), "eth0").is_none(), "container veth left");
+    assert!(eventually(TEARDOWN, || host_link(&veth).is_none()), "host veth {veth} left");
+    assert!(eventually(TEARDOWN, || host_routes_to(&ip).is_empty()), "host route to {ip} left");
+    assert!(bed.endpoint(&cid, "eth0").is_none(), "endpoint left");
+    assert_eq!(bed.reservations(&bed.network), vec![], "reservation left");
+    bed.assert_nothing_left(&[&cid]);
+}
+
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn del_twice_succeeds() {
+    let bed = TestBed::new();
+    let netns = Netns::new();
+    let cid = names::container_id();
+    let conf = bed.conf();
+    bed.add(&conf, &cid, &netns.path(), "eth0").result();
+
+    bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
+    bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
+    bed.assert_nothing_left(&[&cid]);
+}
+
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn del_of_never_added_container_succeeds() {
+    let bed = TestBed::new();
+    let netns = Netns::new();
+    let cid = names::container_id();
+
+    bed.del(&bed.conf(), &cid, &netns.path(), "eth0").assert_success();
+    bed.assert_nothing_left(&[&cid]);
+}
+
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn del_of_never_added_container_succeeds_with_nonexistent_netns_path() {
+    let bed = TestBed::new();
+    let cid = names::container_id();
+    let path = format!("/run/netns/{}", names::unique("ct-absent"));
+
+    bed.del(&bed.conf(), &cid, &path, "eth0").assert_success();
+    assert!(!std::path::Path::new(&path).exists(), "DEL created {path}");
+    bed.assert_nothing_left(&[&cid]);
+}
+
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn del_succeeds_when_netns_is_gone() {
+    let bed = TestBed::new();
+    let mut netns = Netns::new();
+    let cid = names::container_id();
+    let conf = bed.conf();
+    bed.add(&conf, &cid, &netns.path(), "eth0").result();
+    let path = netns.path();
+    netns.delete();
+
+    bed.del(&conf, &cid, &path, "eth0").assert_success();
+    bed.assert_nothing_left(&[&cid]);
+}
+
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn del_succeeds_with_empty_cni_netns_and_releases_address_and_endpoint() {
+    let bed = TestBed::new();
+    let netns = Netns::new();
+    let cid = names::container_id();
+    let conf = bed.conf();
+    bed.add(&conf, &cid, &netns.path(), "eth0").result();
+
+    bed.del(&conf, &cid, "", "eth0").assert_success();
+    assert!(bed.endpoint(&cid, "eth0").is_none(), "endpoint left");
+    assert_eq!(bed.reservations(&bed.network), vec![], "reservation left");
+    assert_eq!(bed.node_keys(), Vec::<String>::new());
+}
+
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn del_succeeds_without_cni_netns_variable() {
+    let bed = TestBed::new();
+    let netns = Netns::new();
+    let cid = names::container_id();
+    let conf = bed.conf();
+    bed.add(&conf, &cid, &netns.path(), "eth0").result();
+
+    let env = bed.env("DEL", &cid, "", "eth0").remove("CNI_NETNS");
+    tests::run_plugin("calico", &env, &conf.to_bytes()).assert_success();
+    assert!(bed.endpoint(&cid, "eth0").is_none(), "endpoint left");
+    assert_eq!(bed.reservations(&bed.network), vec![], "reservation left");
+}
