@@ -28,10 +28,7 @@ pub fn add_addresses(ifindex: u32, addrs: &[IpNetwork]) -> Result<()> {
             let host = host_prefix(addr.ip());
             let mut request = handle.address().add(ifindex, host.ip(), host.prefix());
             if host.is_ipv6() {
-                request
-                    .message_mut()
-                    .attributes
-                    .push(AddressAttribute::Flags(AddressFlags::Nodad));
+                request.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
             }
             request
                 .execute()
@@ -204,7 +201,10 @@ mod tests {
         let ll = host_link_local_address(host.name()).unwrap();
         assert_eq!(ll, eui64_link_local(veth::HOST_MAC));
         let host_json = ip_json(&["-6", "addr", "show", "dev", host.name()]);
-        assert!(host_json[0]["addr_info"].as_array().unwrap().iter().any(|a| a["local"] == ll.to_string()), "{host_json}");
+        assert!(
+            host_json[0]["addr_info"].as_array().unwrap().iter().any(|a| a["local"] == ll.to_string()),
+            "{host_json}"
+        );
     }
 
     #[test]

@@ -36,11 +36,7 @@ const DUMP_ATTEMPTS: usize = 5;
 /// Call it inside [`netns::with_netns`] for the container's namespace; `ifindex` is the container
 /// end's index there and `ipv6_gateway` is the host end's link-local address
 /// ([`addr::host_link_local_address`]), required when `addrs` holds an IPv6 address.
-pub fn configure_container_interface(
-    ifindex: u32,
-    addrs: &[IpNetwork],
-    ipv6_gateway: Option<Ipv6Addr>,
-) -> Result<()> {
+pub fn configure_container_interface(ifindex: u32, addrs: &[IpNetwork], ipv6_gateway: Option<Ipv6Addr>) -> Result<()> {
     if addrs.iter().any(IpNetwork::is_ipv6) {
         sysctl::enable_ipv6_in_namespace()?;
     }
@@ -49,7 +45,8 @@ pub fn configure_container_interface(
 }
 
 /// Runs `f` with a fresh netlink connection opened on the calling thread, inside a private
-/// current-thread tokio runtime, and returns its output.
+/// current-thread tokio runtime, and returns its output. The calling thread must not be running
+/// an async runtime itself.
 ///
 /// The connection forwards "done" messages, which carry the dump-interrupted flag; plain
 /// rtnetlink dump requests would choke on them, so every dump goes through [`dump`].
@@ -58,6 +55,10 @@ where
     F: FnOnce(Handle) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
+    // Blocking on a runtime from inside another one panics; refuse instead.
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(Error::new(DATAPLANE, "netlink request made from inside an async runtime"));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -65,9 +66,8 @@ where
         .context("create the netlink runtime")
         .code(DATAPLANE)?;
     runtime.block_on(async {
-        let (mut connection, handle, _) = rtnetlink::new_connection()
-            .context("open a netlink socket")
-            .code(DATAPLANE)?;
+        let (mut connection, handle, _) =
+            rtnetlink::new_connection().context("open a netlink socket").code(DATAPLANE)?;
         connection.set_forward_done(true);
         let task = tokio::spawn(connection);
         let out = f(handle).await;
@@ -88,10 +88,7 @@ pub(crate) async fn dump(
     for _ in 0..DUMP_ATTEMPTS {
         let mut msg = NetlinkMessage::from(request.clone());
         msg.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        let mut responses = handle
-            .clone()
-            .request(msg)
-            .map_err(|e| netlink_error(e, format!("dump {what}")))?;
+        let mut responses = handle.clone().request(msg).map_err(|e| netlink_error(e, format!("dump {what}")))?;
         let mut out = Vec::new();
         let mut interrupted = false;
         while let Some(response) = responses.next().await {
@@ -123,9 +120,7 @@ fn libc_eintr() -> i32 {
 /// The positive errno of a netlink error answer, if `err` is one.
 pub(crate) fn errno(err: &rtnetlink::Error) -> Option<nix::errno::Errno> {
     match err {
-        rtnetlink::Error::NetlinkError(msg) => {
-            msg.code.map(|code| nix::errno::Errno::from_raw(-code.get()))
-        }
+        rtnetlink::Error::NetlinkError(msg) => msg.code.map(|code| nix::errno::Errno::from_raw(-code.get())),
         _ => None,
     }
 }
@@ -279,6 +274,14 @@ pub(crate) mod testutil {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn netlink_from_inside_a_runtime_is_an_error_not_a_panic() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let err = runtime.block_on(async { veth::read_link("lo") }).unwrap_err();
+        assert!(err.msg().contains("inside an async runtime"), "{err:?}");
+        assert!(veth::read_link("lo").unwrap().is_some());
+    }
 
     #[test]
     fn mac_is_formatted_lower_case_with_colons() {

@@ -64,6 +64,11 @@ pub struct RouteState {
 }
 
 impl RouteState {
+    /// Whether this is an IPv6 route.
+    pub fn is_ipv6(&self) -> bool {
+        self.destination.is_ipv6()
+    }
+
     fn from_message(msg: &RouteMessage) -> Option<RouteState> {
         let family_default = match msg.header.address_family {
             AddressFamily::Inet => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -129,13 +134,23 @@ pub fn add_container_routes(ifindex: u32, addrs: &[IpNetwork], ipv6_gateway: Opt
                 .scope(RouteScope::Link)
                 .protocol(RouteProtocol::Boot)
                 .build();
-            add_route(&handle, gateway_route, format_args!("add route {IPV4_GATEWAY}/32 dev {ifindex} in the container")).await?;
+            add_route(
+                &handle,
+                gateway_route,
+                format_args!("add route {IPV4_GATEWAY}/32 dev {ifindex} in the container"),
+            )
+            .await?;
             let default_route = RouteMessageBuilder::<Ipv4Addr>::new()
                 .gateway(IPV4_GATEWAY)
                 .output_interface(ifindex)
                 .protocol(RouteProtocol::Boot)
                 .build();
-            add_route(&handle, default_route, format_args!("add default route via {IPV4_GATEWAY} dev {ifindex} in the container")).await?;
+            add_route(
+                &handle,
+                default_route,
+                format_args!("add default route via {IPV4_GATEWAY} dev {ifindex} in the container"),
+            )
+            .await?;
         }
         if let (true, Some(gateway)) = (ipv6, ipv6_gateway) {
             let default_route = RouteMessageBuilder::<Ipv6Addr>::new()
@@ -143,7 +158,12 @@ pub fn add_container_routes(ifindex: u32, addrs: &[IpNetwork], ipv6_gateway: Opt
                 .output_interface(ifindex)
                 .protocol(RouteProtocol::Boot)
                 .build();
-            add_route(&handle, default_route, format_args!("add default route via {gateway} dev {ifindex} in the container")).await?;
+            add_route(
+                &handle,
+                default_route,
+                format_args!("add default route via {gateway} dev {ifindex} in the container"),
+            )
+            .await?;
         }
         Ok(())
     })
@@ -195,9 +215,9 @@ pub fn add_host_routes(host_index: u32, host_ifname: &str, addrs: &[IpNetwork]) 
 async fn check_existing_host_route(handle: &Handle, host_index: u32, host_ifname: &str, dst: IpNetwork) -> Result<()> {
     let routes = main_table_routes(handle).await?;
     // The kernel keeps no scope for IPv6 routes and reports them all as universe.
-    let ours = routes.iter().any(|r| {
-        r.destination == dst && r.ifindex == Some(host_index) && (dst.is_ipv6() || r.scope == Scope::Link)
-    });
+    let ours = routes
+        .iter()
+        .any(|r| r.destination == dst && r.ifindex == Some(host_index) && (dst.is_ipv6() || r.scope == Scope::Link));
     if ours {
         return Ok(());
     }
@@ -328,17 +348,21 @@ mod tests {
         let ll = addr::eui64_link_local(crate::dataplane::veth::HOST_MAC).to_string();
 
         let routes = ip_json(&["-n", ns.name(), "-6", "route", "show", "dev", "eth0"]);
-        assert!(
-            routes.as_array().unwrap().iter().any(|r| r["dst"] == "default" && r["gateway"] == ll),
-            "{routes}"
-        );
+        assert!(routes.as_array().unwrap().iter().any(|r| r["dst"] == "default" && r["gateway"] == ll), "{routes}");
         let inside = ip_json(&["-n", ns.name(), "-6", "addr", "show", "dev", "eth0"]);
         assert!(
-            inside[0]["addr_info"].as_array().unwrap().iter().any(|a| a["local"] == "fd00:66::9" && a["prefixlen"] == 128),
+            inside[0]["addr_info"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["local"] == "fd00:66::9" && a["prefixlen"] == 128),
             "{inside}"
         );
         let listed = with_netns(ns.path(), || list_routes(index)).unwrap();
-        assert!(listed.iter().any(|r| r.destination.prefix() == 0 && r.gateway == Some(ll.parse().unwrap())), "{listed:?}");
+        assert!(
+            listed.iter().any(|r| r.destination.prefix() == 0 && r.gateway == Some(ll.parse().unwrap())),
+            "{listed:?}"
+        );
 
         let host_routes = ip_json(&["-6", "route", "show", "dev", host.name()]);
         assert!(host_routes.as_array().unwrap().iter().any(|r| r["dst"] == "fd00:66::9"), "{host_routes}");
@@ -362,7 +386,10 @@ mod tests {
         for addr in ["10.67.0.3/32", "fd00:67::3/128"] {
             let err = add_host_routes(guard.host_index(), host.name(), &[addr.parse().unwrap()]).unwrap_err();
             assert_eq!(err.kind(), Kind::AlreadyExists);
-            assert!(err.msg().contains(&format!("already exists for an interface other than {}", host.name())), "{err:?}");
+            assert!(
+                err.msg().contains(&format!("already exists for an interface other than {}", host.name())),
+                "{err:?}"
+            );
         }
     }
 }

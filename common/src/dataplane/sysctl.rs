@@ -21,17 +21,13 @@ fn full_path(path: &str) -> Result<PathBuf> {
 /// A missing file (unknown interface, IPv6 disabled at boot) is a `Kind::NotFound` error.
 pub fn write(path: &str, value: &str) -> Result<()> {
     let file = full_path(path)?;
-    std::fs::write(&file, value)
-        .with_context(|| format!("write {value} to {}", file.display()))
-        .code(DATAPLANE)
+    std::fs::write(&file, value).with_context(|| format!("write {value} to {}", file.display())).code(DATAPLANE)
 }
 
 /// Reads `/proc/sys/<path>`, without the trailing newline.
 pub fn read(path: &str) -> Result<String> {
     let file = full_path(path)?;
-    let text = std::fs::read_to_string(&file)
-        .with_context(|| format!("read {}", file.display()))
-        .code(DATAPLANE)?;
+    let text = std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display())).code(DATAPLANE)?;
     Ok(text.trim_end().to_string())
 }
 

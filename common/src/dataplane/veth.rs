@@ -186,16 +186,11 @@ pub fn create_veth(req: &VethRequest) -> Result<VethGuard> {
     check_ifname(&req.host_ifname)?;
     check_ifname(&req.container_ifname)?;
     let netns_file = netns::open(&req.netns)?;
-    let container_exists =
-        netns::with_netns(&req.netns, || Ok(read_link(&req.container_ifname)?.is_some()))?;
+    let container_exists = netns::with_netns(&req.netns, || Ok(read_link(&req.container_ifname)?.is_some()))?;
     if container_exists {
         return Err(Error::new(
             DATAPLANE,
-            format!(
-                "interface {} already exists in netns {}",
-                req.container_ifname,
-                req.netns.display()
-            ),
+            format!("interface {} already exists in netns {}", req.container_ifname, req.netns.display()),
         )
         .with_kind(Kind::AlreadyExists));
     }
@@ -205,7 +200,7 @@ pub fn create_veth(req: &VethRequest) -> Result<VethGuard> {
     }
 
     let message = veth_message(req, netns_file.as_raw_fd());
-    let host = with_netlink(|handle| async move {
+    with_netlink(|handle| async move {
         handle.link().add(message).execute().await.map_err(|e| {
             netlink_error(
                 e,
@@ -216,30 +211,23 @@ pub fn create_veth(req: &VethRequest) -> Result<VethGuard> {
                     req.netns.display()
                 ),
             )
-        })?;
-        get_link(&handle, &req.host_ifname).await
+        })
     })?;
     drop(netns_file);
-    let Some(host) = host else {
-        return Err(Error::new(
-            DATAPLANE,
-            format!("host link {} vanished right after it was created", req.host_ifname),
-        ));
-    };
+    // From here on the pair exists: every early return deletes it through the guard.
     let mut guard = VethGuard {
         host_ifname: req.host_ifname.clone(),
-        host_index: host.index,
+        host_index: 0,
         container_ifname: req.container_ifname.clone(),
         container_index: 0,
         container_mac: String::new(),
         committed: false,
     };
+    // The host end was created up; this only reads its index back.
+    guard.host_index = bring_up(&req.host_ifname)?.index;
     let container = netns::with_netns(&req.netns, || bring_up(&req.container_ifname))?;
     guard.container_index = container.index;
     guard.container_mac = container.mac;
-    if !host.up {
-        bring_up(&req.host_ifname)?;
-    }
     Ok(guard)
 }
 
@@ -467,8 +455,8 @@ mod tests {
     #[ignore = "needs root"]
     fn missing_netns_is_not_found() {
         let host = HostLink::new(unique_ifname("cv"));
-        let err = create_veth(&VethRequest::new(host.name(), "eth0", Path::new("/run/netns/calico-test-gone")))
-            .unwrap_err();
+        let err =
+            create_veth(&VethRequest::new(host.name(), "eth0", Path::new("/run/netns/calico-test-gone"))).unwrap_err();
         assert_eq!(err.kind(), Kind::NotFound);
         assert!(!host_link_exists(host.name()).unwrap());
     }
