@@ -18,16 +18,20 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let netns_path = network::validate_netns(req)?;
     let store = Datastore::connect(&req.config.etcd)?;
     endpoint::ensure_ready(&store)?;
-    if let Some(existing) = endpoint::find_workload_endpoint(&store, &ids)? {
-        return join_network(&store, req, existing, reply);
+    let existing = endpoint::find_workload_endpoint(&store, &ids)?;
+    if let (Some(existing), false) = (&existing, ids.is_kubernetes()) {
+        return join_network(&store, req, existing.clone(), reply);
     }
+    // A pod's new sandbox gets new addresses and takes over the pod's endpoint.
+    let replaced = existing.filter(|e| e.key == endpoint::endpoint_key(&ids));
     let mut lease = ipam::allocate(req)?;
     let addresses = ipam::workload_addresses(&lease.result);
     let host_ifname = network::choose_host_veth_name(&store, &ids, &req.container_id)?;
     let mut pair = network::create_workload_interfaces(req, netns_path, &host_ifname, &addresses)?;
-    let endpoint = new_endpoint(req, &pair, &addresses);
-    let profile = network_profile(req);
-    let mut written = endpoint::create_endpoint(&store, &endpoint::endpoint_key(&ids), &endpoint, profile.as_ref())?;
+    let endpoint = workload_endpoint(req, &ids, &pair, &addresses, replaced.as_ref());
+    let key = endpoint::endpoint_key(&ids);
+    let profile = network_profile(req, &ids);
+    let mut written = endpoint::write_endpoint(&store, &key, &endpoint, replaced.as_ref(), profile.as_ref())?;
     reply.send(&attachment_result(req, &pair, &addresses, &lease.result))?;
     written.commit();
     pair.commit();
@@ -40,25 +44,43 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
 /// IPAM or interface work.
 fn join_network(store: &Datastore, req: &Request, existing: StoredEndpoint, reply: &mut Reply<'_>) -> Result<()> {
     let updated = endpoint::append_profile(store, existing, &req.config.name)?;
-    if let Some(profile) = network_profile(req) {
+    if let Some(profile) = network_profile(req, &WorkloadIds::for_request(req)) {
         endpoint::ensure_profile(store, &profile)?;
     }
     reply.send(&endpoint_result(req, &updated))
 }
 
-/// The profile the plugin maintains for the network: one per network name, unless a policy
-/// type (Kubernetes) manages profiles.
-fn network_profile(req: &Request) -> Option<Profile> {
-    req.config.policy.policy_type.is_empty().then(|| Profile::for_network(&req.config.name))
+/// The profile the plugin maintains for the network, unless a policy type manages profiles:
+/// inbound only from the network's own endpoints, or (Kubernetes without policy) everything.
+fn network_profile(req: &Request, ids: &WorkloadIds) -> Option<Profile> {
+    let name = &req.config.name;
+    match (req.config.policy.policy_type.is_empty(), ids.is_kubernetes()) {
+        (false, _) => None,
+        (true, false) => Some(Profile::for_network(name)),
+        (true, true) => Some(Profile::allow_all(name)),
+    }
 }
 
-fn new_endpoint(req: &Request, pair: &VethGuard, addresses: &[IpNetwork]) -> WorkloadEndpoint {
+/// The endpoint to store. A pod's endpoint records the sandbox that owns it, so that a late
+/// DEL of an older sandbox leaves it alone; fields other tools added to a replaced endpoint
+/// are kept.
+fn workload_endpoint(
+    req: &Request,
+    ids: &WorkloadIds,
+    pair: &VethGuard,
+    addresses: &[IpNetwork],
+    replaced: Option<&StoredEndpoint>,
+) -> WorkloadEndpoint {
+    let profile = match (&ids.pod, req.config.policy.policy_type.as_str()) {
+        (Some((namespace, _)), "k8s") => format!("k8s_ns.{namespace}"),
+        _ => req.config.name.clone(),
+    };
     WorkloadEndpoint {
         state: "active".to_string(),
         name: pair.host_ifname().to_string(),
-        active_instance_id: String::new(),
+        active_instance_id: if ids.is_kubernetes() { req.container_id.clone() } else { String::new() },
         mac: pair.container_mac().to_string(),
-        profile_ids: vec![req.config.name.clone()],
+        profile_ids: vec![profile],
         ipv4_nets: addresses.iter().filter(|a| a.is_ipv4()).copied().collect(),
         ipv6_nets: addresses.iter().filter(|a| a.is_ipv6()).copied().collect(),
         ipv4_nat: Vec::new(),
@@ -66,7 +88,7 @@ fn new_endpoint(req: &Request, pair: &VethGuard, addresses: &[IpNetwork]) -> Wor
         labels: Default::default(),
         ipv4_gateway: None,
         ipv6_gateway: None,
-        other: Default::default(),
+        other: replaced.map(|r| r.endpoint.other.clone()).unwrap_or_default(),
     }
 }
 

@@ -100,10 +100,12 @@ pub fn endpoint_using_link(store: &Datastore, node: &str, link_name: &str) -> Re
     }))
 }
 
-/// A written endpoint; dropping it deletes the key again unless committed.
+/// A written endpoint; dropping it undoes the write unless committed: a new endpoint is
+/// deleted, a replaced one gets its previous value back.
 pub struct EndpointGuard<'a> {
     store: &'a Datastore,
     key: String,
+    previous: Option<Vec<u8>>,
     committed: bool,
 }
 
@@ -116,38 +118,55 @@ impl EndpointGuard<'_> {
 
 impl Drop for EndpointGuard<'_> {
     fn drop(&mut self) {
-        if !self.committed {
-            if let Err(err) = self.store.delete(&self.key) {
-                eprintln!("calico: rollback: failed to delete endpoint {}: {err}", self.key);
-            }
+        if self.committed {
+            return;
+        }
+        let undone = match &self.previous {
+            Some(value) => self.store.put(&self.key, value),
+            None => self.store.delete(&self.key).map(|_| ()),
+        };
+        if let Err(err) = undone {
+            eprintln!("calico: rollback: failed to restore endpoint {}: {err}", self.key);
         }
     }
 }
 
-/// Writes a new endpoint and, when `profile` is given and does not exist yet, the profile, in
-/// one transaction: two first ADDs on one network cannot both create the profile, and no
-/// endpoint exists without its profile.
-pub fn create_endpoint<'a>(
+/// Writes the endpoint: a new one only if the key is still absent, a replacement only if the
+/// key still holds the revision that was read. When `profile` is given and does not exist
+/// yet, it is created in the same transaction, so two first ADDs on one network cannot both
+/// create it and no endpoint exists without its profile.
+pub fn write_endpoint<'a>(
     store: &'a Datastore,
     key: &str,
     endpoint: &WorkloadEndpoint,
+    previous: Option<&StoredEndpoint>,
     profile: Option<&Profile>,
 ) -> Result<EndpointGuard<'a>> {
     let endpoint_write = Write::Put(key.to_string(), endpoint.to_json()?);
+    let key_condition = match previous {
+        Some(stored) => Condition::Revision(key.to_string(), stored.revision),
+        None => Condition::Absent(key.to_string()),
+    };
     let mut with_profile = profile.map(|p| (keys::profile_tags(&p.name), p));
     loop {
-        let mut txn = Txn { conditions: vec![Condition::Absent(key.to_string())], writes: vec![endpoint_write.clone()], reads_on_failure: vec![key.to_string()] };
+        let mut txn = Txn {
+            conditions: vec![key_condition.clone()],
+            writes: vec![endpoint_write.clone()],
+            reads_on_failure: vec![key.to_string()],
+        };
         if let Some((tags_key, profile)) = &with_profile {
             txn.conditions.push(Condition::Absent(tags_key.clone()));
             txn.writes.extend(profile.key_values()?.into_iter().map(|(k, v)| Write::Put(k, v)));
         }
         let outcome = store.txn(&txn).with_context(|| format!("write endpoint {key}"))?;
         if outcome.committed {
-            return Ok(EndpointGuard { store, key: key.to_string(), committed: false });
+            let previous = previous.map(|p| p.endpoint.to_json()).transpose()?;
+            return Ok(EndpointGuard { store, key: key.to_string(), previous, committed: false });
         }
-        if outcome.current.iter().any(|entry| entry.key == key) {
-            return Err(Error::new(codes::CONFLICT, format!("endpoint {key} already exists"))
-                .with_kind(common::Kind::AlreadyExists));
+        let current_revision = outcome.current.iter().find(|e| e.key == key).map(|e| e.mod_revision);
+        if current_revision != previous.map(|p| p.revision) {
+            return Err(Error::new(codes::CONFLICT, format!("endpoint {key} was changed by another writer"))
+                .with_kind(common::Kind::CasConflict));
         }
         if with_profile.take().is_none() {
             return Err(Error::new(codes::CONFLICT, format!("endpoint {key} could not be written")));

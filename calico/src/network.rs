@@ -11,22 +11,23 @@ use common::{Error, Result};
 use ipnetwork::IpNetwork;
 
 use crate::endpoint;
-use crate::workload::{WorkloadIds, hashed_host_veth_name, host_veth_name};
+use crate::workload::{WorkloadIds, hashed_host_veth_name};
 
-/// Picks the host veth name. A link of the usual name that no endpoint on this node records is
-/// left over from an earlier attempt and is deleted. One that a live endpoint records belongs to
-/// another container whose id shares the first 11 characters: it is never touched, and the
-/// name derived from a hash of the full id is used instead.
+/// Picks the host veth name. A link of that name that no endpoint on this node records, or
+/// that this attachment's own endpoint records (a pod's earlier sandbox), is stale and is
+/// deleted. One that another live endpoint records belongs to another container whose id
+/// shares the first 11 characters: it is never touched, and the name derived from a hash of
+/// the full container id is used instead.
 pub fn choose_host_veth_name(store: &Datastore, ids: &WorkloadIds, container_id: &str) -> Result<String> {
-    let usual = host_veth_name(container_id);
+    let usual = ids.host_veth_name(container_id);
     if claim_link_name(store, ids, &usual)? {
         return Ok(usual);
     }
     let hashed = hashed_host_veth_name(container_id);
-    if claim_link_name(store, ids, &hashed)? {
+    if !ids.is_kubernetes() && claim_link_name(store, ids, &hashed)? {
         return Ok(hashed);
     }
-    Err(Error::new(codes::DATAPLANE, format!("host links {usual} and {hashed} both belong to other workloads")))
+    Err(Error::new(codes::DATAPLANE, format!("host link {usual} belongs to another workload")))
 }
 
 /// True when `name` is free, after deleting a stale link of that name.
@@ -34,7 +35,8 @@ fn claim_link_name(store: &Datastore, ids: &WorkloadIds, name: &str) -> Result<b
     if !veth::host_link_exists(name)? {
         return Ok(true);
     }
-    if let Some(owner) = endpoint::endpoint_using_link(store, &ids.node, name)? {
+    let own_key = endpoint::endpoint_key(ids);
+    if let Some(owner) = endpoint::endpoint_using_link(store, &ids.node, name)?.filter(|owner| *owner != own_key) {
         common::cni::log::warn(&format!("host link {name} belongs to endpoint {owner}"));
         return Ok(false);
     }

@@ -7,23 +7,49 @@ use common::cni::Request;
 pub struct WorkloadIds {
     /// The node the workload runs on.
     pub node: String,
-    /// `cni` (Kubernetes mode, with `k8s`, comes from the pod).
+    /// `k8s` for a Kubernetes pod, `cni` otherwise.
     pub orchestrator: String,
-    /// The workload: the container id.
+    /// The workload: `<namespace>.<pod>` in Kubernetes, the container id otherwise.
     pub workload: String,
     /// The endpoint id: `CNI_IFNAME`.
     pub endpoint: String,
+    /// The pod as `(namespace, name)` in Kubernetes mode.
+    pub pod: Option<(String, String)>,
 }
 
 impl WorkloadIds {
-    /// The identifiers of a plain CNI (non-Kubernetes) attachment.
+    /// Kubernetes mode when `CNI_ARGS` names both the pod's namespace and name (a pod name
+    /// alone, as podman sends, is not Kubernetes).
     pub fn for_request(req: &Request) -> WorkloadIds {
-        WorkloadIds {
-            node: req.config.nodename.clone(),
-            orchestrator: "cni".to_string(),
-            workload: req.container_id.clone(),
-            endpoint: req.ifname.clone(),
+        let node = req.config.nodename.clone();
+        let endpoint = req.ifname.clone();
+        match req.args.k8s_pod() {
+            Some((namespace, pod)) => WorkloadIds {
+                node,
+                orchestrator: "k8s".to_string(),
+                workload: format!("{namespace}.{pod}"),
+                endpoint,
+                pod: Some((namespace.to_string(), pod.to_string())),
+            },
+            None => WorkloadIds {
+                node,
+                orchestrator: "cni".to_string(),
+                workload: req.container_id.clone(),
+                endpoint,
+                pod: None,
+            },
         }
+    }
+
+    /// True for a Kubernetes pod.
+    pub fn is_kubernetes(&self) -> bool {
+        self.pod.is_some()
+    }
+
+    /// The host veth name: per pod in Kubernetes (so a new sandbox of the pod takes over the
+    /// name), per container otherwise.
+    pub fn host_veth_name(&self, container_id: &str) -> String {
+        if self.is_kubernetes() { hashed_host_veth_name(&self.workload) } else { host_veth_name(container_id) }
     }
 }
 
@@ -32,10 +58,11 @@ pub fn host_veth_name(container_id: &str) -> String {
     format!("cali{}", container_id.chars().take(11).collect::<String>())
 }
 
-/// The name used when [`host_veth_name`] belongs to another live container (ids that share
-/// their first 11 characters): `cali` + 11 hex digits of the SHA-1 of the full container id.
-pub fn hashed_host_veth_name(container_id: &str) -> String {
-    let digest = sha1_smol::Sha1::from(container_id).digest().to_string();
+/// `cali` + the first 11 hex digits of the SHA-1 of `id`: Calico's name for a pod's veth
+/// (`id` = `<namespace>.<pod>`), and the fallback when [`host_veth_name`] belongs to another
+/// live container whose id shares the first 11 characters.
+pub fn hashed_host_veth_name(id: &str) -> String {
+    let digest = sha1_smol::Sha1::from(id).digest().to_string();
     format!("cali{}", &digest[..11])
 }
 
@@ -56,5 +83,11 @@ mod tests {
         let hashed = hashed_host_veth_name("cnitool-9e2a0df27c8e4475aa90");
         assert_eq!(hashed.len(), 15);
         assert_ne!(hashed, hashed_host_veth_name("cnitool-9e2a0df27c8e4475aa91"));
+    }
+
+    #[test]
+    fn pod_veth_name_is_sha1_of_namespace_dot_pod() {
+        // `printf default.nginx | sha1sum` = c440f455693b69cdd…
+        assert_eq!(hashed_host_veth_name("default.nginx"), "calic440f455693");
     }
 }
