@@ -1,0 +1,40 @@
+# Build, test, demo, benchmark and install the `calico` and `calico-ipam` CNI plugins.
+# Each target calls cargo or one script of scripts/.
+
+# rustup installs cargo into ~/.cargo/bin, which is not on PATH under sudo or in CI.
+export PATH := $(PATH):$(HOME)/.cargo/bin:/root/.cargo/bin
+
+CARGO ?= cargo
+PREFIX ?= /usr
+DESTDIR ?=
+CNI_BIN_DIR ?= /opt/cni/bin
+RKT_PLUGIN_DIR ?= $(PREFIX)/lib/rkt/plugins/net
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+BINARIES := calico calico-ipam
+
+.PHONY: all build release test demo bench install clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace --locked
+
+release:
+	$(CARGO) build --release --locked
+
+test:
+	scripts/test.sh
+
+demo:
+	scripts/demo.sh
+
+bench:
+	scripts/bench.sh
+
+install: release
+	install -d $(DESTDIR)$(CNI_BIN_DIR) $(DESTDIR)$(RKT_PLUGIN_DIR)
+	install -m 0755 $(addprefix $(TARGET_DIR)/release/,$(BINARIES)) $(DESTDIR)$(CNI_BIN_DIR)/
+	install -m 0755 $(addprefix $(TARGET_DIR)/release/,$(BINARIES)) $(DESTDIR)$(RKT_PLUGIN_DIR)/
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# make demo: one ADD and one DEL of a container with a conf example, against a throwaway etcd
+# and network namespace; shows what the plugin did, then removes everything it made.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+CONF_EXAMPLE=${CONF_EXAMPLE:-$ROOT/conf-examples/20-calico-rkt-host-local.conf}
+
+"$ROOT/scripts/install-deps.sh"
+require_root
+require_cargo
+(cd "$ROOT" && cargo build --release --locked)
+
+WORK=$(mktemp -d /tmp/calico-demo.XXXXXX)
+NETNS=calico-demo-$$
+CONTAINER_ID=demo$(printf '%08x' $$)$(date +%s)
+ETCD_PID=
+cleanup() {
+    ip netns del "$NETNS" 2>/dev/null || true
+    if [ -n "$ETCD_PID" ]; then
+        kill "$ETCD_PID" 2>/dev/null || true
+        wait "$ETCD_PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+start_etcd "$WORK"
+ip netns add "$NETNS"
+example_conf "$CONF_EXAMPLE" "$ETCD_ENDPOINT" "$WORK/ipam" >"$WORK/net.conf"
+
+cni() {
+    env -i PATH="$PATH" CNI_COMMAND="$1" CNI_CONTAINERID="$CONTAINER_ID" \
+        CNI_NETNS="/run/netns/$NETNS" CNI_IFNAME=eth0 CNI_PATH="$TARGET_DIR/release:/usr/lib/cni" \
+        "$TARGET_DIR/release/calico" <"$WORK/net.conf"
+}
+section() { printf '\n=== %s\n' "$*"; }
+
+section "config ($CONF_EXAMPLE, etcd at $ETCD_ENDPOINT)"
+cat "$WORK/net.conf"
+section "ADD container $CONTAINER_ID in netns $NETNS"
+cni ADD
+section "ip -n $NETNS addr"
+ip -n "$NETNS" addr show
+section "ip -n $NETNS route"
+ip -n "$NETNS" route show
+section "host route"
+ip route show dev "cali${CONTAINER_ID:0:11}"
+section "etcdctl get --prefix /calico"
+ETCDCTL_API=3 etcdctl --endpoints="$ETCD_ENDPOINT" get --prefix /calico
+section "DEL"
+cni DEL
+echo "DEL done; cleaning up"

@@ -1,0 +1,63 @@
+# Shared by demo.sh, bench.sh and test.sh (sourced, not run).
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+
+# rustup installs cargo into ~/.cargo/bin, which is not on PATH under sudo or in CI.
+export PATH="$PATH:${HOME:-/root}/.cargo/bin:/root/.cargo/bin"
+
+die() {
+    echo "$(basename "$0"): $*" >&2
+    exit 1
+}
+
+require_root() {
+    [ "$(id -u)" -eq 0 ] || die "must run as root (network namespaces, veths, routes)"
+}
+
+require_cargo() {
+    command -v cargo >/dev/null || die "cargo not found (install Rust with rustup)"
+}
+
+# A loopback TCP port nobody listens on, away from etcd's default 2379/2380.
+free_port() {
+    local port
+    while :; do
+        port=$((20000 + RANDOM % 20000))
+        if ! ss -Hltn "sport = :$port" | grep -q .; then
+            echo "$port"
+            return
+        fi
+    done
+}
+
+# start_etcd DIR: runs etcd with its data in DIR on free loopback ports and waits until it
+# is healthy. Sets ETCD_PID and ETCD_ENDPOINT.
+start_etcd() {
+    local dir=$1 client peer i
+    client=$(free_port)
+    peer=$(free_port)
+    ETCD_ENDPOINT="http://127.0.0.1:$client"
+    etcd --name demo --data-dir "$dir/etcd" \
+        --listen-client-urls "$ETCD_ENDPOINT" --advertise-client-urls "$ETCD_ENDPOINT" \
+        --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+        --initial-cluster "demo=http://127.0.0.1:$peer" \
+        --heartbeat-interval=10 --election-timeout=100 --logger=zap --log-level=error \
+        >"$dir/etcd.log" 2>&1 &
+    ETCD_PID=$!
+    for i in $(seq 1 500); do
+        if ETCDCTL_API=3 etcdctl --endpoints="$ETCD_ENDPOINT" endpoint health >/dev/null 2>&1; then
+            return 0
+        fi
+        kill -0 "$ETCD_PID" 2>/dev/null || break
+        sleep 0.02
+    done
+    cat "$dir/etcd.log" >&2
+    die "etcd did not become healthy"
+}
+
+# example_conf FILE ETCD_ENDPOINT DATA_DIR: a conf example pointed at a throwaway etcd and
+# host-local data dir, on stdout.
+example_conf() {
+    sed -e "s#http://127.0.0.1:2379#$2#" -e "s#\"/var/lib/cni/networks\"#\"$3\"#" "$1"
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# make test: every test of the workspace, the root-only integration tests included.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+"$ROOT/scripts/install-deps.sh"
+require_root
+require_cargo
+cd "$ROOT"
+# The integration tests run the built binaries: build them first.
+cargo build --workspace --locked
+cargo test --workspace --locked -- --include-ignored
