@@ -7,5 +7,6 @@ pub mod dataplane;
 pub mod datastore;
 pub mod error;
 pub mod ipam;
+pub mod kubernetes;
 
 pub use error::{Code, Context, Error, Kind, Result};

@@ -14,6 +14,7 @@
 //! controls every `CNI_*` variable. Kernel state is read back independently with `ip -j` and
 //! `/proc/sys` (module [`kernel`]).
 
+pub mod apiserver;
 pub mod etcd;
 pub mod kernel;
 pub mod names;
