@@ -474,6 +474,9 @@ fn validate_etcd_endpoint(endpoint: &str) -> crate::error::Result<()> {
 mod etcd_settings_tests {
     use super::*;
 
+    /// Config keys or environment variables of one case.
+    type Pairs = &'static [(&'static str, &'static str)];
+
     fn keys(pairs: &[(&str, &str)]) -> EtcdConfigKeys {
         let json: serde_json::Map<String, serde_json::Value> =
             pairs.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect();
@@ -489,7 +492,7 @@ mod etcd_settings_tests {
 
     #[test]
     fn endpoints_follow_upstream_precedence() {
-        let cases: &[(&[(&str, &str)], &[(&str, &str)], &[&str])] = &[
+        let cases: &[(Pairs, Pairs, &[&str])] = &[
             (&[], &[], &["http://127.0.0.1:2379"]),
             (&[("etcd_authority", "10.0.0.1:4001")], &[], &["http://10.0.0.1:4001"]),
             (&[("etcd_scheme", "https")], &[], &["https://127.0.0.1:2379"]),
@@ -516,7 +519,7 @@ mod etcd_settings_tests {
 
     #[test]
     fn tls_files_come_from_config_then_env() {
-        let cases: &[(&[(&str, &str)], &[(&str, &str)], [Option<&str>; 3])] = &[
+        let cases: &[(Pairs, Pairs, [Option<&str>; 3])] = &[
             (&[], &[], [None, None, None]),
             (
                 &[("etcd_key_file", "/c/key"), ("etcd_cert_file", "/c/cert"), ("etcd_ca_cert_file", "/c/ca")],
@@ -540,7 +543,7 @@ mod etcd_settings_tests {
 
     #[test]
     fn credentials_need_both_variables() {
-        let cases: &[(&[(&str, &str)], Option<(&str, &str)>)] = &[
+        let cases: &[(Pairs, Option<(&str, &str)>)] = &[
             (&[], None),
             (&[("ETCD_USERNAME", "u")], None),
             (&[("ETCD_PASSWORD", "p")], None),
@@ -556,7 +559,7 @@ mod etcd_settings_tests {
 
     #[test]
     fn endpoints_without_http_scheme_are_invalid_config() {
-        let cases: &[(&[(&str, &str)], &[(&str, &str)], &str)] = &[
+        let cases: &[(Pairs, Pairs, &str)] = &[
             (&[("etcd_endpoints", "127.0.0.1:2379")], &[], "127.0.0.1:2379"),
             (&[("etcd_endpoints", "http://a:1,unix:///run/etcd")], &[], "unix:///run/etcd"),
             (&[], &[("ETCD_ENDPOINTS", "ftp://a:1")], "ftp://a:1"),

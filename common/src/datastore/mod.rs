@@ -307,10 +307,11 @@ impl Datastore {
         let endpoint = &self.endpoints[index];
         let mut options = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT.min(self.request_timeout));
-        if endpoint.starts_with("https://") {
-            if let Some(tls) = &self.tls {
-                options = options.with_tls(tls.clone());
-            }
+        // etcd-client refuses TLS options for http:// URLs, so they go only with https ones.
+        if endpoint.starts_with("https://")
+            && let Some(tls) = &self.tls
+        {
+            options = options.with_tls(tls.clone());
         }
         if let Some((user, password)) = &self.credentials {
             options = options.with_user(user, password);
@@ -330,10 +331,10 @@ impl Datastore {
     /// Counts a request and appends it to the request log, if any.
     fn record_request(&self, verb: &str, key: &str) {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        if let Some(path) = &self.request_log {
-            if let Err(err) = append_line(path, &format!("{verb} {key}\n")) {
-                eprintln!("cannot append to etcd request log {}: {err}", path.display());
-            }
+        if let Some(path) = &self.request_log
+            && let Err(err) = append_line(path, &format!("{verb} {key}\n"))
+        {
+            eprintln!("cannot append to etcd request log {}: {err}", path.display());
         }
     }
 }
@@ -469,7 +470,7 @@ fn read_tls_file(what: &str, path: &Path) -> Result<Vec<u8>> {
 pub(crate) mod test_etcd {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Stdio};
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -478,12 +479,14 @@ pub(crate) mod test_etcd {
 
     struct Member {
         client_url: String,
+        metrics_addr: String,
         child: Option<Child>,
     }
 
     /// One etcd member or a cluster of them.
     pub(crate) struct EtcdServer {
         dir: PathBuf,
+        tls: bool,
         members: Vec<Member>,
     }
 
@@ -495,15 +498,25 @@ pub(crate) mod test_etcd {
     impl EtcdServer {
         /// A single member.
         pub(crate) fn start() -> EtcdServer {
-            EtcdServer::start_cluster(1)
+            EtcdServer::start_with(1, false)
         }
 
         /// A cluster of `size` members, all healthy when this returns.
         pub(crate) fn start_cluster(size: usize) -> EtcdServer {
+            EtcdServer::start_with(size, false)
+        }
+
+        /// A single member serving clients over TLS and requiring client certificates; see
+        /// [`EtcdServer::settings`] for the files.
+        pub(crate) fn start_tls() -> EtcdServer {
+            EtcdServer::start_with(1, true)
+        }
+
+        fn start_with(size: usize, tls: bool) -> EtcdServer {
             let mut last_error = String::new();
             // A port picked as free can be taken by someone else before etcd binds it.
             for _ in 0..3 {
-                match EtcdServer::try_start(size) {
+                match EtcdServer::try_start(size, tls) {
                     Ok(server) => return server,
                     Err(err) => last_error = err,
                 }
@@ -511,7 +524,7 @@ pub(crate) mod test_etcd {
             panic!("etcd did not start: {last_error}");
         }
 
-        fn try_start(size: usize) -> Result<EtcdServer, String> {
+        fn try_start(size: usize, tls: bool) -> Result<EtcdServer, String> {
             static COUNTER: AtomicU32 = AtomicU32::new(0);
             let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
             let dir = std::env::temp_dir().join(format!(
@@ -520,33 +533,52 @@ pub(crate) mod test_etcd {
                 COUNTER.fetch_add(1, Ordering::Relaxed)
             ));
             std::fs::create_dir_all(&dir).unwrap();
+            let mut server = EtcdServer { dir: dir.clone(), tls, members: Vec::new() };
+            if tls {
+                make_certificates(&dir);
+            }
             // Hold every listener until all ports are picked so none is picked twice.
             let listeners: Vec<TcpListener> =
-                (0..2 * size).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+                (0..3 * size).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
             let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().unwrap().port()).collect();
             drop(listeners);
-            let peer_url = |i: usize| format!("http://127.0.0.1:{}", ports[2 * i + 1]);
+            let peer_url = |i: usize| format!("http://127.0.0.1:{}", ports[3 * i + 1]);
             let cluster: Vec<String> = (0..size).map(|i| format!("m{i}={}", peer_url(i))).collect();
-            let mut server = EtcdServer { dir: dir.clone(), members: Vec::new() };
+            let scheme = if tls { "https" } else { "http" };
             for i in 0..size {
-                let client_url = format!("http://127.0.0.1:{}", ports[2 * i]);
+                let client_url = format!("{scheme}://127.0.0.1:{}", ports[3 * i]);
+                // /health is served on the plain metrics URL, also when clients use TLS.
+                let metrics_addr = format!("127.0.0.1:{}", ports[3 * i + 2]);
                 let log = std::fs::File::create(dir.join(format!("m{i}.log"))).unwrap();
-                let child = Command::new("/usr/bin/etcd")
+                let mut command = Command::new("/usr/bin/etcd");
+                command
                     .args(["--name", &format!("m{i}")])
                     .arg("--data-dir")
                     .arg(dir.join(format!("m{i}")))
                     .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
                     .args(["--listen-peer-urls", &peer_url(i), "--initial-advertise-peer-urls", &peer_url(i)])
+                    .args(["--listen-metrics-urls", &format!("http://{metrics_addr}")])
                     .args(["--initial-cluster", &cluster.join(",")])
                     .args(["--initial-cluster-state", "new", "--initial-cluster-token", "calico-test"])
                     .args(["--heartbeat-interval=10", "--election-timeout=100"])
-                    .args(["--logger=zap", "--log-level=error"])
+                    .args(["--logger=zap", "--log-level=error"]);
+                if tls {
+                    command
+                        .arg("--cert-file")
+                        .arg(dir.join("etcd.pem"))
+                        .arg("--key-file")
+                        .arg(dir.join("etcd.key"))
+                        .arg("--trusted-ca-file")
+                        .arg(dir.join("ca.pem"))
+                        .arg("--client-cert-auth");
+                }
+                let child = command
                     .stdin(Stdio::null())
                     .stdout(log.try_clone().unwrap())
                     .stderr(log)
                     .spawn()
                     .unwrap();
-                server.members.push(Member { client_url, child: Some(child) });
+                server.members.push(Member { client_url, metrics_addr, child: Some(child) });
             }
             server.wait_healthy()?;
             Ok(server)
@@ -556,7 +588,7 @@ pub(crate) mod test_etcd {
             let deadline = Instant::now() + Duration::from_secs(20);
             for i in 0..self.members.len() {
                 loop {
-                    if health(&self.members[i].client_url) {
+                    if health(&self.members[i].metrics_addr) {
                         break;
                     }
                     let exited = self.members[i].child.as_mut().unwrap().try_wait().unwrap();
@@ -576,9 +608,33 @@ pub(crate) mod test_etcd {
             self.members.iter().map(|m| m.client_url.clone()).collect()
         }
 
-        /// Settings for these endpoints with a request timeout of 5 s.
+        /// Settings for these endpoints with a request timeout of 5 s, and for a TLS server the
+        /// CA, client certificate and key.
         pub(crate) fn settings(&self) -> EtcdSettings {
-            settings_for(self.endpoints())
+            let mut settings = settings_for(self.endpoints());
+            if self.tls {
+                settings.ca_cert_file = Some(self.dir.join("ca.pem"));
+                settings.cert_file = Some(self.dir.join("etcd.pem"));
+                settings.key_file = Some(self.dir.join("etcd.key"));
+            }
+            settings
+        }
+
+        /// Creates user `root` with `password` and turns authentication on (plain servers).
+        pub(crate) fn enable_auth(&self, password: &str) {
+            let endpoint = &self.members[0].client_url;
+            for args in [
+                vec!["user", "add", &format!("root:{password}")],
+                vec!["user", "grant-role", "root", "root"],
+                vec!["auth", "enable"],
+            ] {
+                let out = Command::new("/usr/bin/etcdctl")
+                    .args(["--endpoints", endpoint])
+                    .args(&args)
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            }
         }
 
         /// Kills one member hard.
@@ -611,9 +667,36 @@ pub(crate) mod test_etcd {
         }
     }
 
+    /// A CA (`ca.pem`) and one certificate for 127.0.0.1 (`etcd.pem`, `etcd.key`) usable by
+    /// both the server and the client.
+    fn make_certificates(dir: &Path) {
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        std::fs::write(
+            dir.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .unwrap();
+        let steps: [Vec<&str>; 3] = [
+            [&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "1"]]
+                .concat()
+                .into_iter()
+                .chain(["-subj", "/CN=calico-test-ca"])
+                .collect(),
+            [&["req"][..], &ec, &["-keyout", "etcd.key", "-out", "etcd.csr", "-subj", "/CN=127.0.0.1"]]
+                .concat(),
+            vec![
+                "x509", "-req", "-in", "etcd.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", "etcd.pem", "-days", "1", "-extfile", "ext.cnf",
+            ],
+        ];
+        for args in steps {
+            let out = Command::new("openssl").current_dir(dir).args(&args).output().unwrap();
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+
     /// True when the member answers `/health` with `"health":"true"` (it has a leader).
-    fn health(client_url: &str) -> bool {
-        let addr = client_url.trim_start_matches("http://");
+    fn health(addr: &str) -> bool {
         let Ok(mut stream) = TcpStream::connect(addr) else { return false };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
         let request = format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n");
@@ -813,6 +896,45 @@ mod tests {
         let _ = std::fs::remove_file(&log);
         assert_eq!(text, "get /calico/v1/Ready\nlist /calico/v1/host/n/workload/\ntxn /calico/t/a\n");
         assert_eq!(ds.requests_made(), 3);
+    }
+
+    #[test]
+    #[ignore = "starts etcd"]
+    fn tls_endpoint_is_used_with_ca_and_client_certificate() {
+        let etcd = EtcdServer::start_tls();
+        let settings = etcd.settings();
+        assert!(settings.endpoints[0].starts_with("https://"));
+        let ds = Datastore::connect(&settings).unwrap();
+        ds.put("/calico/t/tls", b"v").unwrap();
+        assert_eq!(ds.get("/calico/t/tls").unwrap().unwrap().value, b"v");
+
+        // Without a client certificate the server refuses the handshake.
+        let without_identity =
+            EtcdSettings { cert_file: None, key_file: None, request_timeout: Duration::from_secs(1), ..settings };
+        let err = Datastore::connect(&without_identity).unwrap().get("/calico/t/tls").unwrap_err();
+        assert_eq!(err.code(), codes::DATASTORE, "{err:?}");
+    }
+
+    #[test]
+    #[ignore = "starts etcd"]
+    fn credentials_authenticate_and_missing_ones_are_refused() {
+        let etcd = EtcdServer::start();
+        etcd.enable_auth("s3cret");
+        let mut settings = etcd.settings();
+        settings.credentials = Some(("root".into(), "s3cret".into()));
+        let ds = Datastore::connect(&settings).unwrap();
+        ds.put("/calico/t/auth", b"v").unwrap();
+        assert_eq!(ds.get("/calico/t/auth").unwrap().unwrap().value, b"v");
+        assert_eq!(ds.requests_made(), 3, "authenticate, put, get");
+
+        // Refusals are not transient: no failover, no try-again-later.
+        settings.credentials = Some(("root".into(), "wrong".into()));
+        let err = Datastore::connect(&settings).unwrap().get("/calico/t/auth").unwrap_err();
+        assert_eq!((err.code(), err.kind()), (codes::DATASTORE, Kind::Other), "{err:?}");
+        settings.credentials = None;
+        let err = Datastore::connect(&settings).unwrap().get("/calico/t/auth").unwrap_err();
+        assert_eq!((err.code(), err.kind()), (codes::DATASTORE, Kind::Other), "{err:?}");
+        assert!(err.msg().contains("/calico/t/auth"), "{err:?}");
     }
 
     #[test]

@@ -23,7 +23,8 @@ pub struct IpNat {
 /// The value of a workload endpoint key (`/calico/v1/host/…/endpoint/<id>`).
 ///
 /// Field order is the Go plugin's. Maps serialise with sorted keys, as Go's encoder does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Default` leaves every field empty; the plugin sets `state` to `active`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkloadEndpoint {
     /// Always `active`.
     #[serde(deserialize_with = "null_as_default")]
