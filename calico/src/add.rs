@@ -9,6 +9,7 @@ use ipnetwork::IpNetwork;
 
 use crate::endpoint::{self, StoredEndpoint};
 use crate::ipam;
+use crate::labels;
 use crate::network;
 use crate::workload::WorkloadIds;
 
@@ -85,7 +86,7 @@ fn workload_endpoint(
         ipv6_nets: addresses.iter().filter(|a| a.is_ipv6()).copied().collect(),
         ipv4_nat: Vec::new(),
         ipv6_nat: Vec::new(),
-        labels: Default::default(),
+        labels: if ids.is_kubernetes() { Default::default() } else { labels::mesos_labels(&req.config.mesos_labels) },
         ipv4_gateway: None,
         ipv6_gateway: None,
         other: replaced.map(|r| r.endpoint.other.clone()).unwrap_or_default(),

@@ -4,6 +4,7 @@ mod add;
 mod del;
 mod endpoint;
 mod ipam;
+mod labels;
 mod network;
 mod workload;
 
