@@ -31,7 +31,11 @@ impl Etcd {
             let peer = free_port();
             let mut child = spawn_etcd(&dir, attempt, client, peer);
             if wait_healthy(&mut child, client, Duration::from_secs(20)) {
-                return Etcd { child, endpoint: format!("http://127.0.0.1:{client}"), dir };
+                return Etcd {
+                    child,
+                    endpoint: format!("http://127.0.0.1:{client}"),
+                    dir,
+                };
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -58,7 +62,8 @@ impl Etcd {
     /// The value of `key` parsed as JSON, if present. Panics when it is not JSON.
     pub fn get_json(&self, key: &str) -> Option<Value> {
         self.get(key).map(|v| {
-            serde_json::from_str(&v).unwrap_or_else(|e| panic!("etcd key {key} is not JSON ({e}): {v}"))
+            serde_json::from_str(&v)
+                .unwrap_or_else(|e| panic!("etcd key {key} is not JSON ({e}): {v}"))
         })
     }
 
@@ -69,13 +74,20 @@ impl Etcd {
 
     /// The keys under `prefix`, sorted.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
-        self.get_prefix(prefix).into_iter().map(|(k, _)| k).collect()
+        self.get_prefix(prefix)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
     }
 
     /// Writes `key` = `value`.
     pub fn put(&self, key: &str, value: &str) {
         let out = self.etcdctl(&["put", key, value]);
-        assert!(out.status.success(), "etcdctl put {key} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "etcdctl put {key} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn query(&self, args: &[&str]) -> Vec<(String, String)> {
@@ -88,8 +100,14 @@ impl Etcd {
             String::from_utf8_lossy(&out.stderr)
         );
         let json: Value = serde_json::from_slice(&out.stdout).expect("etcdctl -w json output");
-        let kvs = json.get("kvs").and_then(Value::as_array).cloned().unwrap_or_default();
-        kvs.iter().map(|kv| (decode(&kv["key"]), decode(&kv["value"]))).collect()
+        let kvs = json
+            .get("kvs")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        kvs.iter()
+            .map(|kv| (decode(&kv["key"]), decode(&kv["value"])))
+            .collect()
     }
 
     fn etcdctl(&self, args: &[&str]) -> std::process::Output {
@@ -126,7 +144,10 @@ fn spawn_etcd(dir: &TempDir, attempt: u32, client: u16, peer: u16) -> Child {
     Command::new(ETCD)
         .env_clear()
         .arg("--name=test")
-        .arg(format!("--data-dir={}", dir.join(&format!("data-{attempt}")).display()))
+        .arg(format!(
+            "--data-dir={}",
+            dir.join(&format!("data-{attempt}")).display()
+        ))
         .arg(format!("--listen-client-urls={client_url}"))
         .arg(format!("--advertise-client-urls={client_url}"))
         .arg(format!("--listen-peer-urls={peer_url}"))
@@ -156,7 +177,9 @@ fn wait_healthy(child: &mut Child, port: u16, timeout: Duration) -> bool {
 }
 
 fn health_ok(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let request = format!("GET /health HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
     if stream.write_all(request.as_bytes()).is_err() {

@@ -68,7 +68,9 @@ pub fn netns_links(netns: &str) -> Vec<Link> {
 
 /// The IPv4 addresses of an interface inside a named netns.
 pub fn netns_ipv4_addrs(netns: &str, ifname: &str) -> Vec<Addr> {
-    let Some(v) = ip_json(Some(netns), &["-4", "addr", "show", "dev", ifname]) else { return vec![] };
+    let Some(v) = ip_json(Some(netns), &["-4", "addr", "show", "dev", ifname]) else {
+        return vec![];
+    };
     let mut out = Vec::new();
     for link in v.as_array().into_iter().flatten() {
         for a in link["addr_info"].as_array().into_iter().flatten() {
@@ -93,12 +95,17 @@ pub fn host_ipv4_routes() -> Vec<Route> {
 
 /// The host routes whose destination is `ip` (as a host address).
 pub fn host_routes_to(ip: &str) -> Vec<Route> {
-    host_ipv4_routes().into_iter().filter(|r| r.dst == ip || r.dst == format!("{ip}/32")).collect()
+    host_ipv4_routes()
+        .into_iter()
+        .filter(|r| r.dst == ip || r.dst == format!("{ip}/32"))
+        .collect()
 }
 
 /// The trimmed content of `/proc/sys/<path>`, if readable.
 pub fn sysctl(path: &str) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/sys/{path}")).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(format!("/proc/sys/{path}"))
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// True when `ip` answers one ping from the host within a few attempts.
@@ -138,8 +145,14 @@ impl HostLink {
             .args(["link", "add", name, "type", "veth", "peer", "name", peer])
             .output()
             .expect("run ip link add");
-        assert!(out.status.success(), "ip link add {name} failed: {}", String::from_utf8_lossy(&out.stderr));
-        HostLink { name: name.to_string() }
+        assert!(
+            out.status.success(),
+            "ip link add {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        HostLink {
+            name: name.to_string(),
+        }
     }
 
     /// The link name.
@@ -151,7 +164,9 @@ impl HostLink {
 impl Drop for HostLink {
     fn drop(&mut self) {
         if host_link(&self.name).is_some() {
-            let _ = Command::new("ip").args(["link", "del", &self.name]).output();
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.name])
+                .output();
         }
     }
 }
@@ -170,11 +185,18 @@ fn ip_json(netns: Option<&str>, args: &[&str]) -> Option<Value> {
     if text.trim().is_empty() {
         return Some(Value::Array(vec![]));
     }
-    Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("ip -j {args:?} printed bad JSON ({e}): {text}")))
+    Some(
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("ip -j {args:?} printed bad JSON ({e}): {text}")),
+    )
 }
 
 fn links(v: Option<Value>) -> Vec<Link> {
-    v.and_then(|v| v.as_array().cloned()).unwrap_or_default().iter().map(parse_link).collect()
+    v.and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(parse_link)
+        .collect()
 }
 
 fn first_link(v: &Value) -> Option<Link> {
@@ -182,7 +204,12 @@ fn first_link(v: &Value) -> Option<Link> {
 }
 
 fn parse_link(v: &Value) -> Link {
-    let flags: Vec<&str> = v["flags"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let flags: Vec<&str> = v["flags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     Link {
         index: v["ifindex"].as_u64().unwrap_or_default(),
         name: v["ifname"].as_str().unwrap_or_default().to_string(),

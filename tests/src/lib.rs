@@ -53,5 +53,8 @@ pub fn host_veth_name(container_id: &str) -> String {
 /// The workspace root (the parent of this crate).
 pub fn workspace_dir() -> std::path::PathBuf {
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| manifest.to_path_buf())
+    manifest
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(|| manifest.to_path_buf())
 }

@@ -38,5 +38,9 @@ pub fn container_id_with_prefix(prefix: &str) -> String {
 
 /// 11 hex digits: 6 from the pid, 5 from the counter.
 fn unique_prefix11() -> String {
-    format!("{:06x}{:05x}", std::process::id() & 0xff_ffff, next() & 0xf_ffff)
+    format!(
+        "{:06x}{:05x}",
+        std::process::id() & 0xff_ffff,
+        next() & 0xf_ffff
+    )
 }

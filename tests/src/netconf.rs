@@ -47,8 +47,13 @@ impl NetConf {
 
     /// The same config with a key of the `ipam` object set.
     pub fn set_ipam(mut self, key: &str, value: impl Into<Value>) -> NetConf {
-        let ipam = self.object_mut().entry("ipam").or_insert_with(|| Value::Object(Default::default()));
-        ipam.as_object_mut().expect("`ipam` is an object").insert(key.to_string(), value.into());
+        let ipam = self
+            .object_mut()
+            .entry("ipam")
+            .or_insert_with(|| Value::Object(Default::default()));
+        ipam.as_object_mut()
+            .expect("`ipam` is an object")
+            .insert(key.to_string(), value.into());
         self
     }
 
@@ -74,7 +79,9 @@ impl NetConf {
     }
 
     fn object_mut(&mut self) -> &mut serde_json::Map<String, Value> {
-        self.0.as_object_mut().expect("a network config is a JSON object")
+        self.0
+            .as_object_mut()
+            .expect("a network config is a JSON object")
     }
 }
 

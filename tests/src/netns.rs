@@ -12,13 +12,19 @@ impl Netns {
     /// Creates a fresh namespace with a unique name.
     pub fn new() -> Netns {
         let name = crate::names::unique("ct");
-        let out = Command::new("ip").args(["netns", "add", &name]).output().expect("run ip netns add");
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .expect("run ip netns add");
         assert!(
             out.status.success(),
             "ip netns add {name} failed (tests must run as root): {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Netns { name, deleted: false }
+        Netns {
+            name,
+            deleted: false,
+        }
     }
 
     /// The name, for `ip -n`.
@@ -37,8 +43,16 @@ impl Netns {
             return;
         }
         self.deleted = true;
-        let out = Command::new("ip").args(["netns", "del", &self.name]).output().expect("run ip netns del");
-        assert!(out.status.success(), "ip netns del {} failed: {}", self.name, String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output()
+            .expect("run ip netns del");
+        assert!(
+            out.status.success(),
+            "ip netns del {} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -53,9 +67,16 @@ impl Drop for Netns {
         if self.deleted {
             return;
         }
-        match Command::new("ip").args(["netns", "del", &self.name]).output() {
+        match Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output()
+        {
             Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!("ip netns del {} failed: {}", self.name, String::from_utf8_lossy(&out.stderr)),
+            Ok(out) => eprintln!(
+                "ip netns del {} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            ),
             Err(e) => eprintln!("cannot run ip netns del {}: {e}", self.name),
         }
     }

@@ -25,7 +25,11 @@ pub fn target_dir() -> PathBuf {
     let base = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if !dir.is_empty() => {
             let dir = PathBuf::from(dir);
-            if dir.is_absolute() { dir } else { crate::workspace_dir().join(dir) }
+            if dir.is_absolute() {
+                dir
+            } else {
+                crate::workspace_dir().join(dir)
+            }
         }
         _ => crate::workspace_dir().join("target"),
     };
@@ -55,7 +59,13 @@ impl Env {
     }
 
     /// The four CNI variables of an ADD/DEL plus `CNI_COMMAND`.
-    pub fn cni(command: &str, container_id: &str, netns: &str, ifname: &str, cni_path: &str) -> Env {
+    pub fn cni(
+        command: &str,
+        container_id: &str,
+        netns: &str,
+        ifname: &str,
+        cni_path: &str,
+    ) -> Env {
         Env::new()
             .set("CNI_COMMAND", command)
             .set("CNI_CONTAINERID", container_id)
@@ -116,7 +126,10 @@ impl PluginOutput {
 
     /// Asserts exit status 0 and a JSON object on stdout, and returns it.
     pub fn result(&self) -> &Value {
-        assert!(self.status.success(), "plugin failed, expected success\n{self}");
+        assert!(
+            self.status.success(),
+            "plugin failed, expected success\n{self}"
+        );
         match &self.json {
             Some(v @ Value::Object(_)) => v,
             _ => panic!("plugin succeeded but stdout is not one JSON object\n{self}"),
@@ -125,12 +138,19 @@ impl PluginOutput {
 
     /// Asserts exit status 0 (DEL prints nothing worth checking).
     pub fn assert_success(&self) {
-        assert!(self.status.success(), "plugin failed, expected success\n{self}");
+        assert!(
+            self.status.success(),
+            "plugin failed, expected success\n{self}"
+        );
     }
 
     /// Asserts the spec error shape (one JSON object on stdout, exit status 1) and returns it.
     pub fn error(&self) -> CniError {
-        assert_eq!(self.status.code(), Some(1), "expected an error with exit status 1\n{self}");
+        assert_eq!(
+            self.status.code(),
+            Some(1),
+            "expected an error with exit status 1\n{self}"
+        );
         let Some(Value::Object(obj)) = &self.json else {
             panic!("error output is not exactly one JSON object\n{self}");
         };
@@ -144,13 +164,20 @@ impl PluginOutput {
         let code = obj.get("code").and_then(Value::as_u64);
         let msg = obj.get("msg").and_then(Value::as_str);
         let details = obj.get("details").map(|d| {
-            d.as_str().unwrap_or_else(|| panic!("`details` is not a string\n{self}")).to_string()
+            d.as_str()
+                .unwrap_or_else(|| panic!("`details` is not a string\n{self}"))
+                .to_string()
         });
         let (Some(cni_version), Some(code), Some(msg)) = (cni_version, code, msg) else {
             panic!("error JSON lacks cniVersion, code or msg\n{self}");
         };
         assert!(!msg.is_empty(), "error msg is empty\n{self}");
-        CniError { cni_version: cni_version.to_string(), code, msg: msg.to_string(), details }
+        CniError {
+            cni_version: cni_version.to_string(),
+            code,
+            msg: msg.to_string(),
+            details,
+        }
     }
 
     /// Asserts an error with the given code and returns it.
@@ -163,7 +190,11 @@ impl PluginOutput {
 
 impl std::fmt::Display for PluginOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "status: {}\nstdout: {}\nstderr: {}", self.status, self.stdout, self.stderr)
+        write!(
+            f,
+            "status: {}\nstdout: {}\nstderr: {}",
+            self.status, self.stdout, self.stderr
+        )
     }
 }
 
@@ -213,7 +244,10 @@ pub fn run_binary(path: &Path, env: &Env, stdin: &[u8]) -> PluginOutput {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{} did not finish within {PLUGIN_TIMEOUT:?} (env {env:?})", path.display());
+            panic!(
+                "{} did not finish within {PLUGIN_TIMEOUT:?} (env {env:?})",
+                path.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(5));
     };
@@ -221,7 +255,12 @@ pub fn run_binary(path: &Path, env: &Env, stdin: &[u8]) -> PluginOutput {
     let stdout = String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
     let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
     let json = serde_json::from_str(stdout.trim()).ok();
-    PluginOutput { status, stdout, stderr, json }
+    PluginOutput {
+        status,
+        stdout,
+        stderr,
+        json,
+    }
 }
 
 /// A directory for `CNI_PATH` with symlinks to our plugins and the reference `host-local`.

@@ -32,23 +32,35 @@ impl Subnet {
         for i in 0..256 {
             let n = ((start + i) % 256) as u8;
             let claim = dir.join(n.to_string());
-            let created = std::fs::OpenOptions::new().write(true).create_new(true).open(&claim);
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&claim);
             match created {
                 Ok(mut f) => {
                     use std::io::Write;
                     let _ = write!(f, "{}", std::process::id());
-                    return Subnet { third_octet: n, claim };
+                    return Subnet {
+                        third_octet: n,
+                        claim,
+                    };
                 }
                 Err(_) => {
                     let owner = std::fs::read_to_string(&claim).unwrap_or_default();
-                    let alive = owner.trim().parse::<u32>().is_ok_and(|pid| PathBuf::from(format!("/proc/{pid}")).exists());
+                    let alive = owner
+                        .trim()
+                        .parse::<u32>()
+                        .is_ok_and(|pid| PathBuf::from(format!("/proc/{pid}")).exists());
                     if !alive && !owner.is_empty() {
                         let _ = std::fs::remove_file(&claim);
                     }
                 }
             }
         }
-        panic!("no free test subnet in 10.213.0.0/16 (stale claims in {}?)", dir.display());
+        panic!(
+            "no free test subnet in 10.213.0.0/16 (stale claims in {}?)",
+            dir.display()
+        );
     }
 
     /// `10.213.<n>.0/24`.
@@ -134,18 +146,41 @@ impl TestBed {
     }
 
     /// Runs `calico` ADD.
-    pub fn add(&self, conf: &NetConf, container_id: &str, netns: &str, ifname: &str) -> PluginOutput {
-        run_plugin("calico", &self.env("ADD", container_id, netns, ifname), &conf.to_bytes())
+    pub fn add(
+        &self,
+        conf: &NetConf,
+        container_id: &str,
+        netns: &str,
+        ifname: &str,
+    ) -> PluginOutput {
+        run_plugin(
+            "calico",
+            &self.env("ADD", container_id, netns, ifname),
+            &conf.to_bytes(),
+        )
     }
 
     /// Runs `calico` DEL.
-    pub fn del(&self, conf: &NetConf, container_id: &str, netns: &str, ifname: &str) -> PluginOutput {
-        run_plugin("calico", &self.env("DEL", container_id, netns, ifname), &conf.to_bytes())
+    pub fn del(
+        &self,
+        conf: &NetConf,
+        container_id: &str,
+        netns: &str,
+        ifname: &str,
+    ) -> PluginOutput {
+        run_plugin(
+            "calico",
+            &self.env("DEL", container_id, netns, ifname),
+            &conf.to_bytes(),
+        )
     }
 
     /// `/calico/v1/host/<node>/workload/cni/<cid>/endpoint/<ifname>`.
     pub fn endpoint_key(&self, container_id: &str, ifname: &str) -> String {
-        format!("/calico/v1/host/{}/workload/cni/{container_id}/endpoint/{ifname}", self.node)
+        format!(
+            "/calico/v1/host/{}/workload/cni/{container_id}/endpoint/{ifname}",
+            self.node
+        )
     }
 
     /// The workload endpoint JSON, if written.
@@ -161,7 +196,9 @@ impl TestBed {
     /// host-local's reservations for a network: (IP file name, content).
     pub fn reservations(&self, network: &str) -> Vec<(String, String)> {
         let dir = self.data_dir.join(network);
-        let Ok(entries) = std::fs::read_dir(&dir) else { return vec![] };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return vec![];
+        };
         let mut out: Vec<(String, String)> = entries
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -187,12 +224,34 @@ impl TestBed {
                 host_link(&veth)
             );
         }
-        let routes_left = || host_ipv4_routes().into_iter().filter(|r| self.subnet.contains(&r.dst)).collect::<Vec<_>>();
-        assert!(eventually(TEARDOWN, || routes_left().is_empty()), "host routes left: {:?}", routes_left());
-        assert_eq!(self.node_keys(), Vec::<String>::new(), "etcd keys left under node {}", self.node);
-        for entry in std::fs::read_dir(self.data_dir.path()).into_iter().flatten().filter_map(|e| e.ok()) {
+        let routes_left = || {
+            host_ipv4_routes()
+                .into_iter()
+                .filter(|r| self.subnet.contains(&r.dst))
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            eventually(TEARDOWN, || routes_left().is_empty()),
+            "host routes left: {:?}",
+            routes_left()
+        );
+        assert_eq!(
+            self.node_keys(),
+            Vec::<String>::new(),
+            "etcd keys left under node {}",
+            self.node
+        );
+        for entry in std::fs::read_dir(self.data_dir.path())
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+        {
             let network = entry.file_name().to_string_lossy().into_owned();
-            assert_eq!(self.reservations(&network), vec![], "host-local reservations left for {network}");
+            assert_eq!(
+                self.reservations(&network),
+                vec![],
+                "host-local reservations left for {network}"
+            );
         }
     }
 }

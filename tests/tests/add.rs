@@ -2,7 +2,9 @@
 //! the etcd records.
 
 use serde_json::{Value, json};
-use tests::kernel::{host_link, host_routes_to, netns_ipv4_addrs, netns_ipv4_routes, netns_link, ping, sysctl};
+use tests::kernel::{
+    host_link, host_routes_to, netns_ipv4_addrs, netns_ipv4_routes, netns_link, ping, sysctl,
+};
 use tests::{DEFAULT_CNI_VERSION, GATEWAY, HOST_VETH_MAC, Netns, TestBed, host_veth_name, names};
 
 const MTU: u64 = 1450; // `mtu` of tests/fixtures/calico-host-local.conf
@@ -10,12 +12,19 @@ const MTU: u64 = 1450; // `mtu` of tests/fixtures/calico-host-local.conf
 /// The single IPv4 address the plugin put on `ifname` inside the netns.
 fn container_ip(netns: &Netns, ifname: &str) -> String {
     let addrs = netns_ipv4_addrs(netns.name(), ifname);
-    assert_eq!(addrs.len(), 1, "expected exactly one IPv4 address on {ifname}: {addrs:?}");
+    assert_eq!(
+        addrs.len(),
+        1,
+        "expected exactly one IPv4 address on {ifname}: {addrs:?}"
+    );
     addrs[0].local.clone()
 }
 
 fn keys_of(value: &Value) -> Vec<&str> {
-    let mut keys: Vec<&str> = value.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
+    let mut keys: Vec<&str> = value
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
     keys.sort();
     keys
 }
@@ -34,14 +43,19 @@ fn check_result_shape(version: Option<&str>) {
     let result = out.result().clone();
     let ip = container_ip(&netns, "eth0");
     let address = format!("{ip}/32");
-    let container_mac = netns_link(netns.name(), "eth0").expect("container veth").mac;
+    let container_mac = netns_link(netns.name(), "eth0")
+        .expect("container veth")
+        .mac;
     let output_version = version.unwrap_or(DEFAULT_CNI_VERSION);
     assert_eq!(result["cniVersion"], json!(output_version), "{out}");
 
     match output_version {
         "0.1.0" | "0.2.0" => {
             for key in keys_of(&result) {
-                assert!(["cniVersion", "ip4", "dns"].contains(&key), "unexpected key {key} in {output_version} result\n{out}");
+                assert!(
+                    ["cniVersion", "ip4", "dns"].contains(&key),
+                    "unexpected key {key} in {output_version} result\n{out}"
+                );
             }
             assert_eq!(result["ip4"], json!({"ip": address}), "{out}");
         }
@@ -50,10 +64,20 @@ fn check_result_shape(version: Option<&str>) {
             assert_eq!(interfaces.len(), 2, "two interfaces expected\n{out}");
             assert_eq!(interfaces[0]["name"], json!(host_veth_name(&cid)), "{out}");
             assert_eq!(interfaces[0]["mac"], json!(HOST_VETH_MAC), "{out}");
-            let host_sandbox = interfaces[0].get("sandbox").and_then(Value::as_str).unwrap_or_default();
-            assert!(host_sandbox.is_empty(), "host interface has a sandbox\n{out}");
+            let host_sandbox = interfaces[0]
+                .get("sandbox")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            assert!(
+                host_sandbox.is_empty(),
+                "host interface has a sandbox\n{out}"
+            );
             assert_eq!(interfaces[1]["name"], json!("eth0"), "{out}");
-            assert_eq!(interfaces[1]["mac"].as_str().map(str::to_lowercase), Some(container_mac), "{out}");
+            assert_eq!(
+                interfaces[1]["mac"].as_str().map(str::to_lowercase),
+                Some(container_mac),
+                "{out}"
+            );
             assert_eq!(interfaces[1]["sandbox"], json!(netns.path()), "{out}");
 
             let expected_ip = if output_version.starts_with("0.") {
@@ -102,11 +126,16 @@ fn add_configures_container_address_routes_mtu_and_link() {
     let addrs = netns_ipv4_addrs(netns.name(), "eth0");
     assert_eq!(addrs.len(), 1, "{addrs:?}");
     assert_eq!(addrs[0].prefixlen, 32, "{addrs:?}");
-    assert!(bed.subnet.contains(&addrs[0].local), "{addrs:?} not in {}", bed.subnet.cidr());
+    assert!(
+        bed.subnet.contains(&addrs[0].local),
+        "{addrs:?} not in {}",
+        bed.subnet.cidr()
+    );
 
     let routes = netns_ipv4_routes(netns.name());
     let gateway_route = routes.iter().find(|r| r.dst == GATEWAY);
-    let gateway_route = gateway_route.unwrap_or_else(|| panic!("no route to {GATEWAY}: {routes:?}"));
+    let gateway_route =
+        gateway_route.unwrap_or_else(|| panic!("no route to {GATEWAY}: {routes:?}"));
     assert_eq!(gateway_route.scope.as_deref(), Some("link"), "{routes:?}");
     assert_eq!(gateway_route.dev.as_deref(), Some("eth0"), "{routes:?}");
     let default = routes.iter().find(|r| r.dst == "default");
@@ -140,7 +169,10 @@ fn add_configures_host_veth_route_and_sysctls() {
     assert!(link.up, "{link:?}");
     assert_eq!(link.mtu, MTU, "{link:?}");
     assert_eq!(link.kind.as_deref(), Some("veth"), "{link:?}");
-    assert!(link.peer_netnsid.is_some(), "peer of {veth} is not in another netns: {link:?}");
+    assert!(
+        link.peer_netnsid.is_some(),
+        "peer of {veth} is not in another netns: {link:?}"
+    );
 
     let routes = host_routes_to(&ip);
     assert_eq!(routes.len(), 1, "host routes to {ip}: {routes:?}");
@@ -148,9 +180,18 @@ fn add_configures_host_veth_route_and_sysctls() {
     assert_eq!(routes[0].scope.as_deref(), Some("link"), "{routes:?}");
     assert_eq!(routes[0].gateway, None, "{routes:?}");
 
-    assert_eq!(sysctl(&format!("net/ipv4/conf/{veth}/proxy_arp")).as_deref(), Some("1"));
-    assert_eq!(sysctl(&format!("net/ipv4/neigh/{veth}/proxy_delay")).as_deref(), Some("0"));
-    assert_eq!(sysctl(&format!("net/ipv4/conf/{veth}/forwarding")).as_deref(), Some("1"));
+    assert_eq!(
+        sysctl(&format!("net/ipv4/conf/{veth}/proxy_arp")).as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        sysctl(&format!("net/ipv4/neigh/{veth}/proxy_delay")).as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        sysctl(&format!("net/ipv4/conf/{veth}/forwarding")).as_deref(),
+        Some("1")
+    );
 
     bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
     bed.assert_nothing_left(&[&cid]);
@@ -165,7 +206,10 @@ fn container_is_reachable_from_host_after_add() {
     let conf = bed.conf();
     bed.add(&conf, &cid, &netns.path(), "eth0").result();
     let ip = container_ip(&netns, "eth0");
-    assert!(ping(&ip), "container {ip} does not answer ping from the host");
+    assert!(
+        ping(&ip),
+        "container {ip} does not answer ping from the host"
+    );
 
     bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
     bed.assert_nothing_left(&[&cid]);
@@ -182,7 +226,9 @@ fn add_writes_workload_endpoint_and_profile_to_etcd() {
     let conf = bed.conf();
     bed.add(&conf, &cid, &netns.path(), ifname).result();
     let ip = container_ip(&netns, ifname);
-    let container_mac = netns_link(netns.name(), ifname).expect("container veth").mac;
+    let container_mac = netns_link(netns.name(), ifname)
+        .expect("container veth")
+        .mac;
 
     let key = bed.endpoint_key(&cid, ifname);
     assert_eq!(bed.node_keys(), vec![key.clone()], "keys under the node");
@@ -202,8 +248,14 @@ fn add_writes_workload_endpoint_and_profile_to_etcd() {
     );
 
     let profile = format!("/calico/v1/policy/profile/{}", bed.network);
-    assert_eq!(bed.etcd.get_json(&format!("{profile}/tags")), Some(json!([bed.network])));
-    assert_eq!(bed.etcd.get_json(&format!("{profile}/labels")), Some(json!({})));
+    assert_eq!(
+        bed.etcd.get_json(&format!("{profile}/tags")),
+        Some(json!([bed.network]))
+    );
+    assert_eq!(
+        bed.etcd.get_json(&format!("{profile}/labels")),
+        Some(json!({}))
+    );
     assert_eq!(
         bed.etcd.get_json(&format!("{profile}/rules")),
         Some(json!({
@@ -229,7 +281,10 @@ fn add_reserves_one_host_local_address_for_the_container() {
     let reservations = bed.reservations(&bed.network);
     assert_eq!(reservations.len(), 1, "{reservations:?}");
     assert_eq!(reservations[0].0, ip, "{reservations:?}");
-    assert!(reservations[0].1.starts_with(&cid), "reservation not owned by {cid}: {reservations:?}");
+    assert!(
+        reservations[0].1.starts_with(&cid),
+        "reservation not owned by {cid}: {reservations:?}"
+    );
 
     bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
     bed.assert_nothing_left(&[&cid]);

@@ -6,7 +6,10 @@ use tests::netconf::conf_examples;
 use tests::{NetConf, SUPPORTED_VERSIONS, TempDir, TestBed, names};
 
 fn is_valid_network_name(name: &str) -> bool {
-    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
 #[test]
@@ -19,25 +22,43 @@ fn every_conf_example_is_a_complete_calico_config() {
         let v = conf.value();
         let shown = file.display();
         let name = v["name"].as_str().unwrap_or_default();
-        assert!(is_valid_network_name(name), "{shown}: bad or missing name {name:?}");
+        assert!(
+            is_valid_network_name(name),
+            "{shown}: bad or missing name {name:?}"
+        );
         assert_eq!(v["type"], "calico", "{shown}: type");
         if let Some(version) = v.get("cniVersion") {
             let version = version.as_str().unwrap_or_default();
-            assert!(SUPPORTED_VERSIONS.contains(&version), "{shown}: unsupported cniVersion {version}");
+            assert!(
+                SUPPORTED_VERSIONS.contains(&version),
+                "{shown}: unsupported cniVersion {version}"
+            );
         }
         let etcd = v.get("etcd_endpoints").or_else(|| v.get("etcd_authority"));
-        assert!(etcd.and_then(Value::as_str).is_some_and(|s| !s.is_empty()), "{shown}: no etcd location");
+        assert!(
+            etcd.and_then(Value::as_str).is_some_and(|s| !s.is_empty()),
+            "{shown}: no etcd location"
+        );
         let ipam_type = v["ipam"]["type"].as_str().unwrap_or_default();
         assert!(!ipam_type.is_empty(), "{shown}: no ipam.type");
         if ipam_type == "host-local" {
             let ipam = &v["ipam"];
-            assert!(ipam.get("ranges").is_some() || ipam.get("subnet").is_some(), "{shown}: no ranges/subnet");
+            assert!(
+                ipam.get("ranges").is_some() || ipam.get("subnet").is_some(),
+                "{shown}: no ranges/subnet"
+            );
             assert!(ipam["dataDir"].as_str().is_some(), "{shown}: no dataDir");
         }
         ipam_types.push(ipam_type.to_string());
     }
-    assert!(ipam_types.iter().any(|t| t == "host-local"), "no host-local example");
-    assert!(ipam_types.iter().any(|t| t == "calico-ipam"), "no calico-ipam example");
+    assert!(
+        ipam_types.iter().any(|t| t == "host-local"),
+        "no host-local example"
+    );
+    assert!(
+        ipam_types.iter().any(|t| t == "calico-ipam"),
+        "no calico-ipam example"
+    );
 }
 
 /// Each example, with only its etcd location and data dir pointed somewhere harmless, gets past
@@ -56,16 +77,32 @@ fn every_conf_example_passes_config_validation() {
         }
         let cid = names::container_id();
         let netns = format!("/run/netns/{}", names::unique("ct-absent"));
-        let out = tests::run_plugin("calico", &bed.env("ADD", &cid, &netns, "eth0"), &conf.to_bytes());
+        let out = tests::run_plugin(
+            "calico",
+            &bed.env("ADD", &cid, &netns, "eth0"),
+            &conf.to_bytes(),
+        );
         let err = out.error();
-        assert!(![1, 6, 7].contains(&err.code), "{} rejected as config error\n{out}", file.display());
-        assert!(tests::kernel::host_link(&tests::host_veth_name(&cid)).is_none(), "veth left");
+        assert!(
+            ![1, 6, 7].contains(&err.code),
+            "{} rejected as config error\n{out}",
+            file.display()
+        );
+        assert!(
+            tests::kernel::host_link(&tests::host_veth_name(&cid)).is_none(),
+            "veth left"
+        );
     }
     let left: Vec<_> = std::fs::read_dir(data_dir.path())
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok())
-        .flat_map(|net| std::fs::read_dir(net.path()).into_iter().flatten().filter_map(|e| e.ok()))
+        .flat_map(|net| {
+            std::fs::read_dir(net.path())
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok())
+        })
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip"))
         .collect();

@@ -23,14 +23,30 @@ fn del_removes_veth_route_endpoint_and_reservation() {
     let veth = host_veth_name(&cid);
     assert!(host_link(&veth).is_some(), "ADD made no host veth");
     assert_eq!(host_routes_to(&ip).len(), 1, "ADD made no host route");
-    assert!(bed.endpoint(&cid, "eth0").is_some(), "ADD wrote no endpoint");
-    assert_eq!(bed.reservations(&bed.network).len(), 1, "ADD reserved no address");
+    assert!(
+        bed.endpoint(&cid, "eth0").is_some(),
+        "ADD wrote no endpoint"
+    );
+    assert_eq!(
+        bed.reservations(&bed.network).len(),
+        1,
+        "ADD reserved no address"
+    );
 
     bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
 
-    assert!(netns_link(netns.name(), "eth0").is_none(), "container veth left");
-    assert!(eventually(TEARDOWN, || host_link(&veth).is_none()), "host veth {veth} left");
-    assert!(eventually(TEARDOWN, || host_routes_to(&ip).is_empty()), "host route to {ip} left");
+    assert!(
+        netns_link(netns.name(), "eth0").is_none(),
+        "container veth left"
+    );
+    assert!(
+        eventually(TEARDOWN, || host_link(&veth).is_none()),
+        "host veth {veth} left"
+    );
+    assert!(
+        eventually(TEARDOWN, || host_routes_to(&ip).is_empty()),
+        "host route to {ip} left"
+    );
     assert!(bed.endpoint(&cid, "eth0").is_none(), "endpoint left");
     assert_eq!(bed.reservations(&bed.network), vec![], "reservation left");
     bed.assert_nothing_left(&[&cid]);
@@ -57,7 +73,8 @@ fn del_of_never_added_container_succeeds() {
     let netns = Netns::new();
     let cid = names::container_id();
 
-    bed.del(&bed.conf(), &cid, &netns.path(), "eth0").assert_success();
+    bed.del(&bed.conf(), &cid, &netns.path(), "eth0")
+        .assert_success();
     bed.assert_nothing_left(&[&cid]);
 }
 

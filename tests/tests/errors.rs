@@ -2,7 +2,10 @@
 //! exit status 1, and nothing created.
 
 use tests::kernel::{host_link, netns_links};
-use tests::{Env, NetConf, Netns, PluginOutput, SUPPORTED_VERSIONS, TestBed, host_veth_name, names, run_plugin};
+use tests::{
+    Env, NetConf, Netns, PluginOutput, SUPPORTED_VERSIONS, TestBed, host_veth_name, names,
+    run_plugin,
+};
 
 const ENV_CODE: u64 = 4;
 const DECODE_CODE: u64 = 6;
@@ -18,7 +21,11 @@ struct Case {
 
 impl Case {
     fn new() -> Case {
-        Case { bed: TestBed::new(), netns: Netns::new(), cid: names::container_id() }
+        Case {
+            bed: TestBed::new(),
+            netns: Netns::new(),
+            cid: names::container_id(),
+        }
     }
 
     fn env(&self, command: &str) -> Env {
@@ -35,9 +42,19 @@ impl Case {
 
     /// Asserts nothing was created: no host veth, only `lo` in the netns, no etcd key, no IP.
     fn assert_untouched(&self) {
-        assert!(host_link(&host_veth_name(&self.cid)).is_none(), "host veth created");
-        let links: Vec<String> = netns_links(self.netns.name()).into_iter().map(|l| l.name).collect();
-        assert_eq!(links, vec!["lo".to_string()], "links created in the container netns");
+        assert!(
+            host_link(&host_veth_name(&self.cid)).is_none(),
+            "host veth created"
+        );
+        let links: Vec<String> = netns_links(self.netns.name())
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        assert_eq!(
+            links,
+            vec!["lo".to_string()],
+            "links created in the container netns"
+        );
         self.bed.assert_nothing_left(&[&self.cid]);
     }
 }
@@ -59,11 +76,16 @@ fn add_reports_every_missing_cni_variable_with_code_4() {
         &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"],
     ];
     for missing in missing_sets {
-        let env = missing.iter().fold(case.env("ADD"), |env, var| env.remove(var));
+        let env = missing
+            .iter()
+            .fold(case.env("ADD"), |env, var| env.remove(var));
         let out = case.run(&env, &case.bed.conf());
         let err = out.error_with_code(ENV_CODE);
         for var in *missing {
-            assert!(text_of(&err).contains(var), "error does not name {var} (missing {missing:?})\n{out}");
+            assert!(
+                text_of(&err).contains(var),
+                "error does not name {var} (missing {missing:?})\n{out}"
+            );
         }
     }
     case.assert_untouched();
@@ -73,7 +95,10 @@ fn add_reports_every_missing_cni_variable_with_code_4() {
 #[ignore = "root: real etcd and netns"]
 fn add_treats_empty_container_id_as_missing() {
     let case = Case::new();
-    let out = case.run(&case.env("ADD").set("CNI_CONTAINERID", ""), &case.bed.conf());
+    let out = case.run(
+        &case.env("ADD").set("CNI_CONTAINERID", ""),
+        &case.bed.conf(),
+    );
     let err = out.error_with_code(ENV_CODE);
     assert!(text_of(&err).contains("CNI_CONTAINERID"), "{out}");
     case.assert_untouched();
@@ -83,14 +108,23 @@ fn add_treats_empty_container_id_as_missing() {
 #[ignore = "root: real etcd and netns"]
 fn del_reports_every_missing_required_variable_with_code_4() {
     let case = Case::new();
-    let missing_sets: &[&[&str]] =
-        &[&["CNI_CONTAINERID"], &["CNI_IFNAME"], &["CNI_PATH"], &["CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"]];
+    let missing_sets: &[&[&str]] = &[
+        &["CNI_CONTAINERID"],
+        &["CNI_IFNAME"],
+        &["CNI_PATH"],
+        &["CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"],
+    ];
     for missing in missing_sets {
-        let env = missing.iter().fold(case.env("DEL"), |env, var| env.remove(var));
+        let env = missing
+            .iter()
+            .fold(case.env("DEL"), |env, var| env.remove(var));
         let out = case.run(&env, &case.bed.conf());
         let err = out.error_with_code(ENV_CODE);
         for var in *missing {
-            assert!(text_of(&err).contains(var), "error does not name {var} (missing {missing:?})\n{out}");
+            assert!(
+                text_of(&err).contains(var),
+                "error does not name {var} (missing {missing:?})\n{out}"
+            );
         }
     }
     case.assert_untouched();
@@ -100,10 +134,25 @@ fn del_reports_every_missing_required_variable_with_code_4() {
 #[ignore = "root: real etcd and netns"]
 fn add_rejects_invalid_container_id_with_code_4() {
     let case = Case::new();
-    for cid in ["-leading-dash", ".leading-dot", "_leading-underscore", "has space", "has/slash", "has:colon", "bang!", "ünicode"] {
-        let out = case.run(&case.env("ADD").set("CNI_CONTAINERID", cid), &case.bed.conf());
+    for cid in [
+        "-leading-dash",
+        ".leading-dot",
+        "_leading-underscore",
+        "has space",
+        "has/slash",
+        "has:colon",
+        "bang!",
+        "ünicode",
+    ] {
+        let out = case.run(
+            &case.env("ADD").set("CNI_CONTAINERID", cid),
+            &case.bed.conf(),
+        );
         out.error_with_code(ENV_CODE);
-        assert!(host_link(&host_veth_name(cid)).is_none(), "veth created for {cid:?}");
+        assert!(
+            host_link(&host_veth_name(cid)).is_none(),
+            "veth created for {cid:?}"
+        );
     }
     case.assert_untouched();
 }
@@ -113,7 +162,9 @@ fn add_rejects_invalid_container_id_with_code_4() {
 fn add_rejects_invalid_ifname_with_code_4() {
     let case = Case::new();
     let too_long = "abcdefghijklmnop"; // 16 bytes
-    for ifname in ["", too_long, ".", "..", "eth/0", "eth:0", "eth 0", "eth\t0", "eth\n0"] {
+    for ifname in [
+        "", too_long, ".", "..", "eth/0", "eth:0", "eth 0", "eth\t0", "eth\n0",
+    ] {
         let out = case.run(&case.env("ADD").set("CNI_IFNAME", ifname), &case.bed.conf());
         let err = out.error();
         assert_eq!(err.code, ENV_CODE, "ifname {ifname:?}\n{out}");
@@ -125,10 +176,23 @@ fn add_rejects_invalid_ifname_with_code_4() {
 #[ignore = "root: real etcd and netns"]
 fn add_rejects_malformed_or_empty_stdin_with_code_6() {
     let case = Case::new();
-    for stdin in [&b""[..], b"   \n", b"{", b"not json", br#"{"name":"x","#, b"[1,2]", b"\xff\xfe"] {
+    for stdin in [
+        &b""[..],
+        b"   \n",
+        b"{",
+        b"not json",
+        br#"{"name":"x","#,
+        b"[1,2]",
+        b"\xff\xfe",
+    ] {
         let out = case.run_raw(&case.env("ADD"), stdin);
         let err = out.error();
-        assert_eq!(err.code, DECODE_CODE, "stdin {:?}\n{out}", String::from_utf8_lossy(stdin));
+        assert_eq!(
+            err.code,
+            DECODE_CODE,
+            "stdin {:?}\n{out}",
+            String::from_utf8_lossy(stdin)
+        );
     }
     case.assert_untouched();
 }
@@ -139,7 +203,15 @@ fn add_rejects_missing_or_invalid_network_name_with_code_7() {
     let case = Case::new();
     let out = case.run(&case.env("ADD"), &case.bed.conf().without("name"));
     out.error_with_code(CONFIG_CODE);
-    for name in ["", "has space", "a/b", "ünicode", "semi;colon", "star*", "tab\tname"] {
+    for name in [
+        "",
+        "has space",
+        "a/b",
+        "ünicode",
+        "semi;colon",
+        "star*",
+        "tab\tname",
+    ] {
         let out = case.run(&case.env("ADD"), &case.bed.conf().set("name", name));
         let err = out.error();
         assert_eq!(err.code, CONFIG_CODE, "name {name:?}\n{out}");
@@ -152,12 +224,18 @@ fn add_rejects_missing_or_invalid_network_name_with_code_7() {
 fn add_rejects_unsupported_cni_version_with_code_1_listing_supported_versions() {
     let case = Case::new();
     for version in ["9.9.9", "1.1.0", "0.5.0", "2.0.0"] {
-        let out = case.run(&case.env("ADD"), &case.bed.conf().set("cniVersion", version));
+        let out = case.run(
+            &case.env("ADD"),
+            &case.bed.conf().set("cniVersion", version),
+        );
         let err = out.error();
         assert_eq!(err.code, VERSION_CODE, "cniVersion {version}\n{out}");
         let details = err.details.clone().unwrap_or_default();
         for supported in SUPPORTED_VERSIONS {
-            assert!(details.contains(supported), "details do not list {supported}\n{out}");
+            assert!(
+                details.contains(supported),
+                "details do not list {supported}\n{out}"
+            );
         }
     }
     case.assert_untouched();
@@ -167,7 +245,10 @@ fn add_rejects_unsupported_cni_version_with_code_1_listing_supported_versions() 
 #[ignore = "root: real etcd and netns"]
 fn del_rejects_unsupported_cni_version_with_code_1() {
     let case = Case::new();
-    let out = case.run(&case.env("DEL"), &case.bed.conf().set("cniVersion", "9.9.9"));
+    let out = case.run(
+        &case.env("DEL"),
+        &case.bed.conf().set("cniVersion", "9.9.9"),
+    );
     out.error_with_code(VERSION_CODE);
     case.assert_untouched();
 }
@@ -192,7 +273,11 @@ fn errors_carry_the_config_cni_version() {
     let case = Case::new();
     let absent_netns = format!("/run/netns/{}", names::unique("ct-absent"));
     for version in SUPPORTED_VERSIONS {
-        let bad_name = case.bed.conf().set("cniVersion", version).set("name", "bad name");
+        let bad_name = case
+            .bed
+            .conf()
+            .set("cniVersion", version)
+            .set("name", "bad name");
         let out = case.run(&case.env("ADD"), &bad_name);
         let err = out.error_with_code(CONFIG_CODE);
         assert_eq!(err.cni_version, version, "invalid name\n{out}");

@@ -29,14 +29,29 @@ fn etcd_fixture_stores_keys_and_is_removed_on_drop() {
     etcd.put("/calico/v1/b", r#"{"x":true}"#);
     etcd.put("/other", "2");
     assert_eq!(etcd.get("/calico/v1/a").as_deref(), Some("1"));
-    assert_eq!(etcd.get_json("/calico/v1/b"), Some(serde_json::json!({"x": true})));
+    assert_eq!(
+        etcd.get_json("/calico/v1/b"),
+        Some(serde_json::json!({"x": true}))
+    );
     assert_eq!(etcd.get("/calico/v1/missing"), None);
-    assert_eq!(etcd.keys("/calico/"), vec!["/calico/v1/a".to_string(), "/calico/v1/b".to_string()]);
+    assert_eq!(
+        etcd.keys("/calico/"),
+        vec!["/calico/v1/a".to_string(), "/calico/v1/b".to_string()]
+    );
     let dir = etcd.dir().to_path_buf();
-    let port = etcd.endpoint().rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let port = etcd
+        .endpoint()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse::<u16>()
+        .unwrap();
     drop(etcd);
     assert!(!dir.exists(), "etcd dir {} left", dir.display());
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "etcd still listening");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "etcd still listening"
+    );
 }
 
 #[test]
@@ -65,8 +80,19 @@ fn cni_path_links_plugins_and_can_omit_one() {
     let full = CniPath::new();
     let partial = CniPath::without(&["host-local"]);
     for plugin in ["calico", "calico-ipam", "host-local"] {
-        assert!(std::path::Path::new(&full.path()).join(plugin).is_file(), "{plugin} missing");
+        assert!(
+            std::path::Path::new(&full.path()).join(plugin).is_file(),
+            "{plugin} missing"
+        );
     }
-    assert!(!std::path::Path::new(&partial.path()).join("host-local").exists());
-    assert!(std::path::Path::new(&partial.path()).join("calico").is_file());
+    assert!(
+        !std::path::Path::new(&partial.path())
+            .join("host-local")
+            .exists()
+    );
+    assert!(
+        std::path::Path::new(&partial.path())
+            .join("calico")
+            .is_file()
+    );
 }

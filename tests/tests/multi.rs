@@ -9,11 +9,16 @@ const TEARDOWN: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn addresses(result: &Value) -> Vec<String> {
     let ips = result["ips"].as_array().cloned().unwrap_or_default();
-    ips.iter().filter_map(|ip| ip["address"].as_str().map(str::to_string)).collect()
+    ips.iter()
+        .filter_map(|ip| ip["address"].as_str().map(str::to_string))
+        .collect()
 }
 
 fn link_indexes(netns: &Netns) -> Vec<(String, u64)> {
-    netns_links(netns.name()).into_iter().map(|l| (l.name, l.index)).collect()
+    netns_links(netns.name())
+        .into_iter()
+        .map(|l| (l.name, l.index))
+        .collect()
 }
 
 #[test]
@@ -27,35 +32,73 @@ fn second_add_on_another_network_appends_profile_and_reuses_address() {
     let conf1 = bed.conf();
     let conf2 = bed.conf_for_network(&net2);
 
-    let first = bed.add(&conf1, &cid, &netns.path(), "eth0").result().clone();
-    let endpoint1 = bed.endpoint(&cid, "eth0").expect("endpoint after first ADD");
+    let first = bed
+        .add(&conf1, &cid, &netns.path(), "eth0")
+        .result()
+        .clone();
+    let endpoint1 = bed
+        .endpoint(&cid, "eth0")
+        .expect("endpoint after first ADD");
     let host_index = host_link(&veth).expect("host veth").index;
     let container_links = link_indexes(&netns);
 
     let second = bed.add(&conf2, &cid, &netns.path(), "eth0");
     let second_result = second.result();
-    assert_eq!(addresses(second_result), addresses(&first), "second ADD changed the address\n{second}");
+    assert_eq!(
+        addresses(second_result),
+        addresses(&first),
+        "second ADD changed the address\n{second}"
+    );
     let mut expected = endpoint1.clone();
     expected["profile_ids"] = json!([bed.network, net2]);
-    assert_eq!(bed.endpoint(&cid, "eth0"), Some(expected.clone()), "endpoint after joining {net2}");
-    assert_eq!(bed.reservations(&net2), vec![], "second network reserved an address");
+    assert_eq!(
+        bed.endpoint(&cid, "eth0"),
+        Some(expected.clone()),
+        "endpoint after joining {net2}"
+    );
+    assert_eq!(
+        bed.reservations(&net2),
+        vec![],
+        "second network reserved an address"
+    );
     assert_eq!(bed.reservations(&bed.network).len(), 1);
-    assert_eq!(host_link(&veth).map(|l| l.index), Some(host_index), "host veth re-created");
-    assert_eq!(link_indexes(&netns), container_links, "container links changed");
+    assert_eq!(
+        host_link(&veth).map(|l| l.index),
+        Some(host_index),
+        "host veth re-created"
+    );
+    assert_eq!(
+        link_indexes(&netns),
+        container_links,
+        "container links changed"
+    );
     let profile2 = format!("/calico/v1/policy/profile/{net2}");
-    assert_eq!(bed.etcd.get_json(&format!("{profile2}/tags")), Some(json!([net2])));
+    assert_eq!(
+        bed.etcd.get_json(&format!("{profile2}/tags")),
+        Some(json!([net2]))
+    );
 
     // Repeats on either network add no duplicate profile and keep the address.
     for conf in [&conf2, &conf1] {
         let again = bed.add(conf, &cid, &netns.path(), "eth0");
         assert_eq!(addresses(again.result()), addresses(&first), "{again}");
-        assert_eq!(bed.endpoint(&cid, "eth0"), Some(expected.clone()), "endpoint after a repeated ADD");
+        assert_eq!(
+            bed.endpoint(&cid, "eth0"),
+            Some(expected.clone()),
+            "endpoint after a repeated ADD"
+        );
     }
     assert_eq!(bed.reservations(&bed.network).len(), 1);
-    assert_eq!(host_link(&veth).map(|l| l.index), Some(host_index), "host veth re-created");
+    assert_eq!(
+        host_link(&veth).map(|l| l.index),
+        Some(host_index),
+        "host veth re-created"
+    );
 
-    bed.del(&conf2, &cid, &netns.path(), "eth0").assert_success();
-    bed.del(&conf1, &cid, &netns.path(), "eth0").assert_success();
+    bed.del(&conf2, &cid, &netns.path(), "eth0")
+        .assert_success();
+    bed.del(&conf1, &cid, &netns.path(), "eth0")
+        .assert_success();
     bed.assert_nothing_left(&[&cid]);
 }
 
@@ -69,13 +112,28 @@ fn containers_sharing_id_prefix_get_distinct_working_veths() {
     let netns_b = Netns::new();
     let conf = bed.conf();
 
-    let result_a = bed.add(&conf, &cid_a, &netns_a.path(), "eth0").result().clone();
-    let result_b = bed.add(&conf, &cid_b, &netns_b.path(), "eth0").result().clone();
-    let veth_a = result_a["interfaces"][0]["name"].as_str().expect("host veth of a").to_string();
-    let veth_b = result_b["interfaces"][0]["name"].as_str().expect("host veth of b").to_string();
+    let result_a = bed
+        .add(&conf, &cid_a, &netns_a.path(), "eth0")
+        .result()
+        .clone();
+    let result_b = bed
+        .add(&conf, &cid_b, &netns_b.path(), "eth0")
+        .result()
+        .clone();
+    let veth_a = result_a["interfaces"][0]["name"]
+        .as_str()
+        .expect("host veth of a")
+        .to_string();
+    let veth_b = result_b["interfaces"][0]["name"]
+        .as_str()
+        .expect("host veth of b")
+        .to_string();
     assert_ne!(veth_a, veth_b, "both containers got the same host veth");
     for veth in [&veth_a, &veth_b] {
-        assert!(veth.starts_with("cali") && veth.len() <= 15, "bad host veth name {veth}");
+        assert!(
+            veth.starts_with("cali") && veth.len() <= 15,
+            "bad host veth name {veth}"
+        );
     }
     let ip_a = netns_ipv4_addrs(netns_a.name(), "eth0")[0].local.clone();
     let ip_b = netns_ipv4_addrs(netns_b.name(), "eth0")[0].local.clone();
@@ -91,14 +149,32 @@ fn containers_sharing_id_prefix_get_distinct_working_veths() {
         assert!(ping(ip), "container {cid} ({ip}) does not answer ping");
     }
 
-    bed.del(&conf, &cid_a, &netns_a.path(), "eth0").assert_success();
-    assert!(eventually(TEARDOWN, || host_link(&veth_a).is_none()), "host veth of a left");
-    assert!(host_link(&veth_b).is_some_and(|l| l.up), "DEL of a removed the veth of b");
-    assert_eq!(host_routes_to(&ip_b).len(), 1, "DEL of a removed the route of b");
-    assert!(bed.endpoint(&cid_b, "eth0").is_some(), "DEL of a removed the endpoint of b");
+    bed.del(&conf, &cid_a, &netns_a.path(), "eth0")
+        .assert_success();
+    assert!(
+        eventually(TEARDOWN, || host_link(&veth_a).is_none()),
+        "host veth of a left"
+    );
+    assert!(
+        host_link(&veth_b).is_some_and(|l| l.up),
+        "DEL of a removed the veth of b"
+    );
+    assert_eq!(
+        host_routes_to(&ip_b).len(),
+        1,
+        "DEL of a removed the route of b"
+    );
+    assert!(
+        bed.endpoint(&cid_b, "eth0").is_some(),
+        "DEL of a removed the endpoint of b"
+    );
     assert!(ping(&ip_b), "b unreachable after DEL of a");
 
-    bed.del(&conf, &cid_b, &netns_b.path(), "eth0").assert_success();
-    assert!(eventually(TEARDOWN, || host_link(&veth_b).is_none()), "host veth of b left");
+    bed.del(&conf, &cid_b, &netns_b.path(), "eth0")
+        .assert_success();
+    assert!(
+        eventually(TEARDOWN, || host_link(&veth_b).is_none()),
+        "host veth of b left"
+    );
     bed.assert_nothing_left(&[&cid_a, &cid_b]);
 }

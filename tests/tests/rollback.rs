@@ -4,7 +4,10 @@ use tests::kernel::{HostLink, host_link, netns_links};
 use tests::{CniPath, Netns, TestBed, host_veth_name, names};
 
 fn netns_link_names(netns: &Netns) -> Vec<String> {
-    netns_links(netns.name()).into_iter().map(|l| l.name).collect()
+    netns_links(netns.name())
+        .into_iter()
+        .map(|l| l.name)
+        .collect()
 }
 
 #[test]
@@ -17,7 +20,11 @@ fn add_with_nonexistent_netns_fails_and_leaves_nothing() {
     let out = bed.add(&bed.conf(), &cid, &path, "eth0");
     out.error();
     assert!(!std::path::Path::new(&path).exists(), "ADD created {path}");
-    assert_eq!(bed.reservations(&bed.network), vec![], "address left reserved\n{out}");
+    assert_eq!(
+        bed.reservations(&bed.network),
+        vec![],
+        "address left reserved\n{out}"
+    );
     bed.assert_nothing_left(&[&cid]);
 }
 
@@ -30,8 +37,15 @@ fn add_fails_without_veth_when_ipam_plugin_is_not_on_cni_path() {
 
     let out = bed.add(&bed.conf(), &cid, &netns.path(), "eth0");
     out.error();
-    assert!(host_link(&host_veth_name(&cid)).is_none(), "host veth left\n{out}");
-    assert_eq!(netns_link_names(&netns), vec!["lo".to_string()], "container links left\n{out}");
+    assert!(
+        host_link(&host_veth_name(&cid)).is_none(),
+        "host veth left\n{out}"
+    );
+    assert_eq!(
+        netns_link_names(&netns),
+        vec!["lo".to_string()],
+        "container links left\n{out}"
+    );
     bed.assert_nothing_left(&[&cid]);
 }
 
@@ -43,7 +57,18 @@ fn add_fails_and_releases_address_when_ifname_exists_in_container() {
     let cid = names::container_id();
     // A veth pair, not a dummy: the dummy driver is not available on every kernel.
     let made = std::process::Command::new("ip")
-        .args(["-n", netns.name(), "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer"])
+        .args([
+            "-n",
+            netns.name(),
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0-peer",
+        ])
         .status()
         .expect("run ip link add");
     assert!(made.success(), "cannot create eth0 in {}", netns.name());
@@ -52,8 +77,12 @@ fn add_fails_and_releases_address_when_ifname_exists_in_container() {
 
     let out = bed.add(&bed.conf(), &cid, &netns.path(), "eth0");
     out.error();
-    let eth0 = tests::kernel::netns_link(netns.name(), "eth0").expect("the existing eth0 was removed");
-    assert_eq!(eth0.index, existing.index, "the existing eth0 was replaced\n{out}");
+    let eth0 =
+        tests::kernel::netns_link(netns.name(), "eth0").expect("the existing eth0 was removed");
+    assert_eq!(
+        eth0.index, existing.index,
+        "the existing eth0 was replaced\n{out}"
+    );
     assert_eq!(netns_link_names(&netns), links_before, "{out}");
     bed.assert_nothing_left(&[&cid]);
 }
@@ -72,14 +101,27 @@ fn add_replaces_stale_host_veth_left_by_earlier_attempt() {
     let conf = bed.conf();
     let out = bed.add(&conf, &cid, &netns.path(), "eth0");
     let result = out.result();
-    assert_eq!(result["interfaces"][0]["name"], serde_json::json!(veth), "{out}");
+    assert_eq!(
+        result["interfaces"][0]["name"],
+        serde_json::json!(veth),
+        "{out}"
+    );
     let link = host_link(&veth).expect("host veth after ADD");
     assert_ne!(link.index, stale_index, "the stale link was kept");
-    assert!(link.peer_netnsid.is_some(), "host veth peer is not in the container: {link:?}");
-    assert!(host_link(&stale_peer).is_none(), "stale peer {stale_peer} left");
+    assert!(
+        link.peer_netnsid.is_some(),
+        "host veth peer is not in the container: {link:?}"
+    );
+    assert!(
+        host_link(&stale_peer).is_none(),
+        "stale peer {stale_peer} left"
+    );
     let addrs = tests::kernel::netns_ipv4_addrs(netns.name(), "eth0");
     assert_eq!(addrs.len(), 1, "{addrs:?}");
-    assert!(tests::kernel::ping(&addrs[0].local), "container does not answer ping");
+    assert!(
+        tests::kernel::ping(&addrs[0].local),
+        "container does not answer ping"
+    );
 
     bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
     bed.assert_nothing_left(&[&cid]);

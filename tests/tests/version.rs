@@ -17,7 +17,11 @@ fn version_echoes_each_supported_input_version() {
     for version in SUPPORTED_VERSIONS {
         let stdin = json!({"cniVersion": version}).to_string();
         let out = run_plugin("calico", &version_env(), stdin.as_bytes());
-        assert_eq!(out.result(), &version_answer(version), "input version {version}\n{out}");
+        assert_eq!(
+            out.result(),
+            &version_answer(version),
+            "input version {version}\n{out}"
+        );
     }
 }
 
@@ -33,7 +37,11 @@ fn version_without_cni_version_in_stdin_answers_with_default() {
 fn version_with_garbage_stdin_answers_with_default() {
     for stdin in [&b"garbage"[..], b"{", b"\x00\xff\xfe", b"[1,2,3]"] {
         let out = run_plugin("calico", &version_env(), stdin);
-        assert_eq!(out.result(), &version_answer(DEFAULT_CNI_VERSION), "stdin {stdin:?}\n{out}");
+        assert_eq!(
+            out.result(),
+            &version_answer(DEFAULT_CNI_VERSION),
+            "stdin {stdin:?}\n{out}"
+        );
     }
 }
 
@@ -60,6 +68,9 @@ fn version_accepts_the_dummy_environment_podman_sends() {
 #[ignore = "runs the built plugin binaries"]
 fn version_does_not_advertise_1_1_0() {
     let out = run_plugin("calico", &version_env(), br#"{"cniVersion":"0.4.0"}"#);
-    let supported = out.result()["supportedVersions"].as_array().cloned().unwrap_or_default();
+    let supported = out.result()["supportedVersions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(!supported.contains(&json!("1.1.0")), "{out}");
 }
