@@ -128,7 +128,10 @@ pub fn parse_workload_endpoint(key: &str) -> Option<WorkloadEndpointKey> {
     let parts: Vec<&str> = rest.split('/').collect();
     match parts.as_slice() {
         [orchestrator, workload, "endpoint", endpoint_id]
-            if !node.is_empty() && ![orchestrator, workload, endpoint_id].iter().any(|s| s.is_empty()) =>
+            if !node.is_empty()
+                && ![orchestrator, workload, endpoint_id]
+                    .iter()
+                    .any(|s| s.is_empty()) =>
         {
             Some(WorkloadEndpointKey {
                 node: node.to_owned(),
@@ -199,7 +202,11 @@ pub fn blocks_prefix(family: IpFamily) -> String {
 
 /// `/calico/ipam/v2/assignment/ipv4/block/10.0.0.0-26` (or `ipv6`).
 pub fn block(cidr: &IpNetwork) -> String {
-    format!("{}{}", blocks_prefix(IpFamily::of(cidr)), cidr_segment(cidr))
+    format!(
+        "{}{}",
+        blocks_prefix(IpFamily::of(cidr)),
+        cidr_segment(cidr)
+    )
 }
 
 /// The CIDR of an allocation block key; `None` when the key is not one.
@@ -341,7 +348,10 @@ mod tests {
     fn profile_keys() {
         let cases = [
             ("net1", "/calico/v1/policy/profile/net1/"),
-            ("k8s_ns.default", "/calico/v1/policy/profile/k8s_ns.default/"),
+            (
+                "k8s_ns.default",
+                "/calico/v1/policy/profile/k8s_ns.default/",
+            ),
             ("a/b", "/calico/v1/policy/profile/a%2fb/"),
         ];
         for (name, prefix) in cases {
@@ -358,14 +368,20 @@ mod tests {
         let cases = [
             ("10.0.0.0/16", "/calico/v1/ipam/v4/pool/10.0.0.0-16"),
             ("192.168.0.0/16", "/calico/v1/ipam/v4/pool/192.168.0.0-16"),
-            ("fd80:24e2:f998:72d6::/64", "/calico/v1/ipam/v6/pool/fd80:24e2:f998:72d6::-64"),
+            (
+                "fd80:24e2:f998:72d6::/64",
+                "/calico/v1/ipam/v6/pool/fd80:24e2:f998:72d6::-64",
+            ),
             ("2001:db8::/48", "/calico/v1/ipam/v6/pool/2001:db8::-48"),
         ];
         for (cidr, key) in cases {
             assert_eq!(pool(&net(cidr)), key);
             assert_eq!(parse_pool(key), Some(net(cidr)));
         }
-        assert_eq!(pool(&net("10.0.3.7/16")), "/calico/v1/ipam/v4/pool/10.0.0.0-16");
+        assert_eq!(
+            pool(&net("10.0.3.7/16")),
+            "/calico/v1/ipam/v4/pool/10.0.0.0-16"
+        );
         assert_eq!(pools_prefix(IpFamily::V4), "/calico/v1/ipam/v4/pool/");
         assert_eq!(pools_prefix(IpFamily::V6), "/calico/v1/ipam/v6/pool/");
     }
@@ -373,23 +389,46 @@ mod tests {
     #[test]
     fn block_keys_round_trip() {
         let cases = [
-            ("10.0.0.0/26", "/calico/ipam/v2/assignment/ipv4/block/10.0.0.0-26"),
-            ("192.168.10.64/26", "/calico/ipam/v2/assignment/ipv4/block/192.168.10.64-26"),
-            ("fd80::40/122", "/calico/ipam/v2/assignment/ipv6/block/fd80::40-122"),
+            (
+                "10.0.0.0/26",
+                "/calico/ipam/v2/assignment/ipv4/block/10.0.0.0-26",
+            ),
+            (
+                "192.168.10.64/26",
+                "/calico/ipam/v2/assignment/ipv4/block/192.168.10.64-26",
+            ),
+            (
+                "fd80::40/122",
+                "/calico/ipam/v2/assignment/ipv6/block/fd80::40-122",
+            ),
         ];
         for (cidr, key) in cases {
             assert_eq!(block(&net(cidr)), key);
             assert_eq!(parse_block(key), Some(net(cidr)));
         }
-        assert_eq!(blocks_prefix(IpFamily::V4), "/calico/ipam/v2/assignment/ipv4/block/");
-        assert_eq!(blocks_prefix(IpFamily::V6), "/calico/ipam/v2/assignment/ipv6/block/");
+        assert_eq!(
+            blocks_prefix(IpFamily::V4),
+            "/calico/ipam/v2/assignment/ipv4/block/"
+        );
+        assert_eq!(
+            blocks_prefix(IpFamily::V6),
+            "/calico/ipam/v2/assignment/ipv6/block/"
+        );
     }
 
     #[test]
     fn host_affinity_keys_round_trip() {
         let cases = [
-            ("node1", "10.0.0.0/26", "/calico/ipam/v2/host/node1/ipv4/block/10.0.0.0-26"),
-            ("a.b.c", "fd80::/122", "/calico/ipam/v2/host/a.b.c/ipv6/block/fd80::-122"),
+            (
+                "node1",
+                "10.0.0.0/26",
+                "/calico/ipam/v2/host/node1/ipv4/block/10.0.0.0-26",
+            ),
+            (
+                "a.b.c",
+                "fd80::/122",
+                "/calico/ipam/v2/host/a.b.c/ipv6/block/fd80::-122",
+            ),
         ];
         for (node, cidr, key) in cases {
             assert_eq!(host_affinity(node, &net(cidr)), key);

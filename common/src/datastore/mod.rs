@@ -134,16 +134,29 @@ impl Datastore {
         request_log: Option<PathBuf>,
     ) -> Result<Datastore> {
         if settings.endpoints.is_empty() {
-            return Err(Error::new(Code::InvalidConfig, "no etcd endpoints configured"));
+            return Err(Error::new(
+                Code::InvalidConfig,
+                "no etcd endpoints configured",
+            ));
         }
-        let needs_tls = settings.endpoints.iter().any(|ep| ep.starts_with("https://"));
-        let tls = if needs_tls { Some(tls_options(settings)?) } else { None };
+        let needs_tls = settings
+            .endpoints
+            .iter()
+            .any(|ep| ep.starts_with("https://"));
+        let tls = if needs_tls {
+            Some(tls_options(settings)?)
+        } else {
+            None
+        };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("start the etcd client runtime")?;
         Ok(Datastore {
-            connection: Mutex::new(Connection { index: 0, client: None }),
+            connection: Mutex::new(Connection {
+                index: 0,
+                client: None,
+            }),
             runtime,
             endpoints: settings.endpoints.clone(),
             credentials: settings.credentials.clone(),
@@ -185,7 +198,11 @@ impl Datastore {
             let options = GetOptions::new().with_prefix().with_keys_only();
             async move { kv.get(prefix, Some(options)).await }
         })?;
-        Ok(resp.take_kvs().iter().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()).collect())
+        Ok(resp
+            .take_kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+            .collect())
     }
 
     /// Sets a key unconditionally.
@@ -240,7 +257,10 @@ impl Datastore {
         F: Fn(KvClient) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        let mut connection = self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let first = connection.index;
         let mut failures = Vec::new();
         for attempt in 0..self.endpoints.len() {
@@ -262,7 +282,10 @@ impl Datastore {
         connection.index = (first + 1) % self.endpoints.len();
         Err(Error::new(
             codes::DATASTORE,
-            format!("etcd {verb} {key}: no endpoint answered ({})", failures.join("; ")),
+            format!(
+                "etcd {verb} {key}: no endpoint answered ({})",
+                failures.join("; ")
+            ),
         )
         .with_kind(Kind::TryAgainLater))
     }
@@ -290,8 +313,9 @@ impl Datastore {
         };
         self.record_request(verb, key);
         let timeout = self.request_timeout;
-        let outcome =
-            self.runtime.block_on(async { tokio::time::timeout(timeout, call(client.kv_client())).await });
+        let outcome = self
+            .runtime
+            .block_on(async { tokio::time::timeout(timeout, call(client.kv_client())).await });
         match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => Err(classify(err, || {
@@ -305,8 +329,8 @@ impl Datastore {
     /// authenticates, which is one request.
     fn connect_endpoint(&self, index: usize) -> std::result::Result<Client, Failure> {
         let endpoint = &self.endpoints[index];
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(CONNECT_TIMEOUT.min(self.request_timeout));
+        let mut options =
+            ConnectOptions::new().with_connect_timeout(CONNECT_TIMEOUT.min(self.request_timeout));
         // etcd-client refuses TLS options for http:// URLs, so they go only with https ones.
         if endpoint.starts_with("https://")
             && let Some(tls) = &self.tls
@@ -323,8 +347,12 @@ impl Datastore {
         });
         match connected {
             Ok(Ok(client)) => Ok(client),
-            Ok(Err(err)) => Err(classify(err, || format!("connect to etcd endpoint {endpoint}"))),
-            Err(_) => Err(Failure::Transient(format!("no connection within {timeout:?}"))),
+            Ok(Err(err)) => Err(classify(err, || {
+                format!("connect to etcd endpoint {endpoint}")
+            })),
+            Err(_) => Err(Failure::Transient(format!(
+                "no connection within {timeout:?}"
+            ))),
         }
     }
 
@@ -334,14 +362,21 @@ impl Datastore {
         if let Some(path) = &self.request_log
             && let Err(err) = append_line(path, &format!("{verb} {key}\n"))
         {
-            eprintln!("cannot append to etcd request log {}: {err}", path.display());
+            eprintln!(
+                "cannot append to etcd request log {}: {err}",
+                path.display()
+            );
         }
     }
 }
 
 /// Appends one line with a single write, so lines of concurrent processes do not interleave.
 fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
-    OpenOptions::new().create(true).append(true).open(path)?.write_all(line.as_bytes())
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?
+        .write_all(line.as_bytes())
 }
 
 /// Sorts an etcd-client error into "try the next endpoint" and "give up".
@@ -356,7 +391,10 @@ fn classify(err: etcd_client::Error, what: impl FnOnce() -> String) -> Failure {
         etcd_client::Error::GRpcStatus(status) if RETRYABLE.contains(&i32::from(status.code())) => {
             Failure::Transient(describe(&err))
         }
-        _ => Failure::Fatal(Error::new(codes::DATASTORE, format!("{}: {}", what(), describe(&err)))),
+        _ => Failure::Fatal(Error::new(
+            codes::DATASTORE,
+            format!("{}: {}", what(), describe(&err)),
+        )),
     }
 }
 
@@ -424,9 +462,15 @@ fn etcd_txn(txn: &Txn) -> etcd_client::Txn {
             Write::Delete(key) => TxnOp::delete(key.as_str(), None),
         })
         .collect();
-    let reads: Vec<TxnOp> =
-        txn.reads_on_failure.iter().map(|key| TxnOp::get(key.as_str(), None)).collect();
-    etcd_client::Txn::new().when(compares).and_then(writes).or_else(reads)
+    let reads: Vec<TxnOp> = txn
+        .reads_on_failure
+        .iter()
+        .map(|key| TxnOp::get(key.as_str(), None))
+        .collect();
+    etcd_client::Txn::new()
+        .when(compares)
+        .and_then(writes)
+        .or_else(reads)
 }
 
 /// TLS options for `https` endpoints from the configured CA, certificate and key files.
@@ -445,13 +489,19 @@ fn tls_options(settings: &EtcdSettings) -> Result<TlsOptions> {
         (Some(cert), None) => {
             return Err(Error::new(
                 Code::InvalidConfig,
-                format!("etcd client certificate {} given without a key file", cert.display()),
+                format!(
+                    "etcd client certificate {} given without a key file",
+                    cert.display()
+                ),
             ));
         }
         (None, Some(key)) => {
             return Err(Error::new(
                 Code::InvalidConfig,
-                format!("etcd client key {} given without a certificate file", key.display()),
+                format!(
+                    "etcd client key {} given without a certificate file",
+                    key.display()
+                ),
             ));
         }
     }
@@ -460,7 +510,10 @@ fn tls_options(settings: &EtcdSettings) -> Result<TlsOptions> {
 
 fn read_tls_file(what: &str, path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|err| {
-        Error::new(Code::InvalidConfig, format!("read etcd {what} {}: {err}", path.display()))
+        Error::new(
+            Code::InvalidConfig,
+            format!("read etcd {what} {}: {err}", path.display()),
+        )
     })
 }
 
@@ -492,7 +545,11 @@ pub(crate) mod test_etcd {
 
     /// A loopback port nothing listens on (bound once, then released).
     pub(crate) fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     }
 
     impl EtcdServer {
@@ -526,21 +583,32 @@ pub(crate) mod test_etcd {
 
         fn try_start(size: usize, tls: bool) -> Result<EtcdServer, String> {
             static COUNTER: AtomicU32 = AtomicU32::new(0);
-            let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos();
             let dir = std::env::temp_dir().join(format!(
                 "calico-test-etcd-{}-{}-{nanos}",
                 std::process::id(),
                 COUNTER.fetch_add(1, Ordering::Relaxed)
             ));
             std::fs::create_dir_all(&dir).unwrap();
-            let mut server = EtcdServer { dir: dir.clone(), tls, members: Vec::new() };
+            let mut server = EtcdServer {
+                dir: dir.clone(),
+                tls,
+                members: Vec::new(),
+            };
             if tls {
                 make_certificates(&dir);
             }
             // Hold every listener until all ports are picked so none is picked twice.
-            let listeners: Vec<TcpListener> =
-                (0..3 * size).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-            let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().unwrap().port()).collect();
+            let listeners: Vec<TcpListener> = (0..3 * size)
+                .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+                .collect();
+            let ports: Vec<u16> = listeners
+                .iter()
+                .map(|l| l.local_addr().unwrap().port())
+                .collect();
             drop(listeners);
             let peer_url = |i: usize| format!("http://127.0.0.1:{}", ports[3 * i + 1]);
             let cluster: Vec<String> = (0..size).map(|i| format!("m{i}={}", peer_url(i))).collect();
@@ -555,11 +623,26 @@ pub(crate) mod test_etcd {
                     .args(["--name", &format!("m{i}")])
                     .arg("--data-dir")
                     .arg(dir.join(format!("m{i}")))
-                    .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
-                    .args(["--listen-peer-urls", &peer_url(i), "--initial-advertise-peer-urls", &peer_url(i)])
+                    .args([
+                        "--listen-client-urls",
+                        &client_url,
+                        "--advertise-client-urls",
+                        &client_url,
+                    ])
+                    .args([
+                        "--listen-peer-urls",
+                        &peer_url(i),
+                        "--initial-advertise-peer-urls",
+                        &peer_url(i),
+                    ])
                     .args(["--listen-metrics-urls", &format!("http://{metrics_addr}")])
                     .args(["--initial-cluster", &cluster.join(",")])
-                    .args(["--initial-cluster-state", "new", "--initial-cluster-token", "calico-test"])
+                    .args([
+                        "--initial-cluster-state",
+                        "new",
+                        "--initial-cluster-token",
+                        "calico-test",
+                    ])
                     .args(["--heartbeat-interval=10", "--election-timeout=100"])
                     .args(["--logger=zap", "--log-level=error"]);
                 if tls {
@@ -578,7 +661,11 @@ pub(crate) mod test_etcd {
                     .stderr(log)
                     .spawn()
                     .unwrap();
-                server.members.push(Member { client_url, metrics_addr, child: Some(child) });
+                server.members.push(Member {
+                    client_url,
+                    metrics_addr,
+                    child: Some(child),
+                });
             }
             server.wait_healthy()?;
             Ok(server)
@@ -633,7 +720,11 @@ pub(crate) mod test_etcd {
                     .args(&args)
                     .output()
                     .unwrap();
-                assert!(out.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "etcdctl {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
         }
 
@@ -670,34 +761,78 @@ pub(crate) mod test_etcd {
     /// A CA (`ca.pem`) and one certificate for 127.0.0.1 (`etcd.pem`, `etcd.key`) usable by
     /// both the server and the client.
     fn make_certificates(dir: &Path) {
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
         std::fs::write(
             dir.join("ext.cnf"),
             "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
         )
         .unwrap();
         let steps: [Vec<&str>; 3] = [
-            [&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "1"]]
-                .concat()
-                .into_iter()
-                .chain(["-subj", "/CN=calico-test-ca"])
-                .collect(),
-            [&["req"][..], &ec, &["-keyout", "etcd.key", "-out", "etcd.csr", "-subj", "/CN=127.0.0.1"]]
-                .concat(),
+            [
+                &["req", "-x509"][..],
+                &ec,
+                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "1"],
+            ]
+            .concat()
+            .into_iter()
+            .chain(["-subj", "/CN=calico-test-ca"])
+            .collect(),
+            [
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "etcd.key",
+                    "-out",
+                    "etcd.csr",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ],
+            ]
+            .concat(),
             vec![
-                "x509", "-req", "-in", "etcd.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", "etcd.pem", "-days", "1", "-extfile", "ext.cnf",
+                "x509",
+                "-req",
+                "-in",
+                "etcd.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "etcd.pem",
+                "-days",
+                "1",
+                "-extfile",
+                "ext.cnf",
             ],
         ];
         for args in steps {
-            let out = Command::new("openssl").current_dir(dir).args(&args).output().unwrap();
-            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            let out = Command::new("openssl")
+                .current_dir(dir)
+                .args(&args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 
     /// True when the member answers `/health` with `"health":"true"` (it has a leader).
     fn health(addr: &str) -> bool {
-        let Ok(mut stream) = TcpStream::connect(addr) else { return false };
+        let Ok(mut stream) = TcpStream::connect(addr) else {
+            return false;
+        };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
         let request = format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n");
         if stream.write_all(request.as_bytes()).is_err() {
@@ -734,14 +869,28 @@ mod tests {
         ds.put("/calico/t/b", b"other").unwrap();
 
         let ready = ds.get("/calico/v1/Ready").unwrap().unwrap();
-        assert_eq!((ready.key.as_str(), ready.value.as_slice()), ("/calico/v1/Ready", &b"true"[..]));
+        assert_eq!(
+            (ready.key.as_str(), ready.value.as_slice()),
+            ("/calico/v1/Ready", &b"true"[..])
+        );
         assert_eq!(ready.create_revision, ready.mod_revision);
 
         let listed = ds.list("/calico/t/a/").unwrap();
-        let pairs: Vec<(&str, &[u8])> =
-            listed.iter().map(|e| (e.key.as_str(), e.value.as_slice())).collect();
-        assert_eq!(pairs, [("/calico/t/a/1", &b"one"[..]), ("/calico/t/a/2", &b"two"[..])]);
-        assert_eq!(ds.list_keys("/calico/t/").unwrap(), ["/calico/t/a/1", "/calico/t/a/2", "/calico/t/b"]);
+        let pairs: Vec<(&str, &[u8])> = listed
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_slice()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("/calico/t/a/1", &b"one"[..]),
+                ("/calico/t/a/2", &b"two"[..])
+            ]
+        );
+        assert_eq!(
+            ds.list_keys("/calico/t/").unwrap(),
+            ["/calico/t/a/1", "/calico/t/a/2", "/calico/t/b"]
+        );
 
         ds.put("/calico/t/a/1", b"uno").unwrap();
         let updated = ds.get("/calico/t/a/1").unwrap().unwrap();
@@ -764,25 +913,43 @@ mod tests {
 
         // Create-if-absent of two keys at once.
         let create = Txn {
-            conditions: vec![Condition::Absent(block.into()), Condition::Absent(handle.into())],
-            writes: vec![Write::Put(block.into(), b"v1".to_vec()), Write::Put(handle.into(), b"h".to_vec())],
+            conditions: vec![
+                Condition::Absent(block.into()),
+                Condition::Absent(handle.into()),
+            ],
+            writes: vec![
+                Write::Put(block.into(), b"v1".to_vec()),
+                Write::Put(handle.into(), b"h".to_vec()),
+            ],
             reads_on_failure: vec![block.into(), handle.into()],
         };
         let outcome = ds.txn(&create).unwrap();
-        assert_eq!(outcome, TxnOutcome { committed: true, current: vec![] });
+        assert_eq!(
+            outcome,
+            TxnOutcome {
+                committed: true,
+                current: vec![]
+            }
+        );
 
         // The same create again fails and returns both current values.
         let outcome = ds.txn(&create).unwrap();
         assert!(!outcome.committed);
-        let values: Vec<(&str, &[u8])> =
-            outcome.current.iter().map(|e| (e.key.as_str(), e.value.as_slice())).collect();
+        let values: Vec<(&str, &[u8])> = outcome
+            .current
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_slice()))
+            .collect();
         assert_eq!(values, [(block, &b"v1"[..]), (handle, &b"h"[..])]);
         let revision = outcome.current[0].mod_revision;
 
         // CAS on the revision read succeeds once; the stale one then conflicts.
         let cas = |value: &[u8]| Txn {
             conditions: vec![Condition::Revision(block.into(), revision)],
-            writes: vec![Write::Put(block.into(), value.to_vec()), Write::Delete(handle.into())],
+            writes: vec![
+                Write::Put(block.into(), value.to_vec()),
+                Write::Delete(handle.into()),
+            ],
             reads_on_failure: vec![block.into()],
         };
         assert!(ds.txn(&cas(b"v2")).unwrap().committed);
@@ -800,14 +967,24 @@ mod tests {
             writes: vec![Write::Put("/calico/t/missing".into(), b"x".to_vec())],
             reads_on_failure: vec!["/calico/t/missing".into()],
         };
-        assert_eq!(ds.txn(&missing).unwrap(), TxnOutcome { committed: false, current: vec![] });
+        assert_eq!(
+            ds.txn(&missing).unwrap(),
+            TxnOutcome {
+                committed: false,
+                current: vec![]
+            }
+        );
     }
 
     #[test]
     #[ignore = "starts etcd"]
     fn dead_first_endpoint_fails_over_to_live_ones() {
         let etcd = EtcdServer::start();
-        let endpoints = vec![dead_endpoint(), etcd.endpoints()[0].clone(), dead_endpoint()];
+        let endpoints = vec![
+            dead_endpoint(),
+            etcd.endpoints()[0].clone(),
+            dead_endpoint(),
+        ];
         let ds = Datastore::connect(&settings_for(endpoints)).unwrap();
         ds.put("/calico/t/k", b"v").unwrap();
         assert_eq!(ds.requests_made(), 2, "one refused attempt, one answered");
@@ -828,7 +1005,10 @@ mod tests {
         assert_eq!(ds.get("/calico/t/k").unwrap().unwrap().value, b"after");
         let current = ds.get("/calico/t/k").unwrap().unwrap();
         let cas = Txn {
-            conditions: vec![Condition::Revision("/calico/t/k".into(), current.mod_revision)],
+            conditions: vec![Condition::Revision(
+                "/calico/t/k".into(),
+                current.mod_revision,
+            )],
             writes: vec![Write::Put("/calico/t/k".into(), b"cas".to_vec())],
             reads_on_failure: vec![],
         };
@@ -848,7 +1028,10 @@ mod tests {
         assert_eq!(err.code(), codes::DATASTORE);
         assert!(err.msg().contains("/calico/v1/Ready"), "{err:?}");
         for endpoint in &endpoints {
-            assert!(err.msg().contains(endpoint.as_str()), "{err:?} should name {endpoint}");
+            assert!(
+                err.msg().contains(endpoint.as_str()),
+                "{err:?} should name {endpoint}"
+            );
         }
         assert_eq!(ds.requests_made(), 3, "each endpoint tried once");
     }
@@ -869,7 +1052,10 @@ mod tests {
         let elapsed = started.elapsed();
         assert_eq!(err.kind(), Kind::TryAgainLater);
         assert!(err.msg().contains(&silent_url), "{err:?}");
-        assert!(elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(2), "{elapsed:?}");
+        assert!(
+            elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(2),
+            "{elapsed:?}"
+        );
 
         settings.endpoints.push(etcd.endpoints()[0].clone());
         let ds = Datastore::connect(&settings).unwrap();
@@ -894,7 +1080,10 @@ mod tests {
         .unwrap();
         let text = std::fs::read_to_string(&log).unwrap();
         let _ = std::fs::remove_file(&log);
-        assert_eq!(text, "get /calico/v1/Ready\nlist /calico/v1/host/n/workload/\ntxn /calico/t/a\n");
+        assert_eq!(
+            text,
+            "get /calico/v1/Ready\nlist /calico/v1/host/n/workload/\ntxn /calico/t/a\n"
+        );
         assert_eq!(ds.requests_made(), 3);
     }
 
@@ -909,9 +1098,16 @@ mod tests {
         assert_eq!(ds.get("/calico/t/tls").unwrap().unwrap().value, b"v");
 
         // Without a client certificate the server refuses the handshake.
-        let without_identity =
-            EtcdSettings { cert_file: None, key_file: None, request_timeout: Duration::from_secs(1), ..settings };
-        let err = Datastore::connect(&without_identity).unwrap().get("/calico/t/tls").unwrap_err();
+        let without_identity = EtcdSettings {
+            cert_file: None,
+            key_file: None,
+            request_timeout: Duration::from_secs(1),
+            ..settings
+        };
+        let err = Datastore::connect(&without_identity)
+            .unwrap()
+            .get("/calico/t/tls")
+            .unwrap_err();
         assert_eq!(err.code(), codes::DATASTORE, "{err:?}");
     }
 
@@ -929,11 +1125,25 @@ mod tests {
 
         // Refusals are not transient: no failover, no try-again-later.
         settings.credentials = Some(("root".into(), "wrong".into()));
-        let err = Datastore::connect(&settings).unwrap().get("/calico/t/auth").unwrap_err();
-        assert_eq!((err.code(), err.kind()), (codes::DATASTORE, Kind::Other), "{err:?}");
+        let err = Datastore::connect(&settings)
+            .unwrap()
+            .get("/calico/t/auth")
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), err.kind()),
+            (codes::DATASTORE, Kind::Other),
+            "{err:?}"
+        );
         settings.credentials = None;
-        let err = Datastore::connect(&settings).unwrap().get("/calico/t/auth").unwrap_err();
-        assert_eq!((err.code(), err.kind()), (codes::DATASTORE, Kind::Other), "{err:?}");
+        let err = Datastore::connect(&settings)
+            .unwrap()
+            .get("/calico/t/auth")
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), err.kind()),
+            (codes::DATASTORE, Kind::Other),
+            "{err:?}"
+        );
         assert!(err.msg().contains("/calico/t/auth"), "{err:?}");
     }
 

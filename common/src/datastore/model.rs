@@ -48,13 +48,25 @@ pub struct WorkloadEndpoint {
     #[serde(default, with = "net_list")]
     pub ipv6_nets: Vec<IpNetwork>,
     /// IPv4 NAT mappings; omitted when empty.
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub ipv4_nat: Vec<IpNat>,
     /// IPv6 NAT mappings; omitted when empty.
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub ipv6_nat: Vec<IpNat>,
     /// Endpoint labels; omitted when empty.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub labels: BTreeMap<String, String>,
     /// IPv4 gateway; omitted when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,12 +108,19 @@ pub struct Rule {
 impl Rule {
     /// A rule that allows everything.
     pub fn allow() -> Rule {
-        Rule { action: "allow".into(), src_tag: None, other: serde_json::Map::new() }
+        Rule {
+            action: "allow".into(),
+            src_tag: None,
+            other: serde_json::Map::new(),
+        }
     }
 
     /// A rule that allows traffic from endpoints carrying `tag`.
     pub fn allow_from_tag(tag: &str) -> Rule {
-        Rule { src_tag: Some(tag.into()), ..Rule::allow() }
+        Rule {
+            src_tag: Some(tag.into()),
+            ..Rule::allow()
+        }
     }
 }
 
@@ -160,9 +179,18 @@ impl Profile {
     /// The three keys and JSON values to write, in the Go plugin's order: tags, labels, rules.
     pub fn key_values(&self) -> Result<Vec<(String, Vec<u8>)>> {
         Ok(vec![
-            (keys::profile_tags(&self.name), serde_json::to_vec(&self.tags)?),
-            (keys::profile_labels(&self.name), serde_json::to_vec(&self.labels)?),
-            (keys::profile_rules(&self.name), serde_json::to_vec(&self.rules)?),
+            (
+                keys::profile_tags(&self.name),
+                serde_json::to_vec(&self.tags)?,
+            ),
+            (
+                keys::profile_labels(&self.name),
+                serde_json::to_vec(&self.labels)?,
+            ),
+            (
+                keys::profile_rules(&self.name),
+                serde_json::to_vec(&self.rules)?,
+            ),
         ])
     }
 }
@@ -190,7 +218,8 @@ mod net_list {
         strings
             .iter()
             .map(|s| {
-                s.parse().map_err(|e| serde::de::Error::custom(format!("network {s:?}: {e}")))
+                s.parse()
+                    .map_err(|e| serde::de::Error::custom(format!("network {s:?}: {e}")))
             })
             .collect()
     }
@@ -317,9 +346,18 @@ mod tests {
             assert_eq!(
                 kvs,
                 vec![
-                    ("/calico/v1/policy/profile/net1/tags".to_owned(), r#"["net1"]"#.to_owned()),
-                    ("/calico/v1/policy/profile/net1/labels".to_owned(), "{}".to_owned()),
-                    ("/calico/v1/policy/profile/net1/rules".to_owned(), rules.to_owned()),
+                    (
+                        "/calico/v1/policy/profile/net1/tags".to_owned(),
+                        r#"["net1"]"#.to_owned()
+                    ),
+                    (
+                        "/calico/v1/policy/profile/net1/labels".to_owned(),
+                        "{}".to_owned()
+                    ),
+                    (
+                        "/calico/v1/policy/profile/net1/rules".to_owned(),
+                        rules.to_owned()
+                    ),
                 ]
             );
             let read: ProfileRules = serde_json::from_str(rules).unwrap();
@@ -332,6 +370,9 @@ mod tests {
         let json = r#"{"id":"net1","inbound_rules":[{"action":"allow","src_tag":"net1"}],"outbound_rules":[{"action":"allow"}]}"#;
         let rules: ProfileRules = serde_json::from_str(json).unwrap();
         assert_eq!(rules.inbound_rules, vec![Rule::allow_from_tag("net1")]);
-        assert_eq!(rules.other.get("id"), Some(&serde_json::Value::from("net1")));
+        assert_eq!(
+            rules.other.get("id"),
+            Some(&serde_json::Value::from("net1"))
+        );
     }
 }
