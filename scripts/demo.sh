@@ -44,8 +44,9 @@ section "ip -n $NETNS addr"
 ip -n "$NETNS" addr show
 section "ip -n $NETNS route"
 ip -n "$NETNS" route show
-section "host route"
-ip route show dev "cali${CONTAINER_ID:0:11}"
+section "host veth and route"
+ip -br link show dev "cali${CONTAINER_ID:0:11}"
+ip route show | grep -w "cali${CONTAINER_ID:0:11}"
 section "etcdctl get --prefix /calico"
 ETCDCTL_API=3 etcdctl --endpoints="$ETCD_ENDPOINT" get --prefix /calico
 section "DEL"
