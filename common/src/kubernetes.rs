@@ -109,7 +109,8 @@ impl KubeClient {
         call: impl Future<Output = kube::Result<T>>,
     ) -> Result<T> {
         let context = format!("get {object} from {}", self.server);
-        match self.runtime.block_on(tokio::time::timeout(REQUEST_TIMEOUT, call)) {
+        // The timer must be created inside the runtime.
+        match self.runtime.block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, call).await }) {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => Err(request_error(err).context(context)),
             Err(_) => Err(Error::new(
@@ -295,16 +296,12 @@ fn request_error(err: kube::Error) -> Error {
     }
 }
 
-/// The TLS error somewhere in `err`'s sources. hyper wraps it in an `io::Error`, whose own
-/// `source()` skips the wrapped error, so those are unwrapped by hand.
+/// The TLS error somewhere in `err`'s sources.
 fn tls_failure<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     let mut next = Some(err);
     while let Some(current) = next {
+        let current = unwrap_hidden(current);
         if let Some(tls) = current.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        let wrapped = current.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
-        if let Some(tls) = wrapped.and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
             return Some(tls);
         }
         next = current.source();
@@ -317,18 +314,25 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(err);
     while let Some(current) = next {
+        let current = unwrap_hidden(current);
         let text = current.to_string();
         // Wrappers often repeat their source's text; keep the most specific wording once.
         if !parts.last().is_some_and(|last| last.contains(&text)) {
             parts.push(text);
         }
-        let wrapped = current.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
-        next = match wrapped {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => current.source(),
-        };
+        next = current.source();
     }
     parts.join(": ")
+}
+
+/// The error an `io::Error` wraps, through any number of `io::Error` layers. Its own `source()`
+/// skips the wrapped error (returning that one's source instead), which hides the TLS error
+/// the HTTPS connector wraps this way.
+fn unwrap_hidden<'a>(mut err: &'a (dyn std::error::Error + 'static)) -> &'a (dyn std::error::Error + 'static) {
+    while let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        err = inner;
+    }
+    err
 }
 
 /// rustls needs a process-wide crypto provider before a TLS config is built. Both this client
@@ -430,7 +434,7 @@ current-context: main
                 name: "policy root and token alone",
                 policy_root: Some("https://10.0.0.1:443"),
                 token: Some("t0"),
-                server: "https://10.0.0.1/",
+                server: "https://10.0.0.1:443/",
                 expect_token: Some("t0"),
                 ..Case::default()
             },
