@@ -107,7 +107,7 @@ fn del_succeeds_when_netns_is_gone() {
 
 #[test]
 #[ignore = "root: real etcd and netns"]
-fn del_succeeds_with_empty_cni_netns_and_releases_address_and_endpoint() {
+fn del_succeeds_with_empty_cni_netns_and_removes_everything() {
     let bed = TestBed::new();
     let netns = Netns::new();
     let cid = names::container_id();
@@ -118,6 +118,8 @@ fn del_succeeds_with_empty_cni_netns_and_releases_address_and_endpoint() {
     assert!(bed.endpoint(&cid, "eth0").is_none(), "endpoint left");
     assert_eq!(bed.reservations(&bed.network), vec![], "reservation left");
     assert_eq!(bed.node_keys(), Vec::<String>::new());
+    // The host end is reachable without the netns; removing it removes the pair.
+    bed.assert_nothing_left(&[&cid]);
 }
 
 #[test]
@@ -133,4 +135,5 @@ fn del_succeeds_without_cni_netns_variable() {
     tests::run_plugin("calico", &env, &conf.to_bytes()).assert_success();
     assert!(bed.endpoint(&cid, "eth0").is_none(), "endpoint left");
     assert_eq!(bed.reservations(&bed.network), vec![], "reservation left");
+    bed.assert_nothing_left(&[&cid]);
 }
