@@ -72,16 +72,12 @@ fn workload_endpoint(
     addresses: &[IpNetwork],
     replaced: Option<&StoredEndpoint>,
 ) -> WorkloadEndpoint {
-    let profile = match (&ids.pod, req.config.policy.policy_type.as_str()) {
-        (Some((namespace, _)), "k8s") => format!("k8s_ns.{namespace}"),
-        _ => req.config.name.clone(),
-    };
     WorkloadEndpoint {
         state: "active".to_string(),
         name: pair.host_ifname().to_string(),
         active_instance_id: if ids.is_kubernetes() { req.container_id.clone() } else { String::new() },
         mac: pair.container_mac().to_string(),
-        profile_ids: vec![profile],
+        profile_ids: vec![ids.profile(&req.config)],
         ipv4_nets: addresses.iter().filter(|a| a.is_ipv4()).copied().collect(),
         ipv6_nets: addresses.iter().filter(|a| a.is_ipv6()).copied().collect(),
         ipv4_nat: Vec::new(),

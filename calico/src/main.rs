@@ -1,6 +1,7 @@
 //! `calico`: the Calico CNI interface plugin.
 
 mod add;
+mod check;
 mod del;
 mod endpoint;
 mod ipam;
@@ -23,6 +24,10 @@ impl Plugin for Calico {
 
     fn del(&self, req: &Request) -> common::Result<()> {
         del::del(req)
+    }
+
+    fn check(&self, req: &Request) -> common::Result<()> {
+        check::check(req)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Who the attachment is in Calico's data model, and the name of its host-side veth.
 
 use common::cni::Request;
+use common::config::NetConf;
 
 /// Calico's identifiers of one attachment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +45,15 @@ impl WorkloadIds {
     /// True for a Kubernetes pod.
     pub fn is_kubernetes(&self) -> bool {
         self.pod.is_some()
+    }
+
+    /// The profile the endpoint carries: the namespace's `k8s_ns.<ns>` (maintained by the
+    /// policy controller) under Kubernetes policy, else the network's.
+    pub fn profile(&self, config: &NetConf) -> String {
+        match (&self.pod, config.policy.policy_type.as_str()) {
+            (Some((namespace, _)), "k8s") => format!("k8s_ns.{namespace}"),
+            _ => config.name.clone(),
+        }
     }
 
     /// The host veth name: per pod in Kubernetes (so a new sandbox of the pod takes over the

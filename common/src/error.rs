@@ -85,6 +85,8 @@ pub mod codes {
     pub const NOT_READY: Code = Code::Plugin(104);
     /// Compare-and-swap kept conflicting after every retry.
     pub const CONFLICT: Code = Code::Plugin(105);
+    /// CHECK found the attachment differing from what ADD set up.
+    pub const CHECK_FAILED: Code = Code::Plugin(106);
 }
 
 /// What a caller may branch on. Everything else is `Other`.

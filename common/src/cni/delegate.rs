@@ -59,11 +59,11 @@ fn exec_ipam(req: &Request, command: Command, stdin: &[u8]) -> Result<Vec<u8>> {
     let plugin = &req.config.ipam.plugin_type;
     let path = find_plugin(plugin, &req.cni_path)?;
     exec_plugin(&path, command, req, stdin)
-        .with_context(|| format!("ipam plugin {plugin} {}", command.as_str()))
 }
 
 /// Executes a plugin binary. Its stderr is copied to ours; a non-zero exit turns its error JSON
-/// into our error with the plugin's own code, so the runtime sees what the plugin said.
+/// into our error with the plugin's own code and message, unchanged, so the runtime sees what
+/// the plugin said.
 fn exec_plugin(path: &Path, command: Command, req: &Request, stdin: &[u8]) -> Result<Vec<u8>> {
     let join = |dirs: &[PathBuf]| dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":");
     let mut child = Process::new(path)
@@ -77,7 +77,7 @@ fn exec_plugin(path: &Path, command: Command, req: &Request, stdin: &[u8]) -> Re
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("execute {}", path.display()))?;
+        .with_context(|| format!("execute ipam plugin {}", path.display()))?;
     if let Some(mut input) = child.stdin.take() {
         // A plugin that exits without reading stdin closes the pipe; its exit status tells.
         let _ = input.write_all(stdin);
@@ -104,7 +104,7 @@ fn plugin_error(stdout: &[u8], stderr: &[u8], status: std::process::ExitStatus) 
         }
         _ => {
             let text = String::from_utf8_lossy(if stdout.is_empty() { stderr } else { stdout });
-            Error::new(codes::IPAM, format!("failed with {status}: {}", text.trim()))
+            Error::new(codes::IPAM, format!("ipam plugin failed with {status}: {}", text.trim()))
         }
     }
 }

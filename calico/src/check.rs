@@ -1,0 +1,187 @@
+//! CHECK: is the attachment described by `prevResult` still in place, in the kernel and in etcd?
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use common::cni::{CniResult, Command, Request, delegate};
+use common::dataplane::route::{IPV4_GATEWAY, RouteState, Scope};
+use common::dataplane::{addr, netns, route, sysctl, veth};
+use common::datastore::Datastore;
+use common::error::codes;
+use common::{Code, Error, Result};
+use ipnetwork::IpNetwork;
+
+use crate::endpoint;
+use crate::ipam;
+use crate::network;
+use crate::workload::WorkloadIds;
+
+/// What ADD reported, and so what must still be there.
+struct Expected {
+    host_ifname: String,
+    container_mac: Option<String>,
+    addresses: Vec<IpNetwork>,
+}
+
+/// Handles CHECK: the IPAM plugin's CHECK first, then the container side, the host side and
+/// the endpoint. Every mismatch found is reported, each in its own sentence.
+pub fn check(req: &Request) -> Result<()> {
+    let expected = expected_state(req)?;
+    let netns_path = network::validate_netns(req)?;
+    delegate::ipam_exec(req, Command::Check, &req.raw_config)?;
+    let store = Datastore::connect(&req.config.etcd)?;
+    let mut mismatches = check_container(netns_path, &req.ifname, &expected)?;
+    mismatches.extend(check_host(&expected)?);
+    mismatches.extend(check_endpoint(&store, req, &expected)?);
+    match mismatches.as_slice() {
+        [] => Ok(()),
+        [only] => Err(Error::new(codes::CHECK_FAILED, only.clone())),
+        [first, ..] => Err(Error::new(codes::CHECK_FAILED, first.clone()).with_details(mismatches.join("; "))),
+    }
+}
+
+/// Reads `prevResult`: the container interface named `CNI_IFNAME` in this netns, the host
+/// interface (the one without a sandbox) and the addresses.
+fn expected_state(req: &Request) -> Result<Expected> {
+    let prev = req
+        .config
+        .prev_result
+        .as_ref()
+        .ok_or_else(|| Error::new(Code::InvalidConfig, "required prevResult missing"))?;
+    let prev = CniResult::from_json(prev).map_err(|e| e.context("decode prevResult"))?;
+    let netns_text = req.netns.as_ref().map(|p| p.display().to_string());
+    let container = prev
+        .interfaces
+        .iter()
+        .find(|i| i.name == req.ifname && (i.sandbox.is_none() || i.sandbox == netns_text))
+        .ok_or_else(|| {
+            Error::new(Code::InvalidConfig, format!("prevResult has no interface {} in {}", req.ifname, netns_text.clone().unwrap_or_default()))
+        })?;
+    let host = prev
+        .interfaces
+        .iter()
+        .find(|i| i.sandbox.is_none() && i.name != req.ifname)
+        .ok_or_else(|| Error::new(Code::InvalidConfig, "prevResult has no host interface"))?;
+    Ok(Expected {
+        host_ifname: host.name.clone(),
+        container_mac: container.mac.clone(),
+        addresses: ipam::workload_addresses(&prev),
+    })
+}
+
+fn check_container(netns_path: &Path, ifname: &str, expected: &Expected) -> Result<Vec<String>> {
+    let where_ = format!("container interface {ifname} in {}", netns_path.display());
+    netns::with_netns(netns_path, || {
+        let Some(link) = veth::read_link(ifname)? else {
+            return Ok(vec![format!("{where_} does not exist")]);
+        };
+        let mut found = link_mismatches(&where_, &link, expected.container_mac.as_deref());
+        let addresses = addr::list_addresses(link.index)?;
+        for address in &expected.addresses {
+            if !addresses.contains(address) {
+                found.push(format!("{where_} does not have address {address}"));
+            }
+        }
+        let routes = route::list_routes(link.index)?;
+        if expected.addresses.iter().any(IpNetwork::is_ipv4) {
+            let gateway = IpAddr::V4(IPV4_GATEWAY);
+            let link_route = |r: &RouteState| r.destination == IpNetwork::from(gateway) && r.scope == Scope::Link;
+            if !routes.iter().any(link_route) {
+                found.push(format!("{where_} has no route {gateway}/32 scope link"));
+            }
+            if !routes.iter().any(|r| is_default(r, false) && r.gateway == Some(gateway)) {
+                found.push(format!("{where_} has no default route via {gateway}"));
+            }
+        }
+        if expected.addresses.iter().any(IpNetwork::is_ipv6) && !routes.iter().any(|r| is_default(r, true)) {
+            found.push(format!("{where_} has no IPv6 default route"));
+        }
+        Ok(found)
+    })
+}
+
+fn check_host(expected: &Expected) -> Result<Vec<String>> {
+    let name = &expected.host_ifname;
+    let where_ = format!("host interface {name}");
+    let Some(link) = veth::read_link(name)? else {
+        return Ok(vec![format!("{where_} does not exist")]);
+    };
+    let mut found = link_mismatches(&where_, &link, None);
+    let routes = route::list_routes(link.index)?;
+    for address in &expected.addresses {
+        if !routes.iter().any(|r| r.destination == *address && r.ifindex == Some(link.index)) {
+            found.push(format!("host has no route {address} dev {name}"));
+        }
+    }
+    let mut sysctls = Vec::new();
+    if expected.addresses.iter().any(IpNetwork::is_ipv4) {
+        sysctls.extend([
+            (format!("net/ipv4/conf/{name}/proxy_arp"), "1"),
+            (format!("net/ipv4/neigh/{name}/proxy_delay"), "0"),
+            (format!("net/ipv4/conf/{name}/forwarding"), "1"),
+        ]);
+    }
+    if expected.addresses.iter().any(IpNetwork::is_ipv6) {
+        sysctls.extend([
+            (format!("net/ipv6/conf/{name}/disable_ipv6"), "0"),
+            (format!("net/ipv6/conf/{name}/proxy_ndp"), "1"),
+            (format!("net/ipv6/conf/{name}/forwarding"), "1"),
+        ]);
+    }
+    for (path, want) in sysctls {
+        let value = sysctl::read(&path)?;
+        if value.trim() != want {
+            found.push(format!("sysctl {path} is {} instead of {want}", value.trim()));
+        }
+    }
+    Ok(found)
+}
+
+fn check_endpoint(store: &Datastore, req: &Request, expected: &Expected) -> Result<Vec<String>> {
+    let ids = WorkloadIds::for_request(req);
+    let key = endpoint::endpoint_key(&ids);
+    let Some(stored) = endpoint::read_endpoint(store, &ids)? else {
+        return Ok(vec![format!("endpoint {key} does not exist")]);
+    };
+    let ep = &stored.endpoint;
+    let mut found = Vec::new();
+    if ep.name != expected.host_ifname {
+        found.push(format!("endpoint {key} names host interface {} instead of {}", ep.name, expected.host_ifname));
+    }
+    if let Some(mac) = expected.container_mac.as_deref().filter(|mac| !ep.mac.eq_ignore_ascii_case(mac)) {
+        found.push(format!("endpoint {key} has MAC {} instead of {mac}", ep.mac));
+    }
+    let mut stored_nets: Vec<IpNetwork> = ep.ipv4_nets.iter().chain(&ep.ipv6_nets).copied().collect();
+    let mut want_nets = expected.addresses.clone();
+    stored_nets.sort();
+    want_nets.sort();
+    if stored_nets != want_nets {
+        found.push(format!("endpoint {key} has addresses {stored_nets:?} instead of {want_nets:?}"));
+    }
+    let profile = ids.profile(&req.config);
+    if !ep.profile_ids.contains(&profile) {
+        found.push(format!("endpoint {key} does not have profile {profile}"));
+    }
+    if ids.is_kubernetes() && ep.active_instance_id != req.container_id {
+        found.push(format!("endpoint {key} belongs to sandbox {} instead of {}", ep.active_instance_id, req.container_id));
+    }
+    Ok(found)
+}
+
+fn link_mismatches(where_: &str, link: &veth::LinkState, mac: Option<&str>) -> Vec<String> {
+    let mut found = Vec::new();
+    if !link.is_veth() {
+        found.push(format!("{where_} is not a veth"));
+    }
+    if !link.up {
+        found.push(format!("{where_} is down"));
+    }
+    if let Some(mac) = mac.filter(|mac| !link.mac.eq_ignore_ascii_case(mac)) {
+        found.push(format!("{where_} has MAC {} instead of {mac}", link.mac));
+    }
+    found
+}
+
+fn is_default(route: &RouteState, ipv6: bool) -> bool {
+    route.destination.prefix() == 0 && route.is_ipv6() == ipv6
+}
