@@ -9,4 +9,5 @@ require_cargo
 cd "$ROOT"
 # The integration tests run the built binaries: build them first.
 cargo build --workspace --locked
-cargo test --workspace --locked -- --include-ignored
+# --no-fail-fast: report the failures of every test binary, not only the first one.
+cargo test --workspace --locked --no-fail-fast -- --include-ignored
