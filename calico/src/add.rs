@@ -7,6 +7,7 @@ use common::datastore::model::{Profile, WorkloadEndpoint};
 use common::Result;
 use ipnetwork::IpNetwork;
 
+use crate::attachment;
 use crate::endpoint::{self, StoredEndpoint};
 use crate::ipam;
 use crate::labels;
@@ -25,9 +26,10 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     }
     // A pod's new sandbox gets new addresses and takes over the pod's endpoint.
     let replaced = existing.filter(|e| e.key == endpoint::endpoint_key(&ids));
+    let host_ifname = network::choose_host_veth_name(&store, &ids, &req.container_id)?;
+    let mut recorded = attachment::record_attachment(&store, req, &ids, &host_ifname)?;
     let mut lease = ipam::allocate(req)?;
     let addresses = ipam::workload_addresses(&lease.result);
-    let host_ifname = network::choose_host_veth_name(&store, &ids, &req.container_id)?;
     let mut pair = network::create_workload_interfaces(req, netns_path, &host_ifname, &addresses)?;
     let endpoint = workload_endpoint(req, &ids, &pair, &addresses, replaced.as_ref());
     let key = endpoint::endpoint_key(&ids);
@@ -37,6 +39,7 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     written.commit();
     pair.commit();
     lease.commit();
+    recorded.commit();
     Ok(())
 }
 

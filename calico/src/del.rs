@@ -1,33 +1,91 @@
-//! DEL: release the addresses, delete the endpoint, remove the interfaces. Idempotent.
+//! DEL and GC: release the addresses, delete the endpoint, remove the interfaces, then the
+//! attachment record. Idempotent.
 
-use common::cni::Request;
+use std::path::PathBuf;
+
+use common::cni::{CniArgs, Command, Request, delegate};
 use common::datastore::Datastore;
+use common::datastore::model::AttachmentRecord;
 use common::{Error, Result};
 
+use crate::attachment;
 use crate::endpoint::{self, StoredEndpoint};
 use crate::ipam;
 use crate::network;
 use crate::workload::WorkloadIds;
 
 /// Handles DEL. The endpoint is read first: when etcd cannot say what exists, nothing is
-/// touched. A pod's endpoint owned by another sandbox (a late DEL of an older one) is left
-/// alone; this sandbox's addresses and interfaces are removed all the same. Every cleanup
-/// step runs, and their failures are returned together.
+/// touched. A container that joined this network on top of another one only leaves it.
 pub fn del(req: &Request) -> Result<()> {
     let ids = WorkloadIds::for_request(req);
     let store = Datastore::connect(&req.config.etcd)?;
     endpoint::ensure_ready(&store)?;
-    let owned = endpoint::read_endpoint(&store, &ids)?.filter(|stored| owned_by(stored, &req.container_id));
-    let recorded_host_ifname = owned.as_ref().map(|s| s.endpoint.name.clone());
+    let stored = endpoint::read_endpoint(&store, &ids)?;
+    if let Some(joined) = stored.as_ref().filter(|s| joined_later(s, req, &ids)) {
+        return leave_network(&store, req, joined.clone());
+    }
+    let record = attachment::read_attachment(&store, req)?;
+    let host_veth = record.map(|r| r.host_veth);
+    teardown(&store, req, stored, host_veth)
+}
+
+/// Handles GC: every attachment of this network on this node that the runtime no longer lists
+/// is torn down as DEL would, even when its ADD never finished; then the IPAM plugin's GC.
+/// Absent lists mean no attachment is valid, as libcni sends none when it has none.
+pub fn gc(req: &Request) -> Result<()> {
+    let store = Datastore::connect(&req.config.etcd)?;
+    endpoint::ensure_ready(&store)?;
+    let valid = req.config.valid_attachments.clone().unwrap_or_default();
+    let is_valid = |r: &AttachmentRecord| valid.iter().any(|a| a.container_id == r.container_id && a.ifname == r.ifname);
+    let mut failures = Vec::new();
+    for record in attachment::list_attachments(&store, req)?.into_iter().filter(|r| !is_valid(r)) {
+        let attachment_req = request_for(req, &record);
+        let stored = endpoint::read_endpoint_at(&store, &record.endpoint);
+        let outcome = stored.and_then(|stored| teardown(&store, &attachment_req, stored, Some(record.host_veth.clone())));
+        failures.extend(outcome.err().map(|e| e.context(format!("collect attachment {}/{}", record.container_id, record.ifname))));
+    }
+    failures.extend(delegate::ipam_exec(req, Command::Gc, &req.raw_config).err());
+    combine(failures)
+}
+
+/// Releases, deletes and removes everything of one attachment, then its record. A pod's
+/// endpoint owned by another sandbox (a late DEL of an older one) is left alone, and so is the
+/// pod's host veth, which the newer sandbox uses; this sandbox's addresses and container
+/// interface go all the same. The record stays when something failed, so a retry finds it.
+fn teardown(store: &Datastore, req: &Request, stored: Option<StoredEndpoint>, recorded_host_veth: Option<String>) -> Result<()> {
+    let owned = stored.as_ref().is_none_or(|s| owned_by(s, &req.container_id));
+    let stored = stored.filter(|_| owned);
+    let host_veth = stored.as_ref().map(|s| s.endpoint.name.clone()).or(recorded_host_veth).filter(|_| owned);
     let failures: Vec<Error> = [
         ipam::release(req),
-        owned.as_ref().map_or(Ok(()), |s| endpoint::delete_endpoint(&store, s).map(|_| ())),
-        network::remove_workload_interfaces(req, recorded_host_ifname.as_deref()),
+        stored.as_ref().map_or(Ok(()), |s| endpoint::delete_endpoint(store, s).map(|_| ())),
+        network::remove_workload_interfaces(req, host_veth.as_deref()),
     ]
     .into_iter()
     .filter_map(Result::err)
     .collect();
+    if failures.is_empty() {
+        attachment::delete_attachment(store, req)?;
+    }
     combine(failures)
+}
+
+/// True when the endpoint was made by another network's ADD and this network only added its
+/// profile to it (plain CNI only: a pod's endpoint belongs to its pod).
+fn joined_later(stored: &StoredEndpoint, req: &Request, ids: &WorkloadIds) -> bool {
+    let profiles = &stored.endpoint.profile_ids;
+    !ids.is_kubernetes()
+        && profiles.len() > 1
+        && profiles.first() != Some(&req.config.name)
+        && profiles.contains(&req.config.name)
+}
+
+/// Leaving a network the container joined later: drop its profile, release whatever the IPAM
+/// plugin may hold for it; the interface stays with the network that made it.
+fn leave_network(store: &Datastore, req: &Request, stored: StoredEndpoint) -> Result<()> {
+    let released = ipam::release(req);
+    endpoint::remove_profile(store, stored, &req.config.name)?;
+    released
 }
 
 /// An endpoint without an active instance (plain CNI, or written by an older plugin) belongs to
@@ -42,6 +100,17 @@ fn owned_by(stored: &StoredEndpoint, container_id: &str) -> bool {
         stored.key
     ));
     false
+}
+
+/// The request DEL would have had for a recorded attachment.
+fn request_for(req: &Request, record: &AttachmentRecord) -> Request {
+    Request {
+        container_id: record.container_id.clone(),
+        ifname: record.ifname.clone(),
+        netns: Some(PathBuf::from(&record.netns)).filter(|p| !p.as_os_str().is_empty()),
+        args: CniArgs::default(),
+        ..req.clone()
+    }
 }
 
 /// One error carrying every failure's message, with the first failure's code.

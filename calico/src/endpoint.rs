@@ -49,12 +49,43 @@ pub fn find_workload_endpoint(store: &Datastore, ids: &WorkloadIds) -> Result<Op
 
 /// The endpoint of this exact attachment, if stored.
 pub fn read_endpoint(store: &Datastore, ids: &WorkloadIds) -> Result<Option<StoredEndpoint>> {
-    let key = endpoint_key(ids);
-    let Some(entry) = store.get(&key).with_context(|| format!("read endpoint {key}"))? else {
+    read_endpoint_at(store, &endpoint_key(ids))
+}
+
+/// The endpoint stored at `key`, if any.
+pub fn read_endpoint_at(store: &Datastore, key: &str) -> Result<Option<StoredEndpoint>> {
+    let Some(entry) = store.get(key).with_context(|| format!("read endpoint {key}"))? else {
         return Ok(None);
     };
     let endpoint = WorkloadEndpoint::from_json(&entry.value).with_context(|| format!("decode endpoint {key}"))?;
-    Ok(Some(StoredEndpoint { key, endpoint, revision: entry.mod_revision }))
+    Ok(Some(StoredEndpoint { key: key.to_string(), endpoint, revision: entry.mod_revision }))
+}
+
+/// Removes `profile` from an endpoint's profiles, with compare-and-swap.
+pub fn remove_profile(store: &Datastore, mut stored: StoredEndpoint, profile: &str) -> Result<()> {
+    for _ in 0..CAS_ATTEMPTS {
+        if !stored.endpoint.profile_ids.iter().any(|p| p == profile) {
+            return Ok(());
+        }
+        let mut updated = stored.endpoint.clone();
+        updated.profile_ids.retain(|p| p != profile);
+        let outcome = store
+            .txn(&Txn {
+                conditions: vec![Condition::Revision(stored.key.clone(), stored.revision)],
+                writes: vec![Write::Put(stored.key.clone(), updated.to_json()?)],
+                reads_on_failure: vec![stored.key.clone()],
+            })
+            .with_context(|| format!("remove profile {profile} from endpoint {}", stored.key))?;
+        if outcome.committed {
+            return Ok(());
+        }
+        let Some(current) = outcome.current.into_iter().next() else {
+            return Ok(());
+        };
+        stored.endpoint = WorkloadEndpoint::from_json(&current.value)?;
+        stored.revision = current.mod_revision;
+    }
+    Err(Error::new(codes::CONFLICT, format!("endpoint {} kept changing while removing profile {profile}", stored.key)))
 }
 
 /// The key of this attachment's endpoint.

@@ -1,12 +1,14 @@
 //! `calico`: the Calico CNI interface plugin.
 
 mod add;
+mod attachment;
 mod check;
 mod del;
 mod endpoint;
 mod ipam;
 mod labels;
 mod network;
+mod status;
 mod workload;
 
 use common::cni::{self, Plugin, Reply, Request};
@@ -28,6 +30,14 @@ impl Plugin for Calico {
 
     fn check(&self, req: &Request) -> common::Result<()> {
         check::check(req)
+    }
+
+    fn status(&self, req: &Request) -> common::Result<()> {
+        status::status(req)
+    }
+
+    fn gc(&self, req: &Request) -> common::Result<()> {
+        del::gc(req)
     }
 }
 

@@ -21,6 +21,9 @@ pub const HANDLES_PREFIX: &str = "/calico/ipam/v2/handle/";
 /// Prefix of every profile.
 pub const PROFILES_PREFIX: &str = "/calico/v1/policy/profile/";
 
+/// Prefix of this plugin's own attachment records (outside `/calico/v1`, which Felix reads).
+pub const ATTACHMENTS_PREFIX: &str = "/calico/cni/v1/attachment/";
+
 const HOSTS_PREFIX: &str = "/calico/v1/host/";
 const IPAM_HOSTS_PREFIX: &str = "/calico/ipam/v2/host/";
 const BLOCKS_ROOT: &str = "/calico/ipam/v2/assignment/";
@@ -257,6 +260,29 @@ pub fn parse_handle(key: &str) -> Option<&str> {
     key.strip_prefix(HANDLES_PREFIX).filter(|id| !id.is_empty())
 }
 
+/// `/calico/cni/v1/attachment/<node>/<network>/`: the attachments of one network on one node.
+pub fn attachments_prefix(node: &str, network: &str) -> String {
+    format!("{ATTACHMENTS_PREFIX}{node}/{}/", escape_id(network))
+}
+
+/// `/calico/cni/v1/attachment/<node>/<network>/<container id>/<ifname>`: one attachment, keyed
+/// the way the CNI spec identifies it.
+pub fn attachment(node: &str, network: &str, container_id: &str, ifname: &str) -> String {
+    format!("{}{}/{}", attachments_prefix(node, network), escape_id(container_id), escape_id(ifname))
+}
+
+/// The `(container id, ifname)` of an attachment key.
+pub fn parse_attachment(key: &str) -> Option<(String, String)> {
+    let rest = key.strip_prefix(ATTACHMENTS_PREFIX)?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    match parts.as_slice() {
+        [_node, _network, container_id, ifname] if !container_id.is_empty() && !ifname.is_empty() => {
+            Some((unescape_id(container_id), unescape_id(ifname)))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,5 +501,15 @@ mod tests {
         ] {
             assert_eq!(parse_host_affinity(key), None, "{key}");
         }
+    }
+
+    #[test]
+    fn attachment_keys_round_trip() {
+        let key = attachment("node-1", "net1", "cnitool-0123", "eth0");
+        assert_eq!(key, "/calico/cni/v1/attachment/node-1/net1/cnitool-0123/eth0");
+        assert!(key.starts_with(&attachments_prefix("node-1", "net1")));
+        assert_eq!(parse_attachment(&key), Some(("cnitool-0123".to_string(), "eth0".to_string())));
+        assert_eq!(parse_attachment("/calico/cni/v1/attachment/n/net/c"), None);
+        assert_eq!(parse_attachment("/calico/v1/host/n/net/c/e"), None);
     }
 }

@@ -195,6 +195,23 @@ impl Profile {
     }
 }
 
+/// What the plugin records about one attachment before it allocates anything, so that DEL and
+/// GC can find every piece of it even after a crash halfway through ADD. Not part of Calico's
+/// data model; kept under [`keys::ATTACHMENTS_PREFIX`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentRecord {
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+    /// `CNI_NETNS` at ADD.
+    pub netns: String,
+    /// The host-side veth the attachment uses.
+    pub host_veth: String,
+    /// The key of the workload endpoint it writes.
+    pub endpoint: String,
+}
+
 /// Reads `null` (which Go writes for nil slices and maps) as the type's default.
 fn null_as_default<'de, D, T>(de: D) -> std::result::Result<T, D::Error>
 where

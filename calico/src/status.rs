@@ -1,0 +1,15 @@
+//! STATUS: can an ADD succeed now?
+
+use common::cni::{Command, Request, delegate};
+use common::datastore::Datastore;
+use common::{Code, Result};
+
+use crate::endpoint;
+
+/// Handles STATUS: etcd answers and the Ready flag is not `false` (else code 50), then the
+/// IPAM plugin's own STATUS, whose error is passed on.
+pub fn status(req: &Request) -> Result<()> {
+    let store = Datastore::connect(&req.config.etcd)?;
+    endpoint::ensure_ready(&store).map_err(|e| e.with_code(Code::NotAvailable))?;
+    delegate::ipam_exec(req, Command::Status, &req.raw_config)
+}
