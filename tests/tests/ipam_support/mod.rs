@@ -1,0 +1,209 @@
+//! What the `ipam_*` tests share: a bed of one etcd and `calico-ipam` runs against it, the
+//! admin command, and the datastore consistency checks run after every scenario.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use serde_json::Value;
+use tests::plugin::binary;
+use tests::{Env, Etcd, NetConf, PluginOutput, TempDir, names, run_plugin};
+
+/// `CNI_NETNS` for IPAM-only runs: calico-ipam never enters it.
+pub const NO_NETNS: &str = "/var/run/netns/unused";
+
+/// One etcd plus the names `tests/fixtures/calico-ipam.conf` is filled with.
+pub struct IpamBed {
+    pub etcd: Etcd,
+    pub node: String,
+    pub network: String,
+    pub cni_path: TempDir,
+}
+
+impl IpamBed {
+    pub fn new() -> IpamBed {
+        IpamBed {
+            etcd: Etcd::start(),
+            node: names::unique("node"),
+            network: names::unique("net"),
+            cni_path: TempDir::new("cni-path"),
+        }
+    }
+
+    /// The fixture for this bed's node.
+    pub fn conf(&self) -> NetConf {
+        self.conf_on(&self.node)
+    }
+
+    /// The fixture as seen from another node.
+    pub fn conf_on(&self, node: &str) -> NetConf {
+        NetConf::fixture(
+            "calico-ipam.conf",
+            &[("NETWORK", &self.network), ("ETCD_ENDPOINTS", self.etcd.endpoint()), ("NODENAME", node)],
+        )
+    }
+
+    /// The environment of one `calico-ipam` run.
+    pub fn env(&self, command: &str, container_id: &str) -> Env {
+        Env::cni(command, container_id, NO_NETNS, "eth0", &self.cni_path.path_str())
+    }
+
+    /// Runs `calico-ipam` with `conf`.
+    pub fn run(&self, conf: &NetConf, env: &Env) -> PluginOutput {
+        run_plugin("calico-ipam", env, &conf.to_bytes())
+    }
+
+    pub fn add(&self, conf: &NetConf, container_id: &str) -> PluginOutput {
+        self.run(conf, &self.env("ADD", container_id))
+    }
+
+    pub fn del(&self, conf: &NetConf, container_id: &str) -> PluginOutput {
+        self.run(conf, &self.env("DEL", container_id))
+    }
+
+    /// Runs the admin mode with `args` against this bed's etcd (through `ETCD_ENDPOINTS`).
+    pub fn admin(&self, args: &[&str]) -> std::process::Output {
+        Command::new(binary("calico-ipam"))
+            .env_clear()
+            .env("ETCD_ENDPOINTS", self.etcd.endpoint())
+            .args(args)
+            .output()
+            .expect("run calico-ipam admin mode")
+    }
+
+    /// `calico-ipam pool add <cidr>`, which must succeed.
+    pub fn add_pool(&self, cidr: &str) {
+        let out = self.admin(&["pool", "add", cidr]);
+        assert!(out.status.success(), "pool add {cidr}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The handle key of a container on this bed's network.
+    pub fn handle_key(&self, container_id: &str) -> String {
+        format!("/calico/ipam/v2/handle/{}.{container_id}", self.network)
+    }
+}
+
+/// The addresses of an ADD result in the 0.3.x shape, in order.
+pub fn result_addresses(out: &PluginOutput) -> Vec<String> {
+    let result = out.result();
+    result["ips"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ips in {result}"))
+        .iter()
+        .map(|ip| ip["address"].as_str().expect("address").to_string())
+        .collect()
+}
+
+/// One block as read back: its affinity and which handle holds which ordinal.
+#[derive(Debug, Clone)]
+pub struct BlockState {
+    pub cidr: String,
+    pub affinity: Option<String>,
+    /// ordinal → handle id
+    pub allocated: BTreeMap<usize, String>,
+}
+
+/// Checks everything IPAM wrote and returns the blocks:
+/// - every block decodes into the documented Go v1 shape, with a consistent free list and
+///   compacted attributes;
+/// - every affinity key points at a block affine to that node;
+/// - handle counts equal the allocations in the blocks, and no handle is empty.
+pub fn check_datastore(etcd: &Etcd) -> Vec<BlockState> {
+    let mut blocks = Vec::new();
+    let mut from_blocks: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for (key, raw) in etcd.get_prefix("/calico/ipam/v2/assignment/") {
+        let block = check_block_shape(&key, &raw);
+        for handle in block.allocated.values() {
+            *from_blocks.entry((handle.clone(), block.cidr.clone())).or_default() += 1;
+        }
+        blocks.push(block);
+    }
+    for (key, raw) in etcd.get_prefix("/calico/ipam/v2/host/") {
+        assert_eq!(raw, "{}", "affinity value at {key}");
+        let (node, cidr) = parse_affinity_key(&key);
+        let block = blocks.iter().find(|b| b.cidr == cidr).unwrap_or_else(|| panic!("affinity {key} without block"));
+        assert_eq!(block.affinity.as_deref(), Some(format!("host:{node}").as_str()), "affinity {key}");
+    }
+    let mut from_handles = BTreeMap::new();
+    for (key, raw) in etcd.get_prefix("/calico/ipam/v2/handle/") {
+        let id = key.trim_start_matches("/calico/ipam/v2/handle/").to_string();
+        let value: Value = serde_json::from_str(&raw).unwrap_or_else(|e| panic!("handle {key}: {e}"));
+        let counts = value["block"].as_object().unwrap_or_else(|| panic!("handle {key} has no block map: {raw}"));
+        assert!(!counts.is_empty(), "empty handle {key} left behind");
+        for (cidr, n) in counts {
+            from_handles.insert((id.clone(), cidr.clone()), n.as_u64().expect("count"));
+        }
+    }
+    assert_eq!(from_handles, from_blocks, "handle counts vs block allocations");
+    blocks
+}
+
+fn parse_affinity_key(key: &str) -> (String, String) {
+    let rest = key.trim_start_matches("/calico/ipam/v2/host/");
+    let (node, tail) = rest.split_once('/').expect("node segment");
+    let segment = tail.rsplit('/').next().expect("cidr segment");
+    let (addr, prefix) = segment.rsplit_once('-').expect("cidr-prefix");
+    (node.to_string(), format!("{addr}/{prefix}"))
+}
+
+fn check_block_shape(key: &str, raw: &str) -> BlockState {
+    let value: Value = serde_json::from_str(raw).unwrap_or_else(|e| panic!("block {key}: {e}"));
+    let obj = value.as_object().unwrap_or_else(|| panic!("block {key} is not an object"));
+    let mut fields: Vec<&str> = obj.keys().map(String::as_str).collect();
+    fields.sort();
+    assert_eq!(fields, ["affinity", "allocations", "attributes", "cidr", "strictAffinity", "unallocated"], "{key}");
+    let cidr = obj["cidr"].as_str().expect("cidr").to_string();
+    let (addr, prefix) = cidr.split_once('/').expect("cidr with prefix");
+    assert!(key.ends_with(&format!("/{addr}-{prefix}")), "block {key} holds cidr {cidr}");
+    assert!(prefix == "26" || prefix == "122", "{key}: block prefix {prefix}");
+    let affinity = match &obj["affinity"] {
+        Value::Null => None,
+        Value::String(a) => {
+            assert!(a.starts_with("host:"), "{key}: affinity {a}");
+            Some(a.clone())
+        }
+        other => panic!("{key}: affinity {other}"),
+    };
+    assert!(obj["strictAffinity"].is_boolean(), "{key}: strictAffinity");
+    let attributes = obj["attributes"].as_array().expect("attributes array");
+    for attr in attributes {
+        let a = attr.as_object().expect("attribute object");
+        assert_eq!(a.len(), 2, "{key}: attribute {attr}");
+        assert!(a["handle_id"].is_string() && a["secondary"].is_null(), "{key}: attribute {attr}");
+    }
+    let allocations = obj["allocations"].as_array().expect("allocations array");
+    assert_eq!(allocations.len(), 64, "{key}");
+    let unallocated: Vec<usize> = obj["unallocated"]
+        .as_array()
+        .expect("unallocated array")
+        .iter()
+        .map(|o| o.as_u64().expect("ordinal") as usize)
+        .collect();
+    let mut allocated = BTreeMap::new();
+    let mut used = vec![false; attributes.len()];
+    for (ordinal, slot) in allocations.iter().enumerate() {
+        match slot {
+            Value::Null => assert!(unallocated.contains(&ordinal), "{key}: free ordinal {ordinal} not in unallocated"),
+            Value::Number(n) => {
+                let index = n.as_u64().expect("index") as usize;
+                assert!(index < attributes.len(), "{key}: ordinal {ordinal} -> attribute {index}");
+                assert!(!unallocated.contains(&ordinal), "{key}: ordinal {ordinal} allocated and free");
+                used[index] = true;
+                let handle = attributes[index]["handle_id"].as_str().expect("handle").to_string();
+                allocated.insert(ordinal, handle);
+            }
+            other => panic!("{key}: allocation {other}"),
+        }
+    }
+    assert_eq!(unallocated.len(), 64 - allocated.len(), "{key}: duplicates in unallocated");
+    assert!(used.iter().all(|u| *u), "{key}: attributes not compacted");
+    BlockState { cidr, affinity, allocated }
+}
+
+/// The etcd requests one run made, from the datastore's request log.
+pub fn requests_of(log: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let _ = std::fs::remove_file(log);
+    text.lines().map(str::to_string).collect()
+}
