@@ -1,5 +1,7 @@
 //! ADD: addresses from IPAM, the veth pair, the endpoint and profile in etcd.
 
+use std::collections::BTreeMap;
+
 use common::cni::{CniResult, Interface, IpConfig, Reply, Request};
 use common::dataplane::veth::{HOST_MAC, VethGuard};
 use common::datastore::Datastore;
@@ -12,6 +14,7 @@ use crate::endpoint::{self, StoredEndpoint};
 use crate::ipam;
 use crate::labels;
 use crate::network;
+use crate::pod;
 use crate::workload::WorkloadIds;
 
 /// Handles ADD.
@@ -26,12 +29,15 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     }
     // A pod's new sandbox gets new addresses and takes over the pod's endpoint.
     let replaced = existing.filter(|e| e.key == endpoint::endpoint_key(&ids));
+    let setup = pod::prepare(req, &ids)?;
+    let req = &setup.request;
     let host_ifname = network::choose_host_veth_name(&store, &ids, &req.container_id)?;
     let mut recorded = attachment::record_attachment(&store, req, &ids, &host_ifname)?;
-    let mut lease = ipam::allocate(req)?;
+    let mut lease = ipam::allocate(req, &setup.addresses)?;
     let addresses = ipam::workload_addresses(&lease.result);
     let mut pair = network::create_workload_interfaces(req, netns_path, &host_ifname, &addresses)?;
-    let endpoint = workload_endpoint(req, &ids, &pair, &addresses, replaced.as_ref());
+    let labels = if ids.is_kubernetes() { setup.labels.clone() } else { labels::mesos_labels(&req.config.mesos_labels) };
+    let endpoint = workload_endpoint(req, &ids, &pair, &addresses, labels, replaced.as_ref());
     let key = endpoint::endpoint_key(&ids);
     let profile = network_profile(req, &ids);
     let mut written = endpoint::write_endpoint(&store, &key, &endpoint, replaced.as_ref(), profile.as_ref())?;
@@ -73,6 +79,7 @@ fn workload_endpoint(
     ids: &WorkloadIds,
     pair: &VethGuard,
     addresses: &[IpNetwork],
+    labels: BTreeMap<String, String>,
     replaced: Option<&StoredEndpoint>,
 ) -> WorkloadEndpoint {
     WorkloadEndpoint {
@@ -85,7 +92,7 @@ fn workload_endpoint(
         ipv6_nets: addresses.iter().filter(|a| a.is_ipv6()).copied().collect(),
         ipv4_nat: Vec::new(),
         ipv6_nat: Vec::new(),
-        labels: if ids.is_kubernetes() { Default::default() } else { labels::mesos_labels(&req.config.mesos_labels) },
+        labels,
         ipv4_gateway: None,
         ipv6_gateway: None,
         other: replaced.map(|r| r.endpoint.other.clone()).unwrap_or_default(),

@@ -1,15 +1,21 @@
-//! The addresses, from the IPAM plugin named in `ipam.type`.
+//! The addresses, from the IPAM plugin named in `ipam.type` (or, for a pod annotated with
+//! `ipAddrsNoIpam`, as given).
 
-use common::cni::{CniResult, Command, Request, delegate};
+use std::net::IpAddr;
+
+use common::cni::{CniResult, Command, IpConfig, Request, delegate};
 use common::Result;
 use ipnetwork::IpNetwork;
 
-/// Addresses held from the IPAM plugin; dropping the lease releases them (IPAM DEL) unless it
-/// was committed.
+use crate::pod::{self, AddressSource};
+
+/// Addresses held for the attachment; dropping the lease releases them (IPAM DEL) unless it was
+/// committed. Addresses given without IPAM are not released.
 pub struct IpamLease<'a> {
     req: &'a Request,
-    /// What the IPAM plugin returned.
+    /// The addresses and DNS settings.
     pub result: CniResult,
+    from_ipam: bool,
     committed: bool,
 }
 
@@ -22,7 +28,7 @@ impl IpamLease<'_> {
 
 impl Drop for IpamLease<'_> {
     fn drop(&mut self) {
-        if !self.committed {
+        if self.from_ipam && !self.committed {
             if let Err(err) = release(self.req) {
                 eprintln!("calico: rollback: failed to release addresses of {}: {err}", self.req.container_id);
             }
@@ -30,32 +36,51 @@ impl Drop for IpamLease<'_> {
     }
 }
 
-/// IPAM ADD.
-pub fn allocate(req: &Request) -> Result<IpamLease<'_>> {
-    let result = delegate::ipam_add(req)?;
-    Ok(IpamLease { req, result, committed: false })
+/// Gets the addresses: IPAM ADD, one IPAM ADD per requested address, or none at all.
+pub fn allocate<'a>(req: &'a Request, source: &AddressSource) -> Result<IpamLease<'a>> {
+    let mut lease = IpamLease { req, result: CniResult::default(), from_ipam: true, committed: false };
+    match source {
+        AddressSource::Ipam => lease.result = delegate::ipam_add(req)?,
+        AddressSource::IpamRequested(addresses) => {
+            // The lease exists before the first call, so a failure on the second address
+            // releases the first.
+            for &address in addresses {
+                let asking = Request { args: req.args.with_ip(address), ..req.clone() };
+                let answer = delegate::ipam_add(&asking)?;
+                lease.result.ips.extend(answer.ips.into_iter().take(1));
+                lease.result.dns = answer.dns;
+            }
+        }
+        AddressSource::NoIpam(addresses) => {
+            lease.from_ipam = false;
+            lease.result.ips = addresses.iter().map(|&ip| IpConfig { address: host_network(ip), gateway: None, interface: None }).collect();
+        }
+    }
+    Ok(lease)
 }
 
-/// IPAM DEL with the same config and container id as the ADD, so only this attachment's
-/// addresses are released.
+/// IPAM DEL with the same container id as the ADD, so only this attachment's addresses are
+/// released.
 pub fn release(req: &Request) -> Result<()> {
-    delegate::ipam_exec(req, Command::Del, &req.raw_config)
+    delegate::ipam_exec(req, Command::Del, &pod::config_for_release(req)?)
 }
 
 /// The workload's addresses: every IPAM address as a /32 or /128, because Calico routes each
 /// workload address individually rather than a subnet.
 pub fn workload_addresses(result: &CniResult) -> Vec<IpNetwork> {
-    result
-        .ips
-        .iter()
-        .filter_map(|ip| IpNetwork::new(ip.address.ip(), if ip.address.is_ipv4() { 32 } else { 128 }).ok())
-        .collect()
+    result.ips.iter().map(|ip| host_network(ip.address.ip())).collect()
+}
+
+fn host_network(ip: IpAddr) -> IpNetwork {
+    match ip {
+        IpAddr::V4(v4) => IpNetwork::V4(v4.into()),
+        IpAddr::V6(v6) => IpNetwork::V6(v6.into()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::cni::IpConfig;
 
     #[test]
     fn addresses_become_host_routes() {

@@ -8,6 +8,7 @@ mod endpoint;
 mod ipam;
 mod labels;
 mod network;
+mod pod;
 mod status;
 mod workload;
 

@@ -52,6 +52,14 @@ impl CniArgs {
         Some((self.k8s_pod_namespace.as_deref()?, self.k8s_pod_name.as_deref()?))
     }
 
+    /// The same arguments asking for exactly `ip` (`IP=<ip>` replaces any earlier `IP`).
+    pub fn with_ip(&self, ip: IpAddr) -> CniArgs {
+        let mut pairs: Vec<&str> = self.raw.split(';').filter(|p| !p.is_empty() && !p.starts_with("IP=")).collect();
+        let requested = format!("IP={ip}");
+        pairs.push(&requested);
+        CniArgs { ip: Some(ip), raw: pairs.join(";"), ..self.clone() }
+    }
+
     /// `CNI_ARGS` for a delegated plugin: `IgnoreUnknown=1` in front, so that plugins which
     /// reject unknown keys (the reference host-local does, even on DEL) accept Kubernetes keys.
     pub fn for_delegate(&self) -> String {
@@ -127,6 +135,15 @@ mod tests {
             let err = CniArgs::parse(raw).unwrap_err();
             assert_eq!(err.code(), Code::InvalidEnvironment, "{raw}");
         }
+    }
+
+    #[test]
+    fn requested_ip_replaces_an_earlier_one() {
+        let args = CniArgs::parse("IgnoreUnknown=1;IP=10.0.0.1;K8S_POD_NAME=p").unwrap();
+        let asked = args.with_ip("10.0.0.9".parse().unwrap());
+        assert_eq!(asked.raw, "IgnoreUnknown=1;K8S_POD_NAME=p;IP=10.0.0.9");
+        assert_eq!(asked.ip, Some("10.0.0.9".parse().unwrap()));
+        assert_eq!(asked.k8s_pod_name.as_deref(), Some("p"));
     }
 
     #[test]
