@@ -177,14 +177,28 @@ struct RawKubernetes {
     node_name: Option<String>,
 }
 
+/// The `cniVersion` a config asks for, read leniently so that an error about the rest of the
+/// config can still be printed in that version: `None` when the bytes are not a JSON object.
+pub fn requested_version(bytes: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(bytes).ok()?;
+    let object = value.as_object()?;
+    match object.get("cniVersion") {
+        Some(Value::String(v)) if !v.is_empty() => Some(v.clone()),
+        _ => Some(DEFAULT_VERSION.to_string()),
+    }
+}
+
 impl NetConf {
     /// Parses stdin. Malformed JSON is code 6; a missing or invalid field is code 7.
     /// `env` supplies the `ETCD_*` variables.
     pub fn parse(bytes: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<NetConf> {
-        let raw: RawNetConf = serde_json::from_slice(bytes).map_err(|e| {
-            let code = if e.is_data() { Code::InvalidConfig } else { Code::Decoding };
-            Error::new(code, format!("failed to load network config: {e}"))
-        })?;
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| Error::new(Code::Decoding, format!("failed to load network config: {e}")))?;
+        if !value.is_object() {
+            return Err(Error::new(Code::Decoding, "failed to load network config: not a JSON object"));
+        }
+        let raw: RawNetConf = serde_json::from_value(value)
+            .map_err(|e| Error::new(Code::InvalidConfig, format!("failed to load network config: {e}")))?;
         let name = raw.name.unwrap_or_default();
         validate_network_name(&name)?;
         let ipam = parse_ipam(raw.ipam)?;
@@ -349,7 +363,7 @@ mod netconf_tests {
         let cases = [
             ("", Code::Decoding),
             ("{", Code::Decoding),
-            ("[]", Code::InvalidConfig),
+            ("[]", Code::Decoding),
             (r#"{"ipam":{"type":"x"}}"#, Code::InvalidConfig),
             (r#"{"name":"a/b","ipam":{"type":"x"}}"#, Code::InvalidConfig),
             (r#"{"name":"n"}"#, Code::InvalidConfig),

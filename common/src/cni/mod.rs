@@ -116,7 +116,7 @@ pub fn run(
             .ok_or_else(|| Error::new(Code::InvalidEnvironment, format!("unknown CNI_COMMAND: {text}"))),
     };
     let outcome = match command {
-        Ok(Command::Version) => print_version(with_1_1, newest, stdin, stdout),
+        Ok(Command::Version) => print_version(with_1_1, stdin, stdout),
         Ok(command) => dispatch(plugin, command, env, stdin, stdout),
         Err(err) => Err((err, newest.as_str().to_string())),
     };
@@ -147,7 +147,10 @@ fn dispatch(
     stdin
         .read_to_end(&mut raw_config)
         .map_err(|e| fail(Error::new(Code::Io, format!("read network config from stdin: {e}"))))?;
-    let config = NetConf::parse(&raw_config, env).map_err(fail)?;
+    let config = NetConf::parse(&raw_config, env).map_err(|err| {
+        let version = crate::config::requested_version(&raw_config).unwrap_or_else(|| fallback.to_string());
+        (err, version)
+    })?;
     let config_version = config.cni_version.clone();
     let fail = |err: Error| (err, config_version.clone());
     log::set_level(config.log_level);
@@ -205,11 +208,11 @@ fn check_version(text: &str, command: Command, with_1_1: bool) -> Result<CniVers
     Ok(version)
 }
 
-/// VERSION needs only `CNI_COMMAND`. Its `cniVersion` echoes the input's when we support it;
-/// stdin that is absent or cannot be parsed is ignored, as the reference skeleton does.
+/// VERSION needs only `CNI_COMMAND`. Its `cniVersion` echoes the input's when we support it.
+/// Stdin that is absent or cannot be parsed is ignored, as the reference skeleton does, and
+/// then counts as a config without `cniVersion`: the default version.
 fn print_version(
     with_1_1: bool,
-    newest: CniVersion,
     stdin: &mut dyn Read,
     stdout: &mut dyn Write,
 ) -> std::result::Result<(), Failure> {
@@ -219,7 +222,7 @@ fn print_version(
         let text = v.get("cniVersion").and_then(Value::as_str).unwrap_or(version::DEFAULT_VERSION.as_str()).to_string();
         CniVersion::parse(&text)
     });
-    let shown = requested.filter(|v| CniVersion::supported(with_1_1).contains(v)).unwrap_or(newest);
+    let shown = requested.filter(|v| CniVersion::supported(with_1_1).contains(v)).unwrap_or(version::DEFAULT_VERSION);
     let reply = serde_json::json!({
         "cniVersion": shown.as_str(),
         "supportedVersions": CniVersion::supported_strings(with_1_1),
@@ -272,7 +275,7 @@ mod tests {
     fn version_ignores_garbage_stdin() {
         let (status, out) = invoke(&[("CNI_COMMAND", "VERSION")], "not json");
         assert_eq!(status, 0);
-        assert_eq!(out["cniVersion"], "1.0.0");
+        assert_eq!(out["cniVersion"], "0.1.0");
         assert_eq!(out["supportedVersions"], serde_json::json!(["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0"]));
         let (_, out) = invoke(&[("CNI_COMMAND", "VERSION")], r#"{"cniVersion":"0.3.1"}"#);
         assert_eq!(out["cniVersion"], "0.3.1");
@@ -299,6 +302,8 @@ mod tests {
             assert_eq!((status, out["code"].as_u64()), (1, Some(code)), "{stdin}: {out}");
         }
         let stdin = format!(r#"{{"cniVersion":"9.9.9","name":"n","type":"calico",{ipam}}}"#);
+        let (_, out) = invoke(&FULL_ENV, r#"{"cniVersion":"0.3.1","name":"bad name","ipam":{"type":"x"}}"#);
+        assert_eq!((out["code"].as_u64(), out["cniVersion"].as_str()), (Some(7), Some("0.3.1")));
         let (_, out) = invoke(&FULL_ENV, &stdin);
         assert_eq!(out["code"], 1);
         assert_eq!(out["cniVersion"], "9.9.9");
