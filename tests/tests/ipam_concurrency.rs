@@ -56,7 +56,7 @@ fn fifty_parallel_adds_on_one_node_fill_one_block() {
     let bed = Arc::new(IpamBed::new());
     bed.add_pool("10.61.0.0/16");
     let node = bed.node.clone();
-    let results = parallel_adds(&bed, requests(&[node.clone()], 50));
+    let results = parallel_adds(&bed, requests(std::slice::from_ref(&node), 50));
     let mut seen = BTreeSet::new();
     for (_, cid, out) in &results {
         assert!(seen.insert(address(out)), "duplicate address for {cid}");

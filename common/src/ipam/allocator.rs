@@ -173,15 +173,15 @@ impl<'s> Allocator<'s> {
         if pools.is_empty() {
             return Err(Error::new(codes::IPAM_EXHAUSTED, format!("no enabled {} pool to allocate from", family_name(family))));
         }
-        if config.auto_allocate_blocks {
-            if let Some(addr) = self.assign_from_new_block(&mut handle, &mut pools, config, &mut tried)? {
-                return Ok(addr);
-            }
+        if config.auto_allocate_blocks
+            && let Some(addr) = self.assign_from_new_block(&mut handle, &mut pools, config, &mut tried)?
+        {
+            return Ok(addr);
         }
-        if !config.strict_affinity {
-            if let Some(addr) = self.assign_from_any_block(&mut handle, family, &pools)? {
-                return Ok(addr);
-            }
+        if !config.strict_affinity
+            && let Some(addr) = self.assign_from_any_block(&mut handle, family, &pools)?
+        {
+            return Ok(addr);
         }
         let names: Vec<String> = pools.iter().map(|p| p.pool.cidr.to_string()).collect();
         Err(Error::new(
@@ -307,10 +307,11 @@ impl<'s> Allocator<'s> {
         for pool in pools.iter_mut() {
             for cidr in BlockWalk::new(pool.pool.cidr, &self.node)? {
                 if existing.contains(&cidr) {
-                    if ours.contains(&cidr) && tried.insert(cidr) {
-                        if let Some(addr) = self.assign_in_existing_block(handle, cidr)? {
-                            return Ok(Some(addr));
-                        }
+                    if ours.contains(&cidr)
+                        && tried.insert(cidr)
+                        && let Some(addr) = self.assign_in_existing_block(handle, cidr)?
+                    {
+                        return Ok(Some(addr));
                     }
                     continue;
                 }
