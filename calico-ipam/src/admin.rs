@@ -65,7 +65,12 @@ enum Action {
 }
 
 /// Runs the admin command; returns the exit status (0 ok, 1 failed, 2 usage error).
-pub fn run(args: &[String], env: &dyn Fn(&str) -> Option<String>, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+pub fn run(
+    args: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
     let action = match parse_command_line(args).and_then(|line| Ok((action(&line)?, line))) {
         Ok(parsed) => parsed,
         Err(e) => {
@@ -82,15 +87,24 @@ pub fn run(args: &[String], env: &dyn Fn(&str) -> Option<String>, out: &mut dyn 
     }
 }
 
-fn execute((action, line): (Action, CommandLine), env: &dyn Fn(&str) -> Option<String>, out: &mut dyn Write) -> Result<()> {
+fn execute(
+    (action, line): (Action, CommandLine),
+    env: &dyn Fn(&str) -> Option<String>,
+    out: &mut dyn Write,
+) -> Result<()> {
     match action {
         Action::Help => write!(out, "{USAGE}").context("write usage"),
         Action::Version => writeln!(out, "{}", env!("CARGO_PKG_VERSION")).context("write version"),
         Action::PoolAdd(spec) => {
             let store = connect(&line, env)?;
             let pool = ipam::add_pool(&store, &spec)?;
-            writeln!(out, "added pool {}{}", pool.cidr, if pool.disabled { " (disabled)" } else { "" })
-                .context("write output")
+            writeln!(
+                out,
+                "added pool {}{}",
+                pool.cidr,
+                if pool.disabled { " (disabled)" } else { "" }
+            )
+            .context("write output")
         }
         Action::PoolList => {
             let store = connect(&line, env)?;
@@ -129,7 +143,9 @@ fn parse_command_line(args: &[String]) -> Result<CommandLine> {
             "--etcd-cert-file" => line.etcd.etcd_cert_file = Some(value(name)?),
             "--etcd-ca-cert-file" => line.etcd.etcd_ca_cert_file = Some(value(name)?),
             "--config" => line.config_file = Some(value(name)?),
-            other if other.starts_with('-') => return Err(usage_error(format!("unknown option {other}"))),
+            other if other.starts_with('-') => {
+                return Err(usage_error(format!("unknown option {other}")));
+            }
             word => line.words.push(word.to_string()),
         }
     }
@@ -149,20 +165,33 @@ fn action(line: &CommandLine) -> Result<Action> {
         ["pool", "add", cidr] => {
             let cidr = parse_cidr(cidr)?;
             if line.ipip && cidr.is_ipv6() {
-                return Err(usage_error(format!("--ipip applies to ipv4 pools only, not {cidr}")));
+                return Err(usage_error(format!(
+                    "--ipip applies to ipv4 pools only, not {cidr}"
+                )));
             }
-            Ok(Action::PoolAdd(PoolSpec { cidr, disabled: line.disabled, ipip: line.ipip, nat_outgoing: line.nat_outgoing }))
+            Ok(Action::PoolAdd(PoolSpec {
+                cidr,
+                disabled: line.disabled,
+                ipip: line.ipip,
+                nat_outgoing: line.nat_outgoing,
+            }))
         }
         ["pool", "list"] if !pool_flags => Ok(Action::PoolList),
         ["pool", "rm", cidr] if !pool_flags => Ok(Action::PoolRemove(parse_cidr(cidr)?)),
-        ["pool", "list" | "rm", ..] => Err(usage_error("--disabled, --ipip and --nat-outgoing apply to pool add only".into())),
+        ["pool", "list" | "rm", ..] => Err(usage_error(
+            "--disabled, --ipip and --nat-outgoing apply to pool add only".into(),
+        )),
         [] => Err(usage_error("no command given".into())),
-        _ => Err(usage_error(format!("unknown command {:?}", words.join(" ")))),
+        _ => Err(usage_error(format!(
+            "unknown command {:?}",
+            words.join(" ")
+        ))),
     }
 }
 
 fn parse_cidr(text: &str) -> Result<IpNetwork> {
-    text.parse().map_err(|e| usage_error(format!("invalid cidr {text:?}: {e}")))
+    text.parse()
+        .map_err(|e| usage_error(format!("invalid cidr {text:?}: {e}")))
 }
 
 fn usage_error(msg: String) -> Error {
@@ -198,16 +227,27 @@ fn connect(line: &CommandLine, env: &dyn Fn(&str) -> Option<String>) -> Result<D
 /// has any.
 fn etcd_keys_from_file(path: &str) -> Result<EtcdConfigKeys> {
     let bytes = std::fs::read(path).with_context(|| format!("read config file {path}"))?;
-    let value: Value =
-        serde_json::from_slice(&bytes).map_err(|e| Error::new(Code::Decoding, format!("parse config file {path}: {e}")))?;
-    let has_etcd_keys = |v: &Value| v.as_object().is_some_and(|o| o.keys().any(|k| k.starts_with("etcd_")));
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::new(Code::Decoding, format!("parse config file {path}: {e}")))?;
+    let has_etcd_keys = |v: &Value| {
+        v.as_object()
+            .is_some_and(|o| o.keys().any(|k| k.starts_with("etcd_")))
+    };
     let chosen = if has_etcd_keys(&value) {
         &value
     } else {
-        value.get("plugins").and_then(Value::as_array).and_then(|list| list.iter().find(|p| has_etcd_keys(p))).unwrap_or(&value)
+        value
+            .get("plugins")
+            .and_then(Value::as_array)
+            .and_then(|list| list.iter().find(|p| has_etcd_keys(p)))
+            .unwrap_or(&value)
     };
-    serde_json::from_value(chosen.clone())
-        .map_err(|e| Error::new(Code::InvalidConfig, format!("etcd keys in config file {path}: {e}")))
+    serde_json::from_value(chosen.clone()).map_err(|e| {
+        Error::new(
+            Code::InvalidConfig,
+            format!("etcd keys in config file {path}: {e}"),
+        )
+    })
 }
 
 /// Prints every pool with its settings and how many addresses are allocated in it.
@@ -219,14 +259,25 @@ fn list_pools(store: &Datastore, out: &mut dyn Write) -> Result<()> {
             blocks.push(AllocationBlock::from_json(&entry.key, &entry.value)?);
         }
     }
-    let mut table = vec![["CIDR", "DISABLED", "IPIP", "NAT-OUTGOING", "ALLOCATED"].map(String::from)];
+    let mut table =
+        vec![["CIDR", "DISABLED", "IPIP", "NAT-OUTGOING", "ALLOCATED"].map(String::from)];
     for stored in &pools {
         let pool = &stored.pool;
         let allocated: usize = blocks
             .iter()
-            .map(|b| (0..ipam::BLOCK_SIZE).filter(|&o| b.allocations[o].is_some() && pool.cidr.contains(b.address(o))).count())
+            .map(|b| {
+                (0..ipam::BLOCK_SIZE)
+                    .filter(|&o| b.allocations[o].is_some() && pool.cidr.contains(b.address(o)))
+                    .count()
+            })
             .sum();
-        let ipip = if pool.ipip.is_empty() { "-".to_string() } else { format!("{} {}", pool.ipip, pool.ipip_mode).trim().to_string() };
+        let ipip = if pool.ipip.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{} {}", pool.ipip, pool.ipip_mode)
+                .trim()
+                .to_string()
+        };
         table.push([
             pool.cidr.to_string(),
             pool.disabled.to_string(),
@@ -235,9 +286,15 @@ fn list_pools(store: &Datastore, out: &mut dyn Write) -> Result<()> {
             allocated.to_string(),
         ]);
     }
-    let widths: Vec<usize> = (0..5).map(|c| table.iter().map(|row| row[c].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..5)
+        .map(|c| table.iter().map(|row| row[c].len()).max().unwrap_or(0))
+        .collect();
     for row in &table {
-        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
         writeln!(out, "{}", cells.join("  ").trim_end()).context("write output")?;
     }
     Ok(())
@@ -257,14 +314,37 @@ mod tests {
         let net = |s: &str| s.parse::<IpNetwork>().unwrap();
         assert_eq!(
             parse(&["pool", "add", "10.0.0.0/16", "--ipip", "--nat-outgoing"]).unwrap(),
-            Action::PoolAdd(PoolSpec { cidr: net("10.0.0.0/16"), disabled: false, ipip: true, nat_outgoing: true })
+            Action::PoolAdd(PoolSpec {
+                cidr: net("10.0.0.0/16"),
+                disabled: false,
+                ipip: true,
+                nat_outgoing: true
+            })
         );
         assert_eq!(
-            parse(&["--etcd-endpoints=http://x:1", "pool", "add", "--disabled", "fd00::/64"]).unwrap(),
-            Action::PoolAdd(PoolSpec { cidr: net("fd00::/64"), disabled: true, ipip: false, nat_outgoing: false })
+            parse(&[
+                "--etcd-endpoints=http://x:1",
+                "pool",
+                "add",
+                "--disabled",
+                "fd00::/64"
+            ])
+            .unwrap(),
+            Action::PoolAdd(PoolSpec {
+                cidr: net("fd00::/64"),
+                disabled: true,
+                ipip: false,
+                nat_outgoing: false
+            })
         );
-        assert_eq!(parse(&["pool", "list", "--config", "/x.conf"]).unwrap(), Action::PoolList);
-        assert_eq!(parse(&["pool", "rm", "10.0.0.0/16"]).unwrap(), Action::PoolRemove(net("10.0.0.0/16")));
+        assert_eq!(
+            parse(&["pool", "list", "--config", "/x.conf"]).unwrap(),
+            Action::PoolList
+        );
+        assert_eq!(
+            parse(&["pool", "rm", "10.0.0.0/16"]).unwrap(),
+            Action::PoolRemove(net("10.0.0.0/16"))
+        );
         assert_eq!(parse(&["--help"]).unwrap(), Action::Help);
         assert_eq!(parse(&["pool", "list", "-h"]).unwrap(), Action::Help);
         assert_eq!(parse(&["-v"]).unwrap(), Action::Version);
@@ -288,13 +368,20 @@ mod tests {
 
     #[test]
     fn flags_come_before_the_config_file_and_env() {
-        let args: Vec<String> = ["--etcd-key-file", "/k", "pool", "list"].iter().map(|s| s.to_string()).collect();
+        let args: Vec<String> = ["--etcd-key-file", "/k", "pool", "list"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let line = parse_command_line(&args).unwrap();
         assert_eq!(line.etcd.etcd_key_file.as_deref(), Some("/k"));
         let dir = std::env::temp_dir().join(format!("calico-ipam-admin-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("net.conflist");
-        std::fs::write(&file, r#"{"name":"n","plugins":[{"type":"calico","etcd_endpoints":"http://10.1.1.1:2379"}]}"#).unwrap();
+        std::fs::write(
+            &file,
+            r#"{"name":"n","plugins":[{"type":"calico","etcd_endpoints":"http://10.1.1.1:2379"}]}"#,
+        )
+        .unwrap();
         let keys = etcd_keys_from_file(file.to_str().unwrap()).unwrap();
         assert_eq!(keys.etcd_endpoints.as_deref(), Some("http://10.1.1.1:2379"));
         std::fs::remove_dir_all(&dir).unwrap();
@@ -304,9 +391,15 @@ mod tests {
     fn help_mentions_both_modes() {
         let mut out = Vec::new();
         let mut err = Vec::new();
-        assert_eq!(run(&["--help".to_string()], &|_| None, &mut out, &mut err), 0);
+        assert_eq!(
+            run(&["--help".to_string()], &|_| None, &mut out, &mut err),
+            0
+        );
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("CNI_COMMAND") && text.contains("pool add"));
-        assert_eq!(run(&["bogus".to_string()], &|_| None, &mut Vec::new(), &mut err), 2);
+        assert_eq!(
+            run(&["bogus".to_string()], &|_| None, &mut Vec::new(), &mut err),
+            2
+        );
     }
 }

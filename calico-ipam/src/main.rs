@@ -10,9 +10,19 @@ fn main() {
     let env = |name: &str| std::env::var(name).ok();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let status = if env("CNI_COMMAND").is_none() && !args.is_empty() {
-        admin::run(&args, &env, &mut std::io::stdout().lock(), &mut std::io::stderr().lock())
+        admin::run(
+            &args,
+            &env,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        )
     } else {
-        cni::run(&plugin::CalicoIpam, &env, &mut std::io::stdin().lock(), &mut std::io::stdout().lock())
+        cni::run(
+            &plugin::CalicoIpam,
+            &env,
+            &mut std::io::stdin().lock(),
+            &mut std::io::stdout().lock(),
+        )
     };
     std::process::exit(status);
 }

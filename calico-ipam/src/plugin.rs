@@ -36,7 +36,9 @@ impl Plugin for CalicoIpam {
             .release_handles(&[&handle, &legacy])
             .with_context(|| format!("release addresses of handle {handle}"))?;
         if released == 0 {
-            cni::log::info(&format!("no addresses held by handle {handle} or {legacy}; nothing to release"));
+            cni::log::info(&format!(
+                "no addresses held by handle {handle} or {legacy}; nothing to release"
+            ));
         }
         Ok(())
     }
@@ -63,7 +65,10 @@ impl Drop for Lease<'_> {
         }
         for addr in &self.addresses {
             if let Err(err) = self.ipam.release_address(&self.handle, *addr) {
-                eprintln!("calico-ipam: rollback: failed to release {addr} of handle {}: {err}", self.handle);
+                eprintln!(
+                    "calico-ipam: rollback: failed to release {addr} of handle {}: {err}",
+                    self.handle
+                );
             }
         }
     }
@@ -73,7 +78,8 @@ impl Drop for Lease<'_> {
 fn assign<'a>(ipam: &'a Allocator<'a>, handle: &str, req: &Request) -> Result<Lease<'a>> {
     let addresses = match req.args.ip {
         Some(addr) => {
-            ipam.assign_ip(handle, addr).with_context(|| format!("assign requested address {addr}"))?;
+            ipam.assign_ip(handle, addr)
+                .with_context(|| format!("assign requested address {addr}"))?;
             vec![addr]
         }
         None => {
@@ -91,7 +97,12 @@ fn assign<'a>(ipam: &'a Allocator<'a>, handle: &str, req: &Request) -> Result<Le
             })?
         }
     };
-    Ok(Lease { ipam, handle: handle.to_string(), addresses, committed: false })
+    Ok(Lease {
+        ipam,
+        handle: handle.to_string(),
+        addresses,
+        committed: false,
+    })
 }
 
 /// The handle calico-ipam used before v1.11.2: the workload id, `<namespace>.<pod>` under
@@ -107,10 +118,17 @@ fn legacy_handle_id(req: &Request) -> String {
 fn ipam_result(addresses: &[IpAddr]) -> CniResult {
     let mut ips: Vec<IpConfig> = addresses
         .iter()
-        .map(|addr| IpConfig { address: IpNetwork::from(*addr), gateway: None, interface: None })
+        .map(|addr| IpConfig {
+            address: IpNetwork::from(*addr),
+            gateway: None,
+            interface: None,
+        })
         .collect();
     ips.sort_by_key(|ip| ip.address.is_ipv6());
-    CniResult { ips, ..CniResult::default() }
+    CniResult {
+        ips,
+        ..CniResult::default()
+    }
 }
 
 #[cfg(test)]

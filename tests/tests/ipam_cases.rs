@@ -42,7 +42,12 @@ fn address_families_follow_assign_flags() {
         ("no configuration", Value::Null, Value::Null, &["/32"]),
         ("ipv4 explicit", json!("true"), Value::Null, &["/32"]),
         ("ipv6 only", json!("false"), json!("true"), &["/128"]),
-        ("ipv4 and ipv6", json!("true"), json!("true"), &["/32", "/128"]),
+        (
+            "ipv4 and ipv6",
+            json!("true"),
+            json!("true"),
+            &["/32", "/128"],
+        ),
         ("json booleans", json!(true), json!(true), &["/32", "/128"]),
     ];
     let bed = bed_with_default_pools();
@@ -64,14 +69,35 @@ fn address_families_follow_assign_flags() {
             assert!(in_cidr(addr, pool), "{name}: {addr} outside {pool}");
         }
         let result = out.result();
-        assert!(result.get("interfaces").is_none(), "{name}: IPAM results have no interfaces: {result}");
-        assert!(result["ips"].as_array().unwrap().iter().all(|ip| ip.get("gateway").is_none()), "{name}");
-        assert!(bed.etcd.get(&bed.handle_key(&cid)).is_some(), "{name}: handle written");
+        assert!(
+            result.get("interfaces").is_none(),
+            "{name}: IPAM results have no interfaces: {result}"
+        );
+        assert!(
+            result["ips"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|ip| ip.get("gateway").is_none()),
+            "{name}"
+        );
+        assert!(
+            bed.etcd.get(&bed.handle_key(&cid)).is_some(),
+            "{name}: handle written"
+        );
         check_datastore(&bed.etcd);
         bed.del(&conf, &cid).assert_success();
-        assert_eq!(bed.etcd.get(&bed.handle_key(&cid)), None, "{name}: handle released");
+        assert_eq!(
+            bed.etcd.get(&bed.handle_key(&cid)),
+            None,
+            "{name}: handle released"
+        );
     }
-    assert!(check_datastore(&bed.etcd).iter().all(|b| b.allocated.is_empty()));
+    assert!(
+        check_datastore(&bed.etcd)
+            .iter()
+            .all(|b| b.allocated.is_empty())
+    );
 }
 
 #[test]
@@ -82,7 +108,9 @@ fn result_follows_the_config_version() {
     let out = bed.add(&conf, &names::container_id());
     let result = out.result();
     assert_eq!(result["cniVersion"], "0.2.0");
-    let ip4 = result["ip4"]["ip"].as_str().unwrap_or_else(|| panic!("0.2.0 shape: {result}"));
+    let ip4 = result["ip4"]["ip"]
+        .as_str()
+        .unwrap_or_else(|| panic!("0.2.0 shape: {result}"));
     assert!(ip4.ends_with("/32") && in_cidr(ip4, POOL4), "{ip4}");
 }
 
@@ -94,12 +122,17 @@ fn requested_pools_are_used() {
         bed.add_pool(pool);
     }
     let one = bed.conf().set_ipam("ipv4_pools", json!(["10.233.0.0/16"]));
-    let two = bed.conf().set_ipam("ipv4_pools", json!(["10.233.0.0/16", "10.234.0.0/16"]));
+    let two = bed
+        .conf()
+        .set_ipam("ipv4_pools", json!(["10.233.0.0/16", "10.234.0.0/16"]));
     for _ in 0..3 {
         let addr = &result_addresses(&bed.add(&one, &names::container_id()))[0];
         assert!(in_cidr(addr, "10.233.0.0/16"), "{addr}");
         let addr = &result_addresses(&bed.add(&two, &names::container_id()))[0];
-        assert!(in_cidr(addr, "10.233.0.0/16") || in_cidr(addr, "10.234.0.0/16"), "{addr}");
+        assert!(
+            in_cidr(addr, "10.233.0.0/16") || in_cidr(addr, "10.234.0.0/16"),
+            "{addr}"
+        );
     }
     check_datastore(&bed.etcd);
 }
@@ -113,13 +146,21 @@ fn missing_pool_is_an_error_naming_it_and_writes_nothing() {
         ("ipv6_pools", json!(["fd00:99::/64"]), "fd00:99::/64"),
     ];
     for (key, pools, missing) in cases {
-        let conf = bed.conf().set_ipam("assign_ipv6", "true").set_ipam(key, pools);
+        let conf = bed
+            .conf()
+            .set_ipam("assign_ipv6", "true")
+            .set_ipam(key, pools);
         let cid = names::container_id();
         let err = bed.add(&conf, &cid).error();
         assert!(err.msg.contains(missing), "{key}: {}", err.msg);
         assert_eq!(bed.etcd.get(&bed.handle_key(&cid)), None, "{key}");
     }
-    assert!(check_datastore(&bed.etcd).iter().all(|b| b.allocated.is_empty()), "nothing half-written");
+    assert!(
+        check_datastore(&bed.etcd)
+            .iter()
+            .all(|b| b.allocated.is_empty()),
+        "nothing half-written"
+    );
 }
 
 #[test]
@@ -131,12 +172,27 @@ fn explicit_address_is_assigned_released_and_assigned_again() {
     let env = bed.env("ADD", &cid).set("CNI_ARGS", "IP=10.231.123.123");
     for round in 0..2 {
         let out = bed.run(&conf, &env);
-        assert_eq!(result_addresses(&out), ["10.231.123.123/32"], "round {round}");
-        let block = bed.etcd.get_json("/calico/ipam/v2/assignment/ipv4/block/10.231.123.64-26").expect("block");
+        assert_eq!(
+            result_addresses(&out),
+            ["10.231.123.123/32"],
+            "round {round}"
+        );
+        let block = bed
+            .etcd
+            .get_json("/calico/ipam/v2/assignment/ipv4/block/10.231.123.64-26")
+            .expect("block");
         assert_eq!(block["allocations"][59], 0, "ordinal of .123 in .64/26");
-        bed.run(&conf, &bed.env("DEL", &cid).set("CNI_ARGS", "IP=10.231.123.123")).assert_success();
+        bed.run(
+            &conf,
+            &bed.env("DEL", &cid).set("CNI_ARGS", "IP=10.231.123.123"),
+        )
+        .assert_success();
     }
-    let v6 = bed.run(&conf, &bed.env("ADD", &names::container_id()).set("CNI_ARGS", "IP=fd80:24e2:f998:72d6::99"));
+    let v6 = bed.run(
+        &conf,
+        &bed.env("ADD", &names::container_id())
+            .set("CNI_ARGS", "IP=fd80:24e2:f998:72d6::99"),
+    );
     assert_eq!(result_addresses(&v6), ["fd80:24e2:f998:72d6::99/128"]);
     check_datastore(&bed.etcd);
 }
@@ -146,13 +202,21 @@ fn explicit_address_is_assigned_released_and_assigned_again() {
 fn explicit_address_is_refused_when_taken_or_outside_every_pool() {
     let bed = bed_with_default_pools();
     let conf = bed.conf();
-    let first = bed.env("ADD", &names::container_id()).set("CNI_ARGS", "IP=10.231.0.7");
+    let first = bed
+        .env("ADD", &names::container_id())
+        .set("CNI_ARGS", "IP=10.231.0.7");
     bed.run(&conf, &first).assert_success();
     for (ip, words) in [("10.231.0.7", "already assigned"), ("10.77.0.1", "pool")] {
         let cid = names::container_id();
-        let out = bed.run(&conf, &bed.env("ADD", &cid).set("CNI_ARGS", &format!("IP={ip}")));
+        let out = bed.run(
+            &conf,
+            &bed.env("ADD", &cid).set("CNI_ARGS", &format!("IP={ip}")),
+        );
         let err = out.error();
-        assert!(err.code >= 100 && err.msg.contains(ip) && err.msg.contains(words), "{ip}: {err:?}");
+        assert!(
+            err.code >= 100 && err.msg.contains(ip) && err.msg.contains(words),
+            "{ip}: {err:?}"
+        );
         assert_eq!(bed.etcd.get(&bed.handle_key(&cid)), None);
     }
     check_datastore(&bed.etcd);
@@ -167,13 +231,23 @@ fn del_without_allocation_succeeds() {
         bed.del(&bed.conf(), &cid).assert_success();
     }
     let unreachable = bed.conf().set("etcd_endpoints", "http://127.0.0.1:1");
-    assert!(bed.del(&unreachable, &cid).code() != Some(0), "an unreachable datastore is an error, not success");
+    assert!(
+        bed.del(&unreachable, &cid).code() != Some(0),
+        "an unreachable datastore is an error, not success"
+    );
 }
 
 #[test]
 #[ignore = "needs etcd"]
 fn old_style_handles_are_released() {
-    let cases = [("plain container id", None, "CID"), ("kubernetes workload", Some("K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=pod1"), "ns1.pod1")];
+    let cases = [
+        ("plain container id", None, "CID"),
+        (
+            "kubernetes workload",
+            Some("K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=pod1"),
+            "ns1.pod1",
+        ),
+    ];
     let bed = bed_with_default_pools();
     for (name, cni_args, handle) in cases {
         let cid = names::container_id();
@@ -185,17 +259,33 @@ fn old_style_handles_are_released() {
         let block = json!({"cidr":"10.231.200.0/26","affinity":"host:old-node","strictAffinity":false,
             "allocations":allocations,"unallocated":unallocated,
             "attributes":[{"handle_id":handle,"secondary":null}]});
-        bed.etcd.put("/calico/ipam/v2/assignment/ipv4/block/10.231.200.0-26", &block.to_string());
-        bed.etcd.put(&format!("/calico/ipam/v2/handle/{handle}"), r#"{"block":{"10.231.200.0/26":1}}"#);
-        bed.etcd.put("/calico/ipam/v2/host/old-node/ipv4/block/10.231.200.0-26", "{}");
+        bed.etcd.put(
+            "/calico/ipam/v2/assignment/ipv4/block/10.231.200.0-26",
+            &block.to_string(),
+        );
+        bed.etcd.put(
+            &format!("/calico/ipam/v2/handle/{handle}"),
+            r#"{"block":{"10.231.200.0/26":1}}"#,
+        );
+        bed.etcd.put(
+            "/calico/ipam/v2/host/old-node/ipv4/block/10.231.200.0-26",
+            "{}",
+        );
         let mut env = bed.env("DEL", &cid);
         if let Some(args) = cni_args {
             env = env.set("CNI_ARGS", args);
         }
         bed.run(&bed.conf(), &env).assert_success();
-        assert_eq!(bed.etcd.get(&format!("/calico/ipam/v2/handle/{handle}")), None, "{name}");
+        assert_eq!(
+            bed.etcd.get(&format!("/calico/ipam/v2/handle/{handle}")),
+            None,
+            "{name}"
+        );
         let blocks = check_datastore(&bed.etcd);
-        let old = blocks.iter().find(|b| b.cidr == "10.231.200.0/26").expect("affine block kept");
+        let old = blocks
+            .iter()
+            .find(|b| b.cidr == "10.231.200.0/26")
+            .expect("affine block kept");
         assert!(old.allocated.is_empty(), "{name}");
         assert_eq!(old.affinity.as_deref(), Some("host:old-node"));
     }
@@ -212,7 +302,10 @@ fn failed_ipv6_half_releases_the_ipv4_address() {
     assert!(err.code >= 100 && err.msg.contains("ipv6"), "{err:?}");
     assert_eq!(bed.etcd.get(&bed.handle_key(&cid)), None);
     let blocks = check_datastore(&bed.etcd);
-    assert!(blocks.iter().all(|b| b.allocated.is_empty()), "ipv4 address released: {blocks:?}");
+    assert!(
+        blocks.iter().all(|b| b.allocated.is_empty()),
+        "ipv4 address released: {blocks:?}"
+    );
 }
 
 /// The etcd requests of ADD and DEL, counted from the request log of the datastore.
@@ -232,17 +325,23 @@ fn etcd_requests_per_add_and_del() {
         ("DEL of an allocation", "DEL", &second),
         ("DEL with nothing held", "DEL", &second),
     ] {
-        bed.run(&conf, &logged(bed.env(command, cid))).assert_success();
+        bed.run(&conf, &logged(bed.env(command, cid)))
+            .assert_success();
         let requests = requests_of(&log);
         eprintln!("{what}: {} etcd requests: {requests:?}", requests.len());
         counts.push(requests.len());
     }
     let dual = bed.conf().set_ipam("assign_ipv6", "true");
-    bed.run(&dual, &logged(bed.env("ADD", &names::container_id()))).assert_success();
+    bed.run(&dual, &logged(bed.env("ADD", &names::container_id())))
+        .assert_success();
     requests_of(&log);
-    bed.run(&dual, &logged(bed.env("ADD", &names::container_id()))).assert_success();
+    bed.run(&dual, &logged(bed.env("ADD", &names::container_id())))
+        .assert_success();
     let dual_requests = requests_of(&log);
-    eprintln!("dual-stack ADD from affine blocks: {} etcd requests: {dual_requests:?}", dual_requests.len());
+    eprintln!(
+        "dual-stack ADD from affine blocks: {} etcd requests: {dual_requests:?}",
+        dual_requests.len()
+    );
     assert_eq!(&counts[1..], [3, 3, 1], "common ADD, DEL, empty DEL");
     assert_eq!(dual_requests.len(), 6);
 }
@@ -252,42 +351,83 @@ fn etcd_requests_per_add_and_del() {
 fn admin_command_manages_pools() {
     let bed = IpamBed::new();
     let text = |out: &std::process::Output| {
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     };
     let out = bed.admin(&["pool", "add", "10.240.0.0/16", "--ipip", "--nat-outgoing"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         bed.etcd.get_json("/calico/v1/ipam/v4/pool/10.240.0.0-16"),
-        Some(json!({"cidr":"10.240.0.0/16","ipip":"tunl0","ipip_mode":"always","masquerade":true,"ipam":true,"disabled":false}))
+        Some(
+            json!({"cidr":"10.240.0.0/16","ipip":"tunl0","ipip_mode":"always","masquerade":true,"ipam":true,"disabled":false})
+        )
     );
-    assert_eq!(bed.etcd.get("/calico/v1/config/IpInIpEnabled").as_deref(), Some("true"));
+    assert_eq!(
+        bed.etcd.get("/calico/v1/config/IpInIpEnabled").as_deref(),
+        Some("true")
+    );
     bed.admin(&["pool", "add", "fd00:240::/64", "--disabled"]);
-    assert_eq!(bed.etcd.get_json("/calico/v1/ipam/v6/pool/fd00:240::-64").unwrap()["disabled"], true);
+    assert_eq!(
+        bed.etcd
+            .get_json("/calico/v1/ipam/v6/pool/fd00:240::-64")
+            .unwrap()["disabled"],
+        true
+    );
 
     for (args, words) in [
         (&["pool", "add", "10.240.5.0/24"][..], "overlaps"),
-        (&["pool", "add", "10.241.0.0/27"], "smaller than one ipv4 block"),
+        (
+            &["pool", "add", "10.241.0.0/27"],
+            "smaller than one ipv4 block",
+        ),
         (&["pool", "rm", "10.250.0.0/16"], "does not exist"),
         (&["pool", "frobnicate"], "unknown command"),
     ] {
         let out = bed.admin(args);
-        assert!(!out.status.success() && text(&out).contains(words), "{args:?}: {}", text(&out));
+        assert!(
+            !out.status.success() && text(&out).contains(words),
+            "{args:?}: {}",
+            text(&out)
+        );
     }
 
     let cid = names::container_id();
     bed.add(&bed.conf(), &cid).assert_success();
     let list = text(&bed.admin(&["pool", "list"]));
-    let row = list.lines().find(|l| l.starts_with("10.240.0.0/16")).unwrap_or_else(|| panic!("{list}"));
-    assert_eq!(row.split_whitespace().collect::<Vec<_>>(), ["10.240.0.0/16", "false", "tunl0", "always", "true", "1"]);
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("10.240.0.0/16"))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["10.240.0.0/16", "false", "tunl0", "always", "true", "1"]
+    );
     assert!(list.contains("fd00:240::/64"), "{list}");
 
     let refused = bed.admin(&["pool", "rm", "10.240.0.0/16"]);
-    assert!(!refused.status.success() && text(&refused).contains("allocated"), "{}", text(&refused));
-    assert_eq!(bed.etcd.get_json("/calico/v1/ipam/v4/pool/10.240.0.0-16").unwrap()["disabled"], false, "restored");
+    assert!(
+        !refused.status.success() && text(&refused).contains("allocated"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(
+        bed.etcd
+            .get_json("/calico/v1/ipam/v4/pool/10.240.0.0-16")
+            .unwrap()["disabled"],
+        false,
+        "restored"
+    );
     bed.del(&bed.conf(), &cid).assert_success();
     let removed = bed.admin(&["pool", "rm", "10.240.0.0/16"]);
     assert!(removed.status.success(), "{}", text(&removed));
-    assert_eq!(bed.etcd.keys("/calico/ipam/"), Vec::<String>::new(), "blocks and affinities removed with the pool");
+    assert_eq!(
+        bed.etcd.keys("/calico/ipam/"),
+        Vec::<String>::new(),
+        "blocks and affinities removed with the pool"
+    );
     assert_eq!(bed.etcd.keys("/calico/v1/ipam/v4/"), Vec::<String>::new());
 
     // The etcd location may come from a network config file instead of ETCD_ENDPOINTS.
@@ -299,7 +439,14 @@ fn admin_command_manages_pools() {
         .args(["--config", file.to_str().unwrap(), "pool", "list"])
         .output()
         .unwrap();
-    assert!(out.status.success() && text(&out).contains("fd00:240::/64"), "{}", text(&out));
+    assert!(
+        out.status.success() && text(&out).contains("fd00:240::/64"),
+        "{}",
+        text(&out)
+    );
     let help = text(&bed.admin(&["--help"]));
-    assert!(help.contains("CNI_COMMAND") && help.contains("pool add"), "{help}");
+    assert!(
+        help.contains("CNI_COMMAND") && help.contains("pool add"),
+        "{help}"
+    );
 }

@@ -11,7 +11,10 @@ use ipam_support::{BlockState, IpamBed, check_datastore, result_addresses};
 use tests::{NetConf, PluginOutput, names};
 
 /// Runs one ADD per `(node, container id)` pair, all processes released at the same moment.
-fn parallel_adds(bed: &Arc<IpamBed>, requests: Vec<(String, String)>) -> Vec<(String, String, PluginOutput)> {
+fn parallel_adds(
+    bed: &Arc<IpamBed>,
+    requests: Vec<(String, String)>,
+) -> Vec<(String, String, PluginOutput)> {
     let barrier = Arc::new(Barrier::new(requests.len()));
     let workers: Vec<_> = requests
         .into_iter()
@@ -26,11 +29,17 @@ fn parallel_adds(bed: &Arc<IpamBed>, requests: Vec<(String, String)>) -> Vec<(St
             })
         })
         .collect();
-    workers.into_iter().map(|w| w.join().expect("worker thread")).collect()
+    workers
+        .into_iter()
+        .map(|w| w.join().expect("worker thread"))
+        .collect()
 }
 
 fn requests(nodes: &[String], per_node: usize) -> Vec<(String, String)> {
-    nodes.iter().flat_map(|n| (0..per_node).map(move |_| (n.clone(), names::container_id()))).collect()
+    nodes
+        .iter()
+        .flat_map(|n| (0..per_node).map(move |_| (n.clone(), names::container_id())))
+        .collect()
 }
 
 /// The address of a successful ADD, without its prefix length.
@@ -45,8 +54,14 @@ fn owner<'a>(blocks: &'a [BlockState], addr: &str) -> (&'a BlockState, &'a str) 
     let last: usize = addr.rsplit('.').next().unwrap().parse().unwrap();
     let prefix = addr.rsplit_once('.').unwrap().0;
     let base = last / 64 * 64;
-    let block = blocks.iter().find(|b| b.cidr == format!("{prefix}.{base}/26")).unwrap_or_else(|| panic!("no block for {addr}"));
-    let handle = block.allocated.get(&(last - base)).unwrap_or_else(|| panic!("{addr} not allocated in {}", block.cidr));
+    let block = blocks
+        .iter()
+        .find(|b| b.cidr == format!("{prefix}.{base}/26"))
+        .unwrap_or_else(|| panic!("no block for {addr}"));
+    let handle = block
+        .allocated
+        .get(&(last - base))
+        .unwrap_or_else(|| panic!("{addr} not allocated in {}", block.cidr));
     (block, handle)
 }
 
@@ -62,9 +77,21 @@ fn fifty_parallel_adds_on_one_node_fill_one_block() {
         assert!(seen.insert(address(out)), "duplicate address for {cid}");
     }
     let blocks = check_datastore(&bed.etcd);
-    assert_eq!(blocks.len(), 1, "one block claimed for 50 addresses: {blocks:?}");
-    assert_eq!(blocks[0].affinity.as_deref(), Some(format!("host:{node}").as_str()));
-    assert_eq!(bed.etcd.keys(&format!("/calico/ipam/v2/host/{node}/")).len(), 1);
+    assert_eq!(
+        blocks.len(),
+        1,
+        "one block claimed for 50 addresses: {blocks:?}"
+    );
+    assert_eq!(
+        blocks[0].affinity.as_deref(),
+        Some(format!("host:{node}").as_str())
+    );
+    assert_eq!(
+        bed.etcd
+            .keys(&format!("/calico/ipam/v2/host/{node}/"))
+            .len(),
+        1
+    );
     for (_, cid, out) in &results {
         let (_, handle) = owner(&blocks, &address(out));
         assert_eq!(handle, format!("{}.{cid}", bed.network));
@@ -86,12 +113,20 @@ fn four_nodes_in_parallel_allocate_from_their_own_blocks() {
         assert!(seen.insert(addr.clone()), "duplicate address {addr}");
         let (block, handle) = owner(&blocks, &addr);
         assert_eq!(handle, format!("{}.{cid}", bed.network));
-        assert_eq!(block.affinity.as_deref(), Some(format!("host:{node}").as_str()), "{addr} of {node}");
+        assert_eq!(
+            block.affinity.as_deref(),
+            Some(format!("host:{node}").as_str()),
+            "{addr} of {node}"
+        );
         blocks_per_node.entry(node).or_default().insert(&block.cidr);
     }
     assert_eq!(seen.len(), 100);
     for (node, owned) in &blocks_per_node {
-        assert_eq!(owned.len(), 1, "node {node} claimed one block for 25 addresses: {owned:?}");
+        assert_eq!(
+            owned.len(),
+            1,
+            "node {node} claimed one block for 25 addresses: {owned:?}"
+        );
     }
 }
 
@@ -110,7 +145,11 @@ fn pool_smaller_than_the_demand_gives_exactly_its_size() {
         } else {
             let err = out.error();
             assert_eq!(err.code, 102, "exhaustion error: {err:?}");
-            assert!(err.msg.contains("10.63.0.0/26"), "names the pool: {}", err.msg);
+            assert!(
+                err.msg.contains("10.63.0.0/26"),
+                "names the pool: {}",
+                err.msg
+            );
             failed.push(cid.clone());
         }
     }
@@ -120,6 +159,10 @@ fn pool_smaller_than_the_demand_gives_exactly_its_size() {
     assert_eq!(blocks.len(), 1);
     assert!(blocks[0].allocated.len() == 64);
     for cid in &failed {
-        assert_eq!(bed.etcd.get(&bed.handle_key(cid)), None, "failed ADD {cid} left a handle");
+        assert_eq!(
+            bed.etcd.get(&bed.handle_key(cid)),
+            None,
+            "failed ADD {cid} left a handle"
+        );
     }
 }

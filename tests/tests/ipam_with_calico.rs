@@ -18,17 +18,29 @@ fn calico_with_calico_ipam_adds_and_deletes() {
         .args(["pool", "add", &pool])
         .output()
         .unwrap();
-    assert!(out.status.success(), "pool add {pool}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pool add {pool}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let conf = bed.fixture("calico-ipam.conf", &bed.network);
     let netns = Netns::new();
     let cid = names::container_id();
 
     let result = bed.add(&conf, &cid, &netns.path(), "eth0");
     let json = result.result();
-    let address = json["ips"][0]["address"].as_str().unwrap_or_else(|| panic!("{json}"));
+    let address = json["ips"][0]["address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{json}"));
     let ip = address.trim_end_matches("/32");
-    assert!(address.ends_with("/32") && bed.subnet.contains(ip), "{address} in {pool}");
-    let in_container: Vec<String> = netns_ipv4_addrs(netns.name(), "eth0").into_iter().map(|a| a.local).collect();
+    assert!(
+        address.ends_with("/32") && bed.subnet.contains(ip),
+        "{address} in {pool}"
+    );
+    let in_container: Vec<String> = netns_ipv4_addrs(netns.name(), "eth0")
+        .into_iter()
+        .map(|a| a.local)
+        .collect();
     assert_eq!(in_container, [ip]);
     let handle = format!("/calico/ipam/v2/handle/{}.{cid}", bed.network);
     assert!(bed.etcd.get(&handle).is_some());
@@ -38,5 +50,9 @@ fn calico_with_calico_ipam_adds_and_deletes() {
     bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
     bed.assert_nothing_left(&[&cid]);
     assert_eq!(bed.etcd.get(&handle), None);
-    assert!(check_datastore(&bed.etcd).iter().all(|b| b.allocated.is_empty()));
+    assert!(
+        check_datastore(&bed.etcd)
+            .iter()
+            .all(|b| b.allocated.is_empty())
+    );
 }

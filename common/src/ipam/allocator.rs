@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use ipnetwork::IpNetwork;
 
-use super::block::{AllocationBlock, addr_to_u128, block_cidr_for, block_prefix, family_name, network_at};
+use super::block::{
+    AllocationBlock, addr_to_u128, block_cidr_for, block_prefix, family_name, network_at,
+};
 use super::handle::AllocationHandle;
 use super::pool::{IpPool, IpamConfig, StoredPool, list_pools, read_ipam_config};
 use super::store::{Store, read_many};
@@ -77,7 +79,11 @@ struct HandleView {
 
 impl HandleView {
     fn new(id: &str) -> Self {
-        HandleView { id: id.to_string(), key: keys::handle(id), entry: None }
+        HandleView {
+            id: id.to_string(),
+            key: keys::handle(id),
+            entry: None,
+        }
     }
 
     fn condition(&self) -> Condition {
@@ -113,7 +119,12 @@ fn find(entries: &[Entry], key: &str) -> Option<Entry> {
 impl<'s> Allocator<'s> {
     /// IPAM acting for `node` (the affinity owner of the blocks it claims).
     pub fn new(store: &'s dyn Store, node: &str) -> Self {
-        Allocator { store, node: node.to_string(), max_conflicts: DEFAULT_MAX_CONFLICTS, conflicts: Cell::new(0) }
+        Allocator {
+            store,
+            node: node.to_string(),
+            max_conflicts: DEFAULT_MAX_CONFLICTS,
+            conflicts: Cell::new(0),
+        }
     }
 
     /// The same allocator with another bound on conflicting attempts per operation.
@@ -126,7 +137,10 @@ impl<'s> Allocator<'s> {
     /// IPv4 address is released again before the error is returned.
     pub fn auto_assign(&self, req: &AutoAssign) -> Result<Vec<IpAddr>> {
         if !req.ipv4 && !req.ipv6 {
-            return Err(Error::new(Code::InvalidConfig, "ipam assigns neither ipv4 nor ipv6 (assign_ipv4 and assign_ipv6 are false)"));
+            return Err(Error::new(
+                Code::InvalidConfig,
+                "ipam assigns neither ipv4 nor ipv6 (assign_ipv4 and assign_ipv6 are false)",
+            ));
         }
         let mut assigned = Vec::new();
         if req.ipv4 {
@@ -154,7 +168,12 @@ impl<'s> Allocator<'s> {
 
     /// Assigns one address of `family` for `handle`: from the node's affine blocks, else from a
     /// newly claimed block, else (without strict affinity) from any block with room.
-    pub fn assign_one(&self, handle: &str, family: IpFamily, requested: &[IpNetwork]) -> Result<IpAddr> {
+    pub fn assign_one(
+        &self,
+        handle: &str,
+        family: IpFamily,
+        requested: &[IpNetwork],
+    ) -> Result<IpAddr> {
         self.conflicts.set(0);
         let mut handle = HandleView::new(handle);
         let mut pools = None;
@@ -162,7 +181,9 @@ impl<'s> Allocator<'s> {
             pools = Some(self.candidate_pools(family, requested)?);
         }
         let mut tried = HashSet::new();
-        if let Some(addr) = self.assign_from_affine_blocks(&mut handle, family, requested, &mut tried)? {
+        if let Some(addr) =
+            self.assign_from_affine_blocks(&mut handle, family, requested, &mut tried)?
+        {
             return Ok(addr);
         }
         let config = read_ipam_config(self.store)?;
@@ -171,10 +192,14 @@ impl<'s> Allocator<'s> {
             None => self.candidate_pools(family, requested)?,
         };
         if pools.is_empty() {
-            return Err(Error::new(codes::IPAM_EXHAUSTED, format!("no enabled {} pool to allocate from", family_name(family))));
+            return Err(Error::new(
+                codes::IPAM_EXHAUSTED,
+                format!("no enabled {} pool to allocate from", family_name(family)),
+            ));
         }
         if config.auto_allocate_blocks
-            && let Some(addr) = self.assign_from_new_block(&mut handle, &mut pools, config, &mut tried)?
+            && let Some(addr) =
+                self.assign_from_new_block(&mut handle, &mut pools, config, &mut tried)?
         {
             return Ok(addr);
         }
@@ -186,25 +211,40 @@ impl<'s> Allocator<'s> {
         let names: Vec<String> = pools.iter().map(|p| p.pool.cidr.to_string()).collect();
         Err(Error::new(
             codes::IPAM_EXHAUSTED,
-            format!("no free {} address for node {} in pools {}", family_name(family), self.node, names.join(", ")),
+            format!(
+                "no free {} address for node {} in pools {}",
+                family_name(family),
+                self.node,
+                names.join(", ")
+            ),
         ))
     }
 
     /// Enabled pools of `family`, limited to `requested` when it is not empty. Every requested
     /// pool must exist.
-    fn candidate_pools(&self, family: IpFamily, requested: &[IpNetwork]) -> Result<Vec<StoredPool>> {
+    fn candidate_pools(
+        &self,
+        family: IpFamily,
+        requested: &[IpNetwork],
+    ) -> Result<Vec<StoredPool>> {
         let all = list_pools(self.store, family)?;
         for want in requested {
             if IpFamily::of(want) != family || !all.iter().any(|p| p.pool.cidr == *want) {
                 return Err(Error::new(
                     Code::InvalidConfig,
-                    format!("ipam.{}_pools: {} pool {want} does not exist", family_name(family), family_name(family)),
+                    format!(
+                        "ipam.{}_pools: {} pool {want} does not exist",
+                        family_name(family),
+                        family_name(family)
+                    ),
                 ));
             }
         }
         Ok(all
             .into_iter()
-            .filter(|p| p.pool.is_enabled() && (requested.is_empty() || requested.contains(&p.pool.cidr)))
+            .filter(|p| {
+                p.pool.is_enabled() && (requested.is_empty() || requested.contains(&p.pool.cidr))
+            })
             .collect())
     }
 
@@ -223,7 +263,9 @@ impl<'s> Allocator<'s> {
             .iter()
             .filter_map(|k| keys::parse_host_affinity(k))
             .map(|(_, cidr)| cidr)
-            .filter(|cidr| requested.is_empty() || requested.iter().any(|p| block_in_pool(*cidr, *p)))
+            .filter(|cidr| {
+                requested.is_empty() || requested.iter().any(|p| block_in_pool(*cidr, *p))
+            })
             .collect();
         if cidrs.is_empty() {
             return Ok(None);
@@ -244,12 +286,20 @@ impl<'s> Allocator<'s> {
 
     /// Takes the first free ordinal of an existing block, retrying on conflicts with the values
     /// the failed transaction read back. `None` when the block is full or not ours to use.
-    fn assign_in_block(&self, handle: &mut HandleView, entry: Entry, affine_only: bool) -> Result<Option<IpAddr>> {
+    fn assign_in_block(
+        &self,
+        handle: &mut HandleView,
+        entry: Entry,
+        affine_only: bool,
+    ) -> Result<Option<IpAddr>> {
         let mut entry = entry;
         loop {
             let mut block = AllocationBlock::from_json(&entry.key, &entry.value)?;
-            let usable =
-                if affine_only { block.is_affine_to(&self.node) } else { block.allows_borrowing_by(&self.node) };
+            let usable = if affine_only {
+                block.is_affine_to(&self.node)
+            } else {
+                block.allows_borrowing_by(&self.node)
+            };
             if !usable {
                 return Ok(None);
             }
@@ -257,8 +307,14 @@ impl<'s> Allocator<'s> {
                 return Ok(None);
             };
             let txn = Txn {
-                conditions: vec![Condition::Revision(entry.key.clone(), entry.mod_revision), handle.condition()],
-                writes: vec![Write::Put(entry.key.clone(), block.to_json()), handle.incremented(block.cidr)?],
+                conditions: vec![
+                    Condition::Revision(entry.key.clone(), entry.mod_revision),
+                    handle.condition(),
+                ],
+                writes: vec![
+                    Write::Put(entry.key.clone(), block.to_json()),
+                    handle.incremented(block.cidr)?,
+                ],
                 reads_on_failure: vec![entry.key.clone(), handle.key.clone()],
             };
             match self.commit(&txn)? {
@@ -295,8 +351,12 @@ impl<'s> Allocator<'s> {
         let family = IpFamily::of(&first.pool.cidr);
         // Blocks first, affinities second: a block claimed in between is then either unknown
         // (and its claim fails here, returning it) or known as ours.
-        let mut existing: HashSet<IpNetwork> =
-            self.store.list_keys(&keys::blocks_prefix(family))?.iter().filter_map(|k| keys::parse_block(k)).collect();
+        let mut existing: HashSet<IpNetwork> = self
+            .store
+            .list_keys(&keys::blocks_prefix(family))?
+            .iter()
+            .filter_map(|k| keys::parse_block(k))
+            .collect();
         let ours: HashSet<IpNetwork> = self
             .store
             .list_keys(&keys::host_affinities_prefix(&self.node, family))?
@@ -328,7 +388,11 @@ impl<'s> Allocator<'s> {
     }
 
     /// Reads one of the node's blocks (with the handle) and assigns from it.
-    fn assign_in_existing_block(&self, handle: &mut HandleView, cidr: IpNetwork) -> Result<Option<IpAddr>> {
+    fn assign_in_existing_block(
+        &self,
+        handle: &mut HandleView,
+        cidr: IpNetwork,
+    ) -> Result<Option<IpAddr>> {
         let entries = read_many(self.store, &[keys::block(&cidr), handle.key.clone()])?;
         handle.entry = entries[1].clone();
         match entries[0].clone() {
@@ -340,11 +404,22 @@ impl<'s> Allocator<'s> {
     /// One block claim: affinity key, block and handle in one transaction, conditional on the
     /// block not existing and on the pool being unchanged (so a pool being removed cannot gain
     /// a block).
-    fn claim_block(&self, handle: &mut HandleView, pool: &mut StoredPool, cidr: IpNetwork, config: IpamConfig) -> Result<Claim> {
+    fn claim_block(
+        &self,
+        handle: &mut HandleView,
+        pool: &mut StoredPool,
+        cidr: IpNetwork,
+        config: IpamConfig,
+    ) -> Result<Claim> {
         let block_key = keys::block(&cidr);
         let affinity_key = keys::host_affinity(&self.node, &cidr);
         loop {
-            let mut block = AllocationBlock::new_affine(cidr, &self.node, config.strict_affinity, pool.pool.cidr);
+            let mut block = AllocationBlock::new_affine(
+                cidr,
+                &self.node,
+                config.strict_affinity,
+                pool.pool.cidr,
+            );
             let Some(addr) = block.assign_next(&handle.id) else {
                 return Ok(Claim::Taken);
             };
@@ -359,7 +434,12 @@ impl<'s> Allocator<'s> {
                     Write::Put(block_key.clone(), block.to_json()),
                     handle.incremented(cidr)?,
                 ],
-                reads_on_failure: vec![block_key.clone(), handle.key.clone(), pool.key.clone(), affinity_key.clone()],
+                reads_on_failure: vec![
+                    block_key.clone(),
+                    handle.key.clone(),
+                    pool.key.clone(),
+                    affinity_key.clone(),
+                ],
             };
             let current = match self.commit(&txn)? {
                 Commit::Done => return Ok(Claim::Assigned(addr)),
@@ -373,7 +453,11 @@ impl<'s> Allocator<'s> {
                     if !fresh.is_enabled() {
                         return Ok(Claim::PoolGone);
                     }
-                    *pool = StoredPool { pool: fresh, key: now.key, revision: now.mod_revision };
+                    *pool = StoredPool {
+                        pool: fresh,
+                        key: now.key,
+                        revision: now.mod_revision,
+                    };
                 }
                 Some(_) => {}
             }
@@ -390,16 +474,27 @@ impl<'s> Allocator<'s> {
 
     /// Borrowing: any existing block of the candidate pools with a free address that the node
     /// may use, in the order of the node's walk through each pool.
-    fn assign_from_any_block(&self, handle: &mut HandleView, family: IpFamily, pools: &[StoredPool]) -> Result<Option<IpAddr>> {
+    fn assign_from_any_block(
+        &self,
+        handle: &mut HandleView,
+        family: IpFamily,
+        pools: &[StoredPool],
+    ) -> Result<Option<IpAddr>> {
         let mut candidates = Vec::new();
         for entry in self.store.list(&keys::blocks_prefix(family))? {
-            let Some(cidr) = keys::parse_block(&entry.key) else { continue };
-            let Some(pool_index) = pools.iter().position(|p| block_in_pool(cidr, p.pool.cidr)) else { continue };
+            let Some(cidr) = keys::parse_block(&entry.key) else {
+                continue;
+            };
+            let Some(pool_index) = pools.iter().position(|p| block_in_pool(cidr, p.pool.cidr))
+            else {
+                continue;
+            };
             let block = AllocationBlock::from_json(&entry.key, &entry.value)?;
             if block.free_count() == 0 || !block.allows_borrowing_by(&self.node) {
                 continue;
             }
-            let position = BlockWalk::new(pools[pool_index].pool.cidr, &self.node)?.position_of(cidr);
+            let position =
+                BlockWalk::new(pools[pool_index].pool.cidr, &self.node)?.position_of(cidr);
             candidates.push((pool_index, position, entry));
         }
         candidates.sort_by_key(|(pool, position, _)| (*pool, *position));
@@ -432,13 +527,21 @@ impl<'s> Allocator<'s> {
                     if !block.allows_borrowing_by(&self.node) {
                         return Err(Error::new(
                             codes::IPAM_EXHAUSTED,
-                            format!("address {addr} is in block {cidr}, which has strict affinity to another node"),
+                            format!(
+                                "address {addr} is in block {cidr}, which has strict affinity to another node"
+                            ),
                         ));
                     }
                     block.assign(addr, handle_id)?;
                     Txn {
-                        conditions: vec![Condition::Revision(block_key.clone(), entry.mod_revision), handle.condition()],
-                        writes: vec![Write::Put(block_key.clone(), block.to_json()), handle.incremented(cidr)?],
+                        conditions: vec![
+                            Condition::Revision(block_key.clone(), entry.mod_revision),
+                            handle.condition(),
+                        ],
+                        writes: vec![
+                            Write::Put(block_key.clone(), block.to_json()),
+                            handle.incremented(cidr)?,
+                        ],
                         reads_on_failure: vec![block_key.clone(), handle.key.clone()],
                     }
                 }
@@ -447,7 +550,8 @@ impl<'s> Allocator<'s> {
                         Some(c) => c.strict_affinity,
                         None => config.insert(read_ipam_config(self.store)?).strict_affinity,
                     };
-                    let mut block = AllocationBlock::new_affine(cidr, &self.node, strict, pool.pool.cidr);
+                    let mut block =
+                        AllocationBlock::new_affine(cidr, &self.node, strict, pool.pool.cidr);
                     block.assign(addr, handle_id)?;
                     Txn {
                         conditions: vec![
@@ -460,7 +564,12 @@ impl<'s> Allocator<'s> {
                             Write::Put(block_key.clone(), block.to_json()),
                             handle.incremented(cidr)?,
                         ],
-                        reads_on_failure: vec![block_key.clone(), handle.key.clone(), pool.key.clone(), affinity_key.clone()],
+                        reads_on_failure: vec![
+                            block_key.clone(),
+                            handle.key.clone(),
+                            pool.key.clone(),
+                            affinity_key.clone(),
+                        ],
                     }
                 }
             };
@@ -469,17 +578,23 @@ impl<'s> Allocator<'s> {
                 Commit::Conflict(current) => current,
             };
             handle.refresh(&current);
-            let raced = find(&current, &block_key).map(|e| e.mod_revision) != current_block.as_ref().map(|e| e.mod_revision);
+            let raced = find(&current, &block_key).map(|e| e.mod_revision)
+                != current_block.as_ref().map(|e| e.mod_revision);
             current_block = find(&current, &block_key);
             if current_block.is_none() {
                 // Only a claim reads the pool back; a changed pool must still hold the address.
                 match find(&current, &pool.key) {
-                    Some(now) if now.mod_revision != pool.revision => pool = self.enabled_pool_containing(addr)?,
+                    Some(now) if now.mod_revision != pool.revision => {
+                        pool = self.enabled_pool_containing(addr)?
+                    }
                     None => pool = self.enabled_pool_containing(addr)?,
                     Some(_) => {}
                 }
             }
-            self.conflicted(&format!("block {cidr} ({} address {addr})", family_name(family)), raced)?;
+            self.conflicted(
+                &format!("block {cidr} ({} address {addr})", family_name(family)),
+                raced,
+            )?;
         }
     }
 
@@ -489,7 +604,13 @@ impl<'s> Allocator<'s> {
             .into_iter()
             .find(|p| p.pool.is_enabled() && p.pool.cidr.contains(addr))
             .ok_or_else(|| {
-                Error::new(codes::IPAM_EXHAUSTED, format!("address {addr} is not in any enabled {} pool", family_name(family)))
+                Error::new(
+                    codes::IPAM_EXHAUSTED,
+                    format!(
+                        "address {addr} is not in any enabled {} pool",
+                        family_name(family)
+                    ),
+                )
             })
     }
 
@@ -513,12 +634,16 @@ impl<'s> Allocator<'s> {
             block.release(addr);
             let mut writes = vec![block_write(&block_key, &block)];
             if let Some(stored) = &handle.entry {
-                let mut counts = AllocationHandle::from_json(handle_id, &handle.key, &stored.value)?;
+                let mut counts =
+                    AllocationHandle::from_json(handle_id, &handle.key, &stored.value)?;
                 counts.decrement(cidr, 1);
                 writes.push(handle_write(&handle.key, &counts));
             }
             let txn = Txn {
-                conditions: vec![Condition::Revision(block_key.clone(), entry.mod_revision), handle.condition()],
+                conditions: vec![
+                    Condition::Revision(block_key.clone(), entry.mod_revision),
+                    handle.condition(),
+                ],
                 writes,
                 reads_on_failure: vec![block_key.clone(), handle.key.clone()],
             };
@@ -527,7 +652,8 @@ impl<'s> Allocator<'s> {
                 Commit::Conflict(current) => {
                     handle.refresh(&current);
                     current_block = find(&current, &block_key);
-                    let raced = current_block.as_ref().map(|e| e.mod_revision) != Some(entry.mod_revision);
+                    let raced =
+                        current_block.as_ref().map(|e| e.mod_revision) != Some(entry.mod_revision);
                     self.conflicted(&format!("block {cidr}"), raced)?;
                 }
             }
@@ -547,14 +673,21 @@ impl<'s> Allocator<'s> {
             let mut held = Vec::new();
             for ((id, key), entry) in handles.iter().zip(&handle_keys).zip(stored) {
                 if let Some(entry) = entry {
-                    held.push((*id, AllocationHandle::from_json(id, key, &entry.value)?, entry));
+                    held.push((
+                        *id,
+                        AllocationHandle::from_json(id, key, &entry.value)?,
+                        entry,
+                    ));
                 }
             }
             if held.is_empty() {
                 return Ok(0);
             }
             let cidrs: Vec<IpNetwork> = {
-                let mut all: Vec<IpNetwork> = held.iter().flat_map(|(_, h, _)| h.blocks.keys().copied()).collect();
+                let mut all: Vec<IpNetwork> = held
+                    .iter()
+                    .flat_map(|(_, h, _)| h.blocks.keys().copied())
+                    .collect();
                 all.sort_by_key(|c| (IpFamily::of(c) == IpFamily::V6, addr_to_u128(c.network())));
                 all.dedup();
                 all
@@ -569,16 +702,20 @@ impl<'s> Allocator<'s> {
                     continue;
                 }
                 released += freed;
-                txn.conditions.push(Condition::Revision(entry.key.clone(), entry.mod_revision));
+                txn.conditions
+                    .push(Condition::Revision(entry.key.clone(), entry.mod_revision));
                 txn.writes.push(block_write(&entry.key, &block));
             }
             for (_, _, entry) in &held {
-                txn.conditions.push(Condition::Revision(entry.key.clone(), entry.mod_revision));
+                txn.conditions
+                    .push(Condition::Revision(entry.key.clone(), entry.mod_revision));
                 txn.writes.push(Write::Delete(entry.key.clone()));
             }
             match self.commit(&txn)? {
                 Commit::Done => return Ok(released),
-                Commit::Conflict(_) => self.conflicted(&format!("handle {}", handles.join(", ")), true)?,
+                Commit::Conflict(_) => {
+                    self.conflicted(&format!("handle {}", handles.join(", ")), true)?
+                }
             }
         }
     }
@@ -602,7 +739,10 @@ impl<'s> Allocator<'s> {
         if n > self.max_conflicts {
             return Err(Error::new(
                 codes::CONFLICT,
-                format!("gave up after {} conflicting updates of {what}", self.max_conflicts),
+                format!(
+                    "gave up after {} conflicting updates of {what}",
+                    self.max_conflicts
+                ),
             )
             .with_kind(Kind::CasConflict));
         }
@@ -622,8 +762,13 @@ fn jitter(conflicts: u32) -> Duration {
 fn already_applied(txn: &Txn, current: &[Entry]) -> bool {
     !txn.writes.is_empty()
         && txn.writes.iter().all(|w| match w {
-            Write::Put(k, v) => txn.reads_on_failure.contains(k) && current.iter().any(|e| &e.key == k && &e.value == v),
-            Write::Delete(k) => txn.reads_on_failure.contains(k) && !current.iter().any(|e| &e.key == k),
+            Write::Put(k, v) => {
+                txn.reads_on_failure.contains(k)
+                    && current.iter().any(|e| &e.key == k && &e.value == v)
+            }
+            Write::Delete(k) => {
+                txn.reads_on_failure.contains(k) && !current.iter().any(|e| &e.key == k)
+            }
         })
 }
 
@@ -638,7 +783,11 @@ fn block_write(key: &str, block: &AllocationBlock) -> Write {
 
 /// The write for a handle after a release: deleted when it holds nothing.
 fn handle_write(key: &str, handle: &AllocationHandle) -> Write {
-    if handle.is_empty() { Write::Delete(key.to_string()) } else { Write::Put(key.to_string(), handle.to_json()) }
+    if handle.is_empty() {
+        Write::Delete(key.to_string())
+    } else {
+        Write::Put(key.to_string(), handle.to_json())
+    }
 }
 
 /// True when a block belongs to a pool: inside it, or (for a pool smaller than a block)
@@ -665,9 +814,19 @@ impl BlockWalk {
     pub fn new(pool: IpNetwork, node: &str) -> Result<Self> {
         let family = IpFamily::of(&pool);
         let prefix = block_prefix(family);
-        let count = if pool.prefix() >= prefix { 1 } else { 1u128 << u32::from(prefix - pool.prefix()) };
+        let count = if pool.prefix() >= prefix {
+            1
+        } else {
+            1u128 << u32::from(prefix - pool.prefix())
+        };
         let base = addr_to_u128(block_cidr_for(pool.network()).network());
-        Ok(BlockWalk { family, base, count, start: node_seed(node) % count, step: 0 })
+        Ok(BlockWalk {
+            family,
+            base,
+            count,
+            start: node_seed(node) % count,
+            step: 0,
+        })
     }
 
     /// How far into the walk `block` comes (0 = first).
@@ -686,7 +845,12 @@ impl Iterator for BlockWalk {
         }
         let index = (self.start + self.step) % self.count;
         self.step += 1;
-        network_at(self.family, self.base + (index << 6), block_prefix(self.family)).ok()
+        network_at(
+            self.family,
+            self.base + (index << 6),
+            block_prefix(self.family),
+        )
+        .ok()
     }
 }
 

@@ -153,19 +153,36 @@ impl AllocationBlock {
             unallocated: Vec::with_capacity(BLOCK_SIZE),
             attributes: Vec::new(),
         };
-        block.unallocated = (0..BLOCK_SIZE).filter(|&o| pool.contains(block.address(o))).collect();
+        block.unallocated = (0..BLOCK_SIZE)
+            .filter(|&o| pool.contains(block.address(o)))
+            .collect();
         block
     }
 
     /// Decodes and validates block JSON read from etcd key `key`.
     pub fn from_json(key: &str, bytes: &[u8]) -> Result<Self> {
-        let raw: BlockIn = serde_json::from_slice(bytes)
-            .map_err(|e| Error::new(codes::DATASTORE, format!("decode block at etcd key {key}: {e}")))?;
-        let invalid = |what: String| Error::new(codes::DATASTORE, format!("invalid block at etcd key {key}: {what}"));
-        let cidr: IpNetwork = raw.cidr.parse().map_err(|e| invalid(format!("cidr {:?}: {e}", raw.cidr)))?;
+        let raw: BlockIn = serde_json::from_slice(bytes).map_err(|e| {
+            Error::new(
+                codes::DATASTORE,
+                format!("decode block at etcd key {key}: {e}"),
+            )
+        })?;
+        let invalid = |what: String| {
+            Error::new(
+                codes::DATASTORE,
+                format!("invalid block at etcd key {key}: {what}"),
+            )
+        };
+        let cidr: IpNetwork = raw
+            .cidr
+            .parse()
+            .map_err(|e| invalid(format!("cidr {:?}: {e}", raw.cidr)))?;
         let family = IpFamily::of(&cidr);
         if cidr.prefix() != block_prefix(family) || !is_network_address(cidr) {
-            return Err(invalid(format!("cidr {cidr} is not a /{} network", block_prefix(family))));
+            return Err(invalid(format!(
+                "cidr {cidr} is not a /{} network",
+                block_prefix(family)
+            )));
         }
         let affinity = match (raw.affinity, raw.host_affinity) {
             (Some(a), _) if !a.is_empty() => Some(a),
@@ -176,15 +193,36 @@ impl AllocationBlock {
         let unallocated = raw.unallocated.unwrap_or_default();
         let attributes = raw.attributes.unwrap_or_default();
         if allocations.len() != BLOCK_SIZE {
-            return Err(invalid(format!("{} allocations instead of {BLOCK_SIZE}", allocations.len())));
+            return Err(invalid(format!(
+                "{} allocations instead of {BLOCK_SIZE}",
+                allocations.len()
+            )));
         }
-        if let Some(bad) = allocations.iter().flatten().find(|&&i| i >= attributes.len()) {
-            return Err(invalid(format!("allocation refers to missing attribute {bad}")));
+        if let Some(bad) = allocations
+            .iter()
+            .flatten()
+            .find(|&&i| i >= attributes.len())
+        {
+            return Err(invalid(format!(
+                "allocation refers to missing attribute {bad}"
+            )));
         }
-        if let Some(bad) = unallocated.iter().find(|&&o| o >= BLOCK_SIZE || allocations[o].is_some()) {
-            return Err(invalid(format!("unallocated ordinal {bad} is out of range or allocated")));
+        if let Some(bad) = unallocated
+            .iter()
+            .find(|&&o| o >= BLOCK_SIZE || allocations[o].is_some())
+        {
+            return Err(invalid(format!(
+                "unallocated ordinal {bad} is out of range or allocated"
+            )));
         }
-        Ok(AllocationBlock { cidr, affinity, strict_affinity: raw.strict_affinity, allocations, unallocated, attributes })
+        Ok(AllocationBlock {
+            cidr,
+            affinity,
+            strict_affinity: raw.strict_affinity,
+            allocations,
+            unallocated,
+            attributes,
+        })
     }
 
     /// The Go v1 JSON of the block.
@@ -208,7 +246,10 @@ impl AllocationBlock {
 
     /// True when the block's affinity is `host:<node>`.
     pub fn is_affine_to(&self, node: &str) -> bool {
-        self.affinity.as_deref().and_then(|a| a.strip_prefix(AFFINITY_PREFIX)) == Some(node)
+        self.affinity
+            .as_deref()
+            .and_then(|a| a.strip_prefix(AFFINITY_PREFIX))
+            == Some(node)
     }
 
     /// True when `node` may allocate here: no strict affinity, or the block is `node`'s or has
@@ -219,7 +260,10 @@ impl AllocationBlock {
 
     /// The address of an ordinal.
     pub fn address(&self, ordinal: usize) -> IpAddr {
-        u128_to_addr(self.family(), addr_to_u128(self.cidr.network()) + ordinal as u128)
+        u128_to_addr(
+            self.family(),
+            addr_to_u128(self.cidr.network()) + ordinal as u128,
+        )
     }
 
     /// The ordinal of an address, if the address is inside the block.
@@ -253,15 +297,21 @@ impl AllocationBlock {
 
     /// Allocates exactly `addr` for `handle`.
     pub fn assign(&mut self, addr: IpAddr, handle: &str) -> Result<()> {
-        let ordinal = self
-            .ordinal(addr)
-            .ok_or_else(|| Error::internal(format!("address {addr} is not in block {}", self.cidr)))?;
+        let ordinal = self.ordinal(addr).ok_or_else(|| {
+            Error::internal(format!("address {addr} is not in block {}", self.cidr))
+        })?;
         if self.allocations[ordinal].is_some() {
-            return Err(Error::new(codes::IPAM_EXHAUSTED, format!("address {addr} is already assigned in block {}", self.cidr))
-                .with_kind(crate::Kind::AlreadyExists));
+            return Err(Error::new(
+                codes::IPAM_EXHAUSTED,
+                format!("address {addr} is already assigned in block {}", self.cidr),
+            )
+            .with_kind(crate::Kind::AlreadyExists));
         }
         let Some(pos) = self.unallocated.iter().position(|&o| o == ordinal) else {
-            return Err(Error::new(codes::IPAM_EXHAUSTED, format!("address {addr} is not assignable in block {}", self.cidr)));
+            return Err(Error::new(
+                codes::IPAM_EXHAUSTED,
+                format!("address {addr} is not assignable in block {}", self.cidr),
+            ));
         };
         self.unallocated.remove(pos);
         let attr = self.find_or_add_attribute(handle);
@@ -287,8 +337,9 @@ impl AllocationBlock {
     /// Frees every address of `handle`; returns how many were freed.
     pub fn release_handle(&mut self, handle: &str) -> usize {
         let attrs = self.attribute_indexes_of(handle);
-        let ordinals: Vec<usize> =
-            (0..BLOCK_SIZE).filter(|&o| self.allocations[o].is_some_and(|a| attrs.contains(&a))).collect();
+        let ordinals: Vec<usize> = (0..BLOCK_SIZE)
+            .filter(|&o| self.allocations[o].is_some_and(|a| attrs.contains(&a)))
+            .collect();
         self.free_ordinals(&ordinals);
         ordinals.len()
     }
@@ -349,7 +400,10 @@ impl AllocationBlock {
     }
 
     fn find_or_add_attribute(&mut self, handle: &str) -> usize {
-        let wanted = AllocationAttribute { handle_id: Some(handle.to_string()), secondary: None };
+        let wanted = AllocationAttribute {
+            handle_id: Some(handle.to_string()),
+            secondary: None,
+        };
         if let Some(i) = self.attributes.iter().position(|a| *a == wanted) {
             return i;
         }
@@ -393,7 +447,8 @@ mod tests {
 
     #[test]
     fn ordinals_and_addresses_round_trip() {
-        let block = AllocationBlock::new_affine(net("10.1.2.64/26"), "n1", false, net("10.1.0.0/16"));
+        let block =
+            AllocationBlock::new_affine(net("10.1.2.64/26"), "n1", false, net("10.1.0.0/16"));
         for o in [0, 1, 17, 63] {
             assert_eq!(block.ordinal(block.address(o)), Some(o));
         }
@@ -405,7 +460,8 @@ mod tests {
 
     #[test]
     fn new_block_has_all_ordinals_free_in_order() {
-        let block = AllocationBlock::new_affine(net("10.0.0.0/26"), "node-1", true, net("10.0.0.0/24"));
+        let block =
+            AllocationBlock::new_affine(net("10.0.0.0/26"), "node-1", true, net("10.0.0.0/24"));
         assert_eq!(block.unallocated, (0..64).collect::<Vec<_>>());
         assert_eq!(block.affinity.as_deref(), Some("host:node-1"));
         assert!(block.strict_affinity && block.is_empty() && block.is_affine_to("node-1"));
@@ -414,14 +470,16 @@ mod tests {
 
     #[test]
     fn pool_smaller_than_block_limits_usable_ordinals() {
-        let block = AllocationBlock::new_affine(net("10.0.0.0/26"), "n", false, net("10.0.0.16/28"));
+        let block =
+            AllocationBlock::new_affine(net("10.0.0.0/26"), "n", false, net("10.0.0.16/28"));
         assert_eq!(block.unallocated, (16..32).collect::<Vec<_>>());
         assert!(block.is_empty());
     }
 
     #[test]
     fn assign_pops_front_release_appends_back() {
-        let mut block = AllocationBlock::new_affine(net("10.0.0.0/26"), "n", false, net("10.0.0.0/16"));
+        let mut block =
+            AllocationBlock::new_affine(net("10.0.0.0/26"), "n", false, net("10.0.0.0/16"));
         assert_eq!(block.assign_next("a"), Some(ip("10.0.0.0")));
         assert_eq!(block.assign_next("b"), Some(ip("10.0.0.1")));
         assert_eq!(block.release(ip("10.0.0.0")), Some(Some("a".to_string())));
@@ -432,7 +490,8 @@ mod tests {
 
     #[test]
     fn release_compacts_and_renumbers_attributes() {
-        let mut block = AllocationBlock::new_affine(net("10.0.0.0/26"), "n", false, net("10.0.0.0/16"));
+        let mut block =
+            AllocationBlock::new_affine(net("10.0.0.0/26"), "n", false, net("10.0.0.0/16"));
         block.assign_next("a");
         block.assign_next("b");
         block.assign_next("a");
@@ -450,7 +509,8 @@ mod tests {
 
     #[test]
     fn full_block_assigns_nothing() {
-        let mut block = AllocationBlock::new_affine(net("10.0.0.0/26"), "n", false, net("10.0.0.0/16"));
+        let mut block =
+            AllocationBlock::new_affine(net("10.0.0.0/26"), "n", false, net("10.0.0.0/16"));
         for _ in 0..64 {
             assert!(block.assign_next("h").is_some());
         }
@@ -460,7 +520,8 @@ mod tests {
 
     #[test]
     fn explicit_assign_refuses_taken_address() {
-        let mut block = AllocationBlock::new_affine(net("10.0.0.0/26"), "n", false, net("10.0.0.0/16"));
+        let mut block =
+            AllocationBlock::new_affine(net("10.0.0.0/26"), "n", false, net("10.0.0.0/16"));
         block.assign(ip("10.0.0.7"), "h").unwrap();
         assert!(!block.unallocated.contains(&7));
         let err = block.assign(ip("10.0.0.7"), "h2").unwrap_err();

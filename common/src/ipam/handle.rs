@@ -30,27 +30,47 @@ struct HandleJson {
 impl AllocationHandle {
     /// An empty handle.
     pub fn new(id: &str) -> Self {
-        AllocationHandle { id: id.to_string(), blocks: BTreeMap::new() }
+        AllocationHandle {
+            id: id.to_string(),
+            blocks: BTreeMap::new(),
+        }
     }
 
     /// Decodes the handle JSON read from etcd key `key`.
     pub fn from_json(id: &str, key: &str, bytes: &[u8]) -> Result<Self> {
-        let raw: HandleJson = serde_json::from_slice(bytes)
-            .map_err(|e| Error::new(codes::DATASTORE, format!("decode handle at etcd key {key}: {e}")))?;
+        let raw: HandleJson = serde_json::from_slice(bytes).map_err(|e| {
+            Error::new(
+                codes::DATASTORE,
+                format!("decode handle at etcd key {key}: {e}"),
+            )
+        })?;
         let mut blocks = BTreeMap::new();
         for (cidr, count) in raw.block.unwrap_or_default() {
             let net: IpNetwork = cidr.parse().map_err(|e| {
-                Error::new(codes::DATASTORE, format!("invalid block {cidr:?} in handle at etcd key {key}: {e}"))
+                Error::new(
+                    codes::DATASTORE,
+                    format!("invalid block {cidr:?} in handle at etcd key {key}: {e}"),
+                )
             })?;
             *blocks.entry(net).or_insert(0) += count;
         }
-        Ok(AllocationHandle { id: id.to_string(), blocks })
+        Ok(AllocationHandle {
+            id: id.to_string(),
+            blocks,
+        })
     }
 
     /// The JSON to store: `{"id":…,"block":{"<cidr>":<count>}}`.
     pub fn to_json(&self) -> Vec<u8> {
-        let block = self.blocks.iter().map(|(net, n)| (net.to_string(), *n)).collect();
-        let raw = HandleJson { id: Some(self.id.clone()), block: Some(block) };
+        let block = self
+            .blocks
+            .iter()
+            .map(|(net, n)| (net.to_string(), *n))
+            .collect();
+        let raw = HandleJson {
+            id: Some(self.id.clone()),
+            block: Some(block),
+        };
         // A map of strings to integers always serialises.
         serde_json::to_vec(&raw).unwrap_or_default()
     }
@@ -92,12 +112,22 @@ mod tests {
 
     #[test]
     fn go_handle_is_read_and_written_with_id() {
-        let h = AllocationHandle::from_json("net1.abc", "k", br#"{"block":{"10.0.0.0/26":1}}"#).unwrap();
+        let h = AllocationHandle::from_json("net1.abc", "k", br#"{"block":{"10.0.0.0/26":1}}"#)
+            .unwrap();
         assert_eq!(h.blocks[&net("10.0.0.0/26")], 1);
-        assert_eq!(h.to_json(), br#"{"id":"net1.abc","block":{"10.0.0.0/26":1}}"#.to_vec());
-        let python = AllocationHandle::from_json("x", "k", br#"{"id":"x","block":{"fd00::/122":2}}"#).unwrap();
+        assert_eq!(
+            h.to_json(),
+            br#"{"id":"net1.abc","block":{"10.0.0.0/26":1}}"#.to_vec()
+        );
+        let python =
+            AllocationHandle::from_json("x", "k", br#"{"id":"x","block":{"fd00::/122":2}}"#)
+                .unwrap();
         assert_eq!(python.total(), 2);
-        assert!(AllocationHandle::from_json("x", "k", br#"{"block":null}"#).unwrap().is_empty());
+        assert!(
+            AllocationHandle::from_json("x", "k", br#"{"block":null}"#)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -116,8 +146,13 @@ mod tests {
     #[test]
     fn bad_handle_json_names_the_key() {
         for bad in [&b"\"text\""[..], br#"{"block":{"nonsense":1}}"#] {
-            let err = AllocationHandle::from_json("h", "/calico/ipam/v2/handle/h", bad).unwrap_err();
-            assert!(err.msg().contains("/calico/ipam/v2/handle/h"), "{}", err.msg());
+            let err =
+                AllocationHandle::from_json("h", "/calico/ipam/v2/handle/h", bad).unwrap_err();
+            assert!(
+                err.msg().contains("/calico/ipam/v2/handle/h"),
+                "{}",
+                err.msg()
+            );
         }
     }
 }

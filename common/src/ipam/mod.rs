@@ -14,7 +14,9 @@ pub mod store;
 pub use allocator::{Allocator, AutoAssign, BlockWalk};
 pub use block::{AllocationAttribute, AllocationBlock, BLOCK_SIZE};
 pub use handle::AllocationHandle;
-pub use pool::{IpPool, IpamConfig, PoolSpec, StoredPool, add_pool, list_all_pools, list_pools, remove_pool};
+pub use pool::{
+    IpPool, IpamConfig, PoolSpec, StoredPool, add_pool, list_all_pools, list_pools, remove_pool,
+};
 pub use store::{MemoryStore, Store};
 
 /// The handle id of an ADD since Calico v1.11.2: `<network name>.<container id>`.

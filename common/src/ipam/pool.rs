@@ -83,8 +83,16 @@ impl IpPool {
     pub fn from_spec(spec: &PoolSpec) -> IpPool {
         IpPool {
             cidr: spec.cidr,
-            ipip: if spec.ipip { IPIP_INTERFACE.to_string() } else { String::new() },
-            ipip_mode: if spec.ipip { "always".to_string() } else { String::new() },
+            ipip: if spec.ipip {
+                IPIP_INTERFACE.to_string()
+            } else {
+                String::new()
+            },
+            ipip_mode: if spec.ipip {
+                "always".to_string()
+            } else {
+                String::new()
+            },
             masquerade: spec.nat_outgoing,
             ipam: !spec.disabled,
             disabled: spec.disabled,
@@ -93,8 +101,12 @@ impl IpPool {
 
     /// Decodes a pool read from etcd key `key`.
     pub fn from_json(key: &str, bytes: &[u8]) -> Result<IpPool> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| Error::new(codes::DATASTORE, format!("decode pool at etcd key {key}: {e}")))
+        serde_json::from_slice(bytes).map_err(|e| {
+            Error::new(
+                codes::DATASTORE,
+                format!("decode pool at etcd key {key}: {e}"),
+            )
+        })
     }
 
     /// The stored JSON.
@@ -131,7 +143,10 @@ pub struct IpamConfig {
 
 impl Default for IpamConfig {
     fn default() -> Self {
-        IpamConfig { strict_affinity: false, auto_allocate_blocks: true }
+        IpamConfig {
+            strict_affinity: false,
+            auto_allocate_blocks: true,
+        }
     }
 }
 
@@ -150,14 +165,24 @@ pub fn read_ipam_config(store: &dyn Store) -> Result<IpamConfig> {
         return Ok(IpamConfig::default());
     };
     let raw: IpamConfigJson = serde_json::from_slice(&entry.value).map_err(|e| {
-        Error::new(codes::DATASTORE, format!("decode ipam config at etcd key {}: {e}", keys::IPAM_CONFIG))
+        Error::new(
+            codes::DATASTORE,
+            format!("decode ipam config at etcd key {}: {e}", keys::IPAM_CONFIG),
+        )
     })?;
-    Ok(IpamConfig { strict_affinity: raw.strict_affinity, auto_allocate_blocks: raw.auto_allocate_blocks })
+    Ok(IpamConfig {
+        strict_affinity: raw.strict_affinity,
+        auto_allocate_blocks: raw.auto_allocate_blocks,
+    })
 }
 
 /// Every pool of a family, in key order.
 pub fn list_pools(store: &dyn Store, family: IpFamily) -> Result<Vec<StoredPool>> {
-    store.list(&keys::pools_prefix(family))?.iter().map(stored_pool).collect()
+    store
+        .list(&keys::pools_prefix(family))?
+        .iter()
+        .map(stored_pool)
+        .collect()
 }
 
 /// Every pool of both families, IPv4 first.
@@ -168,7 +193,11 @@ pub fn list_all_pools(store: &dyn Store) -> Result<Vec<StoredPool>> {
 }
 
 fn stored_pool(entry: &Entry) -> Result<StoredPool> {
-    Ok(StoredPool { pool: IpPool::from_json(&entry.key, &entry.value)?, key: entry.key.clone(), revision: entry.mod_revision })
+    Ok(StoredPool {
+        pool: IpPool::from_json(&entry.key, &entry.value)?,
+        key: entry.key.clone(),
+        revision: entry.mod_revision,
+    })
 }
 
 /// Checks an operator's pool CIDR: a network address, no smaller than one block.
@@ -179,13 +208,21 @@ fn stored_pool(entry: &Entry) -> Result<StoredPool> {
 pub fn validate_pool_cidr(cidr: IpNetwork) -> Result<()> {
     let family = IpFamily::of(&cidr);
     if !is_network_address(cidr) {
-        let fixed = IpNetwork::new(cidr.network(), cidr.prefix()).map_or_else(|_| cidr.to_string(), |n| n.to_string());
-        return Err(Error::new(Code::InvalidConfig, format!("pool cidr {cidr} has host bits set (did you mean {fixed}?)")));
+        let fixed = IpNetwork::new(cidr.network(), cidr.prefix())
+            .map_or_else(|_| cidr.to_string(), |n| n.to_string());
+        return Err(Error::new(
+            Code::InvalidConfig,
+            format!("pool cidr {cidr} has host bits set (did you mean {fixed}?)"),
+        ));
     }
     if cidr.prefix() > block_prefix(family) {
         return Err(Error::new(
             Code::InvalidConfig,
-            format!("pool cidr {cidr} is smaller than one {} block (/{})", family_name(family), block_prefix(family)),
+            format!(
+                "pool cidr {cidr} is smaller than one {} block (/{})",
+                family_name(family),
+                block_prefix(family)
+            ),
         ));
     }
     Ok(())
@@ -200,7 +237,10 @@ pub fn add_pool(store: &dyn Store, spec: &PoolSpec) -> Result<IpPool> {
         let msg = if other.pool.cidr == spec.cidr {
             format!("pool {} already exists", spec.cidr)
         } else {
-            format!("pool {} overlaps existing pool {}", spec.cidr, other.pool.cidr)
+            format!(
+                "pool {} overlaps existing pool {}",
+                spec.cidr, other.pool.cidr
+            )
         };
         return Err(Error::new(codes::IPAM, msg).with_kind(Kind::AlreadyExists));
     }
@@ -209,15 +249,26 @@ pub fn add_pool(store: &dyn Store, spec: &PoolSpec) -> Result<IpPool> {
     // Every existing pool of the family is a condition too, so that two concurrent adds of
     // overlapping pools cannot both succeed.
     let mut conditions = vec![Condition::Absent(key.clone())];
-    conditions.extend(existing.iter().map(|p| Condition::Revision(p.key.clone(), p.revision)));
+    conditions.extend(
+        existing
+            .iter()
+            .map(|p| Condition::Revision(p.key.clone(), p.revision)),
+    );
     let mut writes = vec![Write::Put(key.clone(), pool.to_json())];
     if spec.ipip {
         writes.push(Write::Put(IPIP_ENABLED_KEY.to_string(), b"true".to_vec()));
     }
-    let outcome = store.txn(&Txn { conditions, writes, reads_on_failure: Vec::new() })?;
+    let outcome = store.txn(&Txn {
+        conditions,
+        writes,
+        reads_on_failure: Vec::new(),
+    })?;
     if !outcome.committed {
-        return Err(Error::new(codes::CONFLICT, format!("pool {} changed concurrently, try again", spec.cidr))
-            .with_kind(Kind::CasConflict));
+        return Err(Error::new(
+            codes::CONFLICT,
+            format!("pool {} changed concurrently, try again", spec.cidr),
+        )
+        .with_kind(Kind::CasConflict));
     }
     Ok(pool)
 }
@@ -235,7 +286,10 @@ fn overlaps(a: IpNetwork, b: IpNetwork) -> bool {
 pub fn remove_pool(store: &dyn Store, cidr: IpNetwork) -> Result<()> {
     let key = keys::pool(&cidr);
     let Some(entry) = store.get(&key)? else {
-        return Err(Error::new(codes::IPAM, format!("pool {cidr} does not exist")).with_kind(Kind::NotFound));
+        return Err(
+            Error::new(codes::IPAM, format!("pool {cidr} does not exist"))
+                .with_kind(Kind::NotFound),
+        );
     };
     let original = stored_pool(&entry)?;
     let disabled_revision = disable_pool(store, &original)?;
@@ -250,8 +304,11 @@ pub fn remove_pool(store: &dyn Store, cidr: IpNetwork) -> Result<()> {
         }
     }
     restore_pool(store, &original, &key, disabled_revision);
-    Err(Error::new(codes::CONFLICT, format!("pool {cidr}: blocks kept changing during removal, try again"))
-        .with_kind(Kind::CasConflict))
+    Err(Error::new(
+        codes::CONFLICT,
+        format!("pool {cidr}: blocks kept changing during removal, try again"),
+    )
+    .with_kind(Kind::CasConflict))
 }
 
 /// Writes the pool back disabled; returns the new revision (read back).
@@ -265,21 +322,34 @@ fn disable_pool(store: &dyn Store, stored: &StoredPool) -> Result<i64> {
         reads_on_failure: Vec::new(),
     };
     if !store.txn(&txn)?.committed {
-        return Err(Error::new(codes::CONFLICT, format!("pool {} changed concurrently, try again", stored.pool.cidr))
-            .with_kind(Kind::CasConflict));
+        return Err(Error::new(
+            codes::CONFLICT,
+            format!("pool {} changed concurrently, try again", stored.pool.cidr),
+        )
+        .with_kind(Kind::CasConflict));
     }
-    let entry = store
-        .get(&stored.key)?
-        .ok_or_else(|| Error::new(codes::CONFLICT, format!("pool {} was removed concurrently", stored.pool.cidr)))?;
+    let entry = store.get(&stored.key)?.ok_or_else(|| {
+        Error::new(
+            codes::CONFLICT,
+            format!("pool {} was removed concurrently", stored.pool.cidr),
+        )
+    })?;
     Ok(entry.mod_revision)
 }
 
 /// One attempt: true when deleted, false when a block changed in between (retry).
-fn delete_disabled_pool(store: &dyn Store, cidr: IpNetwork, key: &str, revision: i64) -> Result<bool> {
+fn delete_disabled_pool(
+    store: &dyn Store,
+    cidr: IpNetwork,
+    key: &str,
+    revision: i64,
+) -> Result<bool> {
     let family = IpFamily::of(&cidr);
     let mut blocks = Vec::new();
     for entry in store.list(&keys::blocks_prefix(family))? {
-        let Some(block_cidr) = keys::parse_block(&entry.key) else { continue };
+        let Some(block_cidr) = keys::parse_block(&entry.key) else {
+            continue;
+        };
         if !cidr.contains(block_cidr.network()) {
             continue;
         }
@@ -288,7 +358,9 @@ fn delete_disabled_pool(store: &dyn Store, cidr: IpNetwork, key: &str, revision:
         if used > 0 {
             return Err(Error::new(
                 codes::IPAM,
-                format!("pool {cidr} still has {used} allocated addresses in block {block_cidr}; release them first"),
+                format!(
+                    "pool {cidr} still has {used} allocated addresses in block {block_cidr}; release them first"
+                ),
             ));
         }
         blocks.push(entry);
@@ -299,11 +371,19 @@ fn delete_disabled_pool(store: &dyn Store, cidr: IpNetwork, key: &str, revision:
         .filter(|k| keys::parse_host_affinity(k).is_some_and(|(_, b)| cidr.contains(b.network())))
         .collect();
     let mut conditions = vec![Condition::Revision(key.to_string(), revision)];
-    conditions.extend(blocks.iter().map(|b| Condition::Revision(b.key.clone(), b.mod_revision)));
+    conditions.extend(
+        blocks
+            .iter()
+            .map(|b| Condition::Revision(b.key.clone(), b.mod_revision)),
+    );
     let mut writes = vec![Write::Delete(key.to_string())];
     writes.extend(blocks.iter().map(|b| Write::Delete(b.key.clone())));
     writes.extend(affinities.into_iter().map(Write::Delete));
-    let outcome = store.txn(&Txn { conditions, writes, reads_on_failure: Vec::new() })?;
+    let outcome = store.txn(&Txn {
+        conditions,
+        writes,
+        reads_on_failure: Vec::new(),
+    })?;
     Ok(outcome.committed)
 }
 
@@ -315,7 +395,10 @@ fn restore_pool(store: &dyn Store, original: &StoredPool, key: &str, disabled_re
         reads_on_failure: Vec::new(),
     };
     if let Err(err) = store.txn(&txn) {
-        eprintln!("pool {}: could not re-enable after refused removal: {err}", original.pool.cidr);
+        eprintln!(
+            "pool {}: could not re-enable after refused removal: {err}",
+            original.pool.cidr
+        );
     }
 }
 
@@ -329,12 +412,22 @@ mod tests {
     }
 
     fn spec(cidr: &str) -> PoolSpec {
-        PoolSpec { cidr: net(cidr), disabled: false, ipip: false, nat_outgoing: false }
+        PoolSpec {
+            cidr: net(cidr),
+            disabled: false,
+            ipip: false,
+            nat_outgoing: false,
+        }
     }
 
     #[test]
     fn pool_json_matches_libcalico_go() {
-        let pool = IpPool::from_spec(&PoolSpec { cidr: net("192.168.0.0/16"), disabled: false, ipip: true, nat_outgoing: true });
+        let pool = IpPool::from_spec(&PoolSpec {
+            cidr: net("192.168.0.0/16"),
+            disabled: false,
+            ipip: true,
+            nat_outgoing: true,
+        });
         assert_eq!(
             String::from_utf8(pool.to_json()).unwrap(),
             r#"{"cidr":"192.168.0.0/16","ipip":"tunl0","ipip_mode":"always","masquerade":true,"ipam":true,"disabled":false}"#
@@ -346,8 +439,15 @@ mod tests {
 
     #[test]
     fn pool_cidr_validation() {
-        let cases = [("10.0.0.0/16", true), ("10.0.0.0/26", true), ("10.0.0.0/27", false), ("10.0.0.1/24", false),
-            ("fd00::/64", true), ("fd00::/122", true), ("fd00::/123", false)];
+        let cases = [
+            ("10.0.0.0/16", true),
+            ("10.0.0.0/26", true),
+            ("10.0.0.0/27", false),
+            ("10.0.0.1/24", false),
+            ("fd00::/64", true),
+            ("fd00::/122", true),
+            ("fd00::/123", false),
+        ];
         for (cidr, ok) in cases {
             assert_eq!(validate_pool_cidr(net(cidr)).is_ok(), ok, "{cidr}");
         }
@@ -367,13 +467,25 @@ mod tests {
         let all = list_all_pools(&store).unwrap();
         let cidrs: Vec<String> = all.iter().map(|p| p.pool.cidr.to_string()).collect();
         assert_eq!(cidrs, ["10.0.0.0/16", "10.1.0.0/16", "fd00::/64"]);
-        assert!(store.get("/calico/v1/ipam/v4/pool/10.1.0.0-16").unwrap().is_some());
+        assert!(
+            store
+                .get("/calico/v1/ipam/v4/pool/10.1.0.0-16")
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]
     fn ipip_pool_enables_felix_ipip() {
         let store = MemoryStore::new();
-        add_pool(&store, &PoolSpec { ipip: true, ..spec("10.0.0.0/16") }).unwrap();
+        add_pool(
+            &store,
+            &PoolSpec {
+                ipip: true,
+                ..spec("10.0.0.0/16")
+            },
+        )
+        .unwrap();
         assert_eq!(store.get(IPIP_ENABLED_KEY).unwrap().unwrap().value, b"true");
     }
 
@@ -382,15 +494,23 @@ mod tests {
         let store = MemoryStore::new();
         assert_eq!(read_ipam_config(&store).unwrap(), IpamConfig::default());
         store.put(keys::IPAM_CONFIG, br#"{"strict_affinity":true}"#);
-        assert_eq!(read_ipam_config(&store).unwrap(), IpamConfig { strict_affinity: true, auto_allocate_blocks: false });
+        assert_eq!(
+            read_ipam_config(&store).unwrap(),
+            IpamConfig {
+                strict_affinity: true,
+                auto_allocate_blocks: false
+            }
+        );
     }
 
     #[test]
     fn remove_deletes_empty_blocks_and_affinities_but_refuses_allocations() {
         let store = MemoryStore::new();
         add_pool(&store, &spec("10.0.0.0/24")).unwrap();
-        let empty = AllocationBlock::new_affine(net("10.0.0.0/26"), "n1", false, net("10.0.0.0/24"));
-        let mut used = AllocationBlock::new_affine(net("10.0.0.64/26"), "n2", false, net("10.0.0.0/24"));
+        let empty =
+            AllocationBlock::new_affine(net("10.0.0.0/26"), "n1", false, net("10.0.0.0/24"));
+        let mut used =
+            AllocationBlock::new_affine(net("10.0.0.64/26"), "n2", false, net("10.0.0.0/24"));
         used.assign_next("h");
         store.put(&keys::block(&empty.cidr), &empty.to_json());
         store.put(&keys::host_affinity("n1", &empty.cidr), b"{}");
@@ -406,6 +526,9 @@ mod tests {
         store.put(&keys::block(&used.cidr), &used.to_json());
         remove_pool(&store, net("10.0.0.0/24")).unwrap();
         assert!(store.dump().is_empty(), "{:?}", store.dump());
-        assert_eq!(remove_pool(&store, net("10.0.0.0/24")).unwrap_err().kind(), Kind::NotFound);
+        assert_eq!(
+            remove_pool(&store, net("10.0.0.0/24")).unwrap_err().kind(),
+            Kind::NotFound
+        );
     }
 }

@@ -49,7 +49,10 @@ pub fn read_many(store: &dyn Store, keys: &[String]) -> Result<Vec<Option<Entry>
         reads_on_failure: keys.to_vec(),
     };
     let outcome = store.txn(&txn)?;
-    Ok(keys.iter().map(|k| outcome.current.iter().find(|e| &e.key == k).cloned()).collect())
+    Ok(keys
+        .iter()
+        .map(|k| outcome.current.iter().find(|e| &e.key == k).cloned())
+        .collect())
 }
 
 /// An in-memory [`Store`] with etcd's revision semantics, for unit tests and dry runs.
@@ -76,10 +79,18 @@ impl MemoryStore {
         let mut state = self.lock();
         state.revision += 1;
         let revision = state.revision;
-        let create_revision = state.entries.get(key).map_or(revision, |e| e.create_revision);
+        let create_revision = state
+            .entries
+            .get(key)
+            .map_or(revision, |e| e.create_revision);
         state.entries.insert(
             key.to_string(),
-            Entry { key: key.to_string(), value: value.to_vec(), mod_revision: revision, create_revision },
+            Entry {
+                key: key.to_string(),
+                value: value.to_vec(),
+                mod_revision: revision,
+                create_revision,
+            },
         );
     }
 
@@ -95,7 +106,9 @@ impl MemoryStore {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
         // A panicking test thread must not hide the state from the others.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -109,7 +122,12 @@ impl Store for MemoryStore {
     fn list(&self, prefix: &str) -> Result<Vec<Entry>> {
         let mut state = self.lock();
         state.requests += 1;
-        Ok(state.entries.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(_, e)| e.clone()).collect())
+        Ok(state
+            .entries
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, e)| e.clone())
+            .collect())
     }
 
     fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
@@ -121,22 +139,40 @@ impl Store for MemoryStore {
         state.requests += 1;
         let holds = txn.conditions.iter().all(|c| match c {
             Condition::Absent(k) => !state.entries.contains_key(k),
-            Condition::Revision(k, rev) => state.entries.get(k).is_some_and(|e| e.mod_revision == *rev),
+            Condition::Revision(k, rev) => {
+                state.entries.get(k).is_some_and(|e| e.mod_revision == *rev)
+            }
         });
         if !holds {
-            let current = txn.reads_on_failure.iter().filter_map(|k| state.entries.get(k).cloned()).collect();
-            return Ok(TxnOutcome { committed: false, current });
+            let current = txn
+                .reads_on_failure
+                .iter()
+                .filter_map(|k| state.entries.get(k).cloned())
+                .collect();
+            return Ok(TxnOutcome {
+                committed: false,
+                current,
+            });
         }
         if txn.writes.is_empty() {
-            return Ok(TxnOutcome { committed: true, current: Vec::new() });
+            return Ok(TxnOutcome {
+                committed: true,
+                current: Vec::new(),
+            });
         }
         state.revision += 1;
         let revision = state.revision;
         for write in &txn.writes {
             match write {
                 Write::Put(k, v) => {
-                    let create_revision = state.entries.get(k).map_or(revision, |e| e.create_revision);
-                    let entry = Entry { key: k.clone(), value: v.clone(), mod_revision: revision, create_revision };
+                    let create_revision =
+                        state.entries.get(k).map_or(revision, |e| e.create_revision);
+                    let entry = Entry {
+                        key: k.clone(),
+                        value: v.clone(),
+                        mod_revision: revision,
+                        create_revision,
+                    };
                     state.entries.insert(k.clone(), entry);
                 }
                 Write::Delete(k) => {
@@ -144,7 +180,10 @@ impl Store for MemoryStore {
                 }
             }
         }
-        Ok(TxnOutcome { committed: true, current: Vec::new() })
+        Ok(TxnOutcome {
+            committed: true,
+            current: Vec::new(),
+        })
     }
 }
 
@@ -179,8 +218,14 @@ mod tests {
         store.put("/a", b"1");
         let rev = store.get("/a").unwrap().unwrap().mod_revision;
         let txn = Txn {
-            conditions: vec![Condition::Revision("/a".into(), rev), Condition::Absent("/b".into())],
-            writes: vec![Write::Put("/a".into(), b"2".to_vec()), Write::Put("/b".into(), b"x".to_vec())],
+            conditions: vec![
+                Condition::Revision("/a".into(), rev),
+                Condition::Absent("/b".into()),
+            ],
+            writes: vec![
+                Write::Put("/a".into(), b"2".to_vec()),
+                Write::Put("/b".into(), b"x".to_vec()),
+            ],
             reads_on_failure: vec!["/a".into(), "/b".into()],
         };
         assert!(store.txn(&txn).unwrap().committed);
@@ -194,7 +239,10 @@ mod tests {
     #[test]
     fn read_many_returns_keys_in_order() {
         let store = MemoryStore::new();
-        assert_eq!(read_many(&store, &["/x".into(), "/y".into()]).unwrap(), vec![None, None]);
+        assert_eq!(
+            read_many(&store, &["/x".into(), "/y".into()]).unwrap(),
+            vec![None, None]
+        );
         store.put("/y", b"1");
         let got = read_many(&store, &["/x".into(), "/y".into()]).unwrap();
         assert!(got[0].is_none());

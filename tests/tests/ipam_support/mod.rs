@@ -40,13 +40,23 @@ impl IpamBed {
     pub fn conf_on(&self, node: &str) -> NetConf {
         NetConf::fixture(
             "calico-ipam.conf",
-            &[("NETWORK", &self.network), ("ETCD_ENDPOINTS", self.etcd.endpoint()), ("NODENAME", node)],
+            &[
+                ("NETWORK", &self.network),
+                ("ETCD_ENDPOINTS", self.etcd.endpoint()),
+                ("NODENAME", node),
+            ],
         )
     }
 
     /// The environment of one `calico-ipam` run.
     pub fn env(&self, command: &str, container_id: &str) -> Env {
-        Env::cni(command, container_id, NO_NETNS, "eth0", &self.cni_path.path_str())
+        Env::cni(
+            command,
+            container_id,
+            NO_NETNS,
+            "eth0",
+            &self.cni_path.path_str(),
+        )
     }
 
     /// Runs `calico-ipam` with `conf`.
@@ -75,7 +85,11 @@ impl IpamBed {
     /// `calico-ipam pool add <cidr>`, which must succeed.
     pub fn add_pool(&self, cidr: &str) {
         let out = self.admin(&["pool", "add", cidr]);
-        assert!(out.status.success(), "pool add {cidr}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pool add {cidr}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// The handle key of a container on this bed's network.
@@ -115,27 +129,44 @@ pub fn check_datastore(etcd: &Etcd) -> Vec<BlockState> {
     for (key, raw) in etcd.get_prefix("/calico/ipam/v2/assignment/") {
         let block = check_block_shape(&key, &raw);
         for handle in block.allocated.values() {
-            *from_blocks.entry((handle.clone(), block.cidr.clone())).or_default() += 1;
+            *from_blocks
+                .entry((handle.clone(), block.cidr.clone()))
+                .or_default() += 1;
         }
         blocks.push(block);
     }
     for (key, raw) in etcd.get_prefix("/calico/ipam/v2/host/") {
         assert_eq!(raw, "{}", "affinity value at {key}");
         let (node, cidr) = parse_affinity_key(&key);
-        let block = blocks.iter().find(|b| b.cidr == cidr).unwrap_or_else(|| panic!("affinity {key} without block"));
-        assert_eq!(block.affinity.as_deref(), Some(format!("host:{node}").as_str()), "affinity {key}");
+        let block = blocks
+            .iter()
+            .find(|b| b.cidr == cidr)
+            .unwrap_or_else(|| panic!("affinity {key} without block"));
+        assert_eq!(
+            block.affinity.as_deref(),
+            Some(format!("host:{node}").as_str()),
+            "affinity {key}"
+        );
     }
     let mut from_handles = BTreeMap::new();
     for (key, raw) in etcd.get_prefix("/calico/ipam/v2/handle/") {
-        let id = key.trim_start_matches("/calico/ipam/v2/handle/").to_string();
-        let value: Value = serde_json::from_str(&raw).unwrap_or_else(|e| panic!("handle {key}: {e}"));
-        let counts = value["block"].as_object().unwrap_or_else(|| panic!("handle {key} has no block map: {raw}"));
+        let id = key
+            .trim_start_matches("/calico/ipam/v2/handle/")
+            .to_string();
+        let value: Value =
+            serde_json::from_str(&raw).unwrap_or_else(|e| panic!("handle {key}: {e}"));
+        let counts = value["block"]
+            .as_object()
+            .unwrap_or_else(|| panic!("handle {key} has no block map: {raw}"));
         assert!(!counts.is_empty(), "empty handle {key} left behind");
         for (cidr, n) in counts {
             from_handles.insert((id.clone(), cidr.clone()), n.as_u64().expect("count"));
         }
     }
-    assert_eq!(from_handles, from_blocks, "handle counts vs block allocations");
+    assert_eq!(
+        from_handles, from_blocks,
+        "handle counts vs block allocations"
+    );
     blocks
 }
 
@@ -149,14 +180,33 @@ fn parse_affinity_key(key: &str) -> (String, String) {
 
 fn check_block_shape(key: &str, raw: &str) -> BlockState {
     let value: Value = serde_json::from_str(raw).unwrap_or_else(|e| panic!("block {key}: {e}"));
-    let obj = value.as_object().unwrap_or_else(|| panic!("block {key} is not an object"));
+    let obj = value
+        .as_object()
+        .unwrap_or_else(|| panic!("block {key} is not an object"));
     let mut fields: Vec<&str> = obj.keys().map(String::as_str).collect();
     fields.sort();
-    assert_eq!(fields, ["affinity", "allocations", "attributes", "cidr", "strictAffinity", "unallocated"], "{key}");
+    assert_eq!(
+        fields,
+        [
+            "affinity",
+            "allocations",
+            "attributes",
+            "cidr",
+            "strictAffinity",
+            "unallocated"
+        ],
+        "{key}"
+    );
     let cidr = obj["cidr"].as_str().expect("cidr").to_string();
     let (addr, prefix) = cidr.split_once('/').expect("cidr with prefix");
-    assert!(key.ends_with(&format!("/{addr}-{prefix}")), "block {key} holds cidr {cidr}");
-    assert!(prefix == "26" || prefix == "122", "{key}: block prefix {prefix}");
+    assert!(
+        key.ends_with(&format!("/{addr}-{prefix}")),
+        "block {key} holds cidr {cidr}"
+    );
+    assert!(
+        prefix == "26" || prefix == "122",
+        "{key}: block prefix {prefix}"
+    );
     let affinity = match &obj["affinity"] {
         Value::Null => None,
         Value::String(a) => {
@@ -170,7 +220,10 @@ fn check_block_shape(key: &str, raw: &str) -> BlockState {
     for attr in attributes {
         let a = attr.as_object().expect("attribute object");
         assert_eq!(a.len(), 2, "{key}: attribute {attr}");
-        assert!(a["handle_id"].is_string() && a["secondary"].is_null(), "{key}: attribute {attr}");
+        assert!(
+            a["handle_id"].is_string() && a["secondary"].is_null(),
+            "{key}: attribute {attr}"
+        );
     }
     let allocations = obj["allocations"].as_array().expect("allocations array");
     assert_eq!(allocations.len(), 64, "{key}");
@@ -184,21 +237,41 @@ fn check_block_shape(key: &str, raw: &str) -> BlockState {
     let mut used = vec![false; attributes.len()];
     for (ordinal, slot) in allocations.iter().enumerate() {
         match slot {
-            Value::Null => assert!(unallocated.contains(&ordinal), "{key}: free ordinal {ordinal} not in unallocated"),
+            Value::Null => assert!(
+                unallocated.contains(&ordinal),
+                "{key}: free ordinal {ordinal} not in unallocated"
+            ),
             Value::Number(n) => {
                 let index = n.as_u64().expect("index") as usize;
-                assert!(index < attributes.len(), "{key}: ordinal {ordinal} -> attribute {index}");
-                assert!(!unallocated.contains(&ordinal), "{key}: ordinal {ordinal} allocated and free");
+                assert!(
+                    index < attributes.len(),
+                    "{key}: ordinal {ordinal} -> attribute {index}"
+                );
+                assert!(
+                    !unallocated.contains(&ordinal),
+                    "{key}: ordinal {ordinal} allocated and free"
+                );
                 used[index] = true;
-                let handle = attributes[index]["handle_id"].as_str().expect("handle").to_string();
+                let handle = attributes[index]["handle_id"]
+                    .as_str()
+                    .expect("handle")
+                    .to_string();
                 allocated.insert(ordinal, handle);
             }
             other => panic!("{key}: allocation {other}"),
         }
     }
-    assert_eq!(unallocated.len(), 64 - allocated.len(), "{key}: duplicates in unallocated");
+    assert_eq!(
+        unallocated.len(),
+        64 - allocated.len(),
+        "{key}: duplicates in unallocated"
+    );
     assert!(used.iter().all(|u| *u), "{key}: attributes not compacted");
-    BlockState { cidr, affinity, allocated }
+    BlockState {
+        cidr,
+        affinity,
+        allocated,
+    }
 }
 
 /// The etcd requests one run made, from the datastore's request log.

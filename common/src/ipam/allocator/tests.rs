@@ -16,13 +16,28 @@ fn ip(s: &str) -> IpAddr {
 fn store_with_pools(pools: &[&str]) -> MemoryStore {
     let store = MemoryStore::new();
     for cidr in pools {
-        add_pool(&store, &PoolSpec { cidr: net(cidr), disabled: false, ipip: false, nat_outgoing: false }).unwrap();
+        add_pool(
+            &store,
+            &PoolSpec {
+                cidr: net(cidr),
+                disabled: false,
+                ipip: false,
+                nat_outgoing: false,
+            },
+        )
+        .unwrap();
     }
     store
 }
 
 fn v4(handle: &str) -> AutoAssign<'_> {
-    AutoAssign { handle, ipv4: true, ipv6: false, ipv4_pools: &[], ipv6_pools: &[] }
+    AutoAssign {
+        handle,
+        ipv4: true,
+        ipv6: false,
+        ipv4_pools: &[],
+        ipv6_pools: &[],
+    }
 }
 
 fn blocks(store: &MemoryStore) -> Vec<AllocationBlock> {
@@ -35,10 +50,11 @@ fn blocks(store: &MemoryStore) -> Vec<AllocationBlock> {
 }
 
 fn handle_total(store: &MemoryStore, id: &str) -> u64 {
-    store
-        .get(&keys::handle(id))
-        .unwrap()
-        .map_or(0, |e| AllocationHandle::from_json(id, &e.key, &e.value).unwrap().total())
+    store.get(&keys::handle(id)).unwrap().map_or(0, |e| {
+        AllocationHandle::from_json(id, &e.key, &e.value)
+            .unwrap()
+            .total()
+    })
 }
 
 /// Every allocation in every block must be counted by its handle, and vice versa.
@@ -69,12 +85,19 @@ fn first_assignment_claims_a_block_then_reuses_it_in_three_requests() {
     assert_eq!(claimed.len(), 1);
     assert_eq!(first, vec![claimed[0].address(0)]);
     assert!(claimed[0].is_affine_to("node-1"));
-    let affinity = store.get(&keys::host_affinity("node-1", &claimed[0].cidr)).unwrap().unwrap();
+    let affinity = store
+        .get(&keys::host_affinity("node-1", &claimed[0].cidr))
+        .unwrap()
+        .unwrap();
     assert_eq!(affinity.value, b"{}");
 
     let before = store.requests_made();
     let second = ipam.auto_assign(&v4("net.b")).unwrap();
-    assert_eq!(store.requests_made() - before, 3, "list affinities, read block+handle, commit");
+    assert_eq!(
+        store.requests_made() - before,
+        3,
+        "list affinities, read block+handle, commit"
+    );
     assert_eq!(second, vec![claimed[0].address(1)]);
     assert_eq!(blocks(&store).len(), 1);
     assert_eq!(handle_total(&store, "net.a"), 1);
@@ -88,7 +111,13 @@ fn families_follow_the_request() {
     let cases = [(true, false, "4"), (false, true, "6"), (true, true, "46")];
     for (i, (ipv4, ipv6, want)) in cases.into_iter().enumerate() {
         let handle = format!("net.{i}");
-        let req = AutoAssign { handle: &handle, ipv4, ipv6, ipv4_pools: &[], ipv6_pools: &[] };
+        let req = AutoAssign {
+            handle: &handle,
+            ipv4,
+            ipv6,
+            ipv4_pools: &[],
+            ipv6_pools: &[],
+        };
         let got: String = ipam
             .auto_assign(&req)
             .unwrap()
@@ -97,8 +126,17 @@ fn families_follow_the_request() {
             .collect();
         assert_eq!(got, want);
     }
-    let neither = AutoAssign { handle: "x", ipv4: false, ipv6: false, ipv4_pools: &[], ipv6_pools: &[] };
-    assert_eq!(ipam.auto_assign(&neither).unwrap_err().code(), Code::InvalidConfig);
+    let neither = AutoAssign {
+        handle: "x",
+        ipv4: false,
+        ipv6: false,
+        ipv4_pools: &[],
+        ipv6_pools: &[],
+    };
+    assert_eq!(
+        ipam.auto_assign(&neither).unwrap_err().code(),
+        Code::InvalidConfig
+    );
     assert_handles_match_blocks(&store);
 }
 
@@ -109,12 +147,20 @@ fn requested_pools_are_honoured_and_must_exist() {
     let wanted = [net("10.1.0.0/16")];
     for i in 0..3 {
         let handle = format!("h{i}");
-        let req = AutoAssign { ipv4_pools: &wanted, ..v4(&handle) };
+        let req = AutoAssign {
+            ipv4_pools: &wanted,
+            ..v4(&handle)
+        };
         let addr = ipam.auto_assign(&req).unwrap()[0];
         assert!(net("10.1.0.0/16").contains(addr), "{addr}");
     }
     let missing = [net("10.1.0.0/16"), net("10.9.0.0/16")];
-    let err = ipam.auto_assign(&AutoAssign { ipv4_pools: &missing, ..v4("h9") }).unwrap_err();
+    let err = ipam
+        .auto_assign(&AutoAssign {
+            ipv4_pools: &missing,
+            ..v4("h9")
+        })
+        .unwrap_err();
     assert!(err.msg().contains("10.9.0.0/16"), "{}", err.msg());
     assert_eq!(handle_total(&store, "h9"), 0);
 }
@@ -122,7 +168,9 @@ fn requested_pools_are_honoured_and_must_exist() {
 #[test]
 fn no_pool_is_a_clear_error() {
     let store = MemoryStore::new();
-    let err = Allocator::new(&store, "n").auto_assign(&v4("h")).unwrap_err();
+    let err = Allocator::new(&store, "n")
+        .auto_assign(&v4("h"))
+        .unwrap_err();
     assert_eq!(err.code(), codes::IPAM_EXHAUSTED);
     assert!(err.msg().contains("no enabled ipv4 pool"), "{}", err.msg());
 }
@@ -146,7 +194,10 @@ fn exhausted_pool_names_the_pool_and_writes_nothing() {
 fn failed_ipv6_releases_the_ipv4_address() {
     let store = store_with_pools(&["10.0.0.0/16"]);
     let ipam = Allocator::new(&store, "n");
-    let req = AutoAssign { ipv6: true, ..v4("net.dual") };
+    let req = AutoAssign {
+        ipv6: true,
+        ..v4("net.dual")
+    };
     let err = ipam.auto_assign(&req).unwrap_err();
     assert!(err.msg().contains("ipv6"), "{}", err.msg());
     assert!(store.get(&keys::handle("net.dual")).unwrap().is_none());
@@ -159,7 +210,16 @@ fn failed_ipv6_releases_the_ipv4_address() {
 #[test]
 fn explicit_address_is_assigned_once_and_only_inside_enabled_pools() {
     let store = store_with_pools(&["10.0.0.0/24"]);
-    add_pool(&store, &PoolSpec { cidr: net("10.5.0.0/24"), disabled: true, ipip: false, nat_outgoing: false }).unwrap();
+    add_pool(
+        &store,
+        &PoolSpec {
+            cidr: net("10.5.0.0/24"),
+            disabled: true,
+            ipip: false,
+            nat_outgoing: false,
+        },
+    )
+    .unwrap();
     let ipam = Allocator::new(&store, "n");
     ipam.assign_ip("net.a", ip("10.0.0.77")).unwrap();
     let block = &blocks(&store)[0];
@@ -172,11 +232,18 @@ fn explicit_address_is_assigned_once_and_only_inside_enabled_pools() {
     assert!(taken.msg().contains("10.0.0.77"), "{}", taken.msg());
     for outside in ["10.0.1.1", "10.5.0.1", "fd00::1"] {
         let err = ipam.assign_ip("net.c", ip(outside)).unwrap_err();
-        assert!(err.msg().contains(outside) && err.msg().contains("pool"), "{}", err.msg());
+        assert!(
+            err.msg().contains(outside) && err.msg().contains("pool"),
+            "{}",
+            err.msg()
+        );
     }
     // The next automatic address in the same block skips the taken one.
     ipam.assign_ip("net.d", ip("10.0.0.64")).unwrap();
-    assert_eq!(ipam.auto_assign(&v4("net.e")).unwrap(), vec![ip("10.0.0.65")]);
+    assert_eq!(
+        ipam.auto_assign(&v4("net.e")).unwrap(),
+        vec![ip("10.0.0.65")]
+    );
     assert_handles_match_blocks(&store);
 }
 
@@ -194,11 +261,18 @@ fn release_handles_frees_compacts_and_deletes() {
     assert_eq!(block.unallocated.last(), Some(&0));
     assert_eq!(ipam.release_handles(&["net.b", "legacy"]).unwrap(), 2);
     let block = &blocks(&store)[0];
-    assert!(block.is_empty() && block.attributes.is_empty(), "affine block stays, empty");
+    assert!(
+        block.is_empty() && block.attributes.is_empty(),
+        "affine block stays, empty"
+    );
 
     let before = store.requests_made();
     assert_eq!(ipam.release_handles(&["net.a", "legacy"]).unwrap(), 0);
-    assert_eq!(store.requests_made() - before, 1, "nothing held costs one read");
+    assert_eq!(
+        store.requests_made() - before,
+        1,
+        "nothing held costs one read"
+    );
     assert_handles_match_blocks(&store);
 }
 
@@ -219,12 +293,24 @@ fn other_nodes_borrow_unless_strict_affinity() {
     let store = store_with_pools(&["10.0.0.0/26"]);
     let owner = Allocator::new(&store, "owner");
     owner.auto_assign(&v4("h0")).unwrap();
-    let borrowed = Allocator::new(&store, "other").auto_assign(&v4("h1")).unwrap()[0];
+    let borrowed = Allocator::new(&store, "other")
+        .auto_assign(&v4("h1"))
+        .unwrap()[0];
     assert_eq!(borrowed, ip("10.0.0.1"));
-    assert!(store.list_keys(&keys::host_affinities_prefix("other", IpFamily::V4)).unwrap().is_empty());
+    assert!(
+        store
+            .list_keys(&keys::host_affinities_prefix("other", IpFamily::V4))
+            .unwrap()
+            .is_empty()
+    );
 
-    store.put(keys::IPAM_CONFIG, br#"{"strict_affinity":true,"auto_allocate_blocks":true}"#);
-    let err = Allocator::new(&store, "other").auto_assign(&v4("h2")).unwrap_err();
+    store.put(
+        keys::IPAM_CONFIG,
+        br#"{"strict_affinity":true,"auto_allocate_blocks":true}"#,
+    );
+    let err = Allocator::new(&store, "other")
+        .auto_assign(&v4("h2"))
+        .unwrap_err();
     assert_eq!(err.code(), codes::IPAM_EXHAUSTED);
     assert_handles_match_blocks(&store);
 }
@@ -232,7 +318,12 @@ fn other_nodes_borrow_unless_strict_affinity() {
 #[test]
 fn pool_smaller_than_a_block_hands_out_only_its_addresses() {
     let store = MemoryStore::new();
-    let pool = IpPool::from_spec(&PoolSpec { cidr: net("10.0.0.16/28"), disabled: false, ipip: false, nat_outgoing: false });
+    let pool = IpPool::from_spec(&PoolSpec {
+        cidr: net("10.0.0.16/28"),
+        disabled: false,
+        ipip: false,
+        nat_outgoing: false,
+    });
     store.put(&keys::pool(&pool.cidr), &pool.to_json());
     let ipam = Allocator::new(&store, "n");
     for i in 0..16 {
@@ -250,17 +341,32 @@ fn block_walk_visits_each_block_once_from_a_node_seeded_start() {
     let a: Vec<IpNetwork> = BlockWalk::new(pool, "node-a").unwrap().collect();
     assert_eq!(a.len(), 16);
     assert_eq!(a.iter().collect::<BTreeSet<_>>().len(), 16);
-    assert!(a.iter().all(|b| pool.contains(b.network()) && b.prefix() == 26));
+    assert!(
+        a.iter()
+            .all(|b| pool.contains(b.network()) && b.prefix() == 26)
+    );
     let again: Vec<IpNetwork> = BlockWalk::new(pool, "node-a").unwrap().collect();
     assert_eq!(a, again, "deterministic per node");
     let walk = BlockWalk::new(pool, "node-a").unwrap();
     for (i, b) in a.iter().enumerate() {
         assert_eq!(walk.position_of(*b), i as u128);
     }
-    let starts: BTreeSet<IpNetwork> =
-        (0..8).map(|i| BlockWalk::new(pool, &format!("node-{i}")).unwrap().next().unwrap()).collect();
-    assert!(starts.len() > 1, "different nodes start at different blocks");
-    let huge = BlockWalk::new(net("fd00::/48"), "n").unwrap().next().unwrap();
+    let starts: BTreeSet<IpNetwork> = (0..8)
+        .map(|i| {
+            BlockWalk::new(pool, &format!("node-{i}"))
+                .unwrap()
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        starts.len() > 1,
+        "different nodes start at different blocks"
+    );
+    let huge = BlockWalk::new(net("fd00::/48"), "n")
+        .unwrap()
+        .next()
+        .unwrap();
     assert_eq!(huge.prefix(), 122);
 }
 
@@ -273,11 +379,16 @@ fn concurrent_assignments_on_one_node_are_distinct_and_share_blocks() {
                 let store = &store;
                 s.spawn(move || {
                     let ipam = Allocator::new(store, "node-1");
-                    (0..20).map(|i| ipam.auto_assign(&v4(&format!("h{t}.{i}"))).unwrap()[0]).collect::<Vec<_>>()
+                    (0..20)
+                        .map(|i| ipam.auto_assign(&v4(&format!("h{t}.{i}"))).unwrap()[0])
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
-        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
     });
     assert_eq!(addrs.iter().collect::<BTreeSet<_>>().len(), 160);
     assert_eq!(blocks(&store).len(), 3, "160 addresses fit in 3 blocks");
@@ -299,7 +410,9 @@ impl Store for AlwaysRaced {
         self.0.list_keys(prefix)
     }
     fn txn(&self, txn: &Txn) -> Result<TxnOutcome> {
-        if let (Some(Condition::Revision(key, _)), false) = (txn.conditions.first(), txn.writes.is_empty()) {
+        if let (Some(Condition::Revision(key, _)), false) =
+            (txn.conditions.first(), txn.writes.is_empty())
+        {
             let value = self.0.get(key)?.unwrap().value;
             self.0.put(key, &value);
         }
@@ -310,9 +423,14 @@ impl Store for AlwaysRaced {
 #[test]
 fn endless_conflicts_give_up_with_a_conflict_error() {
     let store = store_with_pools(&["10.0.0.0/16"]);
-    Allocator::new(&store, "n").auto_assign(&v4("first")).unwrap();
+    Allocator::new(&store, "n")
+        .auto_assign(&v4("first"))
+        .unwrap();
     let raced = AlwaysRaced(store);
-    let err = Allocator::new(&raced, "n").with_max_conflicts(5).auto_assign(&v4("h")).unwrap_err();
+    let err = Allocator::new(&raced, "n")
+        .with_max_conflicts(5)
+        .auto_assign(&v4("h"))
+        .unwrap_err();
     assert_eq!(err.code(), codes::CONFLICT);
     assert!(err.msg().contains("block 10."), "{}", err.msg());
     assert_eq!(handle_total(&raced.0, "h"), 0);
