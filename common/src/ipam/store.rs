@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use crate::datastore::{Condition, Datastore, Entry, Txn, TxnOutcome, Write};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Key-value storage with revisions and atomic conditional transactions.
 pub trait Store: Sync {
@@ -38,21 +38,32 @@ impl Store for Datastore {
     }
 }
 
-/// Reads several keys in one round trip; the result is in `keys` order, `None` for a missing key.
+/// Keys per read in [`read_many`]: etcd refuses transactions with more than 128 operations
+/// (`--max-txn-ops`).
+const READ_BATCH: usize = 100;
+
+/// Reads several keys, in one round trip per 100 keys; the result is in `keys` order, `None`
+/// for a missing key.
 ///
-/// It is a transaction without writes whose conditions say "every key is absent": when they
-/// hold nothing exists, otherwise the failure reads return the keys that do.
+/// Each batch is a transaction without writes whose conditions say "every key is absent": when
+/// they hold nothing exists, otherwise the failure reads return the keys that do. Entries keep
+/// their own revisions, so batches need not be read at the same instant.
 pub fn read_many(store: &dyn Store, keys: &[String]) -> Result<Vec<Option<Entry>>> {
-    let txn = Txn {
-        conditions: keys.iter().map(|k| Condition::Absent(k.clone())).collect(),
-        writes: Vec::new(),
-        reads_on_failure: keys.to_vec(),
-    };
-    let outcome = store.txn(&txn)?;
-    Ok(keys
-        .iter()
-        .map(|k| outcome.current.iter().find(|e| &e.key == k).cloned())
-        .collect())
+    let mut found = Vec::with_capacity(keys.len());
+    for batch in keys.chunks(READ_BATCH) {
+        let txn = Txn {
+            conditions: batch.iter().map(|k| Condition::Absent(k.clone())).collect(),
+            writes: Vec::new(),
+            reads_on_failure: batch.to_vec(),
+        };
+        let outcome = store.txn(&txn)?;
+        found.extend(
+            batch
+                .iter()
+                .map(|k| outcome.current.iter().find(|e| &e.key == k).cloned()),
+        );
+    }
+    Ok(found)
 }
 
 /// An in-memory [`Store`] with etcd's revision semantics, for unit tests and dry runs.
@@ -187,27 +198,6 @@ impl Store for MemoryStore {
     }
 }
 
-/// A store whose every request fails, for testing error paths.
-pub struct FailingStore;
-
-impl Store for FailingStore {
-    fn get(&self, key: &str) -> Result<Option<Entry>> {
-        Err(Error::internal(format!("get {key}: store unavailable")))
-    }
-
-    fn list(&self, prefix: &str) -> Result<Vec<Entry>> {
-        Err(Error::internal(format!("list {prefix}: store unavailable")))
-    }
-
-    fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
-        Err(Error::internal(format!("list {prefix}: store unavailable")))
-    }
-
-    fn txn(&self, _txn: &Txn) -> Result<TxnOutcome> {
-        Err(Error::internal("txn: store unavailable"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,6 +237,18 @@ mod tests {
         let got = read_many(&store, &["/x".into(), "/y".into()]).unwrap();
         assert!(got[0].is_none());
         assert_eq!(got[1].as_ref().unwrap().value, b"1");
+    }
+
+    #[test]
+    fn read_many_splits_large_reads_into_batches() {
+        let store = MemoryStore::new();
+        let keys: Vec<String> = (0..250).map(|i| format!("/k/{i:03}")).collect();
+        store.put("/k/007", b"a");
+        store.put("/k/201", b"b");
+        let got = read_many(&store, &keys).unwrap();
+        assert_eq!(store.requests_made(), 3);
+        assert_eq!(got.iter().flatten().count(), 2);
+        assert_eq!(got[201].as_ref().unwrap().value, b"b");
     }
 
     #[test]
