@@ -193,6 +193,24 @@ impl TestBed {
         self.etcd.keys(&format!("/calico/v1/host/{}/", self.node))
     }
 
+    /// Every key of this bed's etcd that describes a container: everything except what
+    /// outlives containers by design (profiles, which DEL never removes, the Ready flag,
+    /// global config, pools and IPAM blocks and affinities).
+    pub fn container_state_keys(&self) -> Vec<String> {
+        const KEPT: [&str; 6] = [
+            "/calico/v1/policy/profile/",
+            "/calico/v1/Ready",
+            "/calico/v1/config/",
+            "/calico/v1/ipam/",
+            "/calico/ipam/v2/assignment/",
+            "/calico/ipam/v2/host/",
+        ];
+        let all = self.etcd.keys("/");
+        all.into_iter()
+            .filter(|k| !KEPT.iter().any(|kept| k.starts_with(kept)))
+            .collect()
+    }
+
     /// host-local's reservations for a network: (IP file name, content).
     pub fn reservations(&self, network: &str) -> Vec<(String, String)> {
         let dir = self.data_dir.join(network);
@@ -213,8 +231,8 @@ impl TestBed {
     }
 
     /// Asserts that nothing of the given containers is left: no host veth `cali<11>`, no host
-    /// route into this bed's subnet, no etcd key under this bed's node, no host-local
-    /// reservation in any network of this bed.
+    /// route into this bed's subnet, no etcd key about a container (see
+    /// [`TestBed::container_state_keys`]), no host-local reservation in any network of this bed.
     pub fn assert_nothing_left(&self, container_ids: &[&str]) {
         for cid in container_ids {
             let veth = host_veth_name(cid);
@@ -236,9 +254,9 @@ impl TestBed {
             routes_left()
         );
         assert_eq!(
-            self.node_keys(),
+            self.container_state_keys(),
             Vec::<String>::new(),
-            "etcd keys left under node {}",
+            "etcd keys left (node {})",
             self.node
         );
         for entry in std::fs::read_dir(self.data_dir.path())
