@@ -10,6 +10,7 @@ use common::Result;
 use ipnetwork::IpNetwork;
 
 use crate::attachment;
+use crate::crash;
 use crate::endpoint::{self, StoredEndpoint};
 use crate::ipam;
 use crate::labels;
@@ -33,15 +34,20 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let req = &setup.request;
     let host_ifname = network::choose_host_veth_name(&store, &ids, &req.container_id)?;
     let mut recorded = attachment::record_attachment(&store, req, &ids, &host_ifname)?;
+    crash::point("after-record");
     let mut lease = ipam::allocate(req, &setup.addresses)?;
     let addresses = ipam::workload_addresses(&lease.result);
+    crash::point("after-ipam");
     let mut pair = network::create_workload_interfaces(req, netns_path, &host_ifname, &addresses)?;
+    crash::point("after-routes");
     let labels = if ids.is_kubernetes() { setup.labels.clone() } else { labels::mesos_labels(&req.config.mesos_labels) };
     let endpoint = workload_endpoint(req, &ids, &pair, &addresses, labels, replaced.as_ref());
     let key = endpoint::endpoint_key(&ids);
     let profile = network_profile(req, &ids);
     let mut written = endpoint::write_endpoint(&store, &key, &endpoint, replaced.as_ref(), profile.as_ref())?;
+    crash::point("after-endpoint");
     reply.send(&attachment_result(req, &pair, &addresses, &lease.result))?;
+    crash::point("after-result");
     written.commit();
     pair.commit();
     lease.commit();

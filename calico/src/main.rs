@@ -3,6 +3,7 @@
 mod add;
 mod attachment;
 mod check;
+mod crash;
 mod del;
 mod endpoint;
 mod ipam;

@@ -10,6 +10,7 @@ use common::error::codes;
 use common::{Error, Result};
 use ipnetwork::IpNetwork;
 
+use crate::crash;
 use crate::endpoint;
 use crate::workload::{WorkloadIds, hashed_host_veth_name};
 
@@ -63,6 +64,7 @@ pub fn create_workload_interfaces(
     let mut request = veth::VethRequest::new(host_ifname, &req.ifname, netns_path);
     request.mtu = req.config.mtu;
     let pair = veth::create_veth(&request)?;
+    crash::point("after-veth");
     let has_ipv4 = addresses.iter().any(IpNetwork::is_ipv4);
     let has_ipv6 = addresses.iter().any(IpNetwork::is_ipv6);
     sysctl::configure_host_veth(host_ifname, has_ipv4, has_ipv6)?;
