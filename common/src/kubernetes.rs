@@ -134,7 +134,8 @@ impl fmt::Debug for KubeClient {
 fn connection_settings(conf: &NetConf) -> Result<kube::Config> {
     let mut kubeconfig = match &conf.kubernetes.kubeconfig {
         Some(path) => Kubeconfig::read_from(path).map_err(|e| {
-            Error::new(Code::InvalidConfig, format!("read kubeconfig {}: {}", path.display(), error_chain(&e)))
+            let msg = format!("read kubeconfig {}: {}", path.display(), error_chain(&e));
+            Error::new(Code::InvalidConfig, msg)
         })?,
         None => Kubeconfig::default(),
     };
@@ -154,8 +155,8 @@ fn connection_settings(conf: &NetConf) -> Result<kube::Config> {
         ));
     }
     // Loading only resolves the current context and reads the CA; it never waits on I/O.
-    let loaded =
-        futures::executor::block_on(kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()));
+    let options = KubeConfigOptions::default();
+    let loaded = futures::executor::block_on(kube::Config::from_custom_kubeconfig(kubeconfig, &options));
     let mut config = loaded.map_err(|e| {
         Error::new(
             Code::InvalidConfig,
@@ -328,7 +329,9 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 /// The error an `io::Error` wraps, through any number of `io::Error` layers. Its own `source()`
 /// skips the wrapped error (returning that one's source instead), which hides the TLS error
 /// the HTTPS connector wraps this way.
-fn unwrap_hidden<'a>(mut err: &'a (dyn std::error::Error + 'static)) -> &'a (dyn std::error::Error + 'static) {
+fn unwrap_hidden<'a>(
+    mut err: &'a (dyn std::error::Error + 'static),
+) -> &'a (dyn std::error::Error + 'static) {
     while let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
         err = inner;
     }
@@ -479,7 +482,10 @@ current-context: main
             },
             Case {
                 name: "kubeconfig without server takes the configured root",
-                kubeconfig: Some("apiVersion: v1\nkind: Config\nusers:\n- name: u\n  user:\n    token: kt\ncontexts:\n- name: c\n  context: {cluster: gone, user: u}\ncurrent-context: c\n"),
+                kubeconfig: Some(
+                    "apiVersion: v1\nkind: Config\nusers:\n- name: u\n  user:\n    token: kt\n\
+                     contexts:\n- name: c\n  context: {cluster: gone, user: u}\ncurrent-context: c\n",
+                ),
                 kubernetes_root: Some("https://root:6443"),
                 server: "https://root:6443/",
                 expect_token: Some("kt"),
@@ -581,12 +587,13 @@ current-context: main
         let err = client.get_pod("default", "web").unwrap_err();
         assert_eq!(err.kind(), Kind::TryAgainLater, "{err:?}");
         assert_eq!(err.code(), Code::TryAgainLater);
-        assert!(err.msg().starts_with(&format!("get pod default/web from http://127.0.0.1:{port}: ")), "{err:?}");
+        let prefix = format!("get pod default/web from http://127.0.0.1:{port}: ");
+        assert!(err.msg().starts_with(&prefix), "{err:?}");
     }
 
     fn net_conf(policy: PolicyConf, kubernetes: KubernetesConf) -> NetConf {
-        let mut conf = NetConf::parse(br#"{"name":"net","type":"calico","ipam":{"type":"calico-ipam"},"nodename":"n1"}"#, &|_| None)
-            .unwrap();
+        let json = br#"{"name":"net","type":"calico","ipam":{"type":"calico-ipam"},"nodename":"n1"}"#;
+        let mut conf = NetConf::parse(json, &|_| None).unwrap();
         conf.policy = policy;
         conf.kubernetes = kubernetes;
         conf

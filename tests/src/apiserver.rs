@@ -275,10 +275,10 @@ impl Drop for ApiServer {
         self.stop.store(true, Ordering::SeqCst);
         // Wake the blocking accept so that the loop sees the flag.
         let _ = TcpStream::connect(self.addr);
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                eprintln!("the stand-in API server thread panicked");
-            }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            eprintln!("the stand-in API server thread panicked");
         }
     }
 }
@@ -350,10 +350,10 @@ fn read_request_head(stream: &mut impl BufRead) -> Option<(String, String, Optio
         if header.is_empty() {
             break;
         }
-        if let Some((name, value)) = header.split_once(':') {
-            if name.eq_ignore_ascii_case("authorization") {
-                token = value.trim().strip_prefix("Bearer ").map(|t| t.trim().to_string());
-            }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("authorization")
+        {
+            token = value.trim().strip_prefix("Bearer ").map(|t| t.trim().to_string());
         }
     }
     Some((method, path, token))
@@ -387,9 +387,11 @@ fn respond(state: &State, request: &Request) -> (u16, Value) {
             Some(ns) => format!(" in the namespace \"{ns}\""),
             None => " at the cluster scope".to_string(),
         };
-        let user = if request.client_cert { "calico-cni" } else { "system:serviceaccount:kube-system:calico" };
+        let user =
+            if request.client_cert { "calico-cni" } else { "system:serviceaccount:kube-system:calico" };
         let msg = format!(
-            "{kind} \"{name}\" is forbidden: User \"{user}\" cannot get resource \"{kind}\" in API group \"\"{scope}"
+            "{kind} \"{name}\" is forbidden: User \"{user}\" cannot get resource \"{kind}\" \
+             in API group \"\"{scope}"
         );
         return (403, status_body(403, "Forbidden", &msg, Some((kind, name))));
     }

@@ -42,7 +42,9 @@ fn server_with_web_pod(auth: Auth) -> ApiServer {
 fn web_pod() -> Pod {
     Pod {
         labels: [("app", "web"), ("tier", "frontend")].map(|(k, v)| (k.to_string(), v.to_string())).into(),
-        annotations: [("cni.projectcalico.org/ipv4pools".to_string(), "[\"172.16.0.0/16\"]".to_string())].into(),
+        annotations: [("cni.projectcalico.org/ipv4pools", "[\"172.16.0.0/16\"]")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
     }
 }
 
@@ -257,7 +259,8 @@ fn stopped_server_is_try_again_later() {
 
 #[test]
 fn no_server_configured_is_invalid_config() {
-    let err = KubeClient::new(&net_conf(json!({"type": "k8s", "k8s_auth_token": TOKEN}), json!({}))).unwrap_err();
+    let conf = net_conf(json!({"type": "k8s", "k8s_auth_token": TOKEN}), json!({}));
+    let err = KubeClient::new(&conf).unwrap_err();
     assert_eq!(err.code(), Code::InvalidConfig, "{err:?}");
     assert!(err.msg().contains("policy.k8s_api_root"), "{err:?}");
 }
