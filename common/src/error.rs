@@ -87,6 +87,8 @@ pub mod codes {
     pub const CONFLICT: Code = Code::Plugin(105);
     /// CHECK found the attachment differing from what ADD set up.
     pub const CHECK_FAILED: Code = Code::Plugin(106);
+    /// The Kubernetes API refused or failed a read (not found, unauthorised, forbidden).
+    pub const KUBERNETES: Code = Code::Plugin(107);
 }
 
 /// What a caller may branch on. Everything else is `Other`.

@@ -30,7 +30,7 @@ use crate::error::{Code, Error, Kind, Result};
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The code of an API answer that is an error (not found, unauthorized, forbidden, ...).
-const API_ERROR: Code = Code::Internal;
+const API_ERROR: Code = crate::error::codes::KUBERNETES;
 
 /// Name of the context, cluster and user created when the kubeconfig has none to override.
 const OVERRIDES_ENTRY: &str = "calico-cni";
