@@ -7,7 +7,10 @@ set -euo pipefail
 require_root
 require_cargo
 cd "$ROOT"
-# The integration tests run the built binaries: build them first.
-cargo build --workspace --locked
+# The integration tests run the built binaries: build them first, with the crash points the
+# crash-safety tests need (release builds never have them). The same features go to cargo test
+# so that it does not rebuild the binaries without them.
+FEATURES=calico/crash-points
+cargo build --workspace --locked --features "$FEATURES"
 # --no-fail-fast: report the failures of every test binary, not only the first one.
-cargo test --workspace --locked --no-fail-fast -- --include-ignored
+cargo test --workspace --locked --no-fail-fast --features "$FEATURES" -- --include-ignored
