@@ -49,6 +49,7 @@ pub struct AutoAssign<'r> {
 pub struct Allocator<'s> {
     store: &'s dyn Store,
     node: String,
+    network: Option<String>,
     max_conflicts: u32,
     conflicts: Cell<u32>,
 }
@@ -70,21 +71,17 @@ enum Claim {
     PoolGone,
 }
 
-/// The handle key as last read, for the condition of the next transaction.
+/// The handle key as last read, for the condition of the next transaction, and the owner
+/// recorded whenever an address is added under it.
 struct HandleView {
     id: String,
     key: String,
     entry: Option<Entry>,
+    node: String,
+    network: Option<String>,
 }
 
 impl HandleView {
-    fn new(id: &str) -> Self {
-        HandleView {
-            id: id.to_string(),
-            key: keys::handle(id),
-            entry: None,
-        }
-    }
 
     fn condition(&self) -> Condition {
         match &self.entry {
@@ -100,10 +97,15 @@ impl HandleView {
         }
     }
 
-    /// The handle with one more address in `block`, as a write.
+    /// The handle with one more address in `block` and this node (and network, when known)
+    /// recorded as its owner, as a write.
     fn incremented(&self, block: IpNetwork) -> Result<Write> {
         let mut handle = self.parsed()?;
         handle.increment(block, 1);
+        handle.node = Some(self.node.clone());
+        if let Some(network) = &self.network {
+            handle.network = Some(network.clone());
+        }
         Ok(Write::Put(self.key.clone(), handle.to_json()))
     }
 
@@ -122,8 +124,26 @@ impl<'s> Allocator<'s> {
         Allocator {
             store,
             node: node.to_string(),
+            network: None,
             max_conflicts: DEFAULT_MAX_CONFLICTS,
             conflicts: Cell::new(0),
+        }
+    }
+
+    /// The same allocator recording `network` in the handles it adds addresses to, so that GC
+    /// can tell the handles of networks whose names are prefixes of each other apart.
+    pub fn with_network(mut self, network: &str) -> Self {
+        self.network = Some(network.to_string());
+        self
+    }
+
+    fn handle_view(&self, id: &str) -> HandleView {
+        HandleView {
+            id: id.to_string(),
+            key: keys::handle(id),
+            entry: None,
+            node: self.node.clone(),
+            network: self.network.clone(),
         }
     }
 
@@ -175,7 +195,7 @@ impl<'s> Allocator<'s> {
         requested: &[IpNetwork],
     ) -> Result<IpAddr> {
         self.conflicts.set(0);
-        let mut handle = HandleView::new(handle);
+        let mut handle = self.handle_view(handle);
         let mut pools = None;
         if !requested.is_empty() {
             pools = Some(self.candidate_pools(family, requested)?);
@@ -515,7 +535,7 @@ impl<'s> Allocator<'s> {
         let cidr = block_cidr_for(addr);
         let block_key = keys::block(&cidr);
         let affinity_key = keys::host_affinity(&self.node, &cidr);
-        let mut handle = HandleView::new(handle_id);
+        let mut handle = self.handle_view(handle_id);
         let entries = read_many(self.store, &[block_key.clone(), handle.key.clone()])?;
         let mut current_block = entries[0].clone();
         handle.entry = entries[1].clone();
@@ -619,7 +639,7 @@ impl<'s> Allocator<'s> {
         self.conflicts.set(0);
         let cidr = block_cidr_for(addr);
         let block_key = keys::block(&cidr);
-        let mut handle = HandleView::new(handle_id);
+        let mut handle = self.handle_view(handle_id);
         let entries = read_many(self.store, &[block_key.clone(), handle.key.clone()])?;
         let mut current_block = entries[0].clone();
         handle.entry = entries[1].clone();
@@ -673,51 +693,79 @@ impl<'s> Allocator<'s> {
             let mut held = Vec::new();
             for ((id, key), entry) in handles.iter().zip(&handle_keys).zip(stored) {
                 if let Some(entry) = entry {
-                    held.push((
-                        *id,
-                        AllocationHandle::from_json(id, key, &entry.value)?,
-                        entry,
-                    ));
+                    held.push((AllocationHandle::from_json(id, key, &entry.value)?, entry));
                 }
             }
             if held.is_empty() {
                 return Ok(0);
             }
-            let cidrs: Vec<IpNetwork> = {
-                let mut all: Vec<IpNetwork> = held
-                    .iter()
-                    .flat_map(|(_, h, _)| h.blocks.keys().copied())
-                    .collect();
-                all.sort_by_key(|c| (IpFamily::of(c) == IpFamily::V6, addr_to_u128(c.network())));
-                all.dedup();
-                all
-            };
-            let block_keys: Vec<String> = cidrs.iter().map(keys::block).collect();
-            let mut txn = Txn::default();
-            let mut released = 0;
-            for entry in read_many(self.store, &block_keys)?.into_iter().flatten() {
-                let mut block = AllocationBlock::from_json(&entry.key, &entry.value)?;
-                let freed: usize = held.iter().map(|(id, _, _)| block.release_handle(id)).sum();
-                if freed == 0 {
-                    continue;
-                }
-                released += freed;
-                txn.conditions
-                    .push(Condition::Revision(entry.key.clone(), entry.mod_revision));
-                txn.writes.push(block_write(&entry.key, &block));
+            if let Some(released) = self.release_held(&held)? {
+                return Ok(released);
             }
-            for (_, _, entry) in &held {
-                txn.conditions
-                    .push(Condition::Revision(entry.key.clone(), entry.mod_revision));
-                txn.writes.push(Write::Delete(entry.key.clone()));
-            }
-            match self.commit(&txn)? {
-                Commit::Done => return Ok(released),
-                Commit::Conflict(_) => {
-                    self.conflicted(&format!("handle {}", handles.join(", ")), true)?
-                }
-            }
+            self.conflicted(&format!("handle {}", handles.join(", ")), true)?;
         }
+    }
+
+    /// Releases one handle found by a listing (GC), using the listed entry as the first read.
+    /// The handle is released only while `selected` holds for it: after a conflict it is read
+    /// again and checked again. Returns the number of addresses released.
+    pub fn release_listed_handle(
+        &self,
+        listed: Entry,
+        selected: &dyn Fn(&AllocationHandle) -> bool,
+    ) -> Result<usize> {
+        self.conflicts.set(0);
+        let key = listed.key.clone();
+        let id = keys::parse_handle(&key).unwrap_or(&key).to_string();
+        let mut current = Some(listed);
+        loop {
+            let Some(entry) = current else {
+                return Ok(0);
+            };
+            let handle = AllocationHandle::from_json(&id, &key, &entry.value)?;
+            if !selected(&handle) {
+                return Ok(0);
+            }
+            if let Some(released) = self.release_held(&[(handle, entry)])? {
+                return Ok(released);
+            }
+            self.conflicted(&format!("handle {id}"), true)?;
+            current = self.store.get(&key)?;
+        }
+    }
+
+    /// One attempt at releasing handles as read: frees their addresses in their blocks and
+    /// deletes them, in one transaction conditional on everything read. `None` on a conflict.
+    fn release_held(&self, held: &[(AllocationHandle, Entry)]) -> Result<Option<usize>> {
+        let mut cidrs: Vec<IpNetwork> = held
+            .iter()
+            .flat_map(|(h, _)| h.blocks.keys().copied())
+            .collect();
+        cidrs.sort_by_key(|c| (IpFamily::of(c) == IpFamily::V6, addr_to_u128(c.network())));
+        cidrs.dedup();
+        let block_keys: Vec<String> = cidrs.iter().map(keys::block).collect();
+        let mut txn = Txn::default();
+        let mut released = 0;
+        for entry in read_many(self.store, &block_keys)?.into_iter().flatten() {
+            let mut block = AllocationBlock::from_json(&entry.key, &entry.value)?;
+            let freed: usize = held.iter().map(|(h, _)| block.release_handle(&h.id)).sum();
+            if freed == 0 {
+                continue;
+            }
+            released += freed;
+            txn.conditions
+                .push(Condition::Revision(entry.key.clone(), entry.mod_revision));
+            txn.writes.push(block_write(&entry.key, &block));
+        }
+        for (_, entry) in held {
+            txn.conditions
+                .push(Condition::Revision(entry.key.clone(), entry.mod_revision));
+            txn.writes.push(Write::Delete(entry.key.clone()));
+        }
+        Ok(match self.commit(&txn)? {
+            Commit::Done => Some(released),
+            Commit::Conflict(_) => None,
+        })
     }
 
     /// Runs a transaction. A transaction that etcd applied but whose answer was lost is retried

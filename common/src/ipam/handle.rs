@@ -1,5 +1,7 @@
 //! The allocation handle: `/calico/ipam/v2/handle/<id>` counts, per block, how many addresses
-//! the handle holds there, so that a release needs to read only those blocks.
+//! the handle holds there, so that a release needs to read only those blocks. Handles written
+//! by an ADD of this plugin also record the node and the network they belong to, which is what
+//! GC selects them by.
 
 use std::collections::BTreeMap;
 
@@ -15,16 +17,26 @@ pub struct AllocationHandle {
     pub id: String,
     /// Block CIDR → number of addresses the handle holds in it.
     pub blocks: BTreeMap<IpNetwork, u64>,
+    /// The node whose ADD last assigned an address under the handle; `None` for handles
+    /// written by other tools or older versions.
+    pub node: Option<String>,
+    /// The network (config `name`) the handle belongs to; `None` as for `node`.
+    pub network: Option<String>,
 }
 
 /// The stored JSON. libcalico-go writes only `block`; pycalico writes and requires `id` too, so
-/// both are written and only `block` is required on read.
+/// both are written and only `block` is required on read. `node` and `network` are this
+/// plugin's additions: libcalico-go and pycalico ignore fields they do not know.
 #[derive(Serialize, Deserialize)]
 struct HandleJson {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     id: Option<String>,
     #[serde(default)]
     block: Option<BTreeMap<String, u64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    network: Option<String>,
 }
 
 impl AllocationHandle {
@@ -33,6 +45,8 @@ impl AllocationHandle {
         AllocationHandle {
             id: id.to_string(),
             blocks: BTreeMap::new(),
+            node: None,
+            network: None,
         }
     }
 
@@ -57,10 +71,13 @@ impl AllocationHandle {
         Ok(AllocationHandle {
             id: id.to_string(),
             blocks,
+            node: raw.node,
+            network: raw.network,
         })
     }
 
-    /// The JSON to store: `{"id":…,"block":{"<cidr>":<count>}}`.
+    /// The JSON to store: `{"id":…,"block":{"<cidr>":<count>},"node":…,"network":…}`, the
+    /// last two only when known.
     pub fn to_json(&self) -> Vec<u8> {
         let block = self
             .blocks
@@ -70,6 +87,8 @@ impl AllocationHandle {
         let raw = HandleJson {
             id: Some(self.id.clone()),
             block: Some(block),
+            node: self.node.clone(),
+            network: self.network.clone(),
         };
         // A map of strings to integers always serialises.
         serde_json::to_vec(&raw).unwrap_or_default()
@@ -100,6 +119,12 @@ impl AllocationHandle {
     pub fn is_empty(&self) -> bool {
         self.blocks.is_empty()
     }
+
+    /// True when the handle records that it belongs to `network` on `node`. Handles that
+    /// record neither (written by other tools) belong to nobody here.
+    pub fn belongs_to(&self, node: &str, network: &str) -> bool {
+        self.node.as_deref() == Some(node) && self.network.as_deref() == Some(network)
+    }
 }
 
 #[cfg(test)]
@@ -128,6 +153,21 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn node_and_network_are_kept_through_a_rewrite() {
+        let stored = br#"{"id":"net.1.c","block":{"10.0.0.0/26":2},"node":"n1","network":"net.1"}"#;
+        let mut h = AllocationHandle::from_json("net.1.c", "k", stored).unwrap();
+        assert!(h.belongs_to("n1", "net.1"));
+        assert!(!h.belongs_to("n1", "net") && !h.belongs_to("n2", "net.1"));
+        h.decrement(net("10.0.0.0/26"), 1);
+        assert_eq!(
+            h.to_json(),
+            br#"{"id":"net.1.c","block":{"10.0.0.0/26":1},"node":"n1","network":"net.1"}"#.to_vec()
+        );
+        let go = AllocationHandle::from_json("x", "k", br#"{"block":{}}"#).unwrap();
+        assert!(go.node.is_none() && go.network.is_none() && !go.belongs_to("n1", "net"));
     }
 
     #[test]

@@ -7,16 +7,22 @@
 
 pub mod allocator;
 pub mod block;
+pub mod check;
+pub mod gc;
 pub mod handle;
 pub mod pool;
+pub mod status;
 pub mod store;
 
 pub use allocator::{Allocator, AutoAssign, BlockWalk};
 pub use block::{AllocationAttribute, AllocationBlock, BLOCK_SIZE};
+pub use check::handle_mismatches;
+pub use gc::{GcOutcome, GcScope, release_unlisted_handles};
 pub use handle::AllocationHandle;
 pub use pool::{
     IpPool, IpamConfig, PoolSpec, StoredPool, add_pool, list_all_pools, list_pools, remove_pool,
 };
+pub use status::{RoomRequest, address_shortages};
 pub use store::{MemoryStore, Store};
 
 /// The handle id of an ADD since Calico v1.11.2: `<network name>.<container id>`.

@@ -21,6 +21,9 @@ const IPIP_INTERFACE: &str = "tunl0";
 /// per-node prefixes.)
 const ALL_IPAM_HOSTS_PREFIX: &str = "/calico/ipam/v2/host/";
 
+/// The parent of both families' pool prefixes (`keys::pools_prefix`).
+const ALL_POOLS_PREFIX: &str = "/calico/v1/ipam/";
+
 /// How often a pool removal re-reads and retries when blocks change underneath it.
 const POOL_REMOVE_ATTEMPTS: usize = 10;
 
@@ -185,10 +188,16 @@ pub fn list_pools(store: &dyn Store, family: IpFamily) -> Result<Vec<StoredPool>
         .collect()
 }
 
-/// Every pool of both families, IPv4 first.
+/// Every pool of both families, IPv4 first, in one request: the listing of the common parent
+/// of both families' pool keys, where keys that are not pools are skipped.
 pub fn list_all_pools(store: &dyn Store) -> Result<Vec<StoredPool>> {
-    let mut pools = list_pools(store, IpFamily::V4)?;
-    pools.extend(list_pools(store, IpFamily::V6)?);
+    let mut pools: Vec<StoredPool> = store
+        .list(ALL_POOLS_PREFIX)?
+        .iter()
+        .filter(|entry| keys::parse_pool(&entry.key).is_some())
+        .map(stored_pool)
+        .collect::<Result<_>>()?;
+    pools.sort_by_key(|p| IpFamily::of(&p.pool.cidr) == IpFamily::V6);
     Ok(pools)
 }
 

@@ -1,0 +1,198 @@
+//! GC of IPAM: release the handles of one network on one node whose container the runtime no
+//! longer lists, and nothing else.
+//!
+//! A handle is `<network>.<container id>` and has no interface name, so it stays as long as any
+//! valid attachment has its container id. Only handles that record this node and this network
+//! (written by an ADD of this plugin) are candidates: the id alone cannot tell network `net`'s
+//! container `1.abc` from network `net.1`'s container `abc`, and handles of other tools or
+//! older versions record no owner at all.
+
+use super::allocator::Allocator;
+use super::handle::AllocationHandle;
+use super::handle_id;
+use super::store::Store;
+use crate::datastore::keys;
+use crate::error::{Error, Result};
+
+/// Whose handles a GC may release.
+#[derive(Debug, Clone, Copy)]
+pub struct GcScope<'r> {
+    /// This node.
+    pub node: &'r str,
+    /// The network's config `name`.
+    pub network: &'r str,
+}
+
+/// What a GC did.
+#[derive(Debug, Default)]
+pub struct GcOutcome {
+    /// The handles released, with the number of addresses each held.
+    pub released: Vec<(String, usize)>,
+    /// One error per handle that could not be read or released; the others were still done.
+    pub failures: Vec<Error>,
+}
+
+/// Releases every handle of `scope` whose container id is not in `valid_container_ids`.
+///
+/// Requests: one listing of the handles under `<network>.`, then per released handle one read
+/// of its blocks and one transaction (more only after a conflict). A failing listing is an
+/// error; a failing handle is recorded and the next one is tried.
+pub fn release_unlisted_handles(
+    store: &dyn Store,
+    scope: &GcScope,
+    valid_container_ids: &[&str],
+) -> Result<GcOutcome> {
+    let id_prefix = handle_id(scope.network, "");
+    let listed = store.list(&keys::handle(&id_prefix))?;
+    let ipam = Allocator::new(store, scope.node);
+    let selected = |h: &AllocationHandle| h.belongs_to(scope.node, scope.network);
+    let mut outcome = GcOutcome::default();
+    for entry in listed {
+        let Some(id) = keys::parse_handle(&entry.key).map(str::to_string) else {
+            continue;
+        };
+        let container_id = id.strip_prefix(&id_prefix).unwrap_or_default();
+        if valid_container_ids.contains(&container_id) {
+            continue;
+        }
+        match AllocationHandle::from_json(&id, &entry.key, &entry.value) {
+            Ok(handle) if !selected(&handle) => continue,
+            Ok(_) => {}
+            Err(err) => {
+                outcome.failures.push(err);
+                continue;
+            }
+        }
+        match ipam.release_listed_handle(entry, &selected) {
+            Ok(0) => {}
+            Ok(n) => outcome.released.push((id, n)),
+            Err(err) => outcome
+                .failures
+                .push(err.context(format!("release handle {id}"))),
+        }
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipam::pool::{PoolSpec, add_pool};
+    use crate::ipam::store::MemoryStore;
+    use crate::ipam::{AutoAssign, block::AllocationBlock};
+
+    fn store_with_pool() -> MemoryStore {
+        let store = MemoryStore::new();
+        let spec = PoolSpec {
+            cidr: "10.8.0.0/16".parse().unwrap(),
+            disabled: false,
+            ipip: false,
+            nat_outgoing: false,
+        };
+        add_pool(&store, &spec).unwrap();
+        store
+    }
+
+    /// An ADD of `container` on `network` at `node`, as the plugin makes it.
+    fn add(store: &MemoryStore, node: &str, network: &str, container: &str) {
+        let handle = handle_id(network, container);
+        let req = AutoAssign {
+            handle: &handle,
+            ipv4: true,
+            ipv6: false,
+            ipv4_pools: &[],
+            ipv6_pools: &[],
+        };
+        Allocator::new(store, node)
+            .with_network(network)
+            .auto_assign(&req)
+            .unwrap();
+    }
+
+    fn handles(store: &MemoryStore) -> Vec<String> {
+        store
+            .dump()
+            .iter()
+            .filter_map(|e| keys::parse_handle(&e.key).map(str::to_string))
+            .collect()
+    }
+
+    fn allocated(store: &MemoryStore) -> usize {
+        store
+            .dump()
+            .iter()
+            .filter(|e| keys::parse_block(&e.key).is_some())
+            .map(|e| {
+                let block = AllocationBlock::from_json(&e.key, &e.value).unwrap();
+                block.allocations.iter().flatten().count()
+            })
+            .sum()
+    }
+
+    const SCOPE: GcScope = GcScope {
+        node: "n1",
+        network: "net",
+    };
+
+    #[test]
+    fn only_unlisted_handles_of_this_network_and_node_are_released() {
+        let store = store_with_pool();
+        add(&store, "n1", "net", "keep");
+        add(&store, "n1", "net", "stale");
+        add(&store, "n1", "net", "stale");
+        add(&store, "n1", "net.1", "abc");
+        add(&store, "n1", "net", "2.abc");
+        add(&store, "n2", "net", "remote");
+        add(&store, "n1", "other", "stale");
+        store.put(&keys::handle("net.legacy"), br#"{"id":"net.legacy","block":{}}"#);
+        let outcome = release_unlisted_handles(&store, &SCOPE, &["keep"]).unwrap();
+        assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+        let mut released = outcome.released;
+        released.sort();
+        assert_eq!(released, [("net.2.abc".to_string(), 1), ("net.stale".to_string(), 2)]);
+        assert_eq!(
+            handles(&store),
+            ["net.1.abc", "net.keep", "net.legacy", "net.remote", "other.stale"]
+        );
+        assert_eq!(allocated(&store), 4);
+    }
+
+    #[test]
+    fn a_network_named_like_a_handle_prefix_keeps_its_handles() {
+        let store = store_with_pool();
+        add(&store, "n1", "net.1", "abc");
+        let outcome = release_unlisted_handles(&store, &SCOPE, &[]).unwrap();
+        assert!(outcome.released.is_empty() && outcome.failures.is_empty());
+        let scope = GcScope {
+            network: "net.1",
+            ..SCOPE
+        };
+        let outcome = release_unlisted_handles(&store, &scope, &[]).unwrap();
+        assert_eq!(outcome.released, [("net.1.abc".to_string(), 1)]);
+        assert_eq!(allocated(&store), 0);
+    }
+
+    #[test]
+    fn a_broken_handle_is_reported_and_the_others_are_released() {
+        let store = store_with_pool();
+        add(&store, "n1", "net", "a");
+        add(&store, "n1", "net", "c");
+        store.put(&keys::handle("net.b"), b"not json");
+        let outcome = release_unlisted_handles(&store, &SCOPE, &[]).unwrap();
+        assert_eq!(outcome.released.len(), 2);
+        assert_eq!(outcome.failures.len(), 1);
+        assert!(outcome.failures[0].msg().contains("/calico/ipam/v2/handle/net.b"));
+    }
+
+    #[test]
+    fn releasing_costs_one_listing_plus_two_requests_per_handle() {
+        let store = store_with_pool();
+        for c in ["a", "b", "c"] {
+            add(&store, "n1", "net", c);
+        }
+        let before = store.requests_made();
+        let outcome = release_unlisted_handles(&store, &SCOPE, &["b"]).unwrap();
+        assert_eq!(outcome.released.len(), 2);
+        assert_eq!(store.requests_made() - before, 1 + 2 * 2);
+    }
+}
