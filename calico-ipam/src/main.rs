@@ -1,8 +1,12 @@
-//! `calico-ipam`: Calico's IPAM plugin. Under `CNI_COMMAND` it serves CNI ADD/DEL; run by hand
-//! with arguments it is a small admin command for IP pools.
+//! `calico-ipam`: Calico's IPAM plugin. Under `CNI_COMMAND` it serves the CNI verbs (ADD, DEL,
+//! CHECK, STATUS, GC, VERSION); run by hand with arguments it is a small admin command for IP
+//! pools.
 
 mod admin;
+mod check;
+mod gc;
 mod plugin;
+mod status;
 
 use common::cni;
 

@@ -1,5 +1,6 @@
-//! The CNI verbs: ADD assigns addresses under the handle `<network>.<container id>`, DEL
-//! releases everything that handle (and the pre-v1.11.2 handle) holds.
+//! The CNI verbs: ADD assigns addresses under the handle `<network>.<container id>` (which
+//! records this node and network), DEL releases everything that handle (and the pre-v1.11.2
+//! handle) holds; CHECK, STATUS and GC live in their own modules.
 
 use std::net::IpAddr;
 
@@ -8,6 +9,8 @@ use common::datastore::Datastore;
 use common::ipam::{Allocator, AutoAssign, handle_id};
 use common::{Context, Result};
 use ipnetwork::IpNetwork;
+
+use crate::{check, gc, status};
 
 /// The `calico-ipam` plugin.
 pub struct CalicoIpam;
@@ -19,7 +22,7 @@ impl Plugin for CalicoIpam {
 
     fn add(&self, req: &Request, reply: &mut Reply<'_>) -> Result<()> {
         let store = Datastore::connect(&req.config.etcd)?;
-        let ipam = Allocator::new(&store, &req.config.nodename);
+        let ipam = Allocator::new(&store, &req.config.nodename).with_network(&req.config.name);
         let handle = handle_id(&req.config.name, &req.container_id);
         let mut lease = assign(&ipam, &handle, req)?;
         reply.send(&ipam_result(&lease.addresses))?;
@@ -41,6 +44,22 @@ impl Plugin for CalicoIpam {
             ));
         }
         Ok(())
+    }
+
+    fn check(&self, req: &Request) -> Result<()> {
+        check::check(req)
+    }
+
+    fn status(&self, req: &Request) -> Result<()> {
+        status::status(req)
+    }
+
+    fn gc(&self, req: &Request) -> Result<()> {
+        gc::gc(req)
+    }
+
+    fn implements_status_and_gc(&self) -> bool {
+        true
     }
 }
 

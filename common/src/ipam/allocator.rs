@@ -82,7 +82,6 @@ struct HandleView {
 }
 
 impl HandleView {
-
     fn condition(&self) -> Condition {
         match &self.entry {
             Some(e) => Condition::Revision(self.key.clone(), e.mod_revision),

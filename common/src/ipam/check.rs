@@ -129,7 +129,11 @@ mod tests {
         let store = store_with_pool();
         let addr = assign(&store, "net.c1");
         let before = store.requests_made();
-        assert!(handle_mismatches(&store, "net.c1", &[addr]).unwrap().is_empty());
+        assert!(
+            handle_mismatches(&store, "net.c1", &[addr])
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(store.requests_made() - before, 1);
     }
 
@@ -142,7 +146,9 @@ mod tests {
         let cases: [(&[IpAddr], &[String]); 3] = [
             (
                 &[first],
-                &[format!("handle net.c1 holds address {second}, which prevResult does not list")],
+                &[format!(
+                    "handle net.c1 holds address {second}, which prevResult does not list"
+                )],
             ),
             (
                 &[first, second, other],
@@ -169,7 +175,10 @@ mod tests {
         let got = handle_mismatches(&store, "net.gone", &[ip("10.7.0.1")]).unwrap();
         assert_eq!(got.len(), 1);
         assert!(got[0].contains("handle net.gone does not exist"), "{got:?}");
-        assert!(got[0].contains("/calico/ipam/v2/handle/net.gone"), "{got:?}");
+        assert!(
+            got[0].contains("/calico/ipam/v2/handle/net.gone"),
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -188,7 +197,9 @@ mod tests {
         let got = handle_mismatches(&store, "net.c1", &[addr]).unwrap();
         assert_eq!(
             got,
-            [format!("handle net.c1 counts 2 addresses in block {vanished}, which does not exist")]
+            [format!(
+                "handle net.c1 counts 2 addresses in block {vanished}, which does not exist"
+            )]
         );
     }
 }

@@ -144,15 +144,27 @@ mod tests {
         add(&store, "n1", "net", "2.abc");
         add(&store, "n2", "net", "remote");
         add(&store, "n1", "other", "stale");
-        store.put(&keys::handle("net.legacy"), br#"{"id":"net.legacy","block":{}}"#);
+        store.put(
+            &keys::handle("net.legacy"),
+            br#"{"id":"net.legacy","block":{}}"#,
+        );
         let outcome = release_unlisted_handles(&store, &SCOPE, &["keep"]).unwrap();
         assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
         let mut released = outcome.released;
         released.sort();
-        assert_eq!(released, [("net.2.abc".to_string(), 1), ("net.stale".to_string(), 2)]);
+        assert_eq!(
+            released,
+            [("net.2.abc".to_string(), 1), ("net.stale".to_string(), 2)]
+        );
         assert_eq!(
             handles(&store),
-            ["net.1.abc", "net.keep", "net.legacy", "net.remote", "other.stale"]
+            [
+                "net.1.abc",
+                "net.keep",
+                "net.legacy",
+                "net.remote",
+                "other.stale"
+            ]
         );
         assert_eq!(allocated(&store), 4);
     }
@@ -181,7 +193,11 @@ mod tests {
         let outcome = release_unlisted_handles(&store, &SCOPE, &[]).unwrap();
         assert_eq!(outcome.released.len(), 2);
         assert_eq!(outcome.failures.len(), 1);
-        assert!(outcome.failures[0].msg().contains("/calico/ipam/v2/handle/net.b"));
+        assert!(
+            outcome.failures[0]
+                .msg()
+                .contains("/calico/ipam/v2/handle/net.b")
+        );
     }
 
     #[test]

@@ -59,7 +59,9 @@ pub fn address_shortages(store: &dyn Store, req: &RoomRequest) -> Result<Vec<Str
         .collect();
     for (family, candidates) in wanted {
         if config.auto_allocate_blocks
-            && candidates.iter().any(|p| has_unclaimed_block(p.pool.cidr, &claimed))
+            && candidates
+                .iter()
+                .any(|p| has_unclaimed_block(p.pool.cidr, &claimed))
         {
             continue;
         }
@@ -68,7 +70,9 @@ pub fn address_shortages(store: &dyn Store, req: &RoomRequest) -> Result<Vec<Str
             let block = AllocationBlock::from_json(&entry.key, &entry.value)?;
             room |= block.free_count() > 0
                 && usable_by(&block, req.node, config)
-                && candidates.iter().any(|p| block_in_pool(block.cidr, p.pool.cidr));
+                && candidates
+                    .iter()
+                    .any(|p| block_in_pool(block.cidr, p.pool.cidr));
         }
         if !room {
             let names: Vec<String> = candidates.iter().map(|p| p.pool.cidr.to_string()).collect();
@@ -102,12 +106,21 @@ fn candidate_pools(
     requested: &[IpNetwork],
 ) -> std::result::Result<Vec<StoredPool>, String> {
     let name = family_name(family);
-    let of_family = pools.iter().filter(|p| IpFamily::of(&p.pool.cidr) == family);
-    if let Some(missing) = requested.iter().find(|want| !of_family.clone().any(|p| p.pool.cidr == **want)) {
-        return Err(format!("{name} pool {missing} named in ipam.{name}_pools does not exist"));
+    let of_family = pools
+        .iter()
+        .filter(|p| IpFamily::of(&p.pool.cidr) == family);
+    if let Some(missing) = requested
+        .iter()
+        .find(|want| !of_family.clone().any(|p| p.pool.cidr == **want))
+    {
+        return Err(format!(
+            "{name} pool {missing} named in ipam.{name}_pools does not exist"
+        ));
     }
     let candidates: Vec<StoredPool> = of_family
-        .filter(|p| p.pool.is_enabled() && (requested.is_empty() || requested.contains(&p.pool.cidr)))
+        .filter(|p| {
+            p.pool.is_enabled() && (requested.is_empty() || requested.contains(&p.pool.cidr))
+        })
         .cloned()
         .collect();
     if candidates.is_empty() {
@@ -115,7 +128,10 @@ fn candidate_pools(
             format!("there are no enabled {name} pools")
         } else {
             let names: Vec<String> = requested.iter().map(IpNetwork::to_string).collect();
-            format!("{name} pools {} named in ipam.{name}_pools are disabled", names.join(", "))
+            format!(
+                "{name} pools {} named in ipam.{name}_pools are disabled",
+                names.join(", ")
+            )
         });
     }
     Ok(candidates)
@@ -200,7 +216,11 @@ mod tests {
         let store = store_with(&[("10.1.0.0/16", false)]);
         fill(&store, "n1", 3);
         let before = store.requests_made();
-        assert!(address_shortages(&store, &v4_request("n1", &[])).unwrap().is_empty());
+        assert!(
+            address_shortages(&store, &v4_request("n1", &[]))
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(store.requests_made() - before, 3);
     }
 
@@ -209,14 +229,24 @@ mod tests {
         let store = store_with(&[("10.1.0.0/16", true), ("fd00::/64", false)]);
         let cases: [(&[IpNetwork], &str); 3] = [
             (&[], "there are no enabled ipv4 pools"),
-            (&[net("10.1.0.0/16")], "ipv4 pools 10.1.0.0/16 named in ipam.ipv4_pools are disabled"),
-            (&[net("10.9.0.0/16")], "ipv4 pool 10.9.0.0/16 named in ipam.ipv4_pools does not exist"),
+            (
+                &[net("10.1.0.0/16")],
+                "ipv4 pools 10.1.0.0/16 named in ipam.ipv4_pools are disabled",
+            ),
+            (
+                &[net("10.9.0.0/16")],
+                "ipv4 pool 10.9.0.0/16 named in ipam.ipv4_pools does not exist",
+            ),
         ];
         for (pools, want) in cases {
             let got = address_shortages(&store, &v4_request("n1", pools)).unwrap();
             assert_eq!(got, [want]);
         }
-        let v6_only = RoomRequest { ipv4: false, ipv6: true, ..v4_request("n1", &[]) };
+        let v6_only = RoomRequest {
+            ipv4: false,
+            ipv6: true,
+            ..v4_request("n1", &[])
+        };
         assert!(address_shortages(&store, &v6_only).unwrap().is_empty());
     }
 
@@ -225,32 +255,68 @@ mod tests {
         let store = store_with(&[("10.2.0.0/26", false)]);
         fill(&store, "n1", 64);
         let got = address_shortages(&store, &v4_request("n1", &[])).unwrap();
-        assert_eq!(got, ["no free ipv4 address for node n1: pools 10.2.0.0/26 are full"]);
-        Allocator::new(&store, "n1").release_handles(&["net.c5"]).unwrap();
-        assert!(address_shortages(&store, &v4_request("n1", &[])).unwrap().is_empty());
+        assert_eq!(
+            got,
+            ["no free ipv4 address for node n1: pools 10.2.0.0/26 are full"]
+        );
+        Allocator::new(&store, "n1")
+            .release_handles(&["net.c5"])
+            .unwrap();
+        assert!(
+            address_shortages(&store, &v4_request("n1", &[]))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
     fn another_nodes_free_addresses_count_only_without_strict_affinity() {
         let store = store_with(&[("10.3.0.0/26", false)]);
         fill(&store, "n1", 1);
-        assert!(address_shortages(&store, &v4_request("n2", &[])).unwrap().is_empty());
-        store.put(keys::IPAM_CONFIG, br#"{"strict_affinity":true,"auto_allocate_blocks":true}"#);
-        assert_eq!(address_shortages(&store, &v4_request("n2", &[])).unwrap().len(), 1);
-        assert!(address_shortages(&store, &v4_request("n1", &[])).unwrap().is_empty());
+        assert!(
+            address_shortages(&store, &v4_request("n2", &[]))
+                .unwrap()
+                .is_empty()
+        );
+        store.put(
+            keys::IPAM_CONFIG,
+            br#"{"strict_affinity":true,"auto_allocate_blocks":true}"#,
+        );
+        assert_eq!(
+            address_shortages(&store, &v4_request("n2", &[]))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            address_shortages(&store, &v4_request("n1", &[]))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
     fn unclaimed_blocks_are_no_room_when_nodes_may_not_claim() {
         let store = store_with(&[("10.4.0.0/24", false)]);
-        store.put(keys::IPAM_CONFIG, br#"{"strict_affinity":false,"auto_allocate_blocks":false}"#);
-        assert_eq!(address_shortages(&store, &v4_request("n1", &[])).unwrap().len(), 1);
+        store.put(
+            keys::IPAM_CONFIG,
+            br#"{"strict_affinity":false,"auto_allocate_blocks":false}"#,
+        );
+        assert_eq!(
+            address_shortages(&store, &v4_request("n1", &[]))
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn every_requested_family_needs_room() {
         let store = store_with(&[("10.5.0.0/16", false)]);
-        let dual = RoomRequest { ipv6: true, ..v4_request("n1", &[]) };
+        let dual = RoomRequest {
+            ipv6: true,
+            ..v4_request("n1", &[])
+        };
         assert_eq!(
             address_shortages(&store, &dual).unwrap(),
             ["there are no enabled ipv6 pools"]

@@ -1,0 +1,38 @@
+//! GC: release the handles of this network on this node whose container is not listed.
+
+use common::cni::{self, Request};
+use common::datastore::Datastore;
+use common::ipam::{GcScope, release_unlisted_handles};
+use common::{Error, Result};
+
+/// Handles GC. A handle stays while any valid attachment has its container id (handles have no
+/// interface name). An absent list means no attachment is valid: libcni sends no key when it
+/// has none. Every handle is tried; all failures are returned together.
+pub fn gc(req: &Request) -> Result<()> {
+    let store = Datastore::connect(&req.config.etcd)?;
+    let valid: Vec<&str> = req
+        .config
+        .valid_attachments
+        .iter()
+        .flatten()
+        .map(|a| a.container_id.as_str())
+        .collect();
+    let scope = GcScope {
+        node: &req.config.nodename,
+        network: &req.config.name,
+    };
+    let outcome = release_unlisted_handles(&store, &scope, &valid)?;
+    for (handle, count) in &outcome.released {
+        cni::log::info(&format!("gc released {count} addresses of handle {handle}"));
+    }
+    combine(outcome.failures)
+}
+
+/// One error carrying every failure's message, with the first failure's code.
+fn combine(mut failures: Vec<Error>) -> Result<()> {
+    if failures.len() <= 1 {
+        return failures.pop().map_or(Ok(()), Err);
+    }
+    let msgs: Vec<String> = failures.iter().map(|e| e.to_string()).collect();
+    Err(failures.swap_remove(0).with_details(msgs.join("; ")))
+}
