@@ -153,7 +153,7 @@ fn failed_add_of_new_sandbox_leaves_first_allocation_and_endpoint() {
         match failure {
             SecondAddFailure::IfnameExists => {
                 let out = Command::new("ip")
-                    .args(["-n", y.netns.name(), "link", "add", "eth0", "type", "dummy"])
+                    .args(["-n", y.netns.name(), "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer"])
                     .output()
                     .expect("run ip link add");
                 assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -192,7 +192,8 @@ fn del_fails_and_touches_nothing_while_etcd_is_down() {
 
     let mut outage = EtcdOutage::begin(&pb.bed);
     let out = pb.del(&conf, &pod, &sandbox);
-    out.error();
+    let err = out.error();
+    assert!(err.msg.contains(pb.bed.etcd.endpoint()), "the error does not name etcd\n{out}");
     assert_eq!(container_ip(&sandbox), ip, "container address gone after failed DEL\n{out}");
     assert!(host_link(&pod.host_veth()).is_some(), "host veth gone after failed DEL\n{out}");
     assert_only_reservation(&pb, &ip, &sandbox);
