@@ -72,6 +72,36 @@ impl IpamBed {
         self.run(conf, &self.env("DEL", container_id))
     }
 
+    /// The environment libcni gives a STATUS or GC: no container, netns or interface.
+    pub fn env_without_attachment(&self, command: &str) -> Env {
+        Env::new()
+            .set("CNI_COMMAND", command)
+            .set("CNI_CONTAINERID", "")
+            .set("CNI_NETNS", "")
+            .set("CNI_IFNAME", "")
+            .set("CNI_PATH", &self.cni_path.path_str())
+    }
+
+    /// CHECK of a container with `prev_result` (none when `Value::Null`).
+    pub fn check(&self, conf: &NetConf, container_id: &str, prev_result: &Value) -> PluginOutput {
+        let conf = if prev_result.is_null() {
+            conf.clone()
+        } else {
+            conf.clone().set("prevResult", prev_result.clone())
+        };
+        self.run(&conf, &self.env("CHECK", container_id))
+    }
+
+    /// STATUS with `conf`.
+    pub fn status(&self, conf: &NetConf) -> PluginOutput {
+        self.run(conf, &self.env_without_attachment("STATUS"))
+    }
+
+    /// GC with `conf` (which carries the list of valid attachments, if any).
+    pub fn gc(&self, conf: &NetConf) -> PluginOutput {
+        self.run(conf, &self.env_without_attachment("GC"))
+    }
+
     /// Runs the admin mode with `args` against this bed's etcd (through `ETCD_ENDPOINTS`).
     pub fn admin(&self, args: &[&str]) -> std::process::Output {
         Command::new(binary("calico-ipam"))
