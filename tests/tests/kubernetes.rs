@@ -22,9 +22,19 @@ const K8S_CONF: &str = "calico-k8s.conf";
 /// The pod's endpoint names `sandbox` as its active instance and carries `ip`; the host veth
 /// routes to it and the container answers ping.
 fn assert_pod_served_by(pb: &PodBed, pod: &PodRef, sandbox: &Sandbox, ip: &str) {
-    let endpoint = pb.endpoint(pod).unwrap_or_else(|| panic!("endpoint of {} missing", pod.workload()));
-    assert_eq!(endpoint["active_instance_id"], json!(sandbox.container_id), "{endpoint}");
-    assert_eq!(endpoint["ipv4_nets"], json!([format!("{ip}/32")]), "{endpoint}");
+    let endpoint = pb
+        .endpoint(pod)
+        .unwrap_or_else(|| panic!("endpoint of {} missing", pod.workload()));
+    assert_eq!(
+        endpoint["active_instance_id"],
+        json!(sandbox.container_id),
+        "{endpoint}"
+    );
+    assert_eq!(
+        endpoint["ipv4_nets"],
+        json!([format!("{ip}/32")]),
+        "{endpoint}"
+    );
     assert_eq!(container_ip(sandbox), ip);
     let veth = pod.host_veth();
     assert!(host_link(&veth).is_some(), "host veth {veth} missing");
@@ -39,7 +49,10 @@ fn assert_only_reservation(pb: &PodBed, ip: &str, sandbox: &Sandbox) {
     let reserved = pb.reserved();
     assert_eq!(reserved.len(), 1, "{reserved:?}");
     assert_eq!(reserved[0].0, ip, "{reserved:?}");
-    assert!(reserved[0].1.starts_with(&sandbox.container_id), "{reserved:?}");
+    assert!(
+        reserved[0].1.starts_with(&sandbox.container_id),
+        "{reserved:?}"
+    );
 }
 
 #[test]
@@ -56,16 +69,31 @@ fn pod_add_writes_endpoint_with_hashed_veth_and_del_removes_all() {
     assert_eq!(veth.len(), 15, "{veth}");
     assert_eq!(out.result()["interfaces"][0]["name"], json!(veth), "{out}");
     assert_eq!(container_ip(&sandbox), ip);
-    assert!(pb.bed.subnet.contains(&ip), "{ip} not in {}", pb.bed.subnet.cidr());
+    assert!(
+        pb.bed.subnet.contains(&ip),
+        "{ip} not in {}",
+        pb.bed.subnet.cidr()
+    );
     let routes = netns_ipv4_routes(sandbox.netns.name());
     let default = routes.iter().find(|r| r.dst == "default");
-    assert_eq!(default.and_then(|r| r.gateway.as_deref()), Some(GATEWAY), "{routes:?}");
+    assert_eq!(
+        default.and_then(|r| r.gateway.as_deref()),
+        Some(GATEWAY),
+        "{routes:?}"
+    );
     let link = host_link(&veth).unwrap_or_else(|| panic!("host veth {veth} missing"));
     assert_eq!(link.mac, HOST_VETH_MAC, "{link:?}");
-    assert!(host_link(&host_veth_name(&sandbox.container_id)).is_none(), "container-id veth name used");
+    assert!(
+        host_link(&host_veth_name(&sandbox.container_id)).is_none(),
+        "container-id veth name used"
+    );
 
     let key = pb.endpoint_key(&pod);
-    assert_eq!(pb.bed.node_keys(), [key.clone()], "keys under the node");
+    assert_eq!(
+        pb.bed.node_keys(),
+        std::slice::from_ref(&key),
+        "keys under the node"
+    );
     let container_mac = netns_link(sandbox.netns.name(), "eth0").expect("eth0").mac;
     assert_eq!(
         pb.endpoint(&pod),
@@ -84,7 +112,10 @@ fn pod_add_writes_endpoint_with_hashed_veth_and_del_removes_all() {
     assert_pod_served_by(&pb, &pod, &sandbox, &ip);
 
     pb.del(&conf, &pod, &sandbox).assert_success();
-    assert!(netns_link(sandbox.netns.name(), "eth0").is_none(), "eth0 left in the container");
+    assert!(
+        netns_link(sandbox.netns.name(), "eth0").is_none(),
+        "eth0 left in the container"
+    );
     pb.assert_nothing_left(&[&pod]);
 }
 
@@ -143,7 +174,10 @@ enum SecondAddFailure {
 #[test]
 #[ignore = "root: real etcd, netns and API server"]
 fn failed_add_of_new_sandbox_leaves_first_allocation_and_endpoint() {
-    for failure in [SecondAddFailure::IfnameExists, SecondAddFailure::IpamRefuses] {
+    for failure in [
+        SecondAddFailure::IfnameExists,
+        SecondAddFailure::IpamRefuses,
+    ] {
         let pb = PodBed::new();
         let pod = pb.add_pod(&[("app", "web")], &[]);
         let conf = pb.conf(K8S_CONF);
@@ -153,28 +187,55 @@ fn failed_add_of_new_sandbox_leaves_first_allocation_and_endpoint() {
         match failure {
             SecondAddFailure::IfnameExists => {
                 let out = Command::new("ip")
-                    .args(["-n", y.netns.name(), "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer"])
+                    .args([
+                        "-n",
+                        y.netns.name(),
+                        "link",
+                        "add",
+                        "eth0",
+                        "type",
+                        "veth",
+                        "peer",
+                        "name",
+                        "eth0-peer",
+                    ])
                     .output()
                     .expect("run ip link add");
-                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             SecondAddFailure::IpamRefuses => {
                 let requested = format!("[\"{ip_x}\"]");
                 let annotations = [("cni.projectcalico.org/ipAddrs", requested.as_str())];
-                pb.api.add_pod(&pod.namespace, &pod.name, &[("app", "web")], &annotations);
+                pb.api
+                    .add_pod(&pod.namespace, &pod.name, &[("app", "web")], &annotations);
             }
         }
 
         let out = pb.add(&conf, &pod, &y);
         out.error();
-        assert_eq!(pb.endpoint(&pod), endpoint_before, "{failure:?}: endpoint changed\n{out}");
+        assert_eq!(
+            pb.endpoint(&pod),
+            endpoint_before,
+            "{failure:?}: endpoint changed\n{out}"
+        );
         // The first sandbox's interfaces may be gone (a new sandbox means the old one is dead,
         // and its host veth name is the pod's), but its address and endpoint are not.
         assert_only_reservation(&pb, &ip_x, &x);
-        assert!(netns_ipv4_routes(y.netns.name()).is_empty(), "{failure:?}: routes left in the new sandbox");
+        assert!(
+            netns_ipv4_routes(y.netns.name()).is_empty(),
+            "{failure:?}: routes left in the new sandbox"
+        );
 
         pb.del(&conf, &pod, &y).assert_success();
-        assert_eq!(pb.endpoint(&pod), endpoint_before, "{failure:?}: DEL of the failed sandbox changed the endpoint");
+        assert_eq!(
+            pb.endpoint(&pod),
+            endpoint_before,
+            "{failure:?}: DEL of the failed sandbox changed the endpoint"
+        );
         pb.del(&conf, &pod, &x).assert_success();
         pb.assert_nothing_left(&[&pod]);
     }
@@ -193,13 +254,27 @@ fn del_fails_and_touches_nothing_while_etcd_is_down() {
     let mut outage = EtcdOutage::begin(&pb.bed);
     let out = pb.del(&conf, &pod, &sandbox);
     let err = out.error();
-    assert!(err.msg.contains(pb.bed.etcd.endpoint()), "the error does not name etcd\n{out}");
-    assert_eq!(container_ip(&sandbox), ip, "container address gone after failed DEL\n{out}");
-    assert!(host_link(&pod.host_veth()).is_some(), "host veth gone after failed DEL\n{out}");
+    assert!(
+        err.msg.contains(pb.bed.etcd.endpoint()),
+        "the error does not name etcd\n{out}"
+    );
+    assert_eq!(
+        container_ip(&sandbox),
+        ip,
+        "container address gone after failed DEL\n{out}"
+    );
+    assert!(
+        host_link(&pod.host_veth()).is_some(),
+        "host veth gone after failed DEL\n{out}"
+    );
     assert_only_reservation(&pb, &ip, &sandbox);
 
     outage.end();
-    assert_eq!(pb.endpoint(&pod), endpoint, "endpoint changed during the outage");
+    assert_eq!(
+        pb.endpoint(&pod),
+        endpoint,
+        "endpoint changed during the outage"
+    );
     assert_pod_served_by(&pb, &pod, &sandbox, &ip);
     pb.del(&conf, &pod, &sandbox).assert_success();
     pb.assert_nothing_left(&[&pod]);
@@ -218,14 +293,23 @@ fn pod_name_without_namespace_is_a_plain_container() {
 
     let ip = result_ip(&pb.run_with_args("ADD", &conf, &args, &sandbox));
     let key = pb.bed.endpoint_key(&cid, "eth0");
-    assert_eq!(pb.bed.node_keys(), [key.clone()], "keys under the node");
+    assert_eq!(
+        pb.bed.node_keys(),
+        std::slice::from_ref(&key),
+        "keys under the node"
+    );
     let endpoint = pb.bed.endpoint(&cid, "eth0").expect("endpoint");
     assert_eq!(endpoint["name"], json!(host_veth_name(&cid)), "{endpoint}");
     assert_eq!(endpoint["active_instance_id"], json!(""), "{endpoint}");
-    assert_eq!(endpoint["ipv4_nets"], json!([format!("{ip}/32")]), "{endpoint}");
+    assert_eq!(
+        endpoint["ipv4_nets"],
+        json!([format!("{ip}/32")]),
+        "{endpoint}"
+    );
     assert_eq!(pb.api.requests(), [], "the API server was contacted");
 
-    pb.run_with_args("DEL", &conf, &args, &sandbox).assert_success();
+    pb.run_with_args("DEL", &conf, &args, &sandbox)
+        .assert_success();
     pb.bed.assert_nothing_left(&[&cid]);
 }
 
@@ -245,12 +329,29 @@ fn ready_flag_false_refuses_add_and_del_without_changes() {
     let del = pb.del(&conf, &pod, &running);
     for (verb, out) in [("ADD", &add), ("DEL", &del)] {
         let err = out.error_with_code(104);
-        assert!(err.msg.contains("/calico/v1/Ready"), "{verb}: message does not name the flag\n{out}");
+        assert!(
+            err.msg.contains("/calico/v1/Ready"),
+            "{verb}: message does not name the flag\n{out}"
+        );
     }
-    assert_eq!(pb.endpoint(&other), None, "endpoint written while not ready");
-    assert!(netns_link(refused.netns.name(), "eth0").is_none(), "interface created while not ready");
-    assert!(host_link(&other.host_veth()).is_none(), "host veth created while not ready");
-    assert_eq!(pb.endpoint(&pod), endpoint, "endpoint changed while not ready");
+    assert_eq!(
+        pb.endpoint(&other),
+        None,
+        "endpoint written while not ready"
+    );
+    assert!(
+        netns_link(refused.netns.name(), "eth0").is_none(),
+        "interface created while not ready"
+    );
+    assert!(
+        host_link(&other.host_veth()).is_none(),
+        "host veth created while not ready"
+    );
+    assert_eq!(
+        pb.endpoint(&pod),
+        endpoint,
+        "endpoint changed while not ready"
+    );
     assert_pod_served_by(&pb, &pod, &running, &ip);
     assert_only_reservation(&pb, &ip, &running);
 
@@ -274,7 +375,11 @@ fn ready_flag_absent_or_true_lets_pods_attach() {
         assert_pod_served_by(&pb, &pod, &sandbox, &ip);
         pb.del(&conf, &pod, &sandbox).assert_success();
         pb.assert_nothing_left(&[&pod]);
-        assert_eq!(pb.bed.etcd.get("/calico/v1/Ready").as_deref(), flag, "the flag was changed");
+        assert_eq!(
+            pb.bed.etcd.get("/calico/v1/Ready").as_deref(),
+            flag,
+            "the flag was changed"
+        );
     }
 }
 
@@ -290,13 +395,22 @@ fn mesos_labels_are_sanitised_on_the_endpoint() {
     let bed = TestBed::new();
     let netns = Netns::new();
     let cid = names::container_id();
-    let labels: Vec<Value> = rows.iter().map(|(k, v, _, _)| json!({"key": k, "value": v})).collect();
-    let args = json!({"org.apache.mesos": {"network_info": {"name": "mesos-net", "labels": {"labels": labels}}}});
+    let labels: Vec<Value> = rows
+        .iter()
+        .map(|(k, v, _, _)| json!({"key": k, "value": v}))
+        .collect();
+    let args = json!({"org.apache.mesos": {"network_info": {
+        "name": "mesos-net",
+        "labels": {"labels": labels},
+    }}});
     let conf = bed.conf().set("args", args);
 
     bed.add(&conf, &cid, &netns.path(), "eth0").result();
     let endpoint = bed.endpoint(&cid, "eth0").expect("endpoint");
-    let want: serde_json::Map<String, Value> = rows.iter().map(|(_, _, k, v)| (k.to_string(), json!(v))).collect();
+    let want: serde_json::Map<String, Value> = rows
+        .iter()
+        .map(|(_, _, k, v)| (k.to_string(), json!(v)))
+        .collect();
     assert_eq!(endpoint["labels"], Value::Object(want), "{endpoint}");
 
     bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();

@@ -29,7 +29,10 @@ fn address_in_subnet(pb: &PodBed, host: u8) -> String {
 
 /// The bed's /24 split into two calico-ipam pools (/25 each), both created.
 fn two_pools(pb: &PodBed) -> [String; 2] {
-    let pools = [format!("{}/25", address_in_subnet(pb, 0)), format!("{}/25", address_in_subnet(pb, 128))];
+    let pools = [
+        format!("{}/25", address_in_subnet(pb, 0)),
+        format!("{}/25", address_in_subnet(pb, 128)),
+    ];
     for pool in &pools {
         let out = std::process::Command::new(binary("calico-ipam"))
             .env_clear()
@@ -37,7 +40,11 @@ fn two_pools(pb: &PodBed) -> [String; 2] {
             .args(["pool", "add", pool])
             .output()
             .expect("run calico-ipam pool add");
-        assert!(out.status.success(), "pool add {pool}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pool add {pool}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     pools
 }
@@ -49,14 +56,21 @@ fn handles(pb: &PodBed) -> Vec<String> {
 
 /// The allocations in all blocks: (ordinal, handle).
 fn allocations(pb: &PodBed) -> Vec<String> {
-    check_datastore(&pb.bed.etcd).into_iter().flat_map(|b| b.allocated.into_values()).collect()
+    check_datastore(&pb.bed.etcd)
+        .into_iter()
+        .flat_map(|b| b.allocated.into_values())
+        .collect()
 }
 
 /// Nothing of `pod` is left, and IPAM holds nothing.
 fn assert_pod_gone_and_ipam_empty(pb: &PodBed, pod: &PodRef) {
     pb.assert_nothing_left(&[pod]);
     assert_eq!(handles(pb), Vec::<String>::new(), "IPAM handles left");
-    assert_eq!(allocations(pb), Vec::<String>::new(), "IPAM allocations left");
+    assert_eq!(
+        allocations(pb),
+        Vec::<String>::new(),
+        "IPAM allocations left"
+    );
 }
 
 #[test]
@@ -74,11 +88,26 @@ fn k8s_policy_copies_pod_labels_and_uses_namespace_profile() {
         json!({"app": "db", "role": "primary", "calico/k8s_ns": pod.namespace}),
         "{endpoint}"
     );
-    assert_eq!(endpoint["profile_ids"], json!([format!("k8s_ns.{}", pod.namespace)]), "{endpoint}");
-    assert_eq!(pb.bed.etcd.keys("/calico/v1/policy/profile/"), Vec::<String>::new(), "profile keys written");
+    assert_eq!(
+        endpoint["profile_ids"],
+        json!([format!("k8s_ns.{}", pod.namespace)]),
+        "{endpoint}"
+    );
+    assert_eq!(
+        pb.bed.etcd.keys("/calico/v1/policy/profile/"),
+        Vec::<String>::new(),
+        "profile keys written"
+    );
     let requests = pb.api.requests();
     let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
-    assert_eq!(paths, [format!("/api/v1/namespaces/{}/pods/{}", pod.namespace, pod.name)], "{requests:?}");
+    assert_eq!(
+        paths,
+        [format!(
+            "/api/v1/namespaces/{}/pods/{}",
+            pod.namespace, pod.name
+        )],
+        "{requests:?}"
+    );
     assert_eq!(requests[0].token.as_deref(), Some(TOKEN), "{requests:?}");
 
     pb.del(&conf, &pod, &sandbox).assert_success();
@@ -96,8 +125,14 @@ fn k8s_policy_pod_not_found_fails_and_leaves_nothing() {
     let out = pb.add(&conf, &pod, &sandbox);
     let err = out.error_with_code(107);
     let named = format!("{}/{}", pod.namespace, pod.name);
-    assert!(err.msg.contains(&named) || out.stdout.contains(&named), "error does not name pod {named}\n{out}");
-    assert!(netns_link(sandbox.netns.name(), "eth0").is_none(), "eth0 created\n{out}");
+    assert!(
+        err.msg.contains(&named) || out.stdout.contains(&named),
+        "error does not name pod {named}\n{out}"
+    );
+    assert!(
+        netns_link(sandbox.netns.name(), "eth0").is_none(),
+        "eth0 created\n{out}"
+    );
     pb.assert_nothing_left(&[&pod]);
 }
 
@@ -107,22 +142,39 @@ fn without_policy_type_the_api_is_not_contacted_and_the_profile_allows_all() {
     let pb = PodBed::new();
     let pod = pb.add_pod(&[("app", "web")], &[(IP_ADDRS, "[\"10.0.0.1\"]")]);
     let ca = pb.api.ca_file();
-    let conf = pb
-        .conf(K8S_CONF)
-        .set("policy", json!({"k8s_api_root": pb.api.url(), "k8s_auth_token": TOKEN, "k8s_certificate_authority": ca}));
+    let conf = pb.conf(K8S_CONF).set(
+        "policy",
+        json!({
+            "k8s_api_root": pb.api.url(),
+            "k8s_auth_token": TOKEN,
+            "k8s_certificate_authority": ca,
+        }),
+    );
     let sandbox = Sandbox::new();
 
     let ip = result_ip(&pb.add(&conf, &pod, &sandbox));
     assert!(pb.bed.subnet.contains(&ip), "annotation or API used: {ip}");
     let endpoint = pb.endpoint(&pod).expect("endpoint");
-    assert_eq!(endpoint["profile_ids"], json!([pb.bed.network]), "{endpoint}");
-    assert!(endpoint.get("labels").is_none_or(|l| *l == json!({})), "{endpoint}");
+    assert_eq!(
+        endpoint["profile_ids"],
+        json!([pb.bed.network]),
+        "{endpoint}"
+    );
+    assert!(
+        endpoint.get("labels").is_none_or(|l| *l == json!({})),
+        "{endpoint}"
+    );
     let profile = format!("/calico/v1/policy/profile/{}", pb.bed.network);
     assert_eq!(
         pb.bed.etcd.get_json(&format!("{profile}/rules")),
-        Some(json!({"inbound_rules": [{"action": "allow"}], "outbound_rules": [{"action": "allow"}]}))
+        Some(
+            json!({"inbound_rules": [{"action": "allow"}], "outbound_rules": [{"action": "allow"}]})
+        )
     );
-    assert!(pb.bed.etcd.get(&format!("{profile}/tags")).is_some(), "profile tags missing");
+    assert!(
+        pb.bed.etcd.get(&format!("{profile}/tags")).is_some(),
+        "profile tags missing"
+    );
     assert_eq!(pb.api.requests(), [], "the API server was contacted");
 
     pb.del(&conf, &pod, &sandbox).assert_success();
@@ -141,7 +193,11 @@ fn ipv4pools_annotation_picks_the_annotated_pool() {
         let pod = pb.add_pod(&[], &[(IPV4_POOLS, &annotation)]);
         let sandbox = Sandbox::new();
         let ip = result_ip(&pb.add(&conf, &pod, &sandbox));
-        let last: u8 = ip.rsplit('.').next().and_then(|o| o.parse().ok()).expect("IPv4 address");
+        let last: u8 = ip
+            .rsplit('.')
+            .next()
+            .and_then(|o| o.parse().ok())
+            .expect("IPv4 address");
         assert_eq!(last >= 128, upper_half, "{ip} not in {pool}");
         assert_eq!(container_ip(&sandbox), ip);
         pb.del(&conf, &pod, &sandbox).assert_success();
@@ -160,7 +216,10 @@ fn ipv4pools_annotation_naming_a_missing_pool_fails_and_leaves_nothing() {
     let out = pb.add(&pb.conf(K8S_IPAM_CONF), &pod, &sandbox);
     let err = out.error();
     let text = format!("{} {}", err.msg, err.details.unwrap_or_default());
-    assert!(text.contains("192.168.250.0/24"), "error does not name the pool\n{out}");
+    assert!(
+        text.contains("192.168.250.0/24"),
+        "error does not name the pool\n{out}"
+    );
     assert_pod_gone_and_ipam_empty(&pb, &pod);
 }
 
@@ -176,9 +235,15 @@ fn ip_addrs_annotation_gets_exactly_that_address() {
 
     assert_eq!(result_ip(&pb.add(&conf, &pod, &sandbox)), wanted);
     assert_eq!(container_ip(&sandbox), wanted);
-    assert_eq!(pb.endpoint(&pod).expect("endpoint")["ipv4_nets"], json!([format!("{wanted}/32")]));
-    let handle = format!("/calico/ipam/v2/handle/{}.{}", pb.bed.network, sandbox.container_id);
-    assert_eq!(handles(&pb), [handle.clone()]);
+    assert_eq!(
+        pb.endpoint(&pod).expect("endpoint")["ipv4_nets"],
+        json!([format!("{wanted}/32")])
+    );
+    let handle = format!(
+        "/calico/ipam/v2/handle/{}.{}",
+        pb.bed.network, sandbox.container_id
+    );
+    assert_eq!(handles(&pb), [handle]);
     assert_eq!(allocations(&pb).len(), 1);
 
     pb.del(&conf, &pod, &sandbox).assert_success();
@@ -192,16 +257,29 @@ fn ip_addrs_annotation_for_a_taken_address_fails_and_leaves_nothing() {
     two_pools(&pb);
     let wanted = format!("[\"{}\"]", address_in_subnet(&pb, 10));
     let conf = pb.conf(K8S_IPAM_CONF);
-    let (holder, late) = (pb.add_pod(&[], &[(IP_ADDRS, &wanted)]), pb.add_pod(&[], &[(IP_ADDRS, &wanted)]));
+    let (holder, late) = (
+        pb.add_pod(&[], &[(IP_ADDRS, &wanted)]),
+        pb.add_pod(&[], &[(IP_ADDRS, &wanted)]),
+    );
     let (holder_sandbox, late_sandbox) = (Sandbox::new(), Sandbox::new());
     let ip = result_ip(&pb.add(&conf, &holder, &holder_sandbox));
     let allocated = allocations(&pb);
 
     let out = pb.add(&conf, &late, &late_sandbox);
     out.error();
-    assert_eq!(pb.endpoint(&late), None, "endpoint of the refused pod\n{out}");
-    assert!(host_link(&late.host_veth()).is_none(), "host veth of the refused pod\n{out}");
-    assert!(netns_link(late_sandbox.netns.name(), "eth0").is_none(), "eth0 of the refused pod\n{out}");
+    assert_eq!(
+        pb.endpoint(&late),
+        None,
+        "endpoint of the refused pod\n{out}"
+    );
+    assert!(
+        host_link(&late.host_veth()).is_none(),
+        "host veth of the refused pod\n{out}"
+    );
+    assert!(
+        netns_link(late_sandbox.netns.name(), "eth0").is_none(),
+        "eth0 of the refused pod\n{out}"
+    );
     assert_eq!(allocations(&pb), allocated, "allocations changed\n{out}");
     assert!(ping(&ip), "the holder lost {ip}");
 
@@ -221,9 +299,16 @@ fn ip_addrs_annotation_failing_on_the_second_address_releases_the_first() {
     let pod = pb.add_pod(&[], &[(IP_ADDRS, &wanted)]);
     let sandbox = Sandbox::new();
 
-    let out = pb.add(&pb.conf(K8S_IPAM_CONF).set_ipam("assign_ipv6", "true"), &pod, &sandbox);
+    let out = pb.add(
+        &pb.conf(K8S_IPAM_CONF).set_ipam("assign_ipv6", "true"),
+        &pod,
+        &sandbox,
+    );
     out.error();
-    assert!(netns_link(sandbox.netns.name(), "eth0").is_none(), "eth0 created\n{out}");
+    assert!(
+        netns_link(sandbox.netns.name(), "eth0").is_none(),
+        "eth0 created\n{out}"
+    );
     assert_pod_gone_and_ipam_empty(&pb, &pod);
 }
 
@@ -245,9 +330,19 @@ fn ip_addrs_pod_gets_its_address_again_in_a_new_sandbox() {
     assert_eq!(result_ip(&pb.add(&conf, &pod, &y)), wanted);
     pb.del(&conf, &pod, &x).assert_success();
     assert_eq!(container_ip(&y), wanted);
-    assert_eq!(pb.endpoint(&pod).expect("endpoint")["active_instance_id"], json!(y.container_id));
-    let handle = format!("/calico/ipam/v2/handle/{}.{}", pb.bed.network, y.container_id);
-    assert_eq!(handles(&pb), [handle], "the address is not held for the new sandbox");
+    assert_eq!(
+        pb.endpoint(&pod).expect("endpoint")["active_instance_id"],
+        json!(y.container_id)
+    );
+    let handle = format!(
+        "/calico/ipam/v2/handle/{}.{}",
+        pb.bed.network, y.container_id
+    );
+    assert_eq!(
+        handles(&pb),
+        [handle],
+        "the address is not held for the new sandbox"
+    );
     assert!(ping(&wanted), "{wanted} does not answer ping");
 
     pb.del(&conf, &pod, &y).assert_success();
@@ -266,10 +361,17 @@ fn ip_addrs_no_ipam_annotation_bypasses_ipam() {
 
     assert_eq!(result_ip(&pb.add(&conf, &pod, &sandbox)), wanted);
     assert_eq!(container_ip(&sandbox), wanted);
-    assert_eq!(pb.endpoint(&pod).expect("endpoint")["ipv4_nets"], json!([format!("{wanted}/32")]));
+    assert_eq!(
+        pb.endpoint(&pod).expect("endpoint")["ipv4_nets"],
+        json!([format!("{wanted}/32")])
+    );
     assert!(ping(&wanted), "{wanted} does not answer ping");
     assert_eq!(handles(&pb), Vec::<String>::new(), "IPAM handle written");
-    assert_eq!(allocations(&pb), Vec::<String>::new(), "IPAM allocation made");
+    assert_eq!(
+        allocations(&pb),
+        Vec::<String>::new(),
+        "IPAM allocation made"
+    );
 
     pb.del(&conf, &pod, &sandbox).assert_success();
     assert_pod_gone_and_ipam_empty(&pb, &pod);
@@ -281,11 +383,23 @@ fn bad_ipam_annotations_fail_with_code_7_and_leave_nothing() {
     let cases: [(&[(&str, &str)], &str); 8] = [
         (&[(IP_ADDRS, "[]")], "specified but empty"),
         (&[(IP_ADDRS_NO_IPAM, "[]")], "specified but empty"),
-        (&[(IP_ADDRS, "[\"10.213.0.10\",\"10.213.0.11\"]")], "more than one IPv4"),
-        (&[(IP_ADDRS_NO_IPAM, "[\"fd00::1\",\"fd00::2\"]")], "more than one IPv6"),
+        (
+            &[(IP_ADDRS, "[\"10.213.0.10\",\"10.213.0.11\"]")],
+            "more than one IPv4",
+        ),
+        (
+            &[(IP_ADDRS_NO_IPAM, "[\"fd00::1\",\"fd00::2\"]")],
+            "more than one IPv6",
+        ),
         (&[(IP_ADDRS_NO_IPAM, "10.213.0.10")], "failed to parse"),
         (&[(IP_ADDRS, "[\"10.213.0.300\"]")], "invalid IP format"),
-        (&[(IP_ADDRS, "[\"10.213.0.10\"]"), (IP_ADDRS_NO_IPAM, "[\"10.213.0.11\"]")], "both annotations"),
+        (
+            &[
+                (IP_ADDRS, "[\"10.213.0.10\"]"),
+                (IP_ADDRS_NO_IPAM, "[\"10.213.0.11\"]"),
+            ],
+            "both annotations",
+        ),
         (&[(IPV4_POOLS, "10.213.0.0/25")], "failed to parse"),
     ];
     let pb = PodBed::new();
@@ -296,10 +410,19 @@ fn bad_ipam_annotations_fail_with_code_7_and_leave_nothing() {
         let sandbox = Sandbox::new();
         let out = pb.add(&conf, &pod, &sandbox);
         let err = out.error_with_code(7);
-        assert!(err.msg.contains(message), "{annotations:?}: expected {message:?}\n{out}");
+        assert!(
+            err.msg.contains(message),
+            "{annotations:?}: expected {message:?}\n{out}"
+        );
         let annotation = annotations[annotations.len() - 1].0;
-        assert!(err.msg.contains(annotation), "{annotations:?}: message does not name {annotation}\n{out}");
-        assert!(netns_link(sandbox.netns.name(), "eth0").is_none(), "{annotations:?}: eth0 created");
+        assert!(
+            err.msg.contains(annotation),
+            "{annotations:?}: message does not name {annotation}\n{out}"
+        );
+        assert!(
+            netns_link(sandbox.netns.name(), "eth0").is_none(),
+            "{annotations:?}: eth0 created"
+        );
         assert_pod_gone_and_ipam_empty(&pb, &pod);
     }
 }
@@ -320,13 +443,19 @@ fn use_pod_cidr_allocates_from_the_node_pod_cidr_and_del_needs_no_api() {
         let sandbox = Sandbox::new();
 
         let ip = result_ip(&pb.add(&conf, &pod, &sandbox));
-        assert!(pb.bed.subnet.contains(&ip), "{ip} not in the pod CIDR {}", pb.bed.subnet.cidr());
+        assert!(
+            pb.bed.subnet.contains(&ip),
+            "{ip} not in the pod CIDR {}",
+            pb.bed.subnet.cidr()
+        );
         assert_eq!(container_ip(&sandbox), ip);
         let paths: Vec<String> = pb.api.requests().into_iter().map(|r| r.path).collect();
         assert_eq!(paths, [format!("/api/v1/nodes/{api_node}")]);
 
         let unreachable = format!("https://127.0.0.1:{}", free_port());
-        let del_conf = conf.clone().set("policy", json!({"k8s_api_root": unreachable}));
+        let del_conf = conf
+            .clone()
+            .set("policy", json!({"k8s_api_root": unreachable}));
         pb.del(&del_conf, &pod, &sandbox).assert_success();
         assert_eq!(pb.api.requests().len(), 1, "DEL contacted the API server");
         pb.assert_nothing_left(&[&pod]);
@@ -348,8 +477,13 @@ fn use_pod_cidr_gives_the_requested_ip_again_after_del() {
         let out = pb.run_with_args("ADD", &conf, &args, &sandbox);
         assert_eq!(result_ip(&out), wanted, "round {round}\n{out}");
         assert_eq!(container_ip(&sandbox), wanted, "round {round}");
-        pb.run_with_args("DEL", &conf, &args, &sandbox).assert_success();
-        assert_eq!(pb.reserved(), vec![], "round {round}: DEL did not release {wanted}");
+        pb.run_with_args("DEL", &conf, &args, &sandbox)
+            .assert_success();
+        assert_eq!(
+            pb.reserved(),
+            vec![],
+            "round {round}: DEL did not release {wanted}"
+        );
     }
     pb.assert_nothing_left(&[&pod]);
 }
@@ -364,8 +498,14 @@ fn use_pod_cidr_fails_when_the_node_has_no_pod_cidr() {
 
     let out = pb.add(&pb.conf(POD_CIDR_CONF), &pod, &sandbox);
     let err = out.error();
-    assert!(err.msg.contains("podCIDR") && err.msg.contains(&pb.bed.node), "{out}");
-    assert!(netns_link(sandbox.netns.name(), "eth0").is_none(), "eth0 created\n{out}");
+    assert!(
+        err.msg.contains("podCIDR") && err.msg.contains(&pb.bed.node),
+        "{out}"
+    );
+    assert!(
+        netns_link(sandbox.netns.name(), "eth0").is_none(),
+        "eth0 created\n{out}"
+    );
     pb.assert_nothing_left(&[&pod]);
 }
 
@@ -407,7 +547,10 @@ fn connection_settings_reach_the_api_server() {
             name: "kubeconfig file",
             auth: Auth::Token("kubeconfig-token".to_string()),
             conf: |pb| {
-                let kubeconfig = pb.api.write_kubeconfig(KubeUser::Token("kubeconfig-token".to_string()), KubeCa::File);
+                let kubeconfig = pb.api.write_kubeconfig(
+                    KubeUser::Token("kubeconfig-token".to_string()),
+                    KubeCa::File,
+                );
                 pb.conf(K8S_CONF)
                     .set("policy", json!({"type": "k8s"}))
                     .set("kubernetes", json!({"kubeconfig": kubeconfig}))
@@ -436,13 +579,23 @@ fn connection_settings_reach_the_api_server() {
         let out: PluginOutput = pb.add(&conf, &pod, &sandbox);
         assert!(out.status.success(), "{}: ADD failed\n{out}", case.name);
         let endpoint = pb.endpoint(&pod).expect("endpoint");
-        assert_eq!(endpoint["labels"]["app"], json!("web"), "{}: {endpoint}", case.name);
+        assert_eq!(
+            endpoint["labels"]["app"],
+            json!("web"),
+            "{}: {endpoint}",
+            case.name
+        );
         let requests = pb.api.requests();
         assert_eq!(requests.len(), 1, "{}: {requests:?}", case.name);
         let want_path = format!("/api/v1/namespaces/{}/pods/{}", pod.namespace, pod.name);
         assert_eq!(requests[0].path, want_path, "{}", case.name);
         assert_eq!(requests[0].token.as_deref(), case.token, "{}", case.name);
-        assert_eq!(requests[0].client_cert, case.token.is_none(), "{}", case.name);
+        assert_eq!(
+            requests[0].client_cert,
+            case.token.is_none(),
+            "{}",
+            case.name
+        );
 
         pb.del(&conf, &pod, &sandbox).assert_success();
         pb.assert_nothing_left(&[&pod]);

@@ -30,7 +30,10 @@ pub struct PodRef {
 impl PodRef {
     /// A pod with a unique namespace and name.
     pub fn unique() -> PodRef {
-        PodRef { namespace: names::unique("ns"), name: names::unique("pod") }
+        PodRef {
+            namespace: names::unique("ns"),
+            name: names::unique("pod"),
+        }
     }
 
     /// `<namespace>.<name>`: the workload id.
@@ -41,7 +44,8 @@ impl PodRef {
     /// `CNI_ARGS` as the kubelet sends them for a sandbox.
     pub fn cni_args(&self, container_id: &str) -> String {
         format!(
-            "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={container_id}",
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};\
+             K8S_POD_INFRA_CONTAINER_ID={container_id}",
             self.namespace, self.name
         )
     }
@@ -74,7 +78,10 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new() -> Sandbox {
-        Sandbox { container_id: names::container_id(), netns: Netns::new() }
+        Sandbox {
+            container_id: names::container_id(),
+            netns: Netns::new(),
+        }
     }
 }
 
@@ -91,7 +98,10 @@ impl PodBed {
     }
 
     pub fn with_auth(auth: Auth) -> PodBed {
-        PodBed { bed: TestBed::new(), api: ApiServer::start(auth) }
+        PodBed {
+            bed: TestBed::new(),
+            api: ApiServer::start(auth),
+        }
     }
 
     /// A fixture with this bed's etcd, node, network, subnet, data dir and API server.
@@ -115,20 +125,38 @@ impl PodBed {
     /// A pod with a unique name, added to the API server.
     pub fn add_pod(&self, labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> PodRef {
         let pod = PodRef::unique();
-        self.api.add_pod(&pod.namespace, &pod.name, labels, annotations);
+        self.api
+            .add_pod(&pod.namespace, &pod.name, labels, annotations);
         pod
     }
 
     /// Runs `calico` for `pod` in `sandbox` with interface `eth0`.
-    pub fn run(&self, command: &str, conf: &NetConf, pod: &PodRef, sandbox: &Sandbox) -> PluginOutput {
+    pub fn run(
+        &self,
+        command: &str,
+        conf: &NetConf,
+        pod: &PodRef,
+        sandbox: &Sandbox,
+    ) -> PluginOutput {
         self.run_with_args(command, conf, &pod.cni_args(&sandbox.container_id), sandbox)
     }
 
     /// Runs `calico` with the given `CNI_ARGS`.
-    pub fn run_with_args(&self, command: &str, conf: &NetConf, args: &str, sandbox: &Sandbox) -> PluginOutput {
+    pub fn run_with_args(
+        &self,
+        command: &str,
+        conf: &NetConf,
+        args: &str,
+        sandbox: &Sandbox,
+    ) -> PluginOutput {
         let env = self
             .bed
-            .env(command, &sandbox.container_id, &sandbox.netns.path(), "eth0")
+            .env(
+                command,
+                &sandbox.container_id,
+                &sandbox.netns.path(),
+                "eth0",
+            )
             .set("CNI_ARGS", args);
         run_plugin("calico", &env, &conf.to_bytes())
     }
@@ -143,7 +171,11 @@ impl PodBed {
 
     /// `/calico/v1/host/<node>/workload/k8s/<ns>.<pod>/endpoint/eth0`.
     pub fn endpoint_key(&self, pod: &PodRef) -> String {
-        format!("/calico/v1/host/{}/workload/k8s/{}/endpoint/eth0", self.bed.node, pod.workload())
+        format!(
+            "/calico/v1/host/{}/workload/k8s/{}/endpoint/eth0",
+            self.bed.node,
+            pod.workload()
+        )
     }
 
     /// The pod's endpoint, if stored.
@@ -174,14 +206,21 @@ impl PodBed {
 /// The only IPv4 address on the sandbox's `eth0` (without prefix).
 pub fn container_ip(sandbox: &Sandbox) -> String {
     let addrs = netns_ipv4_addrs(sandbox.netns.name(), "eth0");
-    assert_eq!(addrs.len(), 1, "expected one IPv4 address on eth0 of {}: {addrs:?}", sandbox.netns.name());
+    assert_eq!(
+        addrs.len(),
+        1,
+        "expected one IPv4 address on eth0 of {}: {addrs:?}",
+        sandbox.netns.name()
+    );
     addrs[0].local.clone()
 }
 
 /// The first address of an ADD result, without prefix.
 pub fn result_ip(out: &PluginOutput) -> String {
     let result = out.result();
-    let address = result["ips"][0]["address"].as_str().unwrap_or_else(|| panic!("no address in {result}"));
+    let address = result["ips"][0]["address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no address in {result}"));
     address.split('/').next().unwrap_or_default().to_string()
 }
 
@@ -197,13 +236,36 @@ impl EtcdOutage {
     /// Kills the etcd this test process started with its data in `data_dir`.
     pub fn begin(bed: &TestBed) -> EtcdOutage {
         let dir = bed.etcd.dir().display().to_string();
-        let port: u16 = bed.etcd.endpoint().rsplit(':').next().and_then(|p| p.parse().ok()).expect("etcd port");
-        let (pid, command) = find_child_etcd(&dir).unwrap_or_else(|| panic!("no etcd child with data in {dir}"));
-        let out = Command::new("kill").args(["-KILL", &pid.to_string()]).output().expect("run kill");
-        assert!(out.status.success(), "kill {pid}: {}", String::from_utf8_lossy(&out.stderr));
-        let closed = eventually(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_err());
-        assert!(closed, "etcd still accepts connections on port {port} after SIGKILL");
-        EtcdOutage { command, restarted: None, port }
+        let port: u16 = bed
+            .etcd
+            .endpoint()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("etcd port");
+        let (pid, command) =
+            find_child_etcd(&dir).unwrap_or_else(|| panic!("no etcd child with data in {dir}"));
+        let out = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .output()
+            .expect("run kill");
+        assert!(
+            out.status.success(),
+            "kill {pid}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let closed = eventually(Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_err()
+        });
+        assert!(
+            closed,
+            "etcd still accepts connections on port {port} after SIGKILL"
+        );
+        EtcdOutage {
+            command,
+            restarted: None,
+            port,
+        }
     }
 
     /// Starts etcd again with the same command line and waits until it serves.
@@ -218,7 +280,11 @@ impl EtcdOutage {
             .expect("restart etcd");
         self.restarted = Some(child);
         let healthy = eventually(Duration::from_secs(20), || etcd_healthy(self.port));
-        assert!(healthy, "restarted etcd on port {} did not become healthy", self.port);
+        assert!(
+            healthy,
+            "restarted etcd on port {} did not become healthy",
+            self.port
+        );
     }
 }
 
@@ -237,15 +303,27 @@ impl Drop for EtcdOutage {
 fn find_child_etcd(dir: &str) -> Option<(u32, Vec<String>)> {
     let me = std::process::id().to_string();
     for entry in std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()) {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-        let Ok(raw) = std::fs::read(proc_dir.join("cmdline")) else { continue };
-        let command: Vec<String> =
-            raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-        let ours = command.iter().any(|a| a.starts_with(&format!("--data-dir={dir}/")));
+        let Ok(raw) = std::fs::read(proc_dir.join("cmdline")) else {
+            continue;
+        };
+        let command: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let ours = command
+            .iter()
+            .any(|a| a.starts_with(&format!("--data-dir={dir}/")));
         // The parent pid is the 4th field of `stat`, after the parenthesised command name.
         let stat = std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
-        let parent = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).unwrap_or_default();
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .unwrap_or_default();
         if ours && parent == me {
             return Some((pid, command));
         }
