@@ -15,30 +15,32 @@ use crate::endpoint::{self, StoredEndpoint};
 use crate::ipam;
 use crate::labels;
 use crate::network;
-use crate::pod;
+use crate::pod::{self, AddressSource};
 use crate::workload::WorkloadIds;
 
 /// Handles ADD.
 pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let ids = WorkloadIds::for_request(req);
-    let netns_path = network::validate_netns(req)?;
+    network::validate_netns(req)?;
     let store = Datastore::connect(&req.config.etcd)?;
     endpoint::ensure_ready(&store)?;
     let existing = endpoint::find_workload_endpoint(&store, &ids)?;
     if let (Some(existing), false) = (&existing, ids.is_kubernetes()) {
         return join_network(&store, req, existing.clone(), reply);
     }
+    let netns_path = network::validate_container_side(req)?;
     // A pod's new sandbox gets new addresses and takes over the pod's endpoint.
     let replaced = existing.filter(|e| e.key == endpoint::endpoint_key(&ids));
     let setup = pod::prepare(req, &ids)?;
     let req = &setup.request;
-    let host_ifname = network::choose_host_veth_name(&store, &ids, &req.container_id)?;
-    let mut recorded = attachment::record_attachment(&store, req, &ids, &host_ifname)?;
+    let host_veth = network::choose_host_veth_name(&store, &ids, &req.container_id)?;
+    let mut recorded = attachment::record_attachment(&store, req, &ids, &host_veth.name, &setup.addresses)?;
     crash::point("after-record");
+    release_replaced_addresses(req, &setup.addresses, replaced.as_ref())?;
     let mut lease = ipam::allocate(req, &setup.addresses)?;
     let addresses = ipam::workload_addresses(&lease.result);
     crash::point("after-ipam");
-    let mut pair = network::create_workload_interfaces(req, netns_path, &host_ifname, &addresses)?;
+    let mut pair = network::create_workload_interfaces(req, netns_path, &host_veth, &addresses)?;
     crash::point("after-routes");
     let labels = if ids.is_kubernetes() { setup.labels.clone() } else { labels::mesos_labels(&req.config.mesos_labels) };
     let endpoint = workload_endpoint(req, &ids, &pair, &addresses, labels, replaced.as_ref());
@@ -53,6 +55,19 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     lease.commit();
     recorded.commit();
     Ok(())
+}
+
+/// A pod annotated with `ipAddrs` asks for the same addresses in every sandbox: the replaced
+/// sandbox's addresses are released first, as Calico does, or the new request would find them
+/// taken.
+fn release_replaced_addresses(req: &Request, source: &AddressSource, replaced: Option<&StoredEndpoint>) -> Result<()> {
+    let previous = replaced.map(|r| r.endpoint.active_instance_id.as_str()).filter(|id| !id.is_empty() && *id != req.container_id);
+    match (source, previous) {
+        (AddressSource::IpamRequested(_), Some(previous)) => {
+            ipam::release(&Request { container_id: previous.to_string(), ..req.clone() })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The workload has its endpoint already (it is joining a second network, or ADD is

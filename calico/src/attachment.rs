@@ -7,6 +7,7 @@ use common::datastore::{Datastore, keys};
 use common::{Context, Result};
 
 use crate::endpoint;
+use crate::pod::AddressSource;
 use crate::workload::WorkloadIds;
 
 /// The key of this request's attachment record.
@@ -44,6 +45,7 @@ pub fn record_attachment<'a>(
     req: &Request,
     ids: &WorkloadIds,
     host_veth: &str,
+    addresses: &AddressSource,
 ) -> Result<AttachmentGuard<'a>> {
     let record = AttachmentRecord {
         container_id: req.container_id.clone(),
@@ -51,6 +53,7 @@ pub fn record_attachment<'a>(
         netns: req.netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         host_veth: host_veth.to_string(),
         endpoint: endpoint::endpoint_key(ids),
+        without_ipam: matches!(addresses, AddressSource::NoIpam(_)),
     };
     let key = attachment_key(req);
     store.put(&key, &serde_json::to_vec(&record)?).with_context(|| format!("write attachment record {key}"))?;

@@ -11,6 +11,7 @@ use common::error::codes;
 use common::{Code, Error, Result};
 use ipnetwork::IpNetwork;
 
+use crate::attachment;
 use crate::endpoint;
 use crate::ipam;
 use crate::network;
@@ -28,8 +29,11 @@ struct Expected {
 pub fn check(req: &Request) -> Result<()> {
     let expected = expected_state(req)?;
     let netns_path = network::validate_netns(req)?;
-    delegate::ipam_exec(req, Command::Check, &req.raw_config)?;
     let store = Datastore::connect(&req.config.etcd)?;
+    let record = attachment::read_attachment(&store, req)?;
+    if !record.is_some_and(|r| r.without_ipam) {
+        delegate::ipam_exec(req, Command::Check, &req.raw_config)?;
+    }
     let mut mismatches = check_container(netns_path, &req.ifname, &expected)?;
     mismatches.extend(check_host(&expected)?);
     mismatches.extend(check_endpoint(&store, req, &expected)?);

@@ -41,6 +41,10 @@ impl Plugin for Calico {
     fn gc(&self, req: &Request) -> common::Result<()> {
         del::gc(req)
     }
+
+    fn implements_status_and_gc(&self) -> bool {
+        true
+    }
 }
 
 fn main() {

@@ -44,6 +44,12 @@ impl Etcd {
         panic!("etcd did not become healthy after 5 attempts; last log:\n{log}");
     }
 
+    /// Stops etcd now (an outage for the rest of the test); dropping it later is harmless.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The client URL, e.g. `http://127.0.0.1:40123`.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
@@ -86,6 +92,16 @@ impl Etcd {
         assert!(
             out.status.success(),
             "etcdctl put {key} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Deletes `key`.
+    pub fn delete(&self, key: &str) {
+        let out = self.etcdctl(&["del", key]);
+        assert!(
+            out.status.success(),
+            "etcdctl del {key} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }

@@ -111,6 +111,7 @@ result_shape_tests! {
     add_prints_0_3_1_result => Some("0.3.1"),
     add_prints_0_4_0_result => Some("0.4.0"),
     add_prints_1_0_0_result => Some("1.0.0"),
+    add_prints_1_1_0_result => Some("1.1.0"),
     add_without_cni_version_prints_0_1_0_result => None,
 }
 

@@ -223,7 +223,7 @@ fn add_rejects_missing_or_invalid_network_name_with_code_7() {
 #[ignore = "root: real etcd and netns"]
 fn add_rejects_unsupported_cni_version_with_code_1_listing_supported_versions() {
     let case = Case::new();
-    for version in ["9.9.9", "1.1.0", "0.5.0", "2.0.0"] {
+    for version in ["9.9.9", "1.2.0", "0.5.0", "2.0.0", "1.0"] {
         let out = case.run(
             &case.env("ADD"),
             &case.bed.conf().set("cniVersion", version),

@@ -184,38 +184,23 @@ fn failed_add_of_new_sandbox_leaves_first_allocation_and_endpoint() {
         let (x, y) = (Sandbox::new(), Sandbox::new());
         let ip_x = result_ip(&pb.add(&conf, &pod, &x));
         let endpoint_before = pb.endpoint(&pod);
-        match failure {
+        let out = match failure {
             SecondAddFailure::IfnameExists => {
                 let out = Command::new("ip")
-                    .args([
-                        "-n",
-                        y.netns.name(),
-                        "link",
-                        "add",
-                        "eth0",
-                        "type",
-                        "veth",
-                        "peer",
-                        "name",
-                        "eth0-peer",
-                    ])
+                    .args(["-n", y.netns.name(), "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer"])
                     .output()
                     .expect("run ip link add");
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                pb.add(&conf, &pod, &y)
             }
+            // host-local refuses an `IP=` that the first sandbox holds. (An `ipAddrs`
+            // annotation would not fail: Calico releases the replaced sandbox's addresses
+            // first, so the pod keeps its annotated address.)
             SecondAddFailure::IpamRefuses => {
-                let requested = format!("[\"{ip_x}\"]");
-                let annotations = [("cni.projectcalico.org/ipAddrs", requested.as_str())];
-                pb.api
-                    .add_pod(&pod.namespace, &pod.name, &[("app", "web")], &annotations);
+                let args = format!("{};IP={ip_x}", pod.cni_args(&y.container_id));
+                pb.run_with_args("ADD", &conf, &args, &y)
             }
-        }
-
-        let out = pb.add(&conf, &pod, &y);
+        };
         out.error();
         assert_eq!(
             pb.endpoint(&pod),

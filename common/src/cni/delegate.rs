@@ -7,7 +7,8 @@ use std::process::{Command as Process, Stdio};
 
 use serde_json::Value;
 
-use super::Request;
+use super::version::CniVersion;
+use super::{Request, log};
 use super::env::Command;
 use super::result::CniResult;
 use crate::error::{Code, Context, Error, Result, codes};
@@ -58,7 +59,31 @@ pub fn ipam_exec(req: &Request, command: Command, stdin: &[u8]) -> Result<()> {
 fn exec_ipam(req: &Request, command: Command, stdin: &[u8]) -> Result<Vec<u8>> {
     let plugin = &req.config.ipam.plugin_type;
     let path = find_plugin(plugin, &req.cni_path)?;
-    exec_plugin(&path, command, req, stdin)
+    match exec_plugin(&path, command, req, stdin) {
+        Err(err) if needs_1_0_0(req, command, &err) => {
+            log::info(&format!("ipam plugin {plugin} does not speak 1.1.0: asking again with 1.0.0"));
+            exec_plugin(&path, command, req, &with_version(stdin, CniVersion::V1_0_0)?)
+        }
+        outcome => outcome,
+    }
+}
+
+/// IPAM plugins built before 1.1.0 (such as the reference host-local of Debian 12) refuse a
+/// 1.1.0 config. For ADD, DEL and CHECK nothing the IPAM plugin reads or prints differs between
+/// 1.0.0 and 1.1.0, so the request is repeated as 1.0.0; STATUS and GC exist only in 1.1.0 and
+/// keep the plugin's answer.
+fn needs_1_0_0(req: &Request, command: Command, err: &Error) -> bool {
+    req.version == CniVersion::V1_1_0
+        && matches!(command, Command::Add | Command::Del | Command::Check)
+        && err.code() == Code::IncompatibleVersion
+}
+
+fn with_version(stdin: &[u8], version: CniVersion) -> Result<Vec<u8>> {
+    let mut config: Value = serde_json::from_slice(stdin)?;
+    if let Some(object) = config.as_object_mut() {
+        object.insert("cniVersion".to_string(), version.as_str().into());
+    }
+    Ok(serde_json::to_vec(&config)?)
 }
 
 /// Executes a plugin binary. Its stderr is copied to ours; a non-zero exit turns its error JSON

@@ -210,6 +210,10 @@ pub struct AttachmentRecord {
     pub host_veth: String,
     /// The key of the workload endpoint it writes.
     pub endpoint: String,
+    /// The addresses were given without IPAM (a pod's `ipAddrsNoIpam`): CHECK does not ask
+    /// the IPAM plugin about them.
+    #[serde(default)]
+    pub without_ipam: bool,
 }
 
 /// Reads `null` (which Go writes for nil slices and maps) as the type's default.
