@@ -20,7 +20,7 @@ build:
 	$(CARGO) build --workspace --locked
 
 release:
-	$(CARGO) build --release --locked
+	$(CARGO) build --release --locked -p calico -p calico-ipam
 
 test:
 	scripts/test.sh

@@ -10,7 +10,7 @@ CONF_EXAMPLE=${CONF_EXAMPLE:-$ROOT/conf-examples/20-calico-rkt-host-local.conf}
 "$ROOT/scripts/install-deps.sh"
 require_root
 require_cargo
-(cd "$ROOT" && cargo build --release --locked)
+(cd "$ROOT" && cargo build --release --locked -p calico -p calico-ipam)
 
 WORK=$(mktemp -d /tmp/calico-bench.XXXXXX)
 NETNS=calico-bench-$$

@@ -4,12 +4,14 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-CONF_EXAMPLE=${CONF_EXAMPLE:-$ROOT/conf-examples/20-calico-rkt-host-local.conf}
+CONF_EXAMPLE=${CONF_EXAMPLE:-$ROOT/conf-examples/10-calico-rkt.conf}
+# The pool calico-ipam allocates from when the example uses it.
+DEMO_POOL=${DEMO_POOL:-10.22.0.0/16}
 
 "$ROOT/scripts/install-deps.sh"
 require_root
 require_cargo
-(cd "$ROOT" && cargo build --release --locked)
+(cd "$ROOT" && cargo build --release --locked -p calico -p calico-ipam)
 
 WORK=$(mktemp -d /tmp/calico-demo.XXXXXX)
 NETNS=calico-demo-$$
@@ -38,6 +40,11 @@ section() { printf '\n=== %s\n' "$*"; }
 
 section "config ($CONF_EXAMPLE, etcd at $ETCD_ENDPOINT)"
 cat "$WORK/net.conf"
+if grep -q '"calico-ipam"' "$WORK/net.conf"; then
+    section "calico-ipam pool add $DEMO_POOL"
+    "$TARGET_DIR/release/calico-ipam" --config "$WORK/net.conf" pool add "$DEMO_POOL"
+    "$TARGET_DIR/release/calico-ipam" --config "$WORK/net.conf" pool list
+fi
 section "ADD container $CONTAINER_ID in netns $NETNS"
 cni ADD
 section "ip -n $NETNS addr"
@@ -51,4 +58,6 @@ section "etcdctl get --prefix /calico"
 ETCDCTL_API=3 etcdctl --endpoints="$ETCD_ENDPOINT" get --prefix /calico
 section "DEL"
 cni DEL
+section "etcdctl get --prefix /calico --keys-only (after DEL: profile, pool and the node's block remain)"
+ETCDCTL_API=3 etcdctl --endpoints="$ETCD_ENDPOINT" get --prefix /calico --keys-only
 echo "DEL done; cleaning up"
