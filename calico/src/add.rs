@@ -2,11 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use common::Result;
 use common::cni::{CniResult, Interface, IpConfig, Reply, Request};
 use common::dataplane::veth::{HOST_MAC, VethGuard};
 use common::datastore::Datastore;
 use common::datastore::model::{Profile, WorkloadEndpoint};
-use common::Result;
 use ipnetwork::IpNetwork;
 
 use crate::attachment;
@@ -34,7 +34,8 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let setup = pod::prepare(req, &ids)?;
     let req = &setup.request;
     let host_veth = network::choose_host_veth_name(&store, &ids, &req.container_id)?;
-    let mut recorded = attachment::record_attachment(&store, req, &ids, &host_veth.name, &setup.addresses)?;
+    let mut recorded =
+        attachment::record_attachment(&store, req, &ids, &host_veth.name, &setup.addresses)?;
     crash::point("after-record");
     release_replaced_addresses(req, &setup.addresses, replaced.as_ref())?;
     let mut lease = ipam::allocate(req, &setup.addresses)?;
@@ -42,11 +43,16 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     crash::point("after-ipam");
     let mut pair = network::create_workload_interfaces(req, netns_path, &host_veth, &addresses)?;
     crash::point("after-routes");
-    let labels = if ids.is_kubernetes() { setup.labels.clone() } else { labels::mesos_labels(&req.config.mesos_labels) };
+    let labels = if ids.is_kubernetes() {
+        setup.labels.clone()
+    } else {
+        labels::mesos_labels(&req.config.mesos_labels)
+    };
     let endpoint = workload_endpoint(req, &ids, &pair, &addresses, labels, replaced.as_ref());
     let key = endpoint::endpoint_key(&ids);
     let profile = network_profile(req, &ids);
-    let mut written = endpoint::write_endpoint(&store, &key, &endpoint, replaced.as_ref(), profile.as_ref())?;
+    let mut written =
+        endpoint::write_endpoint(&store, &key, &endpoint, replaced.as_ref(), profile.as_ref())?;
     crash::point("after-endpoint");
     reply.send(&attachment_result(req, &pair, &addresses, &lease.result))?;
     crash::point("after-result");
@@ -60,12 +66,19 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
 /// A pod annotated with `ipAddrs` asks for the same addresses in every sandbox: the replaced
 /// sandbox's addresses are released first, as Calico does, or the new request would find them
 /// taken.
-fn release_replaced_addresses(req: &Request, source: &AddressSource, replaced: Option<&StoredEndpoint>) -> Result<()> {
-    let previous = replaced.map(|r| r.endpoint.active_instance_id.as_str()).filter(|id| !id.is_empty() && *id != req.container_id);
+fn release_replaced_addresses(
+    req: &Request,
+    source: &AddressSource,
+    replaced: Option<&StoredEndpoint>,
+) -> Result<()> {
+    let previous = replaced
+        .map(|r| r.endpoint.active_instance_id.as_str())
+        .filter(|id| !id.is_empty() && *id != req.container_id);
     match (source, previous) {
-        (AddressSource::IpamRequested(_), Some(previous)) => {
-            ipam::release(&Request { container_id: previous.to_string(), ..req.clone() })
-        }
+        (AddressSource::IpamRequested(_), Some(previous)) => ipam::release(&Request {
+            container_id: previous.to_string(),
+            ..req.clone()
+        }),
         _ => Ok(()),
     }
 }
@@ -73,7 +86,12 @@ fn release_replaced_addresses(req: &Request, source: &AddressSource, replaced: O
 /// The workload has its endpoint already (it is joining a second network, or ADD is
 /// repeated): add this network's profile and answer with the endpoint's addresses, without
 /// IPAM or interface work.
-fn join_network(store: &Datastore, req: &Request, existing: StoredEndpoint, reply: &mut Reply<'_>) -> Result<()> {
+fn join_network(
+    store: &Datastore,
+    req: &Request,
+    existing: StoredEndpoint,
+    reply: &mut Reply<'_>,
+) -> Result<()> {
     let updated = endpoint::append_profile(store, existing, &req.config.name)?;
     if let Some(profile) = network_profile(req, &WorkloadIds::for_request(req)) {
         endpoint::ensure_profile(store, &profile)?;
@@ -85,7 +103,10 @@ fn join_network(store: &Datastore, req: &Request, existing: StoredEndpoint, repl
 /// inbound only from the network's own endpoints, or (Kubernetes without policy) everything.
 fn network_profile(req: &Request, ids: &WorkloadIds) -> Option<Profile> {
     let name = &req.config.name;
-    match (req.config.policy.policy_type.is_empty(), ids.is_kubernetes()) {
+    match (
+        req.config.policy.policy_type.is_empty(),
+        ids.is_kubernetes(),
+    ) {
         (false, _) => None,
         (true, false) => Some(Profile::for_network(name)),
         (true, true) => Some(Profile::allow_all(name)),
@@ -106,7 +127,11 @@ fn workload_endpoint(
     WorkloadEndpoint {
         state: "active".to_string(),
         name: pair.host_ifname().to_string(),
-        active_instance_id: if ids.is_kubernetes() { req.container_id.clone() } else { String::new() },
+        active_instance_id: if ids.is_kubernetes() {
+            req.container_id.clone()
+        } else {
+            String::new()
+        },
         mac: pair.container_mac().to_string(),
         profile_ids: vec![ids.profile(&req.config)],
         ipv4_nets: addresses.iter().filter(|a| a.is_ipv4()).copied().collect(),
@@ -116,23 +141,41 @@ fn workload_endpoint(
         labels,
         ipv4_gateway: None,
         ipv6_gateway: None,
-        other: replaced.map(|r| r.endpoint.other.clone()).unwrap_or_default(),
+        other: replaced
+            .map(|r| r.endpoint.other.clone())
+            .unwrap_or_default(),
     }
 }
 
 /// Host end first, then the container end every address belongs to. No gateway: the
 /// container routes via 169.254.1.1 (IPv6: the host end's link-local), not IPAM's gateway.
-fn attachment_result(req: &Request, pair: &VethGuard, addresses: &[IpNetwork], ipam: &CniResult) -> CniResult {
+fn attachment_result(
+    req: &Request,
+    pair: &VethGuard,
+    addresses: &[IpNetwork],
+    ipam: &CniResult,
+) -> CniResult {
     CniResult {
         interfaces: vec![
-            Interface { name: pair.host_ifname().to_string(), mac: Some(host_mac_text()), sandbox: None },
+            Interface {
+                name: pair.host_ifname().to_string(),
+                mac: Some(host_mac_text()),
+                sandbox: None,
+            },
             Interface {
                 name: pair.container_ifname().to_string(),
                 mac: Some(pair.container_mac().to_string()),
                 sandbox: req.netns.as_ref().map(|p| p.display().to_string()),
             },
         ],
-        ips: addresses.iter().map(|&address| IpConfig { address, gateway: None, interface: Some(1) }).collect(),
+        ips: addresses
+            .iter()
+            .map(|&address| IpConfig {
+                address,
+                gateway: None,
+                interface: Some(1),
+            })
+            .collect(),
         routes: Vec::new(),
         dns: ipam.dns.clone(),
     }
@@ -141,7 +184,11 @@ fn attachment_result(req: &Request, pair: &VethGuard, addresses: &[IpNetwork], i
 fn endpoint_result(req: &Request, endpoint: &WorkloadEndpoint) -> CniResult {
     CniResult {
         interfaces: vec![
-            Interface { name: endpoint.name.clone(), mac: Some(host_mac_text()), sandbox: None },
+            Interface {
+                name: endpoint.name.clone(),
+                mac: Some(host_mac_text()),
+                sandbox: None,
+            },
             Interface {
                 name: req.ifname.clone(),
                 mac: Some(endpoint.mac.clone()),
@@ -152,7 +199,11 @@ fn endpoint_result(req: &Request, endpoint: &WorkloadEndpoint) -> CniResult {
             .ipv4_nets
             .iter()
             .chain(&endpoint.ipv6_nets)
-            .map(|&address| IpConfig { address, gateway: None, interface: Some(1) })
+            .map(|&address| IpConfig {
+                address,
+                gateway: None,
+                interface: Some(1),
+            })
             .collect(),
         ..CniResult::default()
     }
@@ -160,5 +211,9 @@ fn endpoint_result(req: &Request, endpoint: &WorkloadEndpoint) -> CniResult {
 
 /// The host end's MAC as the result prints it.
 fn host_mac_text() -> String {
-    HOST_MAC.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    HOST_MAC
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }

@@ -12,7 +12,12 @@ use crate::workload::WorkloadIds;
 
 /// The key of this request's attachment record.
 pub fn attachment_key(req: &Request) -> String {
-    keys::attachment(&req.config.nodename, &req.config.name, &req.container_id, &req.ifname)
+    keys::attachment(
+        &req.config.nodename,
+        &req.config.name,
+        &req.container_id,
+        &req.ifname,
+    )
 }
 
 /// A written record; dropping it deletes the record again unless committed.
@@ -33,7 +38,10 @@ impl Drop for AttachmentGuard<'_> {
     fn drop(&mut self) {
         if !self.committed {
             if let Err(err) = self.store.delete(&self.key) {
-                eprintln!("calico: rollback: failed to delete attachment record {}: {err}", self.key);
+                eprintln!(
+                    "calico: rollback: failed to delete attachment record {}: {err}",
+                    self.key
+                );
             }
         }
     }
@@ -50,38 +58,60 @@ pub fn record_attachment<'a>(
     let record = AttachmentRecord {
         container_id: req.container_id.clone(),
         ifname: req.ifname.clone(),
-        netns: req.netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        netns: req
+            .netns
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
         host_veth: host_veth.to_string(),
         endpoint: endpoint::endpoint_key(ids),
         without_ipam: matches!(addresses, AddressSource::NoIpam(_)),
     };
     let key = attachment_key(req);
-    store.put(&key, &serde_json::to_vec(&record)?).with_context(|| format!("write attachment record {key}"))?;
-    Ok(AttachmentGuard { store, key, committed: false })
+    store
+        .put(&key, &serde_json::to_vec(&record)?)
+        .with_context(|| format!("write attachment record {key}"))?;
+    Ok(AttachmentGuard {
+        store,
+        key,
+        committed: false,
+    })
 }
 
 /// This request's record, if any.
 pub fn read_attachment(store: &Datastore, req: &Request) -> Result<Option<AttachmentRecord>> {
     let key = attachment_key(req);
-    let Some(entry) = store.get(&key).with_context(|| format!("read attachment record {key}"))? else {
+    let Some(entry) = store
+        .get(&key)
+        .with_context(|| format!("read attachment record {key}"))?
+    else {
         return Ok(None);
     };
-    Ok(Some(serde_json::from_slice(&entry.value).with_context(|| format!("decode attachment record {key}"))?))
+    Ok(Some(serde_json::from_slice(&entry.value).with_context(
+        || format!("decode attachment record {key}"),
+    )?))
 }
 
 /// Every record of this network on this node.
 pub fn list_attachments(store: &Datastore, req: &Request) -> Result<Vec<AttachmentRecord>> {
     let prefix = keys::attachments_prefix(&req.config.nodename, &req.config.name);
-    let entries = store.list(&prefix).with_context(|| format!("list attachment records under {prefix}"))?;
+    let entries = store
+        .list(&prefix)
+        .with_context(|| format!("list attachment records under {prefix}"))?;
     entries
         .iter()
-        .map(|entry| serde_json::from_slice(&entry.value).with_context(|| format!("decode attachment record {}", entry.key)))
+        .map(|entry| {
+            serde_json::from_slice(&entry.value)
+                .with_context(|| format!("decode attachment record {}", entry.key))
+        })
         .collect()
 }
 
 /// Deletes this request's record; absent is fine.
 pub fn delete_attachment(store: &Datastore, req: &Request) -> Result<()> {
     let key = attachment_key(req);
-    store.delete(&key).with_context(|| format!("delete attachment record {key}"))?;
+    store
+        .delete(&key)
+        .with_context(|| format!("delete attachment record {key}"))?;
     Ok(())
 }

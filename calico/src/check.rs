@@ -40,7 +40,9 @@ pub fn check(req: &Request) -> Result<()> {
     match mismatches.as_slice() {
         [] => Ok(()),
         [only] => Err(Error::new(codes::CHECK_FAILED, only.clone())),
-        [first, ..] => Err(Error::new(codes::CHECK_FAILED, first.clone()).with_details(mismatches.join("; "))),
+        [first, ..] => {
+            Err(Error::new(codes::CHECK_FAILED, first.clone()).with_details(mismatches.join("; ")))
+        }
     }
 }
 
@@ -59,7 +61,14 @@ fn expected_state(req: &Request) -> Result<Expected> {
         .iter()
         .find(|i| i.name == req.ifname && (i.sandbox.is_none() || i.sandbox == netns_text))
         .ok_or_else(|| {
-            Error::new(Code::InvalidConfig, format!("prevResult has no interface {} in {}", req.ifname, netns_text.clone().unwrap_or_default()))
+            Error::new(
+                Code::InvalidConfig,
+                format!(
+                    "prevResult has no interface {} in {}",
+                    req.ifname,
+                    netns_text.clone().unwrap_or_default()
+                ),
+            )
         })?;
     let host = prev
         .interfaces
@@ -89,15 +98,22 @@ fn check_container(netns_path: &Path, ifname: &str, expected: &Expected) -> Resu
         let routes = route::list_routes(link.index)?;
         if expected.addresses.iter().any(IpNetwork::is_ipv4) {
             let gateway = IpAddr::V4(IPV4_GATEWAY);
-            let link_route = |r: &RouteState| r.destination == IpNetwork::from(gateway) && r.scope == Scope::Link;
+            let link_route = |r: &RouteState| {
+                r.destination == IpNetwork::from(gateway) && r.scope == Scope::Link
+            };
             if !routes.iter().any(link_route) {
                 found.push(format!("{where_} has no route {gateway}/32 scope link"));
             }
-            if !routes.iter().any(|r| is_default(r, false) && r.gateway == Some(gateway)) {
+            if !routes
+                .iter()
+                .any(|r| is_default(r, false) && r.gateway == Some(gateway))
+            {
                 found.push(format!("{where_} has no default route via {gateway}"));
             }
         }
-        if expected.addresses.iter().any(IpNetwork::is_ipv6) && !routes.iter().any(|r| is_default(r, true)) {
+        if expected.addresses.iter().any(IpNetwork::is_ipv6)
+            && !routes.iter().any(|r| is_default(r, true))
+        {
             found.push(format!("{where_} has no IPv6 default route"));
         }
         Ok(found)
@@ -113,7 +129,10 @@ fn check_host(expected: &Expected) -> Result<Vec<String>> {
     let mut found = link_mismatches(&where_, &link, None);
     let routes = route::list_routes(link.index)?;
     for address in &expected.addresses {
-        if !routes.iter().any(|r| r.destination == *address && r.ifindex == Some(link.index)) {
+        if !routes
+            .iter()
+            .any(|r| r.destination == *address && r.ifindex == Some(link.index))
+        {
             found.push(format!("host has no route {address} dev {name}"));
         }
     }
@@ -135,7 +154,10 @@ fn check_host(expected: &Expected) -> Result<Vec<String>> {
     for (path, want) in sysctls {
         let value = sysctl::read(&path)?;
         if value.trim() != want {
-            found.push(format!("sysctl {path} is {} instead of {want}", value.trim()));
+            found.push(format!(
+                "sysctl {path} is {} instead of {want}",
+                value.trim()
+            ));
         }
     }
     Ok(found)
@@ -150,24 +172,40 @@ fn check_endpoint(store: &Datastore, req: &Request, expected: &Expected) -> Resu
     let ep = &stored.endpoint;
     let mut found = Vec::new();
     if ep.name != expected.host_ifname {
-        found.push(format!("endpoint {key} names host interface {} instead of {}", ep.name, expected.host_ifname));
+        found.push(format!(
+            "endpoint {key} names host interface {} instead of {}",
+            ep.name, expected.host_ifname
+        ));
     }
-    if let Some(mac) = expected.container_mac.as_deref().filter(|mac| !ep.mac.eq_ignore_ascii_case(mac)) {
-        found.push(format!("endpoint {key} has MAC {} instead of {mac}", ep.mac));
+    if let Some(mac) = expected
+        .container_mac
+        .as_deref()
+        .filter(|mac| !ep.mac.eq_ignore_ascii_case(mac))
+    {
+        found.push(format!(
+            "endpoint {key} has MAC {} instead of {mac}",
+            ep.mac
+        ));
     }
-    let mut stored_nets: Vec<IpNetwork> = ep.ipv4_nets.iter().chain(&ep.ipv6_nets).copied().collect();
+    let mut stored_nets: Vec<IpNetwork> =
+        ep.ipv4_nets.iter().chain(&ep.ipv6_nets).copied().collect();
     let mut want_nets = expected.addresses.clone();
     stored_nets.sort();
     want_nets.sort();
     if stored_nets != want_nets {
-        found.push(format!("endpoint {key} has addresses {stored_nets:?} instead of {want_nets:?}"));
+        found.push(format!(
+            "endpoint {key} has addresses {stored_nets:?} instead of {want_nets:?}"
+        ));
     }
     let profile = ids.profile(&req.config);
     if !ep.profile_ids.contains(&profile) {
         found.push(format!("endpoint {key} does not have profile {profile}"));
     }
     if ids.is_kubernetes() && ep.active_instance_id != req.container_id {
-        found.push(format!("endpoint {key} belongs to sandbox {} instead of {}", ep.active_instance_id, req.container_id));
+        found.push(format!(
+            "endpoint {key} belongs to sandbox {} instead of {}",
+            ep.active_instance_id, req.container_id
+        ));
     }
     Ok(found)
 }

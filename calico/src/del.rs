@@ -36,13 +36,32 @@ pub fn gc(req: &Request) -> Result<()> {
     let store = Datastore::connect(&req.config.etcd)?;
     endpoint::ensure_ready(&store)?;
     let valid = req.config.valid_attachments.clone().unwrap_or_default();
-    let is_valid = |r: &AttachmentRecord| valid.iter().any(|a| a.container_id == r.container_id && a.ifname == r.ifname);
+    let is_valid = |r: &AttachmentRecord| {
+        valid
+            .iter()
+            .any(|a| a.container_id == r.container_id && a.ifname == r.ifname)
+    };
     let mut failures = Vec::new();
-    for record in attachment::list_attachments(&store, req)?.into_iter().filter(|r| !is_valid(r)) {
+    for record in attachment::list_attachments(&store, req)?
+        .into_iter()
+        .filter(|r| !is_valid(r))
+    {
         let attachment_req = request_for(req, &record);
         let stored = endpoint::read_endpoint_at(&store, &record.endpoint);
-        let outcome = stored.and_then(|stored| teardown(&store, &attachment_req, stored, Some(record.host_veth.clone())));
-        failures.extend(outcome.err().map(|e| e.context(format!("collect attachment {}/{}", record.container_id, record.ifname))));
+        let outcome = stored.and_then(|stored| {
+            teardown(
+                &store,
+                &attachment_req,
+                stored,
+                Some(record.host_veth.clone()),
+            )
+        });
+        failures.extend(outcome.err().map(|e| {
+            e.context(format!(
+                "collect attachment {}/{}",
+                record.container_id, record.ifname
+            ))
+        }));
     }
     failures.extend(delegate::ipam_exec(req, Command::Gc, &req.raw_config).err());
     combine(failures)
@@ -52,13 +71,26 @@ pub fn gc(req: &Request) -> Result<()> {
 /// endpoint owned by another sandbox (a late DEL of an older one) is left alone, and so is the
 /// pod's host veth, which the newer sandbox uses; this sandbox's addresses and container
 /// interface go all the same. The record stays when something failed, so a retry finds it.
-fn teardown(store: &Datastore, req: &Request, stored: Option<StoredEndpoint>, recorded_host_veth: Option<String>) -> Result<()> {
-    let owned = stored.as_ref().is_none_or(|s| owned_by(s, &req.container_id));
+fn teardown(
+    store: &Datastore,
+    req: &Request,
+    stored: Option<StoredEndpoint>,
+    recorded_host_veth: Option<String>,
+) -> Result<()> {
+    let owned = stored
+        .as_ref()
+        .is_none_or(|s| owned_by(s, &req.container_id));
     let stored = stored.filter(|_| owned);
-    let host_veth = stored.as_ref().map(|s| s.endpoint.name.clone()).or(recorded_host_veth).filter(|_| owned);
+    let host_veth = stored
+        .as_ref()
+        .map(|s| s.endpoint.name.clone())
+        .or(recorded_host_veth)
+        .filter(|_| owned);
     let failures: Vec<Error> = [
         ipam::release(req),
-        stored.as_ref().map_or(Ok(()), |s| endpoint::delete_endpoint(store, s).map(|_| ())),
+        stored
+            .as_ref()
+            .map_or(Ok(()), |s| endpoint::delete_endpoint(store, s).map(|_| ())),
         network::remove_workload_interfaces(req, host_veth.as_deref()),
     ]
     .into_iter()

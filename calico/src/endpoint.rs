@@ -28,7 +28,10 @@ pub fn ensure_ready(store: &Datastore) -> Result<()> {
     match flag.map(|entry| String::from_utf8_lossy(&entry.value).trim().to_string()) {
         Some(value) if value == "false" => Err(Error::new(
             codes::NOT_READY,
-            format!("calico is currently not ready to process requests: {} is false", keys::READY),
+            format!(
+                "calico is currently not ready to process requests: {} is false",
+                keys::READY
+            ),
         )),
         _ => Ok(()),
     }
@@ -36,15 +39,25 @@ pub fn ensure_ready(store: &Datastore) -> Result<()> {
 
 /// The workload's endpoint, when it has exactly one (as Calico's List does; several would be
 /// ambiguous and are treated as none).
-pub fn find_workload_endpoint(store: &Datastore, ids: &WorkloadIds) -> Result<Option<StoredEndpoint>> {
+pub fn find_workload_endpoint(
+    store: &Datastore,
+    ids: &WorkloadIds,
+) -> Result<Option<StoredEndpoint>> {
     let prefix = keys::workload_endpoints_prefix(&ids.node, &ids.orchestrator, &ids.workload);
-    let mut entries = store.list(&prefix).with_context(|| format!("list endpoints under {prefix}"))?;
+    let mut entries = store
+        .list(&prefix)
+        .with_context(|| format!("list endpoints under {prefix}"))?;
     if entries.len() != 1 {
         return Ok(None);
     }
     let entry = entries.remove(0);
-    let endpoint = WorkloadEndpoint::from_json(&entry.value).with_context(|| format!("decode endpoint {}", entry.key))?;
-    Ok(Some(StoredEndpoint { key: entry.key, endpoint, revision: entry.mod_revision }))
+    let endpoint = WorkloadEndpoint::from_json(&entry.value)
+        .with_context(|| format!("decode endpoint {}", entry.key))?;
+    Ok(Some(StoredEndpoint {
+        key: entry.key,
+        endpoint,
+        revision: entry.mod_revision,
+    }))
 }
 
 /// The endpoint of this exact attachment, if stored.
@@ -54,11 +67,19 @@ pub fn read_endpoint(store: &Datastore, ids: &WorkloadIds) -> Result<Option<Stor
 
 /// The endpoint stored at `key`, if any.
 pub fn read_endpoint_at(store: &Datastore, key: &str) -> Result<Option<StoredEndpoint>> {
-    let Some(entry) = store.get(key).with_context(|| format!("read endpoint {key}"))? else {
+    let Some(entry) = store
+        .get(key)
+        .with_context(|| format!("read endpoint {key}"))?
+    else {
         return Ok(None);
     };
-    let endpoint = WorkloadEndpoint::from_json(&entry.value).with_context(|| format!("decode endpoint {key}"))?;
-    Ok(Some(StoredEndpoint { key: key.to_string(), endpoint, revision: entry.mod_revision }))
+    let endpoint = WorkloadEndpoint::from_json(&entry.value)
+        .with_context(|| format!("decode endpoint {key}"))?;
+    Ok(Some(StoredEndpoint {
+        key: key.to_string(),
+        endpoint,
+        revision: entry.mod_revision,
+    }))
 }
 
 /// Removes `profile` from an endpoint's profiles, with compare-and-swap.
@@ -85,7 +106,13 @@ pub fn remove_profile(store: &Datastore, mut stored: StoredEndpoint, profile: &s
         stored.endpoint = WorkloadEndpoint::from_json(&current.value)?;
         stored.revision = current.mod_revision;
     }
-    Err(Error::new(codes::CONFLICT, format!("endpoint {} kept changing while removing profile {profile}", stored.key)))
+    Err(Error::new(
+        codes::CONFLICT,
+        format!(
+            "endpoint {} kept changing while removing profile {profile}",
+            stored.key
+        ),
+    ))
 }
 
 /// The key of this attachment's endpoint.
@@ -95,7 +122,11 @@ pub fn endpoint_key(ids: &WorkloadIds) -> String {
 
 /// Adds `profile` to an existing endpoint's profiles unless it is there already, with
 /// compare-and-swap so that a concurrent change is not overwritten.
-pub fn append_profile(store: &Datastore, mut stored: StoredEndpoint, profile: &str) -> Result<WorkloadEndpoint> {
+pub fn append_profile(
+    store: &Datastore,
+    mut stored: StoredEndpoint,
+    profile: &str,
+) -> Result<WorkloadEndpoint> {
     for _ in 0..CAS_ATTEMPTS {
         if stored.endpoint.profile_ids.iter().any(|p| p == profile) {
             return Ok(stored.endpoint);
@@ -113,18 +144,36 @@ pub fn append_profile(store: &Datastore, mut stored: StoredEndpoint, profile: &s
             return Ok(updated);
         }
         let Some(current) = outcome.current.into_iter().next() else {
-            return Err(Error::new(codes::CONFLICT, format!("endpoint {} was deleted while adding profile {profile}", stored.key)));
+            return Err(Error::new(
+                codes::CONFLICT,
+                format!(
+                    "endpoint {} was deleted while adding profile {profile}",
+                    stored.key
+                ),
+            ));
         };
         stored.endpoint = WorkloadEndpoint::from_json(&current.value)?;
         stored.revision = current.mod_revision;
     }
-    Err(Error::new(codes::CONFLICT, format!("endpoint {} kept changing while adding profile {profile}", stored.key)))
+    Err(Error::new(
+        codes::CONFLICT,
+        format!(
+            "endpoint {} kept changing while adding profile {profile}",
+            stored.key
+        ),
+    ))
 }
 
 /// Which endpoint records the host link `link_name` on this node, if any.
-pub fn endpoint_using_link(store: &Datastore, node: &str, link_name: &str) -> Result<Option<String>> {
+pub fn endpoint_using_link(
+    store: &Datastore,
+    node: &str,
+    link_name: &str,
+) -> Result<Option<String>> {
     let prefix = keys::workloads_prefix(node);
-    let entries = store.list(&prefix).with_context(|| format!("list endpoints under {prefix}"))?;
+    let entries = store
+        .list(&prefix)
+        .with_context(|| format!("list endpoints under {prefix}"))?;
     Ok(entries.into_iter().find_map(|entry| {
         let endpoint = WorkloadEndpoint::from_json(&entry.value).ok()?;
         (endpoint.name == link_name).then_some(entry.key)
@@ -157,7 +206,10 @@ impl Drop for EndpointGuard<'_> {
             None => self.store.delete(&self.key).map(|_| ()),
         };
         if let Err(err) = undone {
-            eprintln!("calico: rollback: failed to restore endpoint {}: {err}", self.key);
+            eprintln!(
+                "calico: rollback: failed to restore endpoint {}: {err}",
+                self.key
+            );
         }
     }
 }
@@ -187,20 +239,42 @@ pub fn write_endpoint<'a>(
         };
         if let Some((tags_key, profile)) = &with_profile {
             txn.conditions.push(Condition::Absent(tags_key.clone()));
-            txn.writes.extend(profile.key_values()?.into_iter().map(|(k, v)| Write::Put(k, v)));
+            txn.writes.extend(
+                profile
+                    .key_values()?
+                    .into_iter()
+                    .map(|(k, v)| Write::Put(k, v)),
+            );
         }
-        let outcome = store.txn(&txn).with_context(|| format!("write endpoint {key}"))?;
+        let outcome = store
+            .txn(&txn)
+            .with_context(|| format!("write endpoint {key}"))?;
         if outcome.committed {
             let previous = previous.map(|p| p.endpoint.to_json()).transpose()?;
-            return Ok(EndpointGuard { store, key: key.to_string(), previous, committed: false });
+            return Ok(EndpointGuard {
+                store,
+                key: key.to_string(),
+                previous,
+                committed: false,
+            });
         }
-        let current_revision = outcome.current.iter().find(|e| e.key == key).map(|e| e.mod_revision);
+        let current_revision = outcome
+            .current
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| e.mod_revision);
         if current_revision != previous.map(|p| p.revision) {
-            return Err(Error::new(codes::CONFLICT, format!("endpoint {key} was changed by another writer"))
-                .with_kind(common::Kind::CasConflict));
+            return Err(Error::new(
+                codes::CONFLICT,
+                format!("endpoint {key} was changed by another writer"),
+            )
+            .with_kind(common::Kind::CasConflict));
         }
         if with_profile.take().is_none() {
-            return Err(Error::new(codes::CONFLICT, format!("endpoint {key} could not be written")));
+            return Err(Error::new(
+                codes::CONFLICT,
+                format!("endpoint {key} could not be written"),
+            ));
         }
         // The profile exists already (another workload of the network made it): write the
         // endpoint alone.
@@ -213,7 +287,11 @@ pub fn ensure_profile(store: &Datastore, profile: &Profile) -> Result<()> {
     store
         .txn(&Txn {
             conditions: vec![Condition::Absent(tags_key)],
-            writes: profile.key_values()?.into_iter().map(|(k, v)| Write::Put(k, v)).collect(),
+            writes: profile
+                .key_values()?
+                .into_iter()
+                .map(|(k, v)| Write::Put(k, v))
+                .collect(),
             reads_on_failure: Vec::new(),
         })
         .with_context(|| format!("create profile {}", profile.name))?;
@@ -233,6 +311,12 @@ pub fn delete_endpoint(store: &Datastore, stored: &StoredEndpoint) -> Result<boo
     if outcome.committed || outcome.current.is_empty() {
         return Ok(outcome.committed);
     }
-    Err(Error::new(codes::CONFLICT, format!("endpoint {} was modified before it could be deleted", stored.key))
-        .with_kind(common::Kind::CasConflict))
+    Err(Error::new(
+        codes::CONFLICT,
+        format!(
+            "endpoint {} was modified before it could be deleted",
+            stored.key
+        ),
+    )
+    .with_kind(common::Kind::CasConflict))
 }

@@ -3,8 +3,8 @@
 
 use std::net::IpAddr;
 
-use common::cni::{CniResult, Command, IpConfig, Request, delegate};
 use common::Result;
+use common::cni::{CniResult, Command, IpConfig, Request, delegate};
 use ipnetwork::IpNetwork;
 
 use crate::pod::{self, AddressSource};
@@ -30,7 +30,10 @@ impl Drop for IpamLease<'_> {
     fn drop(&mut self) {
         if self.from_ipam && !self.committed {
             if let Err(err) = release(self.req) {
-                eprintln!("calico: rollback: failed to release addresses of {}: {err}", self.req.container_id);
+                eprintln!(
+                    "calico: rollback: failed to release addresses of {}: {err}",
+                    self.req.container_id
+                );
             }
         }
     }
@@ -38,14 +41,22 @@ impl Drop for IpamLease<'_> {
 
 /// Gets the addresses: IPAM ADD, one IPAM ADD per requested address, or none at all.
 pub fn allocate<'a>(req: &'a Request, source: &AddressSource) -> Result<IpamLease<'a>> {
-    let mut lease = IpamLease { req, result: CniResult::default(), from_ipam: true, committed: false };
+    let mut lease = IpamLease {
+        req,
+        result: CniResult::default(),
+        from_ipam: true,
+        committed: false,
+    };
     match source {
         AddressSource::Ipam => lease.result = delegate::ipam_add(req)?,
         AddressSource::IpamRequested(addresses) => {
             // The lease exists before the first call, so a failure on the second address
             // releases the first.
             for &address in addresses {
-                let asking = Request { args: req.args.with_ip(address), ..req.clone() };
+                let asking = Request {
+                    args: req.args.with_ip(address),
+                    ..req.clone()
+                };
                 let answer = delegate::ipam_add(&asking)?;
                 lease.result.ips.extend(answer.ips.into_iter().take(1));
                 lease.result.dns = answer.dns;
@@ -53,7 +64,14 @@ pub fn allocate<'a>(req: &'a Request, source: &AddressSource) -> Result<IpamLeas
         }
         AddressSource::NoIpam(addresses) => {
             lease.from_ipam = false;
-            lease.result.ips = addresses.iter().map(|&ip| IpConfig { address: host_network(ip), gateway: None, interface: None }).collect();
+            lease.result.ips = addresses
+                .iter()
+                .map(|&ip| IpConfig {
+                    address: host_network(ip),
+                    gateway: None,
+                    interface: None,
+                })
+                .collect();
         }
     }
     Ok(lease)
@@ -68,7 +86,11 @@ pub fn release(req: &Request) -> Result<()> {
 /// The workload's addresses: every IPAM address as a /32 or /128, because Calico routes each
 /// workload address individually rather than a subnet.
 pub fn workload_addresses(result: &CniResult) -> Vec<IpNetwork> {
-    result.ips.iter().map(|ip| host_network(ip.address.ip())).collect()
+    result
+        .ips
+        .iter()
+        .map(|ip| host_network(ip.address.ip()))
+        .collect()
 }
 
 fn host_network(ip: IpAddr) -> IpNetwork {
@@ -86,12 +108,23 @@ mod tests {
     fn addresses_become_host_routes() {
         let result = CniResult {
             ips: vec![
-                IpConfig { address: "10.98.0.2/24".parse().unwrap(), gateway: Some("10.98.0.1".parse().unwrap()), interface: None },
-                IpConfig { address: "fd00::2/64".parse().unwrap(), gateway: None, interface: None },
+                IpConfig {
+                    address: "10.98.0.2/24".parse().unwrap(),
+                    gateway: Some("10.98.0.1".parse().unwrap()),
+                    interface: None,
+                },
+                IpConfig {
+                    address: "fd00::2/64".parse().unwrap(),
+                    gateway: None,
+                    interface: None,
+                },
             ],
             ..CniResult::default()
         };
-        let got: Vec<String> = workload_addresses(&result).iter().map(|n| n.to_string()).collect();
+        let got: Vec<String> = workload_addresses(&result)
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         assert_eq!(got, ["10.98.0.2/32", "fd00::2/128"]);
     }
 }

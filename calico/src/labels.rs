@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 /// The endpoint labels of a non-Kubernetes workload: its Mesos labels, keys and values
 /// sanitised.
 pub fn mesos_labels(labels: &[(String, String)]) -> BTreeMap<String, String> {
-    labels.iter().map(|(k, v)| (sanitize_mesos_label(k), sanitize_mesos_label(v))).collect()
+    labels
+        .iter()
+        .map(|(k, v)| (sanitize_mesos_label(k), sanitize_mesos_label(v)))
+        .collect()
 }
 
 /// Makes arbitrary Mesos label text acceptable as a Calico label, as Calico v1.11.3 does:

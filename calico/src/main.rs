@@ -48,11 +48,19 @@ impl Plugin for Calico {
 }
 
 fn main() {
-    if std::env::args().nth(1).is_some_and(|a| a == "-v" || a == "--version") {
+    if std::env::args()
+        .nth(1)
+        .is_some_and(|a| a == "-v" || a == "--version")
+    {
         println!("{}", env!("CARGO_PKG_VERSION"));
         return;
     }
     let env = |name: &str| std::env::var(name).ok();
-    let status = cni::run(&Calico, &env, &mut std::io::stdin().lock(), &mut std::io::stdout().lock());
+    let status = cni::run(
+        &Calico,
+        &env,
+        &mut std::io::stdin().lock(),
+        &mut std::io::stdout().lock(),
+    );
     std::process::exit(status);
 }

@@ -30,7 +30,11 @@ pub struct HostVeth {
 /// another live endpoint records belongs to another container whose id shares the first 11
 /// characters: it is never touched, and the name derived from a hash of the full container id
 /// is used instead.
-pub fn choose_host_veth_name(store: &Datastore, ids: &WorkloadIds, container_id: &str) -> Result<HostVeth> {
+pub fn choose_host_veth_name(
+    store: &Datastore,
+    ids: &WorkloadIds,
+    container_id: &str,
+) -> Result<HostVeth> {
     let usual = ids.host_veth_name(container_id);
     if let Some(choice) = usable_name(store, ids, &usual)? {
         return Ok(choice);
@@ -41,20 +45,31 @@ pub fn choose_host_veth_name(store: &Datastore, ids: &WorkloadIds, container_id:
             return Ok(choice);
         }
     }
-    Err(Error::new(codes::DATAPLANE, format!("host link {usual} belongs to another workload")))
+    Err(Error::new(
+        codes::DATAPLANE,
+        format!("host link {usual} belongs to another workload"),
+    ))
 }
 
 /// `name` as a choice, or `None` when another live endpoint uses it.
 fn usable_name(store: &Datastore, ids: &WorkloadIds, name: &str) -> Result<Option<HostVeth>> {
     if !veth::host_link_exists(name)? {
-        return Ok(Some(HostVeth { name: name.to_string(), replaces_stale_link: false }));
+        return Ok(Some(HostVeth {
+            name: name.to_string(),
+            replaces_stale_link: false,
+        }));
     }
     let own_key = endpoint::endpoint_key(ids);
-    if let Some(owner) = endpoint::endpoint_using_link(store, &ids.node, name)?.filter(|owner| *owner != own_key) {
+    if let Some(owner) =
+        endpoint::endpoint_using_link(store, &ids.node, name)?.filter(|owner| *owner != own_key)
+    {
         common::cni::log::warn(&format!("host link {name} belongs to endpoint {owner}"));
         return Ok(None);
     }
-    Ok(Some(HostVeth { name: name.to_string(), replaces_stale_link: true }))
+    Ok(Some(HostVeth {
+        name: name.to_string(),
+        replaces_stale_link: true,
+    }))
 }
 
 /// Before a new attachment changes anything: no interface called `CNI_IFNAME` may exist in
@@ -62,15 +77,25 @@ fn usable_name(store: &Datastore, ids: &WorkloadIds, name: &str) -> Result<Optio
 pub fn validate_container_side(req: &Request) -> Result<&Path> {
     let path = validate_netns(req)?;
     if netns::with_netns(path, || veth::read_link(&req.ifname))?.is_some() {
-        return Err(Error::new(codes::DATAPLANE, format!("interface {} already exists in {}", req.ifname, path.display()))
-            .with_kind(common::Kind::AlreadyExists));
+        return Err(Error::new(
+            codes::DATAPLANE,
+            format!(
+                "interface {} already exists in {}",
+                req.ifname,
+                path.display()
+            ),
+        )
+        .with_kind(common::Kind::AlreadyExists));
     }
     Ok(path)
 }
 
 /// The netns must exist and be a network namespace before anything is changed.
 pub fn validate_netns(req: &Request) -> Result<&Path> {
-    let path = req.netns.as_deref().ok_or_else(|| Error::new(common::Code::InvalidEnvironment, "CNI_NETNS is empty"))?;
+    let path = req
+        .netns
+        .as_deref()
+        .ok_or_else(|| Error::new(common::Code::InvalidEnvironment, "CNI_NETNS is empty"))?;
     netns::check_netns(path)?;
     Ok(path)
 }
@@ -95,9 +120,15 @@ pub fn create_workload_interfaces(
     let has_ipv4 = addresses.iter().any(IpNetwork::is_ipv4);
     let has_ipv6 = addresses.iter().any(IpNetwork::is_ipv6);
     sysctl::configure_host_veth(host_ifname, has_ipv4, has_ipv6)?;
-    let ipv6_gateway = if has_ipv6 { Some(addr::host_link_local_address(host_ifname)?) } else { None };
+    let ipv6_gateway = if has_ipv6 {
+        Some(addr::host_link_local_address(host_ifname)?)
+    } else {
+        None
+    };
     let container_index = pair.container_index();
-    netns::with_netns(netns_path, || configure_container_interface(container_index, addresses, ipv6_gateway))?;
+    netns::with_netns(netns_path, || {
+        configure_container_interface(container_index, addresses, ipv6_gateway)
+    })?;
     route::add_host_routes(pair.host_index(), host_ifname, addresses)?;
     Ok(pair)
 }

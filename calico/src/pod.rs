@@ -42,7 +42,11 @@ pub struct PodSetup {
 /// `policy.type: "k8s"` (pod) or host-local's `usePodCidr` (node), so the plugin runs under
 /// Kubernetes without API access otherwise.
 pub fn prepare(req: &Request, ids: &WorkloadIds) -> Result<PodSetup> {
-    let mut setup = PodSetup { request: req.clone(), labels: BTreeMap::new(), addresses: AddressSource::Ipam };
+    let mut setup = PodSetup {
+        request: req.clone(),
+        labels: BTreeMap::new(),
+        addresses: AddressSource::Ipam,
+    };
     let Some((namespace, name)) = &ids.pod else {
         return Ok(setup);
     };
@@ -54,11 +58,18 @@ pub fn prepare(req: &Request, ids: &WorkloadIds) -> Result<PodSetup> {
     let client = KubeClient::new(&req.config)?;
     let mut config: Value = serde_json::from_slice(&req.raw_config)?;
     if wants_pod_cidr {
-        let node = req.config.kubernetes.node_name.clone().unwrap_or_else(|| req.config.nodename.clone());
-        let cidr = client
-            .get_node_pod_cidr(&node)?
-            .ok_or_else(|| Error::new(Code::InvalidConfig, format!("no podCIDR for node {node}")))?;
-        common::cni::log::info(&format!("passing podCIDR {cidr} of node {node} to host-local"));
+        let node = req
+            .config
+            .kubernetes
+            .node_name
+            .clone()
+            .unwrap_or_else(|| req.config.nodename.clone());
+        let cidr = client.get_node_pod_cidr(&node)?.ok_or_else(|| {
+            Error::new(Code::InvalidConfig, format!("no podCIDR for node {node}"))
+        })?;
+        common::cni::log::info(&format!(
+            "passing podCIDR {cidr} of node {node} to host-local"
+        ));
         set_ipam_field(&mut config, "subnet", Value::from(cidr));
     }
     if wants_pod {
@@ -80,7 +91,12 @@ pub fn prepare(req: &Request, ids: &WorkloadIds) -> Result<PodSetup> {
 /// host-local with `subnet: usePodCidr` (any case, as Calico compares it).
 pub fn uses_pod_cidr(req: &Request) -> bool {
     req.config.ipam.plugin_type == "host-local"
-        && req.config.ipam.subnet.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("usePodCidr"))
+        && req
+            .config
+            .ipam
+            .subnet
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("usePodCidr"))
 }
 
 /// The config for an IPAM DEL: host-local must not see the literal `usePodCidr` (it would fail
@@ -112,19 +128,33 @@ fn pool_annotation(pod: &Pod, annotation: &str) -> Result<Option<Value>> {
     let Some(text) = pod.annotations.get(annotation) else {
         return Ok(None);
     };
-    let pools: Vec<String> = serde_json::from_str(text)
-        .map_err(|e| Error::new(Code::InvalidConfig, format!("failed to parse annotation {annotation} {text:?}: {e}")))?;
+    let pools: Vec<String> = serde_json::from_str(text).map_err(|e| {
+        Error::new(
+            Code::InvalidConfig,
+            format!("failed to parse annotation {annotation} {text:?}: {e}"),
+        )
+    })?;
     Ok(Some(Value::from(pools)))
 }
 
 fn address_source(pod: &Pod) -> Result<AddressSource> {
-    match (pod.annotations.get(IP_ADDRS), pod.annotations.get(IP_ADDRS_NO_IPAM)) {
+    match (
+        pod.annotations.get(IP_ADDRS),
+        pod.annotations.get(IP_ADDRS_NO_IPAM),
+    ) {
         (Some(_), Some(_)) => Err(Error::new(
             Code::InvalidConfig,
-            format!("can't have both annotations {IP_ADDRS} and {IP_ADDRS_NO_IPAM} in use at the same time"),
+            format!(
+                "can't have both annotations {IP_ADDRS} and {IP_ADDRS_NO_IPAM} in use at the same time"
+            ),
         )),
-        (Some(text), None) => Ok(AddressSource::IpamRequested(address_annotation(IP_ADDRS, text)?)),
-        (None, Some(text)) => Ok(AddressSource::NoIpam(address_annotation(IP_ADDRS_NO_IPAM, text)?)),
+        (Some(text), None) => Ok(AddressSource::IpamRequested(address_annotation(
+            IP_ADDRS, text,
+        )?)),
+        (None, Some(text)) => Ok(AddressSource::NoIpam(address_annotation(
+            IP_ADDRS_NO_IPAM,
+            text,
+        )?)),
         (None, None) => Ok(AddressSource::Ipam),
     }
 }
@@ -132,18 +162,31 @@ fn address_source(pod: &Pod) -> Result<AddressSource> {
 /// An address annotation: a JSON list of addresses, at most one of each family.
 fn address_annotation(annotation: &str, text: &str) -> Result<Vec<IpAddr>> {
     let invalid = |msg: String| Error::new(Code::InvalidConfig, msg);
-    let entries: Vec<String> =
-        serde_json::from_str(text).map_err(|e| invalid(format!("failed to parse annotation {annotation} {text:?}: {e}")))?;
+    let entries: Vec<String> = serde_json::from_str(text).map_err(|e| {
+        invalid(format!(
+            "failed to parse annotation {annotation} {text:?}: {e}"
+        ))
+    })?;
     if entries.is_empty() {
-        return Err(invalid(format!("annotation {annotation} specified but empty")));
+        return Err(invalid(format!(
+            "annotation {annotation} specified but empty"
+        )));
     }
     let addresses = entries
         .iter()
-        .map(|entry| entry.parse::<IpAddr>().map_err(|_| invalid(format!("invalid IP format {entry:?} in annotation {annotation}"))))
+        .map(|entry| {
+            entry.parse::<IpAddr>().map_err(|_| {
+                invalid(format!(
+                    "invalid IP format {entry:?} in annotation {annotation}"
+                ))
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     for (family, is_v4) in [("IPv4", true), ("IPv6", false)] {
         if addresses.iter().filter(|a| a.is_ipv4() == is_v4).count() > 1 {
-            return Err(invalid(format!("cannot have more than one {family} address for annotation {annotation}")));
+            return Err(invalid(format!(
+                "cannot have more than one {family} address for annotation {annotation}"
+            )));
         }
     }
     Ok(addresses)
@@ -156,7 +199,10 @@ mod tests {
     fn pod(annotations: &[(&str, &str)]) -> Pod {
         Pod {
             labels: BTreeMap::from([("app".to_string(), "web".to_string())]),
-            annotations: annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -164,21 +210,39 @@ mod tests {
     fn address_annotations_are_validated() {
         let ok = [
             (vec![], AddressSource::Ipam),
-            (vec![(IP_ADDRS, r#"["10.0.0.5"]"#)], AddressSource::IpamRequested(vec!["10.0.0.5".parse().unwrap()])),
+            (
+                vec![(IP_ADDRS, r#"["10.0.0.5"]"#)],
+                AddressSource::IpamRequested(vec!["10.0.0.5".parse().unwrap()]),
+            ),
             (
                 vec![(IP_ADDRS_NO_IPAM, r#"["10.0.0.5","fd00::5"]"#)],
-                AddressSource::NoIpam(vec!["10.0.0.5".parse().unwrap(), "fd00::5".parse().unwrap()]),
+                AddressSource::NoIpam(vec![
+                    "10.0.0.5".parse().unwrap(),
+                    "fd00::5".parse().unwrap(),
+                ]),
             ),
         ];
         for (annotations, want) in ok {
             assert_eq!(address_source(&pod(&annotations)).unwrap(), want);
         }
         let bad = [
-            (vec![(IP_ADDRS, r#"["10.0.0.5"]"#), (IP_ADDRS_NO_IPAM, r#"["10.0.0.6"]"#)], "both annotations"),
+            (
+                vec![
+                    (IP_ADDRS, r#"["10.0.0.5"]"#),
+                    (IP_ADDRS_NO_IPAM, r#"["10.0.0.6"]"#),
+                ],
+                "both annotations",
+            ),
             (vec![(IP_ADDRS, "[]")], "specified but empty"),
             (vec![(IP_ADDRS, r#"["10.0.0.300"]"#)], "invalid IP format"),
-            (vec![(IP_ADDRS, r#"["10.0.0.5","10.0.0.6"]"#)], "more than one IPv4"),
-            (vec![(IP_ADDRS_NO_IPAM, r#"["fd00::5","fd00::6"]"#)], "more than one IPv6"),
+            (
+                vec![(IP_ADDRS, r#"["10.0.0.5","10.0.0.6"]"#)],
+                "more than one IPv4",
+            ),
+            (
+                vec![(IP_ADDRS_NO_IPAM, r#"["fd00::5","fd00::6"]"#)],
+                "more than one IPv6",
+            ),
             (vec![(IP_ADDRS, "10.0.0.5")], "failed to parse"),
         ];
         for (annotations, want) in bad {
@@ -192,13 +256,19 @@ mod tests {
     fn pod_labels_gain_the_namespace() {
         let labels = pod_labels(&pod(&[]), "prod");
         assert_eq!(labels.get("app").map(String::as_str), Some("web"));
-        assert_eq!(labels.get("calico/k8s_ns").map(String::as_str), Some("prod"));
+        assert_eq!(
+            labels.get("calico/k8s_ns").map(String::as_str),
+            Some("prod")
+        );
     }
 
     #[test]
     fn pool_annotations_are_lists_of_cidrs() {
         let p = pod(&[(IPV4_POOLS, r#"["172.16.0.0/16"]"#), (IPV6_POOLS, "nope")]);
-        assert_eq!(pool_annotation(&p, IPV4_POOLS).unwrap(), Some(serde_json::json!(["172.16.0.0/16"])));
+        assert_eq!(
+            pool_annotation(&p, IPV4_POOLS).unwrap(),
+            Some(serde_json::json!(["172.16.0.0/16"]))
+        );
         assert!(pool_annotation(&p, IPV6_POOLS).is_err());
         assert_eq!(pool_annotation(&p, "other").unwrap(), None);
     }

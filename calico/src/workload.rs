@@ -59,7 +59,11 @@ impl WorkloadIds {
     /// The host veth name: per pod in Kubernetes (so a new sandbox of the pod takes over the
     /// name), per container otherwise.
     pub fn host_veth_name(&self, container_id: &str) -> String {
-        if self.is_kubernetes() { hashed_host_veth_name(&self.workload) } else { host_veth_name(container_id) }
+        if self.is_kubernetes() {
+            hashed_host_veth_name(&self.workload)
+        } else {
+            host_veth_name(container_id)
+        }
     }
 }
 
@@ -92,7 +96,10 @@ mod tests {
         }
         let hashed = hashed_host_veth_name("cnitool-9e2a0df27c8e4475aa90");
         assert_eq!(hashed.len(), 15);
-        assert_ne!(hashed, hashed_host_veth_name("cnitool-9e2a0df27c8e4475aa91"));
+        assert_ne!(
+            hashed,
+            hashed_host_veth_name("cnitool-9e2a0df27c8e4475aa91")
+        );
     }
 
     #[test]

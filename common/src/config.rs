@@ -192,13 +192,24 @@ impl NetConf {
     /// Parses stdin. Malformed JSON is code 6; a missing or invalid field is code 7.
     /// `env` supplies the `ETCD_*` variables.
     pub fn parse(bytes: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<NetConf> {
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| Error::new(Code::Decoding, format!("failed to load network config: {e}")))?;
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            Error::new(
+                Code::Decoding,
+                format!("failed to load network config: {e}"),
+            )
+        })?;
         if !value.is_object() {
-            return Err(Error::new(Code::Decoding, "failed to load network config: not a JSON object"));
+            return Err(Error::new(
+                Code::Decoding,
+                "failed to load network config: not a JSON object",
+            ));
         }
-        let raw: RawNetConf = serde_json::from_value(value)
-            .map_err(|e| Error::new(Code::InvalidConfig, format!("failed to load network config: {e}")))?;
+        let raw: RawNetConf = serde_json::from_value(value).map_err(|e| {
+            Error::new(
+                Code::InvalidConfig,
+                format!("failed to load network config: {e}"),
+            )
+        })?;
         let name = raw.name.unwrap_or_default();
         validate_network_name(&name)?;
         let ipam = parse_ipam(raw.ipam)?;
@@ -208,14 +219,21 @@ impl NetConf {
             Some(mtu) => return Err(invalid(format!("mtu {mtu} is outside 68-65535"))),
         };
         Ok(NetConf {
-            cni_version: raw.cni_version.filter(|v| !v.is_empty()).unwrap_or_else(|| DEFAULT_VERSION.to_string()),
+            cni_version: raw
+                .cni_version
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| DEFAULT_VERSION.to_string()),
             name,
             plugin_type: raw.plugin_type.unwrap_or_default(),
             ipam,
             mtu,
             nodename: resolve_nodename(raw.nodename, raw.hostname)?,
             etcd: etcd_settings(&raw.etcd, env)?,
-            log_level: raw.log_level.as_deref().map(LogLevel::parse).unwrap_or_default(),
+            log_level: raw
+                .log_level
+                .as_deref()
+                .map(LogLevel::parse)
+                .unwrap_or_default(),
             datastore_type: raw.datastore_type.unwrap_or_else(|| "etcdv2".to_string()),
             policy: PolicyConf {
                 policy_type: raw.policy.policy_type,
@@ -242,7 +260,10 @@ fn validate_network_name(name: &str) -> Result<()> {
     if name.is_empty() {
         return Err(invalid("missing network name".to_string()));
     }
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
         return Err(invalid(format!(
             "invalid network name {name:?}: only letters a-z, numbers 0-9, and symbols _.- are supported"
         )));
@@ -252,7 +273,10 @@ fn validate_network_name(name: &str) -> Result<()> {
 
 fn parse_ipam(raw: Option<RawIpam>) -> Result<IpamConf> {
     let raw = raw.ok_or_else(|| invalid("missing ipam section".to_string()))?;
-    let plugin_type = raw.plugin_type.filter(|t| !t.is_empty()).ok_or_else(|| invalid("missing ipam.type".to_string()))?;
+    let plugin_type = raw
+        .plugin_type
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| invalid("missing ipam.type".to_string()))?;
     Ok(IpamConf {
         plugin_type,
         assign_ipv4: flag(raw.assign_ipv4.as_ref(), "ipam.assign_ipv4", true)?,
@@ -270,14 +294,18 @@ fn flag(value: Option<&Value>, key: &str, default: bool) -> Result<bool> {
         None | Some(Value::Null) => Ok(default),
         Some(Value::Bool(b)) => Ok(*b),
         Some(Value::String(s)) => Ok(if default { s != "false" } else { s == "true" }),
-        Some(other) => Err(invalid(format!("{key} must be \"true\" or \"false\", not {other}"))),
+        Some(other) => Err(invalid(format!(
+            "{key} must be \"true\" or \"false\", not {other}"
+        ))),
     }
 }
 
 fn pools(raw: &[String], key: &str, ipv4: bool) -> Result<Vec<IpNetwork>> {
     raw.iter()
         .map(|text| {
-            let pool: IpNetwork = text.parse().map_err(|_| invalid(format!("{key}: {text:?} is not a CIDR")))?;
+            let pool: IpNetwork = text
+                .parse()
+                .map_err(|_| invalid(format!("{key}: {text:?} is not a CIDR")))?;
             if pool.is_ipv4() != ipv4 {
                 let family = if ipv4 { "IPv4" } else { "IPv6" };
                 return Err(invalid(format!("{key}: {text:?} is not an {family} pool")));
@@ -295,7 +323,8 @@ fn resolve_nodename(nodename: Option<String>, hostname: Option<String>) -> Resul
         log::warn("configuration option 'hostname' is deprecated, use 'nodename' instead");
         return Ok(name);
     }
-    let name = nix::unistd::gethostname().map_err(|e| Error::internal(format!("read the host name: {e}")))?;
+    let name = nix::unistd::gethostname()
+        .map_err(|e| Error::internal(format!("read the host name: {e}")))?;
     Ok(name.to_string_lossy().into_owned())
 }
 
@@ -314,7 +343,10 @@ fn mesos_labels(args: Option<&Value>) -> Vec<(String, String)> {
         .flatten()
         .filter_map(|label| {
             let key = label.get("key")?.as_str()?;
-            let value = label.get("value").and_then(Value::as_str).unwrap_or_default();
+            let value = label
+                .get("value")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             Some((key.to_string(), value.to_string()))
         })
         .collect()
@@ -334,7 +366,10 @@ mod netconf_tests {
 
     #[test]
     fn defaults_match_calico() {
-        let conf = parse(r#"{"name":"net1","type":"calico","ipam":{"type":"calico-ipam"},"nodename":"n1"}"#).unwrap();
+        let conf = parse(
+            r#"{"name":"net1","type":"calico","ipam":{"type":"calico-ipam"},"nodename":"n1"}"#,
+        )
+        .unwrap();
         assert_eq!(conf.cni_version, "0.1.0");
         assert!(conf.ipam.assign_ipv4 && !conf.ipam.assign_ipv6);
         assert_eq!(conf.mtu, None);
@@ -354,7 +389,11 @@ mod netconf_tests {
         for (keys, v4, v6) in cases {
             let json = format!(r#"{{"name":"n","ipam":{{"type":"calico-ipam",{keys}}}}}"#);
             let conf = parse(&json).unwrap();
-            assert_eq!((conf.ipam.assign_ipv4, conf.ipam.assign_ipv6), (v4, v6), "{keys}");
+            assert_eq!(
+                (conf.ipam.assign_ipv4, conf.ipam.assign_ipv6),
+                (v4, v6),
+                "{keys}"
+            );
         }
     }
 
@@ -368,11 +407,26 @@ mod netconf_tests {
             (r#"{"name":"a/b","ipam":{"type":"x"}}"#, Code::InvalidConfig),
             (r#"{"name":"n"}"#, Code::InvalidConfig),
             (r#"{"name":"n","ipam":{}}"#, Code::InvalidConfig),
-            (r#"{"name":"n","ipam":{"type":"x"},"mtu":"1500"}"#, Code::InvalidConfig),
-            (r#"{"name":"n","ipam":{"type":"x"},"mtu":20}"#, Code::InvalidConfig),
-            (r#"{"name":"n","ipam":{"type":"x","ipv4_pools":["fd00::/64"]}}"#, Code::InvalidConfig),
-            (r#"{"name":"n","ipam":{"type":"x","ipv6_pools":["10.0.0.0/8"]}}"#, Code::InvalidConfig),
-            (r#"{"name":"n","ipam":{"type":"x","assign_ipv4":1}}"#, Code::InvalidConfig),
+            (
+                r#"{"name":"n","ipam":{"type":"x"},"mtu":"1500"}"#,
+                Code::InvalidConfig,
+            ),
+            (
+                r#"{"name":"n","ipam":{"type":"x"},"mtu":20}"#,
+                Code::InvalidConfig,
+            ),
+            (
+                r#"{"name":"n","ipam":{"type":"x","ipv4_pools":["fd00::/64"]}}"#,
+                Code::InvalidConfig,
+            ),
+            (
+                r#"{"name":"n","ipam":{"type":"x","ipv6_pools":["10.0.0.0/8"]}}"#,
+                Code::InvalidConfig,
+            ),
+            (
+                r#"{"name":"n","ipam":{"type":"x","assign_ipv4":1}}"#,
+                Code::InvalidConfig,
+            ),
         ];
         for (json, code) in cases {
             assert_eq!(parse(json).unwrap_err().code(), code, "{json}");
@@ -381,7 +435,8 @@ mod netconf_tests {
 
     #[test]
     fn nodename_wins_over_hostname() {
-        let conf = parse(r#"{"name":"n","ipam":{"type":"x"},"hostname":"h","nodename":"nn"}"#).unwrap();
+        let conf =
+            parse(r#"{"name":"n","ipam":{"type":"x"},"hostname":"h","nodename":"nn"}"#).unwrap();
         assert_eq!(conf.nodename, "nn");
         let conf = parse(r#"{"name":"n","ipam":{"type":"x"},"hostname":"h"}"#).unwrap();
         assert_eq!(conf.nodename, "h");
@@ -390,7 +445,10 @@ mod netconf_tests {
     #[test]
     fn api_root_path_is_stripped() {
         let conf = parse(r#"{"name":"n","ipam":{"type":"x"},"policy":{"type":"k8s","k8s_api_root":"https://10.0.0.1:443/api/v1/"}}"#).unwrap();
-        assert_eq!(conf.policy.k8s_api_root.as_deref(), Some("https://10.0.0.1:443"));
+        assert_eq!(
+            conf.policy.k8s_api_root.as_deref(),
+            Some("https://10.0.0.1:443")
+        );
     }
 
     #[test]
@@ -441,13 +499,17 @@ pub fn etcd_settings(
     };
     let listed: Vec<String> = pick(&raw.etcd_endpoints, "ETCD_ENDPOINTS")
         .map(|list| {
-            list.split(',').map(str::trim).filter(|ep| !ep.is_empty()).map(str::to_owned).collect()
+            list.split(',')
+                .map(str::trim)
+                .filter(|ep| !ep.is_empty())
+                .map(str::to_owned)
+                .collect()
         })
         .unwrap_or_default();
     let endpoints = if listed.is_empty() {
         let scheme = pick(&raw.etcd_scheme, "ETCD_SCHEME").unwrap_or_else(|| "http".to_owned());
-        let authority =
-            pick(&raw.etcd_authority, "ETCD_AUTHORITY").unwrap_or_else(|| "127.0.0.1:2379".to_owned());
+        let authority = pick(&raw.etcd_authority, "ETCD_AUTHORITY")
+            .unwrap_or_else(|| "127.0.0.1:2379".to_owned());
         vec![format!("{}://{}", scheme.trim(), authority.trim())]
     } else {
         listed
@@ -474,9 +536,17 @@ pub fn etcd_settings(
 
 /// An etcd endpoint must be `http://` or `https://` followed by a host.
 fn validate_etcd_endpoint(endpoint: &str) -> crate::error::Result<()> {
-    let host = endpoint.strip_prefix("http://").or_else(|| endpoint.strip_prefix("https://"));
+    let host = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"));
     match host {
-        Some(host) if !host.is_empty() && !host.starts_with('/') && !host.contains(char::is_whitespace) => Ok(()),
+        Some(host)
+            if !host.is_empty()
+                && !host.starts_with('/')
+                && !host.contains(char::is_whitespace) =>
+        {
+            Ok(())
+        }
         _ => Err(crate::error::Error::new(
             crate::error::Code::InvalidConfig,
             format!("etcd endpoint {endpoint:?} is not an http:// or https:// URL"),
@@ -492,14 +562,21 @@ mod etcd_settings_tests {
     type Pairs = &'static [(&'static str, &'static str)];
 
     fn keys(pairs: &[(&str, &str)]) -> EtcdConfigKeys {
-        let json: serde_json::Map<String, serde_json::Value> =
-            pairs.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect();
+        let json: serde_json::Map<String, serde_json::Value> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+            .collect();
         serde_json::from_value(serde_json::Value::Object(json)).unwrap()
     }
 
-    fn resolve(config: &[(&str, &str)], vars: &[(&str, &str)]) -> crate::error::Result<EtcdSettings> {
-        let vars: Vec<(String, String)> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    fn resolve(
+        config: &[(&str, &str)],
+        vars: &[(&str, &str)],
+    ) -> crate::error::Result<EtcdSettings> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let env = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         etcd_settings(&keys(config), &env)
     }
@@ -508,21 +585,61 @@ mod etcd_settings_tests {
     fn endpoints_follow_upstream_precedence() {
         let cases: &[(Pairs, Pairs, &[&str])] = &[
             (&[], &[], &["http://127.0.0.1:2379"]),
-            (&[("etcd_authority", "10.0.0.1:4001")], &[], &["http://10.0.0.1:4001"]),
-            (&[("etcd_scheme", "https")], &[], &["https://127.0.0.1:2379"]),
-            (&[], &[("ETCD_AUTHORITY", "h:1"), ("ETCD_SCHEME", "https")], &["https://h:1"]),
-            (&[("etcd_authority", "c:1")], &[("ETCD_AUTHORITY", "e:1")], &["http://c:1"]),
-            (&[("etcd_authority", "")], &[("ETCD_AUTHORITY", "e:1")], &["http://e:1"]),
+            (
+                &[("etcd_authority", "10.0.0.1:4001")],
+                &[],
+                &["http://10.0.0.1:4001"],
+            ),
+            (
+                &[("etcd_scheme", "https")],
+                &[],
+                &["https://127.0.0.1:2379"],
+            ),
+            (
+                &[],
+                &[("ETCD_AUTHORITY", "h:1"), ("ETCD_SCHEME", "https")],
+                &["https://h:1"],
+            ),
+            (
+                &[("etcd_authority", "c:1")],
+                &[("ETCD_AUTHORITY", "e:1")],
+                &["http://c:1"],
+            ),
+            (
+                &[("etcd_authority", "")],
+                &[("ETCD_AUTHORITY", "e:1")],
+                &["http://e:1"],
+            ),
             (
                 &[("etcd_endpoints", " http://a:1 ,, https://b:2,")],
                 &[],
                 &["http://a:1", "https://b:2"],
             ),
-            (&[("etcd_endpoints", "http://a:1"), ("etcd_authority", "b:2")], &[], &["http://a:1"]),
-            (&[], &[("ETCD_ENDPOINTS", "http://e:1,http://f:2")], &["http://e:1", "http://f:2"]),
-            (&[("etcd_endpoints", "http://c:1")], &[("ETCD_ENDPOINTS", "http://e:1")], &["http://c:1"]),
-            (&[("etcd_authority", "c:1")], &[("ETCD_ENDPOINTS", "http://e:1")], &["http://e:1"]),
-            (&[("etcd_endpoints", " , ")], &[("ETCD_AUTHORITY", "e:1")], &["http://e:1"]),
+            (
+                &[("etcd_endpoints", "http://a:1"), ("etcd_authority", "b:2")],
+                &[],
+                &["http://a:1"],
+            ),
+            (
+                &[],
+                &[("ETCD_ENDPOINTS", "http://e:1,http://f:2")],
+                &["http://e:1", "http://f:2"],
+            ),
+            (
+                &[("etcd_endpoints", "http://c:1")],
+                &[("ETCD_ENDPOINTS", "http://e:1")],
+                &["http://c:1"],
+            ),
+            (
+                &[("etcd_authority", "c:1")],
+                &[("ETCD_ENDPOINTS", "http://e:1")],
+                &["http://e:1"],
+            ),
+            (
+                &[("etcd_endpoints", " , ")],
+                &[("ETCD_AUTHORITY", "e:1")],
+                &["http://e:1"],
+            ),
         ];
         for (config, vars, want) in cases {
             let settings = resolve(config, vars).unwrap();
@@ -536,8 +653,16 @@ mod etcd_settings_tests {
         let cases: &[(Pairs, Pairs, [Option<&str>; 3])] = &[
             (&[], &[], [None, None, None]),
             (
-                &[("etcd_key_file", "/c/key"), ("etcd_cert_file", "/c/cert"), ("etcd_ca_cert_file", "/c/ca")],
-                &[("ETCD_KEY_FILE", "/e/key"), ("ETCD_CERT_FILE", "/e/cert"), ("ETCD_CA_CERT_FILE", "/e/ca")],
+                &[
+                    ("etcd_key_file", "/c/key"),
+                    ("etcd_cert_file", "/c/cert"),
+                    ("etcd_ca_cert_file", "/c/ca"),
+                ],
+                &[
+                    ("ETCD_KEY_FILE", "/e/key"),
+                    ("ETCD_CERT_FILE", "/e/cert"),
+                    ("ETCD_CA_CERT_FILE", "/e/ca"),
+                ],
                 [Some("/c/key"), Some("/c/cert"), Some("/c/ca")],
             ),
             (
@@ -548,8 +673,12 @@ mod etcd_settings_tests {
         ];
         for (config, vars, [key, cert, ca]) in cases {
             let settings = resolve(config, vars).unwrap();
-            let got = [&settings.key_file, &settings.cert_file, &settings.ca_cert_file]
-                .map(|p| p.as_ref().map(|p| p.to_string_lossy().into_owned()));
+            let got = [
+                &settings.key_file,
+                &settings.cert_file,
+                &settings.ca_cert_file,
+            ]
+            .map(|p| p.as_ref().map(|p| p.to_string_lossy().into_owned()));
             let want = [key, cert, ca].map(|p| p.map(str::to_owned));
             assert_eq!(got, want, "config {config:?} env {vars:?}");
         }
@@ -562,7 +691,10 @@ mod etcd_settings_tests {
             (&[("ETCD_USERNAME", "u")], None),
             (&[("ETCD_PASSWORD", "p")], None),
             (&[("ETCD_USERNAME", "u"), ("ETCD_PASSWORD", "")], None),
-            (&[("ETCD_USERNAME", "u"), ("ETCD_PASSWORD", "p")], Some(("u", "p"))),
+            (
+                &[("ETCD_USERNAME", "u"), ("ETCD_PASSWORD", "p")],
+                Some(("u", "p")),
+            ),
         ];
         for (vars, want) in cases {
             let settings = resolve(&[], vars).unwrap();
@@ -574,15 +706,27 @@ mod etcd_settings_tests {
     #[test]
     fn endpoints_without_http_scheme_are_invalid_config() {
         let cases: &[(Pairs, Pairs, &str)] = &[
-            (&[("etcd_endpoints", "127.0.0.1:2379")], &[], "127.0.0.1:2379"),
-            (&[("etcd_endpoints", "http://a:1,unix:///run/etcd")], &[], "unix:///run/etcd"),
+            (
+                &[("etcd_endpoints", "127.0.0.1:2379")],
+                &[],
+                "127.0.0.1:2379",
+            ),
+            (
+                &[("etcd_endpoints", "http://a:1,unix:///run/etcd")],
+                &[],
+                "unix:///run/etcd",
+            ),
             (&[], &[("ETCD_ENDPOINTS", "ftp://a:1")], "ftp://a:1"),
             (&[("etcd_scheme", "grpc")], &[], "grpc://127.0.0.1:2379"),
             (&[("etcd_endpoints", "http://")], &[], "http://"),
         ];
         for (config, vars, named) in cases {
             let err = resolve(config, vars).unwrap_err();
-            assert_eq!(err.code(), crate::error::Code::InvalidConfig, "{config:?} {vars:?}");
+            assert_eq!(
+                err.code(),
+                crate::error::Code::InvalidConfig,
+                "{config:?} {vars:?}"
+            );
             assert!(err.msg().contains(named), "{err:?} should name {named}");
         }
     }

@@ -121,7 +121,12 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// A new error with a code and a message.
     pub fn new(code: Code, msg: impl Into<String>) -> Error {
-        Error { code, kind: Kind::Other, msg: msg.into(), details: None }
+        Error {
+            code,
+            kind: Kind::Other,
+            msg: msg.into(),
+            details: None,
+        }
     }
 
     /// A new error with code 999.
@@ -269,8 +274,10 @@ mod tests {
 
     #[test]
     fn context_prefixes_the_message_and_keeps_code() {
-        let res: std::result::Result<(), std::io::Error> =
-            Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"));
+        let res: std::result::Result<(), std::io::Error> = Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such file",
+        ));
         let err = res.context("open netns /run/netns/x").unwrap_err();
         assert_eq!(err.msg(), "open netns /run/netns/x: no such file");
         assert!(err.is_not_found());

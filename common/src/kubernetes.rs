@@ -58,7 +58,11 @@ impl KubeClient {
     pub fn new(conf: &NetConf) -> Result<KubeClient> {
         install_crypto_provider();
         let config = connection_settings(conf)?;
-        let server = config.cluster_url.to_string().trim_end_matches('/').to_string();
+        let server = config
+            .cluster_url
+            .to_string()
+            .trim_end_matches('/')
+            .to_string();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -69,11 +73,18 @@ impl KubeClient {
             kube::Client::try_from(config).map_err(|e| {
                 Error::new(
                     Code::InvalidConfig,
-                    format!("set up the kubernetes client for {server}: {}", error_chain(&e)),
+                    format!(
+                        "set up the kubernetes client for {server}: {}",
+                        error_chain(&e)
+                    ),
                 )
             })?
         };
-        Ok(KubeClient { client, runtime, server })
+        Ok(KubeClient {
+            client,
+            runtime,
+            server,
+        })
     }
 
     /// The API server's URL, as the requests use it.
@@ -98,19 +109,21 @@ impl KubeClient {
         let object = format!("node {name}");
         let api = kube::Api::<Node>::all(self.client.clone());
         let node = self.request(&object, api.get(name))?;
-        Ok(node.spec.and_then(|spec| spec.pod_cidr).filter(|cidr| !cidr.is_empty()))
+        Ok(node
+            .spec
+            .and_then(|spec| spec.pod_cidr)
+            .filter(|cidr| !cidr.is_empty()))
     }
 
     /// Runs one request to completion within [`REQUEST_TIMEOUT`] and names `object` and the
     /// server in any error.
-    fn request<T>(
-        &self,
-        object: &str,
-        call: impl Future<Output = kube::Result<T>>,
-    ) -> Result<T> {
+    fn request<T>(&self, object: &str, call: impl Future<Output = kube::Result<T>>) -> Result<T> {
         let context = format!("get {object} from {}", self.server);
         // The timer must be created inside the runtime.
-        match self.runtime.block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, call).await }) {
+        match self
+            .runtime
+            .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, call).await })
+        {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => Err(request_error(err).context(context)),
             Err(_) => Err(Error::new(
@@ -125,7 +138,9 @@ impl KubeClient {
 
 impl fmt::Debug for KubeClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KubeClient").field("server", &self.server).finish_non_exhaustive()
+        f.debug_struct("KubeClient")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
     }
 }
 
@@ -156,11 +171,15 @@ fn connection_settings(conf: &NetConf) -> Result<kube::Config> {
     }
     // Loading only resolves the current context and reads the CA; it never waits on I/O.
     let options = KubeConfigOptions::default();
-    let loaded = futures::executor::block_on(kube::Config::from_custom_kubeconfig(kubeconfig, &options));
+    let loaded =
+        futures::executor::block_on(kube::Config::from_custom_kubeconfig(kubeconfig, &options));
     let mut config = loaded.map_err(|e| {
         Error::new(
             Code::InvalidConfig,
-            format!("load kubernetes connection settings from {source}: {}", error_chain(&e)),
+            format!(
+                "load kubernetes connection settings from {source}: {}",
+                error_chain(&e)
+            ),
         )
     })?;
     config.connect_timeout = Some(REQUEST_TIMEOUT);
@@ -178,7 +197,11 @@ fn connection_settings(conf: &NetConf) -> Result<kube::Config> {
 /// file lacks are created empty, as client-go treats them; without a current context one is
 /// created, so that the overrides alone describe the connection.
 fn current_entries(kubeconfig: &mut Kubeconfig) -> Result<(&mut Cluster, &mut AuthInfo)> {
-    let context_name = match kubeconfig.current_context.clone().filter(|name| !name.is_empty()) {
+    let context_name = match kubeconfig
+        .current_context
+        .clone()
+        .filter(|name| !name.is_empty())
+    {
         Some(name) => name,
         None => {
             let name = OVERRIDES_ENTRY.to_string();
@@ -201,7 +224,10 @@ fn current_entries(kubeconfig: &mut Kubeconfig) -> Result<(&mut Cluster, &mut Au
         .find(|named| named.name == context_name)
         .and_then(|named| named.context.as_mut())
         .ok_or_else(|| {
-            Error::new(Code::InvalidConfig, format!("current context {context_name:?} is not defined"))
+            Error::new(
+                Code::InvalidConfig,
+                format!("current context {context_name:?} is not defined"),
+            )
         })?;
     let cluster_name = if context.cluster.is_empty() {
         context.cluster = OVERRIDES_ENTRY.to_string();
@@ -209,24 +235,45 @@ fn current_entries(kubeconfig: &mut Kubeconfig) -> Result<(&mut Cluster, &mut Au
     } else {
         context.cluster.clone()
     };
-    let user_name = context.user.get_or_insert_with(|| OVERRIDES_ENTRY.to_string()).clone();
+    let user_name = context
+        .user
+        .get_or_insert_with(|| OVERRIDES_ENTRY.to_string())
+        .clone();
 
-    let cluster_index = match kubeconfig.clusters.iter().position(|named| named.name == cluster_name) {
+    let cluster_index = match kubeconfig
+        .clusters
+        .iter()
+        .position(|named| named.name == cluster_name)
+    {
         Some(index) => index,
         None => {
-            kubeconfig.clusters.push(NamedCluster { name: cluster_name, ..Default::default() });
+            kubeconfig.clusters.push(NamedCluster {
+                name: cluster_name,
+                ..Default::default()
+            });
             kubeconfig.clusters.len() - 1
         }
     };
-    let user_index = match kubeconfig.auth_infos.iter().position(|named| named.name == user_name) {
+    let user_index = match kubeconfig
+        .auth_infos
+        .iter()
+        .position(|named| named.name == user_name)
+    {
         Some(index) => index,
         None => {
-            kubeconfig.auth_infos.push(NamedAuthInfo { name: user_name, ..Default::default() });
+            kubeconfig.auth_infos.push(NamedAuthInfo {
+                name: user_name,
+                ..Default::default()
+            });
             kubeconfig.auth_infos.len() - 1
         }
     };
-    let cluster = kubeconfig.clusters[cluster_index].cluster.get_or_insert_with(Cluster::default);
-    let user = kubeconfig.auth_infos[user_index].auth_info.get_or_insert_with(AuthInfo::default);
+    let cluster = kubeconfig.clusters[cluster_index]
+        .cluster
+        .get_or_insert_with(Cluster::default);
+    let user = kubeconfig.auth_infos[user_index]
+        .auth_info
+        .get_or_insert_with(AuthInfo::default);
     Ok((cluster, user))
 }
 
@@ -276,7 +323,11 @@ fn request_error(err: kube::Error) -> Error {
                 429 | 500..=599 => (Kind::TryAgainLater, Code::TryAgainLater),
                 _ => (Kind::Other, API_ERROR),
             };
-            let message = if status.message.is_empty() { "no message" } else { status.message.as_str() };
+            let message = if status.message.is_empty() {
+                "no message"
+            } else {
+                status.message.as_str()
+            };
             let mut msg = format!("{message} ({} {})", status.code, status.reason);
             if matches!(status.code, 401 | 403) {
                 msg.push_str(
@@ -290,8 +341,11 @@ fn request_error(err: kube::Error) -> Error {
             if tls_failure(&other).is_some() {
                 Error::new(API_ERROR, format!("TLS handshake failed: {chain}"))
             } else {
-                Error::new(Code::TryAgainLater, format!("cannot reach the API server: {chain}"))
-                    .with_kind(Kind::TryAgainLater)
+                Error::new(
+                    Code::TryAgainLater,
+                    format!("cannot reach the API server: {chain}"),
+                )
+                .with_kind(Kind::TryAgainLater)
             }
         }
     }
@@ -332,7 +386,10 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 fn unwrap_hidden<'a>(
     mut err: &'a (dyn std::error::Error + 'static),
 ) -> &'a (dyn std::error::Error + 'static) {
-    while let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+    while let Some(inner) = err
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
         err = inner;
     }
     err
@@ -359,7 +416,8 @@ mod tests {
             use std::sync::atomic::{AtomicU32, Ordering};
             static NEXT: AtomicU32 = AtomicU32::new(0);
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir().join(format!("calico-kube-{label}-{}-{n}", std::process::id()));
+            let dir = std::env::temp_dir()
+                .join(format!("calico-kube-{label}-{}-{n}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             Scratch(dir)
         }
@@ -381,7 +439,8 @@ mod tests {
     const CA_FILE_PEM: &str = "-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n";
     const CA_FILE_DER: &[u8] = &[1, 2, 3];
     // base64 of a PEM block whose DER is [4, 5, 6].
-    const CA_DATA_B64: &str = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCkJBVUcKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo=";
+    const CA_DATA_B64: &str =
+        "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCkJBVUcKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo=";
     const CA_DATA_DER: &[u8] = &[4, 5, 6];
 
     const KUBECONFIG: &str = "\
@@ -506,8 +565,9 @@ current-context: main
             let ca = scratch.write("ca.crt", CA_FILE_PEM);
             let cert = scratch.write("client.crt", "cert");
             let key = scratch.write("client.key", "key");
-            let kubeconfig =
-                case.kubeconfig.map(|text| scratch.write("kubeconfig", &text.replace("CA_DATA", CA_DATA_B64)));
+            let kubeconfig = case
+                .kubeconfig
+                .map(|text| scratch.write("kubeconfig", &text.replace("CA_DATA", CA_DATA_B64)));
             let conf = net_conf(
                 PolicyConf {
                     policy_type: "k8s".into(),
@@ -523,19 +583,35 @@ current-context: main
                     node_name: None,
                 },
             );
-            let config = connection_settings(&conf).unwrap_or_else(|e| panic!("{}: {e:?}", case.name));
+            let config =
+                connection_settings(&conf).unwrap_or_else(|e| panic!("{}: {e:?}", case.name));
             assert_eq!(config.cluster_url.to_string(), case.server, "{}", case.name);
             let user = serde_json::to_value(&config.auth_info).unwrap();
             assert_eq!(user["token"].as_str(), case.expect_token, "{}", case.name);
             let roots = config.root_cert.clone().unwrap_or_default();
-            let expected_roots: Vec<Vec<u8>> = case.expect_ca.iter().map(|der| der.to_vec()).collect();
+            let expected_roots: Vec<Vec<u8>> =
+                case.expect_ca.iter().map(|der| der.to_vec()).collect();
             assert_eq!(roots, expected_roots, "{}", case.name);
-            assert_eq!(config.accept_invalid_certs, case.expect_insecure, "{}", case.name);
-            let expected_cert = case.expect_cert.map(|name| scratch.0.join(name).display().to_string());
-            assert_eq!(config.auth_info.client_certificate, expected_cert, "{}", case.name);
+            assert_eq!(
+                config.accept_invalid_certs, case.expect_insecure,
+                "{}",
+                case.name
+            );
+            let expected_cert = case
+                .expect_cert
+                .map(|name| scratch.0.join(name).display().to_string());
+            assert_eq!(
+                config.auth_info.client_certificate, expected_cert,
+                "{}",
+                case.name
+            );
             if case.expect_cert.is_some() {
                 // The file replaces any inline data from the kubeconfig.
-                assert!(config.auth_info.client_certificate_data.is_none(), "{}", case.name);
+                assert!(
+                    config.auth_info.client_certificate_data.is_none(),
+                    "{}",
+                    case.name
+                );
                 assert!(config.auth_info.client_key_data.is_none(), "{}", case.name);
             }
             assert_eq!(config.read_timeout, Some(REQUEST_TIMEOUT), "{}", case.name);
@@ -548,8 +624,14 @@ current-context: main
         let no_server = scratch.write("kubeconfig", "apiVersion: v1\nkind: Config\n");
         for kubeconfig in [None, Some(no_server)] {
             let conf = net_conf(
-                PolicyConf { k8s_auth_token: Some("t".into()), ..PolicyConf::default() },
-                KubernetesConf { kubeconfig, ..KubernetesConf::default() },
+                PolicyConf {
+                    k8s_auth_token: Some("t".into()),
+                    ..PolicyConf::default()
+                },
+                KubernetesConf {
+                    kubeconfig,
+                    ..KubernetesConf::default()
+                },
             );
             let err = connection_settings(&conf).unwrap_err();
             assert_eq!(err.code(), Code::InvalidConfig);
@@ -563,12 +645,21 @@ current-context: main
     fn unreadable_or_inconsistent_kubeconfig_is_a_config_error_naming_the_file() {
         let scratch = Scratch::new("badkubeconfig");
         let missing = scratch.0.join("missing");
-        let dangling = scratch.write("dangling", "apiVersion: v1\nkind: Config\ncurrent-context: nowhere\n");
+        let dangling = scratch.write(
+            "dangling",
+            "apiVersion: v1\nkind: Config\ncurrent-context: nowhere\n",
+        );
         let garbage = scratch.write("garbage", "clusters: [[[\n");
         for path in [missing, dangling, garbage] {
             let conf = net_conf(
-                PolicyConf { k8s_api_root: Some("https://x:1".into()), ..PolicyConf::default() },
-                KubernetesConf { kubeconfig: Some(path.clone()), ..KubernetesConf::default() },
+                PolicyConf {
+                    k8s_api_root: Some("https://x:1".into()),
+                    ..PolicyConf::default()
+                },
+                KubernetesConf {
+                    kubeconfig: Some(path.clone()),
+                    ..KubernetesConf::default()
+                },
             );
             let err = connection_settings(&conf).unwrap_err();
             assert_eq!(err.code(), Code::InvalidConfig, "{err:?}");
@@ -578,9 +669,16 @@ current-context: main
 
     #[test]
     fn unreachable_server_is_try_again_later() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let conf = net_conf(
-            PolicyConf { k8s_api_root: Some(format!("http://127.0.0.1:{port}")), ..PolicyConf::default() },
+            PolicyConf {
+                k8s_api_root: Some(format!("http://127.0.0.1:{port}")),
+                ..PolicyConf::default()
+            },
             KubernetesConf::default(),
         );
         let client = KubeClient::new(&conf).unwrap();
@@ -592,7 +690,8 @@ current-context: main
     }
 
     fn net_conf(policy: PolicyConf, kubernetes: KubernetesConf) -> NetConf {
-        let json = br#"{"name":"net","type":"calico","ipam":{"type":"calico-ipam"},"nodename":"n1"}"#;
+        let json =
+            br#"{"name":"net","type":"calico","ipam":{"type":"calico-ipam"},"nodename":"n1"}"#;
         let mut conf = NetConf::parse(json, &|_| None).unwrap();
         conf.policy = policy;
         conf.kubernetes = kubernetes;

@@ -103,15 +103,28 @@ impl ApiServer {
     pub fn start(auth: Auth) -> ApiServer {
         let dir = TempDir::new("apiserver");
         let tls = Arc::new(generate_pki(&dir));
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the stand-in API server");
-        let addr = listener.local_addr().expect("local address of the stand-in API server");
-        let state = Arc::new(Mutex::new(State { auth: Some(auth), ..State::default() }));
+        let listener =
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the stand-in API server");
+        let addr = listener
+            .local_addr()
+            .expect("local address of the stand-in API server");
+        let state = Arc::new(Mutex::new(State {
+            auth: Some(auth),
+            ..State::default()
+        }));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (state, stop) = (state.clone(), stop.clone());
             std::thread::spawn(move || accept_loop(listener, tls, state, stop))
         };
-        ApiServer { addr, state, stop, thread: Some(thread), dir, kubeconfigs: Mutex::new(0) }
+        ApiServer {
+            addr,
+            state,
+            stop,
+            thread: Some(thread),
+            dir,
+            kubeconfigs: Mutex::new(0),
+        }
     }
 
     /// `https://127.0.0.1:<port>`.
@@ -186,7 +199,9 @@ impl ApiServer {
             },
             "status": {"phase": "Pending", "qosClass": "BestEffort"},
         });
-        self.lock().pods.insert((namespace.to_string(), name.to_string()), pod);
+        self.lock()
+            .pods
+            .insert((namespace.to_string(), name.to_string()), pod);
     }
 
     /// Adds (or replaces) a node, with `spec.podCIDR` when given.
@@ -228,7 +243,10 @@ impl ApiServer {
         let cluster = match ca {
             KubeCa::None => String::new(),
             KubeCa::File => format!("    certificate-authority: {}\n", self.ca_file().display()),
-            KubeCa::Data => format!("    certificate-authority-data: {}\n", base64_file(&self.ca_file())),
+            KubeCa::Data => format!(
+                "    certificate-authority-data: {}\n",
+                base64_file(&self.ca_file())
+            ),
             KubeCa::Insecure => "    insecure-skip-tls-verify: true\n".to_string(),
         };
         let user = match user {
@@ -301,13 +319,26 @@ fn accept_loop(
 
 fn serve_connection(tcp: TcpStream, tls: Arc<ServerConfig>, state: Arc<Mutex<State>>) {
     let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
-    let Ok(conn) = ServerConnection::new(tls) else { return };
+    let Ok(conn) = ServerConnection::new(tls) else {
+        return;
+    };
     let mut stream = BufReader::new(StreamOwned::new(conn, tcp));
     // The first read drives the handshake; a client that rejects our certificate (or presents
     // one from another CA) ends here.
-    let Some((method, path, token)) = read_request_head(&mut stream) else { return };
-    let client_cert = stream.get_ref().conn.peer_certificates().is_some_and(|c| !c.is_empty());
-    let request = Request { method, path, token, client_cert };
+    let Some((method, path, token)) = read_request_head(&mut stream) else {
+        return;
+    };
+    let client_cert = stream
+        .get_ref()
+        .conn
+        .peer_certificates()
+        .is_some_and(|c| !c.is_empty());
+    let request = Request {
+        method,
+        path,
+        token,
+        client_cert,
+    };
     let (status, body) = {
         let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
         state.requests.push(request.clone());
@@ -353,7 +384,10 @@ fn read_request_head(stream: &mut impl BufRead) -> Option<(String, String, Optio
         if let Some((name, value)) = header.split_once(':')
             && name.eq_ignore_ascii_case("authorization")
         {
-            token = value.trim().strip_prefix("Bearer ").map(|t| t.trim().to_string());
+            token = value
+                .trim()
+                .strip_prefix("Bearer ")
+                .map(|t| t.trim().to_string());
         }
     }
     Some((method, path, token))
@@ -387,8 +421,11 @@ fn respond(state: &State, request: &Request) -> (u16, Value) {
             Some(ns) => format!(" in the namespace \"{ns}\""),
             None => " at the cluster scope".to_string(),
         };
-        let user =
-            if request.client_cert { "calico-cni" } else { "system:serviceaccount:kube-system:calico" };
+        let user = if request.client_cert {
+            "calico-cni"
+        } else {
+            "system:serviceaccount:kube-system:calico"
+        };
         let msg = format!(
             "{kind} \"{name}\" is forbidden: User \"{user}\" cannot get resource \"{kind}\" \
              in API group \"\"{scope}"
@@ -426,7 +463,11 @@ fn status_body(code: u16, reason: &str, message: &str, object: Option<(&str, &st
 }
 
 fn string_map(pairs: &[(&str, &str)]) -> Value {
-    pairs.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect::<serde_json::Map<_, _>>().into()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::from(*v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 /// A stable UUID-shaped id derived from the object's name.
@@ -436,7 +477,14 @@ fn uid(seed: &str) -> String {
         hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
     }
     let hex = format!("{hash:016x}{:016x}", hash.rotate_left(17));
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 fn base64_file(path: &std::path::Path) -> String {
@@ -451,19 +499,32 @@ fn generate_pki(dir: &TempDir) -> ServerConfig {
     let ca = new_ca("stand-in kubernetes CA");
     let untrusted = new_ca("untrusted CA");
 
-    let mut server = CertificateParams::new(vec!["localhost".to_string()]).expect("server cert params");
-    server.subject_alt_names.push(SanType::IpAddress(Ipv4Addr::LOCALHOST.into()));
-    server.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    let mut server =
+        CertificateParams::new(vec!["localhost".to_string()]).expect("server cert params");
+    server
+        .subject_alt_names
+        .push(SanType::IpAddress(Ipv4Addr::LOCALHOST.into()));
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let server_key = KeyPair::generate().expect("server key");
-    let server_cert = server.signed_by(&server_key, &ca).expect("sign the server certificate");
+    let server_cert = server
+        .signed_by(&server_key, &ca)
+        .expect("sign the server certificate");
 
     let mut client = CertificateParams::new(Vec::<String>::new()).expect("client cert params");
-    client.distinguished_name.push(DnType::CommonName, "calico-cni");
-    client.distinguished_name.push(DnType::OrganizationName, "system:nodes");
+    client
+        .distinguished_name
+        .push(DnType::CommonName, "calico-cni");
+    client
+        .distinguished_name
+        .push(DnType::OrganizationName, "system:nodes");
     client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let client_key = KeyPair::generate().expect("client key");
-    let client_cert = client.signed_by(&client_key, &ca).expect("sign the client certificate");
+    let client_cert = client
+        .signed_by(&client_key, &ca)
+        .expect("sign the client certificate");
 
     for (name, pem) in [
         ("ca.crt", ca.pem()),
@@ -496,7 +557,11 @@ fn new_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages =
-        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key")).expect("self-sign the CA")
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key"))
+        .expect("self-sign the CA")
 }

@@ -33,7 +33,9 @@ pub use tempdir::TempDir;
 pub use testbed::{Subnet, TestBed};
 
 /// The spec versions the plugins advertise in VERSION, in order.
-pub const SUPPORTED_VERSIONS: [&str; 7] = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+pub const SUPPORTED_VERSIONS: [&str; 7] = [
+    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+];
 
 /// The version a config without `cniVersion` is treated as.
 pub const DEFAULT_CNI_VERSION: &str = "0.1.0";

@@ -10,7 +10,14 @@ use serde_json::{Value, json};
 use tests::{NetConf, Netns, PluginOutput, TestBed, names, run_plugin};
 
 /// Every crash point of ADD, in the order ADD reaches them.
-const CRASH_POINTS: [&str; 6] = ["after-record", "after-ipam", "after-veth", "after-routes", "after-endpoint", "after-result"];
+const CRASH_POINTS: [&str; 6] = [
+    "after-record",
+    "after-ipam",
+    "after-veth",
+    "after-routes",
+    "after-endpoint",
+    "after-result",
+];
 
 /// Which IPAM plugin the attachment uses.
 #[derive(Clone, Copy, Debug)]
@@ -39,8 +46,16 @@ fn conf_for(bed: &TestBed, ipam: Ipam) -> NetConf {
     }
 }
 
-fn add_killed_at(bed: &TestBed, conf: &NetConf, cid: &str, netns: &Netns, step: &str) -> PluginOutput {
-    let env = bed.env("ADD", cid, &netns.path(), "eth0").set("CALICO_CRASH_AT", step);
+fn add_killed_at(
+    bed: &TestBed,
+    conf: &NetConf,
+    cid: &str,
+    netns: &Netns,
+    step: &str,
+) -> PluginOutput {
+    let env = bed
+        .env("ADD", cid, &netns.path(), "eth0")
+        .set("CALICO_CRASH_AT", step);
     let out = run_plugin("calico", &env, &conf.to_bytes());
     assert_eq!(
         out.status.signal(),
@@ -55,11 +70,13 @@ fn collect(bed: &TestBed, conf: &NetConf, cid: &str, netns: &Netns, cleanup: Cle
         Cleanup::Del => bed.del(conf, cid, &netns.path(), "eth0").assert_success(),
         Cleanup::Gc => {
             let keep = names::container_id();
-            let gc_conf = conf
-                .clone()
-                .set("cniVersion", "1.1.0")
-                .set("cni.dev/valid-attachments", json!([{"containerID": keep, "ifname": "eth0"}]));
-            let env = tests::Env::new().set("CNI_COMMAND", "GC").set("CNI_PATH", &bed.cni_path.path());
+            let gc_conf = conf.clone().set("cniVersion", "1.1.0").set(
+                "cni.dev/valid-attachments",
+                json!([{"containerID": keep, "ifname": "eth0"}]),
+            );
+            let env = tests::Env::new()
+                .set("CNI_COMMAND", "GC")
+                .set("CNI_PATH", &bed.cni_path.path());
             let out = run_plugin("calico", &env, &gc_conf.to_bytes());
             out.assert_success();
         }
@@ -70,7 +87,12 @@ fn collect(bed: &TestBed, conf: &NetConf, cid: &str, netns: &Netns, cleanup: Cle
 fn assert_no_allocations(bed: &TestBed) {
     for (key, value) in bed.etcd.get_prefix("/calico/ipam/v2/assignment/") {
         let block: Value = serde_json::from_str(&value).expect("block JSON");
-        let held: Vec<&Value> = block["allocations"].as_array().into_iter().flatten().filter(|a| !a.is_null()).collect();
+        let held: Vec<&Value> = block["allocations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| !a.is_null())
+            .collect();
         assert!(held.is_empty(), "block {key} still holds {held:?}");
     }
 }
@@ -85,7 +107,10 @@ fn crash_then_collect(ipam: Ipam, cleanup: Cleanup) {
         collect(&bed, &conf, &cid, &netns, cleanup);
         bed.assert_nothing_left(&[&cid]);
         assert_no_allocations(&bed);
-        assert!(tests::kernel::netns_link(netns.name(), "eth0").is_none(), "container interface left after a crash at {step}");
+        assert!(
+            tests::kernel::netns_link(netns.name(), "eth0").is_none(),
+            "container interface left after a crash at {step}"
+        );
     }
 }
 

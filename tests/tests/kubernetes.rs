@@ -187,10 +187,25 @@ fn failed_add_of_new_sandbox_leaves_first_allocation_and_endpoint() {
         let out = match failure {
             SecondAddFailure::IfnameExists => {
                 let out = Command::new("ip")
-                    .args(["-n", y.netns.name(), "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer"])
+                    .args([
+                        "-n",
+                        y.netns.name(),
+                        "link",
+                        "add",
+                        "eth0",
+                        "type",
+                        "veth",
+                        "peer",
+                        "name",
+                        "eth0-peer",
+                    ])
                     .output()
                     .expect("run ip link add");
-                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 pb.add(&conf, &pod, &y)
             }
             // host-local refuses an `IP=` that the first sandbox holds. (An `ipAddrs`

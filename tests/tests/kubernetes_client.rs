@@ -41,7 +41,9 @@ fn server_with_web_pod(auth: Auth) -> ApiServer {
 
 fn web_pod() -> Pod {
     Pod {
-        labels: [("app", "web"), ("tier", "frontend")].map(|(k, v)| (k.to_string(), v.to_string())).into(),
+        labels: [("app", "web"), ("tier", "frontend")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
         annotations: [("cni.projectcalico.org/ipv4pools", "[\"172.16.0.0/16\"]")]
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .into(),
@@ -85,11 +87,23 @@ fn pod_is_read_with_client_certificate() {
 #[test]
 fn pod_is_read_via_kubeconfig_file() {
     let cases = [
-        (Auth::Token(TOKEN.into()), KubeUser::Token(TOKEN.into()), KubeCa::File),
-        (Auth::Token(TOKEN.into()), KubeUser::Token(TOKEN.into()), KubeCa::Data),
+        (
+            Auth::Token(TOKEN.into()),
+            KubeUser::Token(TOKEN.into()),
+            KubeCa::File,
+        ),
+        (
+            Auth::Token(TOKEN.into()),
+            KubeUser::Token(TOKEN.into()),
+            KubeCa::Data,
+        ),
         (Auth::ClientCert, KubeUser::ClientCertFiles, KubeCa::File),
         (Auth::ClientCert, KubeUser::ClientCertData, KubeCa::Data),
-        (Auth::Token(TOKEN.into()), KubeUser::Token(TOKEN.into()), KubeCa::Insecure),
+        (
+            Auth::Token(TOKEN.into()),
+            KubeUser::Token(TOKEN.into()),
+            KubeCa::Insecure,
+        ),
     ];
     for (auth, user, ca) in cases {
         let label = format!("{user:?} {ca:?}");
@@ -97,7 +111,11 @@ fn pod_is_read_via_kubeconfig_file() {
         let kubeconfig = server.write_kubeconfig(user, ca);
         let client = client(json!({"type": "k8s"}), json!({"kubeconfig": kubeconfig}));
         assert_eq!(client.server(), server.url(), "{label}");
-        assert_eq!(client.get_pod("prod", "web-1").unwrap(), web_pod(), "{label}");
+        assert_eq!(
+            client.get_pod("prod", "web-1").unwrap(),
+            web_pod(),
+            "{label}"
+        );
         assert_eq!(server.requests().len(), 1, "{label}");
     }
 }
@@ -124,7 +142,10 @@ fn api_root_with_api_v1_suffix_is_accepted() {
         json!({}),
     );
     assert_eq!(client.get_pod("prod", "web-1").unwrap(), web_pod());
-    assert_eq!(server.requests()[0].path, "/api/v1/namespaces/prod/pods/web-1");
+    assert_eq!(
+        server.requests()[0].path,
+        "/api/v1/namespaces/prod/pods/web-1"
+    );
 }
 
 #[test]
@@ -180,7 +201,10 @@ fn missing_rbac_grant_is_forbidden() {
     );
     let err = client.get_pod("prod", "web-1").unwrap_err();
     assert!(err.msg().contains("403 Forbidden"), "{err:?}");
-    assert!(err.msg().contains("cannot get resource \"pods\""), "{err:?}");
+    assert!(
+        err.msg().contains("cannot get resource \"pods\""),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -195,7 +219,10 @@ fn server_certificate_from_another_ca_is_a_tls_error() {
     assert!(err.msg().contains("TLS handshake failed"), "{err:?}");
     assert!(err.msg().contains("pod prod/web-1"), "{err:?}");
     assert_eq!(err.kind(), Kind::Other, "{err:?}");
-    assert!(server.requests().is_empty(), "the token must not be sent to an untrusted server");
+    assert!(
+        server.requests().is_empty(),
+        "the token must not be sent to an untrusted server"
+    );
 }
 
 #[test]
@@ -230,14 +257,24 @@ fn node_pod_cidr_is_read() {
                "k8s_certificate_authority": server.ca_file()}),
         json!({"node_name": "node1"}),
     );
-    assert_eq!(client.get_node_pod_cidr("node1").unwrap().as_deref(), Some("10.244.3.0/24"));
+    assert_eq!(
+        client.get_node_pod_cidr("node1").unwrap().as_deref(),
+        Some("10.244.3.0/24")
+    );
     assert_eq!(client.get_node_pod_cidr("node2").unwrap(), None);
     let err = client.get_node_pod_cidr("node3").unwrap_err();
     assert_eq!(err.kind(), Kind::NotFound, "{err:?}");
     assert!(err.msg().contains("node node3"), "{err:?}");
     assert!(err.msg().contains("nodes \"node3\" not found"), "{err:?}");
     let paths: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
-    assert_eq!(paths, ["/api/v1/nodes/node1", "/api/v1/nodes/node2", "/api/v1/nodes/node3"]);
+    assert_eq!(
+        paths,
+        [
+            "/api/v1/nodes/node1",
+            "/api/v1/nodes/node2",
+            "/api/v1/nodes/node3"
+        ]
+    );
 }
 
 #[test]
@@ -252,7 +289,10 @@ fn stopped_server_is_try_again_later() {
         json!({}),
     );
     drop(server);
-    let err = KubeClient::new(&conf).unwrap().get_pod("prod", "web-1").unwrap_err();
+    let err = KubeClient::new(&conf)
+        .unwrap()
+        .get_pod("prod", "web-1")
+        .unwrap_err();
     assert_eq!(err.kind(), Kind::TryAgainLater, "{err:?}");
     assert_eq!(err.code(), Code::TryAgainLater);
 }

@@ -13,12 +13,20 @@ const TEARDOWN: std::time::Duration = std::time::Duration::from_secs(5);
 fn calico_ipam_conf(bed: &TestBed) -> NetConf {
     let pool = bed.subnet.cidr();
     let pool_json = json!({"cidr": pool, "ipip": "", "ipip_mode": "", "masquerade": false, "ipam": true, "disabled": false});
-    bed.etcd.put(&format!("/calico/v1/ipam/v4/pool/{}", pool.replace('/', "-")), &pool_json.to_string());
-    bed.fixture("calico-ipam.conf", &bed.network).set("cniVersion", "1.1.0")
+    bed.etcd.put(
+        &format!("/calico/v1/ipam/v4/pool/{}", pool.replace('/', "-")),
+        &pool_json.to_string(),
+    );
+    bed.fixture("calico-ipam.conf", &bed.network)
+        .set("cniVersion", "1.1.0")
 }
 
 fn run(bed: &TestBed, command: &str, conf: &NetConf, cid: &str, netns: &Netns) -> PluginOutput {
-    run_plugin("calico", &bed.env(command, cid, &netns.path(), "eth0"), &conf.to_bytes())
+    run_plugin(
+        "calico",
+        &bed.env(command, cid, &netns.path(), "eth0"),
+        &conf.to_bytes(),
+    )
 }
 
 fn with_prev_result(conf: &NetConf, result: &Value) -> NetConf {
@@ -26,13 +34,27 @@ fn with_prev_result(conf: &NetConf, result: &Value) -> NetConf {
 }
 
 fn gc(bed: &TestBed, conf: &NetConf, keep: &[(&str, &str)]) -> PluginOutput {
-    let valid: Vec<Value> = keep.iter().map(|(cid, ifname)| json!({"containerID": cid, "ifname": ifname})).collect();
-    let env = Env::new().set("CNI_COMMAND", "GC").set("CNI_PATH", &bed.cni_path.path());
-    run_plugin("calico", &env, &conf.clone().set("cni.dev/valid-attachments", valid).to_bytes())
+    let valid: Vec<Value> = keep
+        .iter()
+        .map(|(cid, ifname)| json!({"containerID": cid, "ifname": ifname}))
+        .collect();
+    let env = Env::new()
+        .set("CNI_COMMAND", "GC")
+        .set("CNI_PATH", &bed.cni_path.path());
+    run_plugin(
+        "calico",
+        &env,
+        &conf
+            .clone()
+            .set("cni.dev/valid-attachments", valid)
+            .to_bytes(),
+    )
 }
 
 fn status(bed: &TestBed, conf: &NetConf) -> PluginOutput {
-    let env = Env::new().set("CNI_COMMAND", "STATUS").set("CNI_PATH", &bed.cni_path.path());
+    let env = Env::new()
+        .set("CNI_COMMAND", "STATUS")
+        .set("CNI_PATH", &bed.cni_path.path());
     run_plugin("calico", &env, &conf.to_bytes())
 }
 
@@ -41,12 +63,49 @@ fn status(bed: &TestBed, conf: &NetConf) -> PluginOutput {
 fn check_after_add_succeeds_and_each_tampering_is_reported() {
     type Tamper = fn(&TestBed, &Netns, &str, &str);
     let cases: [(&str, Tamper, &str); 6] = [
-        ("address removed", |_, ns, _, ip| ip_cmd(&["-n", ns.name(), "addr", "del", &format!("{ip}/32"), "dev", "eth0"]), "does not have address"),
-        ("default route removed", |_, ns, _, _| ip_cmd(&["-n", ns.name(), "route", "del", "default"]), "no default route"),
-        ("host route removed", |_, _, cid, ip| ip_cmd(&["route", "del", ip, "dev", &host_veth_name(cid)]), "host has no route"),
-        ("host veth removed", |_, _, cid, _| ip_cmd(&["link", "del", &host_veth_name(cid)]), "does not exist"),
-        ("endpoint deleted", |bed, _, cid, _| bed.etcd.delete(&bed.endpoint_key(cid, "eth0")), "endpoint"),
-        ("addresses released", |bed, _, cid, _| bed.etcd.delete(&format!("/calico/ipam/v2/handle/{}.{cid}", bed.network)), "handle"),
+        (
+            "address removed",
+            |_, ns, _, ip| {
+                ip_cmd(&[
+                    "-n",
+                    ns.name(),
+                    "addr",
+                    "del",
+                    &format!("{ip}/32"),
+                    "dev",
+                    "eth0",
+                ])
+            },
+            "does not have address",
+        ),
+        (
+            "default route removed",
+            |_, ns, _, _| ip_cmd(&["-n", ns.name(), "route", "del", "default"]),
+            "no default route",
+        ),
+        (
+            "host route removed",
+            |_, _, cid, ip| ip_cmd(&["route", "del", ip, "dev", &host_veth_name(cid)]),
+            "host has no route",
+        ),
+        (
+            "host veth removed",
+            |_, _, cid, _| ip_cmd(&["link", "del", &host_veth_name(cid)]),
+            "does not exist",
+        ),
+        (
+            "endpoint deleted",
+            |bed, _, cid, _| bed.etcd.delete(&bed.endpoint_key(cid, "eth0")),
+            "endpoint",
+        ),
+        (
+            "addresses released",
+            |bed, _, cid, _| {
+                bed.etcd
+                    .delete(&format!("/calico/ipam/v2/handle/{}.{cid}", bed.network))
+            },
+            "handle",
+        ),
     ];
     for (what, tamper, expected) in cases {
         let bed = TestBed::new();
@@ -54,7 +113,11 @@ fn check_after_add_succeeds_and_each_tampering_is_reported() {
         let cid = names::container_id();
         let conf = calico_ipam_conf(&bed);
         let result = run(&bed, "ADD", &conf, &cid, &netns).result().clone();
-        let ip = result["ips"][0]["address"].as_str().unwrap().trim_end_matches("/32").to_string();
+        let ip = result["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches("/32")
+            .to_string();
         let check_conf = with_prev_result(&conf, &result);
         run(&bed, "CHECK", &check_conf, &cid, &netns).assert_success();
 
@@ -62,7 +125,10 @@ fn check_after_add_succeeds_and_each_tampering_is_reported() {
         let out = run(&bed, "CHECK", &check_conf, &cid, &netns);
         let err = out.error();
         let text = format!("{} {}", err.msg, err.details.clone().unwrap_or_default());
-        assert!(text.contains(expected), "{what}: expected {expected:?}\n{out}");
+        assert!(
+            text.contains(expected),
+            "{what}: expected {expected:?}\n{out}"
+        );
         run(&bed, "DEL", &conf, &cid, &netns).assert_success();
         bed.assert_nothing_left(&[&cid]);
     }
@@ -104,7 +170,9 @@ fn status_reports_ready_then_etcd_down() {
 #[ignore = "root: real etcd and netns"]
 fn status_reports_full_pools_from_the_ipam_plugin() {
     let bed = TestBed::new();
-    let conf = bed.fixture("calico-ipam.conf", &bed.network).set("cniVersion", "1.1.0");
+    let conf = bed
+        .fixture("calico-ipam.conf", &bed.network)
+        .set("cniVersion", "1.1.0");
     let err = status(&bed, &conf).error();
     assert_eq!(err.code, 51, "no pools at all: {err:?}");
 }
@@ -121,35 +189,86 @@ fn gc_keeps_listed_attachments_and_removes_the_others() {
 
     // Another network and another node on the same etcd: GC of this network must not touch them.
     let other_network = names::unique("net");
-    let other_conf = bed.fixture("calico-ipam.conf", &other_network).set("cniVersion", "1.1.0");
+    let other_conf = bed
+        .fixture("calico-ipam.conf", &other_network)
+        .set("cniVersion", "1.1.0");
     let other_ns = Netns::new();
     let other = names::container_id();
     run(&bed, "ADD", &other_conf, &other, &other_ns).result();
     let other_node_conf = conf.clone().set("nodename", names::unique("node"));
     let other_node_ns = Netns::new();
     let on_other_node = names::container_id();
-    run(&bed, "ADD", &other_node_conf, &on_other_node, &other_node_ns).result();
+    run(
+        &bed,
+        "ADD",
+        &other_node_conf,
+        &on_other_node,
+        &other_node_ns,
+    )
+    .result();
 
     gc(&bed, &conf, &[(&kept, "eth0")]).assert_success();
 
-    assert!(bed.endpoint(&gone, "eth0").is_none(), "unlisted endpoint left");
-    assert!(eventually(TEARDOWN, || host_link(&host_veth_name(&gone)).is_none()), "unlisted veth left");
-    assert!(bed.etcd.get(&format!("/calico/ipam/v2/handle/{}.{gone}", bed.network)).is_none(), "unlisted handle left");
-    assert!(bed.endpoint(&kept, "eth0").is_some(), "listed endpoint removed");
-    assert!(host_link(&host_veth_name(&kept)).is_some(), "listed veth removed");
-    assert!(bed.endpoint(&other, "eth0").is_some(), "other network's endpoint removed");
-    assert!(host_link(&host_veth_name(&other)).is_some(), "other network's veth removed");
-    assert!(host_link(&host_veth_name(&on_other_node)).is_some(), "other node's veth removed");
-    let other_node_key = format!("/calico/v1/host/{}/workload/cni/{on_other_node}/endpoint/eth0", other_node_conf.value()["nodename"].as_str().unwrap());
-    assert!(bed.etcd.get(&other_node_key).is_some(), "other node's endpoint removed");
+    assert!(
+        bed.endpoint(&gone, "eth0").is_none(),
+        "unlisted endpoint left"
+    );
+    assert!(
+        eventually(TEARDOWN, || host_link(&host_veth_name(&gone)).is_none()),
+        "unlisted veth left"
+    );
+    assert!(
+        bed.etcd
+            .get(&format!("/calico/ipam/v2/handle/{}.{gone}", bed.network))
+            .is_none(),
+        "unlisted handle left"
+    );
+    assert!(
+        bed.endpoint(&kept, "eth0").is_some(),
+        "listed endpoint removed"
+    );
+    assert!(
+        host_link(&host_veth_name(&kept)).is_some(),
+        "listed veth removed"
+    );
+    assert!(
+        bed.endpoint(&other, "eth0").is_some(),
+        "other network's endpoint removed"
+    );
+    assert!(
+        host_link(&host_veth_name(&other)).is_some(),
+        "other network's veth removed"
+    );
+    assert!(
+        host_link(&host_veth_name(&on_other_node)).is_some(),
+        "other node's veth removed"
+    );
+    let other_node_key = format!(
+        "/calico/v1/host/{}/workload/cni/{on_other_node}/endpoint/eth0",
+        other_node_conf.value()["nodename"].as_str().unwrap()
+    );
+    assert!(
+        bed.etcd.get(&other_node_key).is_some(),
+        "other node's endpoint removed"
+    );
 
     run(&bed, "DEL", &conf, &kept, &kept_ns).assert_success();
     run(&bed, "DEL", &other_conf, &other, &other_ns).assert_success();
-    run(&bed, "DEL", &other_node_conf, &on_other_node, &other_node_ns).assert_success();
+    run(
+        &bed,
+        "DEL",
+        &other_node_conf,
+        &on_other_node,
+        &other_node_ns,
+    )
+    .assert_success();
     bed.assert_nothing_left(&[&kept, &gone, &other, &on_other_node]);
 }
 
 fn ip_cmd(args: &[&str]) {
-    let status = std::process::Command::new("ip").args(args).status().expect("run ip");
+    let status = std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .expect("run ip");
     assert!(status.success(), "ip {args:?} failed");
 }

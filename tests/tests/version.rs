@@ -72,7 +72,10 @@ fn version_accepts_the_dummy_environment_podman_sends() {
 fn version_advertises_1_1_0_last_since_status_and_gc_work() {
     for plugin in PLUGINS {
         let out = run_plugin(plugin, &version_env(), br#"{"cniVersion":"0.4.0"}"#);
-        let supported = out.result()["supportedVersions"].as_array().cloned().unwrap_or_default();
+        let supported = out.result()["supportedVersions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         assert_eq!(supported.last(), Some(&json!("1.1.0")), "{plugin}\n{out}");
     }
 }

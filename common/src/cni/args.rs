@@ -27,14 +27,21 @@ pub struct CniArgs {
 impl CniArgs {
     /// Parses the value of `CNI_ARGS`; an empty or absent value gives the defaults.
     pub fn parse(raw: &str) -> Result<CniArgs> {
-        let mut args = CniArgs { raw: raw.to_string(), ..CniArgs::default() };
+        let mut args = CniArgs {
+            raw: raw.to_string(),
+            ..CniArgs::default()
+        };
         for pair in raw.split(';').filter(|p| !p.is_empty()) {
             let Some((key, value)) = pair.split_once('=') else {
-                return Err(invalid(format!("invalid CNI_ARGS pair {pair:?}: expected KEY=VALUE")));
+                return Err(invalid(format!(
+                    "invalid CNI_ARGS pair {pair:?}: expected KEY=VALUE"
+                )));
             };
             let value = value.to_string();
             match key {
-                "IgnoreUnknown" => args.ignore_unknown = matches!(value.as_str(), "1" | "true" | "True"),
+                "IgnoreUnknown" => {
+                    args.ignore_unknown = matches!(value.as_str(), "1" | "true" | "True")
+                }
                 "K8S_POD_NAMESPACE" => args.k8s_pod_namespace = non_empty(value),
                 "K8S_POD_NAME" => args.k8s_pod_name = non_empty(value),
                 "K8S_POD_INFRA_CONTAINER_ID" => args.k8s_pod_infra_container_id = non_empty(value),
@@ -49,15 +56,26 @@ impl CniArgs {
     /// The pod as `(namespace, name)` when both are set: that is what selects Kubernetes mode.
     /// A pod name alone (podman sends one) is not Kubernetes.
     pub fn k8s_pod(&self) -> Option<(&str, &str)> {
-        Some((self.k8s_pod_namespace.as_deref()?, self.k8s_pod_name.as_deref()?))
+        Some((
+            self.k8s_pod_namespace.as_deref()?,
+            self.k8s_pod_name.as_deref()?,
+        ))
     }
 
     /// The same arguments asking for exactly `ip` (`IP=<ip>` replaces any earlier `IP`).
     pub fn with_ip(&self, ip: IpAddr) -> CniArgs {
-        let mut pairs: Vec<&str> = self.raw.split(';').filter(|p| !p.is_empty() && !p.starts_with("IP=")).collect();
+        let mut pairs: Vec<&str> = self
+            .raw
+            .split(';')
+            .filter(|p| !p.is_empty() && !p.starts_with("IP="))
+            .collect();
         let requested = format!("IP={ip}");
         pairs.push(&requested);
-        CniArgs { ip: Some(ip), raw: pairs.join(";"), ..self.clone() }
+        CniArgs {
+            ip: Some(ip),
+            raw: pairs.join(";"),
+            ..self.clone()
+        }
     }
 
     /// `CNI_ARGS` for a delegated plugin: `IgnoreUnknown=1` in front, so that plugins which
@@ -151,7 +169,10 @@ mod tests {
         let cases = [
             ("", "IgnoreUnknown=1"),
             ("K8S_POD_NAME=p", "IgnoreUnknown=1;K8S_POD_NAME=p"),
-            ("IgnoreUnknown=1;K8S_POD_NAME=p", "IgnoreUnknown=1;K8S_POD_NAME=p"),
+            (
+                "IgnoreUnknown=1;K8S_POD_NAME=p",
+                "IgnoreUnknown=1;K8S_POD_NAME=p",
+            ),
         ];
         for (raw, want) in cases {
             assert_eq!(CniArgs::parse(raw).unwrap().for_delegate(), want);

@@ -7,10 +7,10 @@ use std::process::{Command as Process, Stdio};
 
 use serde_json::Value;
 
-use super::version::CniVersion;
-use super::{Request, log};
 use super::env::Command;
 use super::result::CniResult;
+use super::version::CniVersion;
+use super::{Request, log};
 use crate::error::{Code, Context, Error, Result, codes};
 
 /// Finds `plugin` in the `CNI_PATH` directories: the first directory holding a regular file of
@@ -18,13 +18,26 @@ use crate::error::{Code, Context, Error, Result, codes};
 /// config cannot point the plugin at an arbitrary executable.
 pub fn find_plugin(plugin: &str, cni_path: &[PathBuf]) -> Result<PathBuf> {
     if plugin.is_empty() || plugin.contains('/') {
-        return Err(Error::new(Code::InvalidConfig, format!("invalid plugin name {plugin:?}")));
+        return Err(Error::new(
+            Code::InvalidConfig,
+            format!("invalid plugin name {plugin:?}"),
+        ));
     }
-    cni_path.iter().map(|dir| dir.join(plugin)).find(|p| p.is_file()).ok_or_else(|| {
-        let dirs: Vec<String> = cni_path.iter().map(|d| d.display().to_string()).collect();
-        Error::new(codes::IPAM, format!("failed to find plugin {plugin:?} in path [{}]", dirs.join(",")))
+    cni_path
+        .iter()
+        .map(|dir| dir.join(plugin))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            let dirs: Vec<String> = cni_path.iter().map(|d| d.display().to_string()).collect();
+            Error::new(
+                codes::IPAM,
+                format!(
+                    "failed to find plugin {plugin:?} in path [{}]",
+                    dirs.join(",")
+                ),
+            )
             .with_kind(crate::error::Kind::NotFound)
-    })
+        })
 }
 
 /// Runs the IPAM plugin for ADD and reads its result, whatever version shape it printed. A
@@ -37,12 +50,14 @@ pub fn ipam_add(req: &Request) -> Result<CniResult> {
         if let Err(del_err) = ipam_exec(req, Command::Del, &req.raw_config) {
             eprintln!("rollback: ipam plugin {plugin} DEL failed: {del_err}");
         }
-        err.with_code(codes::IPAM).context(format!("ipam plugin {plugin} ADD"))
+        err.with_code(codes::IPAM)
+            .context(format!("ipam plugin {plugin} ADD"))
     })
 }
 
 fn usable_result(stdout: &[u8]) -> Result<CniResult> {
-    let value: Value = serde_json::from_slice(stdout).map_err(|e| Error::new(codes::IPAM, format!("printed no valid JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(stdout)
+        .map_err(|e| Error::new(codes::IPAM, format!("printed no valid JSON: {e}")))?;
     let result = CniResult::from_json(&value)?;
     if result.ips.is_empty() {
         return Err(Error::new(codes::IPAM, "returned missing IP config"));
@@ -61,8 +76,15 @@ fn exec_ipam(req: &Request, command: Command, stdin: &[u8]) -> Result<Vec<u8>> {
     let path = find_plugin(plugin, &req.cni_path)?;
     match exec_plugin(&path, command, req, stdin) {
         Err(err) if needs_1_0_0(req, command, &err) => {
-            log::info(&format!("ipam plugin {plugin} does not speak 1.1.0: asking again with 1.0.0"));
-            exec_plugin(&path, command, req, &with_version(stdin, CniVersion::V1_0_0)?)
+            log::info(&format!(
+                "ipam plugin {plugin} does not speak 1.1.0: asking again with 1.0.0"
+            ));
+            exec_plugin(
+                &path,
+                command,
+                req,
+                &with_version(stdin, CniVersion::V1_0_0)?,
+            )
         }
         outcome => outcome,
     }
@@ -90,11 +112,22 @@ fn with_version(stdin: &[u8], version: CniVersion) -> Result<Vec<u8>> {
 /// into our error with the plugin's own code and message, unchanged, so the runtime sees what
 /// the plugin said.
 fn exec_plugin(path: &Path, command: Command, req: &Request, stdin: &[u8]) -> Result<Vec<u8>> {
-    let join = |dirs: &[PathBuf]| dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":");
+    let join = |dirs: &[PathBuf]| {
+        dirs.iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":")
+    };
     let mut child = Process::new(path)
         .env("CNI_COMMAND", command.as_str())
         .env("CNI_CONTAINERID", &req.container_id)
-        .env("CNI_NETNS", req.netns.as_deref().map(|p| p.display().to_string()).unwrap_or_default())
+        .env(
+            "CNI_NETNS",
+            req.netns
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        )
         .env("CNI_IFNAME", &req.ifname)
         .env("CNI_PATH", join(&req.cni_path))
         .env("CNI_ARGS", req.args.for_delegate())
@@ -107,7 +140,9 @@ fn exec_plugin(path: &Path, command: Command, req: &Request, stdin: &[u8]) -> Re
         // A plugin that exits without reading stdin closes the pipe; its exit status tells.
         let _ = input.write_all(stdin);
     }
-    let output = child.wait_with_output().with_context(|| format!("wait for {}", path.display()))?;
+    let output = child
+        .wait_with_output()
+        .with_context(|| format!("wait for {}", path.display()))?;
     let _ = std::io::stderr().write_all(&output.stderr);
     if output.status.success() {
         return Ok(output.stdout);
@@ -117,19 +152,32 @@ fn exec_plugin(path: &Path, command: Command, req: &Request, stdin: &[u8]) -> Re
 
 fn plugin_error(stdout: &[u8], stderr: &[u8], status: std::process::ExitStatus) -> Error {
     let parsed: Option<Value> = serde_json::from_slice(stdout).ok();
-    let code = parsed.as_ref().and_then(|v| v.get("code")).and_then(Value::as_u64);
-    let msg = parsed.as_ref().and_then(|v| v.get("msg")).and_then(Value::as_str);
+    let code = parsed
+        .as_ref()
+        .and_then(|v| v.get("code"))
+        .and_then(Value::as_u64);
+    let msg = parsed
+        .as_ref()
+        .and_then(|v| v.get("msg"))
+        .and_then(Value::as_str);
     match (code, msg) {
         (Some(code), Some(msg)) => {
             let err = Error::new(Code::from_number(code as u32), msg);
-            match parsed.as_ref().and_then(|v| v.get("details")).and_then(Value::as_str) {
+            match parsed
+                .as_ref()
+                .and_then(|v| v.get("details"))
+                .and_then(Value::as_str)
+            {
                 Some(details) if !details.is_empty() => err.with_details(details),
                 _ => err,
             }
         }
         _ => {
             let text = String::from_utf8_lossy(if stdout.is_empty() { stderr } else { stdout });
-            Error::new(codes::IPAM, format!("ipam plugin failed with {status}: {}", text.trim()))
+            Error::new(
+                codes::IPAM,
+                format!("ipam plugin failed with {status}: {}", text.trim()),
+            )
         }
     }
 }
@@ -146,21 +194,36 @@ mod tests {
 
     #[test]
     fn first_directory_with_the_file_wins() {
-        let found = find_plugin("sh", &[PathBuf::from("/nonexistent"), PathBuf::from("/bin"), PathBuf::from("/usr/bin")]);
+        let found = find_plugin(
+            "sh",
+            &[
+                PathBuf::from("/nonexistent"),
+                PathBuf::from("/bin"),
+                PathBuf::from("/usr/bin"),
+            ],
+        );
         assert_eq!(found.unwrap(), PathBuf::from("/bin/sh"));
     }
 
     #[test]
     fn missing_plugin_names_the_path() {
         let err = find_plugin("no-such-ipam", &[PathBuf::from("/nonexistent")]).unwrap_err();
-        assert!(err.msg().contains("no-such-ipam") && err.msg().contains("/nonexistent"), "{}", err.msg());
+        assert!(
+            err.msg().contains("no-such-ipam") && err.msg().contains("/nonexistent"),
+            "{}",
+            err.msg()
+        );
         assert!(err.is_not_found());
     }
 
     #[test]
     fn plugin_error_json_keeps_its_code() {
         let status = std::process::Command::new("false").status().unwrap();
-        let err = plugin_error(br#"{"code":7,"msg":"bad range","details":"10.0.0.0/31"}"#, b"", status);
+        let err = plugin_error(
+            br#"{"code":7,"msg":"bad range","details":"10.0.0.0/31"}"#,
+            b"",
+            status,
+        );
         assert_eq!(err.code(), Code::InvalidConfig);
         assert_eq!(err.msg(), "bad range");
         assert_eq!(err.details(), Some("10.0.0.0/31"));

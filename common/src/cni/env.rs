@@ -51,7 +51,9 @@ impl Command {
     /// The variables the command cannot run without, in the order errors list them.
     fn required_vars(self) -> &'static [&'static str] {
         match self {
-            Command::Add | Command::Check => &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"],
+            Command::Add | Command::Check => {
+                &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"]
+            }
             Command::Del => &["CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"],
             Command::Status | Command::Gc => &["CNI_PATH"],
             Command::Version => &[],
@@ -81,8 +83,12 @@ impl Invocation {
     /// one error (code 4), as the reference skeleton does; libcni passes unset ones as "".
     pub fn from_env(command: Command, env: &dyn Fn(&str) -> Option<String>) -> Result<Invocation> {
         let get = |name: &str| env(name).filter(|v| !v.is_empty());
-        let missing: Vec<&str> =
-            command.required_vars().iter().copied().filter(|name| get(name).is_none()).collect();
+        let missing: Vec<&str> = command
+            .required_vars()
+            .iter()
+            .copied()
+            .filter(|name| get(name).is_none())
+            .collect();
         if !missing.is_empty() {
             return Err(Error::new(
                 Code::InvalidEnvironment,
@@ -104,7 +110,12 @@ impl Invocation {
             netns: get("CNI_NETNS").map(PathBuf::from),
             ifname,
             cni_path: get("CNI_PATH")
-                .map(|p| p.split(':').filter(|d| !d.is_empty()).map(PathBuf::from).collect())
+                .map(|p| {
+                    p.split(':')
+                        .filter(|d| !d.is_empty())
+                        .map(PathBuf::from)
+                        .collect()
+                })
                 .unwrap_or_default(),
             args: CniArgs::parse(&env("CNI_ARGS").unwrap_or_default())?,
         })
@@ -134,14 +145,20 @@ pub fn validate_ifname(name: &str) -> Result<()> {
         Some("is longer than 15 bytes")
     } else if name == "." || name == ".." {
         Some("is not a valid name")
-    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+    } else if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
         Some("contains '/', ':' or whitespace")
     } else {
         None
     };
     match problem {
         None => Ok(()),
-        Some(problem) => Err(Error::new(Code::InvalidEnvironment, format!("CNI_IFNAME {name:?} {problem}"))),
+        Some(problem) => Err(Error::new(
+            Code::InvalidEnvironment,
+            format!("CNI_IFNAME {name:?} {problem}"),
+        )),
     }
 }
 
@@ -151,20 +168,32 @@ mod tests {
     use std::collections::HashMap;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
     #[test]
     fn every_missing_variable_is_named() {
-        let err = Invocation::from_env(Command::Add, &env_of(&[("CNI_IFNAME", "eth0")])).unwrap_err();
+        let err =
+            Invocation::from_env(Command::Add, &env_of(&[("CNI_IFNAME", "eth0")])).unwrap_err();
         assert_eq!(err.code(), Code::InvalidEnvironment);
-        assert_eq!(err.msg(), "required env variables [CNI_CONTAINERID,CNI_NETNS,CNI_PATH] missing");
+        assert_eq!(
+            err.msg(),
+            "required env variables [CNI_CONTAINERID,CNI_NETNS,CNI_PATH] missing"
+        );
     }
 
     #[test]
     fn del_does_not_need_netns() {
-        let env = env_of(&[("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0"), ("CNI_PATH", "/a:/b"), ("CNI_NETNS", "")]);
+        let env = env_of(&[
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/a:/b"),
+            ("CNI_NETNS", ""),
+        ]);
         let inv = Invocation::from_env(Command::Del, &env).unwrap();
         assert_eq!(inv.netns, None);
         assert_eq!(inv.cni_path, [PathBuf::from("/a"), PathBuf::from("/b")]);
@@ -182,7 +211,11 @@ mod tests {
             assert!(validate_container_id(ok).is_ok(), "{ok}");
         }
         for bad in ["", "-a", ".a", "a/b", "a b", "a:b", "é"] {
-            assert_eq!(validate_container_id(bad).unwrap_err().code(), Code::InvalidEnvironment, "{bad}");
+            assert_eq!(
+                validate_container_id(bad).unwrap_err().code(),
+                Code::InvalidEnvironment,
+                "{bad}"
+            );
         }
     }
 
@@ -191,8 +224,21 @@ mod tests {
         for ok in ["eth0", "a", "123456789012345", "net-1_a.b"] {
             assert!(validate_ifname(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".", "..", "1234567890123456", "a/b", "a:b", "a b", "a\tb"] {
-            assert_eq!(validate_ifname(bad).unwrap_err().code(), Code::InvalidEnvironment, "{bad:?}");
+        for bad in [
+            "",
+            ".",
+            "..",
+            "1234567890123456",
+            "a/b",
+            "a:b",
+            "a b",
+            "a\tb",
+        ] {
+            assert_eq!(
+                validate_ifname(bad).unwrap_err().code(),
+                Code::InvalidEnvironment,
+                "{bad:?}"
+            );
         }
     }
 }

@@ -39,7 +39,10 @@ pub fn set_level(level: LogLevel) {
 
 fn emit(level: LogLevel, tag: &str, msg: &str) {
     if level as u8 <= LEVEL.load(Ordering::Relaxed) {
-        let name = std::env::args().next().and_then(|a| a.rsplit('/').next().map(str::to_string)).unwrap_or_default();
+        let name = std::env::args()
+            .next()
+            .and_then(|a| a.rsplit('/').next().map(str::to_string))
+            .unwrap_or_default();
         let _ = writeln!(std::io::stderr(), "{name} {tag}: {msg}");
     }
 }

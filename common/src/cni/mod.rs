@@ -97,7 +97,13 @@ pub trait Plugin {
 }
 
 fn not_implemented(plugin: &str, command: Command) -> Error {
-    Error::new(Code::InvalidEnvironment, format!("{plugin} does not implement CNI_COMMAND {}", command.as_str()))
+    Error::new(
+        Code::InvalidEnvironment,
+        format!(
+            "{plugin} does not implement CNI_COMMAND {}",
+            command.as_str()
+        ),
+    )
 }
 
 /// Runs one invocation: reads `CNI_COMMAND`, validates env and config, calls the verb, prints the
@@ -109,11 +115,20 @@ pub fn run(
     stdout: &mut dyn Write,
 ) -> i32 {
     let with_1_1 = plugin.implements_status_and_gc();
-    let newest = *CniVersion::supported(with_1_1).last().unwrap_or(&CniVersion::V1_0_0);
+    let newest = *CniVersion::supported(with_1_1)
+        .last()
+        .unwrap_or(&CniVersion::V1_0_0);
     let command = match env("CNI_COMMAND").filter(|c| !c.is_empty()) {
-        None => Err(Error::new(Code::InvalidEnvironment, "required env variables [CNI_COMMAND] missing")),
-        Some(text) => Command::parse(&text)
-            .ok_or_else(|| Error::new(Code::InvalidEnvironment, format!("unknown CNI_COMMAND: {text}"))),
+        None => Err(Error::new(
+            Code::InvalidEnvironment,
+            "required env variables [CNI_COMMAND] missing",
+        )),
+        Some(text) => Command::parse(&text).ok_or_else(|| {
+            Error::new(
+                Code::InvalidEnvironment,
+                format!("unknown CNI_COMMAND: {text}"),
+            )
+        }),
     };
     let outcome = match command {
         Ok(Command::Version) => print_version(with_1_1, stdin, stdout),
@@ -140,21 +155,32 @@ fn dispatch(
     stdin: &mut dyn Read,
     stdout: &mut dyn Write,
 ) -> std::result::Result<(), Failure> {
-    let fallback = CniVersion::supported(plugin.implements_status_and_gc()).last().map_or("1.0.0", |v| v.as_str());
+    let fallback = CniVersion::supported(plugin.implements_status_and_gc())
+        .last()
+        .map_or("1.0.0", |v| v.as_str());
     let fail = |err: Error| (err, fallback.to_string());
     let invocation = Invocation::from_env(command, env).map_err(fail)?;
     let mut raw_config = Vec::new();
-    stdin
-        .read_to_end(&mut raw_config)
-        .map_err(|e| fail(Error::new(Code::Io, format!("read network config from stdin: {e}"))))?;
+    stdin.read_to_end(&mut raw_config).map_err(|e| {
+        fail(Error::new(
+            Code::Io,
+            format!("read network config from stdin: {e}"),
+        ))
+    })?;
     let config = NetConf::parse(&raw_config, env).map_err(|err| {
-        let version = crate::config::requested_version(&raw_config).unwrap_or_else(|| fallback.to_string());
+        let version =
+            crate::config::requested_version(&raw_config).unwrap_or_else(|| fallback.to_string());
         (err, version)
     })?;
     let config_version = config.cni_version.clone();
     let fail = |err: Error| (err, config_version.clone());
     log::set_level(config.log_level);
-    let version = check_version(&config.cni_version, command, plugin.implements_status_and_gc()).map_err(fail)?;
+    let version = check_version(
+        &config.cni_version,
+        command,
+        plugin.implements_status_and_gc(),
+    )
+    .map_err(fail)?;
     let req = Request {
         command,
         container_id: invocation.container_id,
@@ -166,13 +192,26 @@ fn dispatch(
         version,
         raw_config,
     };
-    log::debug(&format!("{} {} container {} ifname {}", plugin.name(), command.as_str(), req.container_id, req.ifname));
+    log::debug(&format!(
+        "{} {} container {} ifname {}",
+        plugin.name(),
+        command.as_str(),
+        req.container_id,
+        req.ifname
+    ));
     match command {
         Command::Add => {
-            let mut reply = Reply { out: stdout, version, sent: false };
+            let mut reply = Reply {
+                out: stdout,
+                version,
+                sent: false,
+            };
             plugin.add(&req, &mut reply).map_err(fail)?;
             if !reply.sent {
-                return Err(fail(Error::internal(format!("{} ADD printed no result", plugin.name()))));
+                return Err(fail(Error::internal(format!(
+                    "{} ADD printed no result",
+                    plugin.name()
+                ))));
             }
             Ok(())
         }
@@ -187,12 +226,16 @@ fn dispatch(
 /// The config's version must be one we advertise, and new enough for the command.
 fn check_version(text: &str, command: Command, with_1_1: bool) -> Result<CniVersion> {
     let supported = CniVersion::supported(with_1_1);
-    let version = CniVersion::parse(text).filter(|v| supported.contains(v)).ok_or_else(|| {
-        Error::new(Code::IncompatibleVersion, "incompatible CNI versions").with_details(format!(
-            "config is {text:?}, plugin supports [{}]",
-            CniVersion::supported_strings(with_1_1).join(", ")
-        ))
-    })?;
+    let version = CniVersion::parse(text)
+        .filter(|v| supported.contains(v))
+        .ok_or_else(|| {
+            Error::new(Code::IncompatibleVersion, "incompatible CNI versions").with_details(
+                format!(
+                    "config is {text:?}, plugin supports [{}]",
+                    CniVersion::supported_strings(with_1_1).join(", ")
+                ),
+            )
+        })?;
     let minimum = match command {
         Command::Check => CniVersion::V0_4_0,
         Command::Status | Command::Gc => CniVersion::V1_1_0,
@@ -201,9 +244,15 @@ fn check_version(text: &str, command: Command, with_1_1: bool) -> Result<CniVers
     if version < minimum {
         return Err(Error::new(
             Code::IncompatibleVersion,
-            format!("config version {version} does not allow {}", command.as_str()),
+            format!(
+                "config version {version} does not allow {}",
+                command.as_str()
+            ),
         )
-        .with_details(format!("{} needs cniVersion {minimum} or later", command.as_str())));
+        .with_details(format!(
+            "{} needs cniVersion {minimum} or later",
+            command.as_str()
+        )));
     }
     Ok(version)
 }
@@ -219,10 +268,16 @@ fn print_version(
     let mut input = Vec::new();
     let _ = stdin.read_to_end(&mut input);
     let requested = serde_json::from_slice::<Value>(&input).ok().and_then(|v| {
-        let text = v.get("cniVersion").and_then(Value::as_str).unwrap_or(version::DEFAULT_VERSION.as_str()).to_string();
+        let text = v
+            .get("cniVersion")
+            .and_then(Value::as_str)
+            .unwrap_or(version::DEFAULT_VERSION.as_str())
+            .to_string();
         CniVersion::parse(&text)
     });
-    let shown = requested.filter(|v| CniVersion::supported(with_1_1).contains(v)).unwrap_or(version::DEFAULT_VERSION);
+    let shown = requested
+        .filter(|v| CniVersion::supported(with_1_1).contains(v))
+        .unwrap_or(version::DEFAULT_VERSION);
     let reply = serde_json::json!({
         "cniVersion": shown.as_str(),
         "supportedVersions": CniVersion::supported_strings(with_1_1),
@@ -233,8 +288,10 @@ fn print_version(
 fn write_json(out: &mut dyn Write, value: &Value) -> Result<()> {
     let mut text = serde_json::to_vec(value)?;
     text.push(b'\n');
-    out.write_all(&text).map_err(|e| Error::new(Code::Io, format!("write to stdout: {e}")))?;
-    out.flush().map_err(|e| Error::new(Code::Io, format!("flush stdout: {e}")))
+    out.write_all(&text)
+        .map_err(|e| Error::new(Code::Io, format!("write to stdout: {e}")))?;
+    out.flush()
+        .map_err(|e| Error::new(Code::Io, format!("flush stdout: {e}")))
 }
 
 #[cfg(test)]
@@ -256,7 +313,10 @@ mod tests {
     }
 
     fn invoke(pairs: &[(&str, &str)], stdin: &str) -> (i32, Value) {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let env = move |k: &str| map.get(k).cloned();
         let mut out = Vec::new();
         let status = run(&Nothing, &env, &mut stdin.as_bytes(), &mut out);
@@ -276,7 +336,10 @@ mod tests {
         let (status, out) = invoke(&[("CNI_COMMAND", "VERSION")], "not json");
         assert_eq!(status, 0);
         assert_eq!(out["cniVersion"], "0.1.0");
-        assert_eq!(out["supportedVersions"], serde_json::json!(["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0"]));
+        assert_eq!(
+            out["supportedVersions"],
+            serde_json::json!(["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0"])
+        );
         let (_, out) = invoke(&[("CNI_COMMAND", "VERSION")], r#"{"cniVersion":"0.3.1"}"#);
         assert_eq!(out["cniVersion"], "0.3.1");
     }
@@ -295,34 +358,71 @@ mod tests {
             ("", 6),
             ("{", 6),
             (r#"{"cniVersion":"0.4.0","type":"calico"}"#, 7),
-            (r#"{"cniVersion":"0.4.0","name":"bad name","type":"calico"}"#, 7),
+            (
+                r#"{"cniVersion":"0.4.0","name":"bad name","type":"calico"}"#,
+                7,
+            ),
         ];
         for (stdin, code) in cases {
             let (status, out) = invoke(&FULL_ENV, stdin);
-            assert_eq!((status, out["code"].as_u64()), (1, Some(code)), "{stdin}: {out}");
+            assert_eq!(
+                (status, out["code"].as_u64()),
+                (1, Some(code)),
+                "{stdin}: {out}"
+            );
         }
         let stdin = format!(r#"{{"cniVersion":"9.9.9","name":"n","type":"calico",{ipam}}}"#);
-        let (_, out) = invoke(&FULL_ENV, r#"{"cniVersion":"0.3.1","name":"bad name","ipam":{"type":"x"}}"#);
-        assert_eq!((out["code"].as_u64(), out["cniVersion"].as_str()), (Some(7), Some("0.3.1")));
+        let (_, out) = invoke(
+            &FULL_ENV,
+            r#"{"cniVersion":"0.3.1","name":"bad name","ipam":{"type":"x"}}"#,
+        );
+        assert_eq!(
+            (out["code"].as_u64(), out["cniVersion"].as_str()),
+            (Some(7), Some("0.3.1"))
+        );
         let (_, out) = invoke(&FULL_ENV, &stdin);
         assert_eq!(out["code"], 1);
         assert_eq!(out["cniVersion"], "9.9.9");
-        assert!(out["details"].as_str().unwrap().contains("0.1.0, 0.2.0"), "{out}");
+        assert!(
+            out["details"].as_str().unwrap().contains("0.1.0, 0.2.0"),
+            "{out}"
+        );
     }
 
     #[test]
     fn check_needs_0_4_0_and_status_needs_1_1_0() {
-        let check_env = [("CNI_COMMAND", "CHECK"), ("CNI_CONTAINERID", "c"), ("CNI_IFNAME", "e"), ("CNI_PATH", "/x"), ("CNI_NETNS", "/n")];
-        let (_, out) = invoke(&check_env, r#"{"cniVersion":"0.3.1","name":"n","type":"calico","ipam":{"type":"x"}}"#);
+        let check_env = [
+            ("CNI_COMMAND", "CHECK"),
+            ("CNI_CONTAINERID", "c"),
+            ("CNI_IFNAME", "e"),
+            ("CNI_PATH", "/x"),
+            ("CNI_NETNS", "/n"),
+        ];
+        let (_, out) = invoke(
+            &check_env,
+            r#"{"cniVersion":"0.3.1","name":"n","type":"calico","ipam":{"type":"x"}}"#,
+        );
         assert_eq!(out["code"], 1);
-        let (_, out) = invoke(&[("CNI_COMMAND", "STATUS"), ("CNI_PATH", "/x")], r#"{"cniVersion":"1.0.0","name":"n","type":"calico","ipam":{"type":"x"}}"#);
+        let (_, out) = invoke(
+            &[("CNI_COMMAND", "STATUS"), ("CNI_PATH", "/x")],
+            r#"{"cniVersion":"1.0.0","name":"n","type":"calico","ipam":{"type":"x"}}"#,
+        );
         assert_eq!(out["code"], 1);
     }
 
     #[test]
     fn missing_cni_version_means_0_1_0() {
-        let add_env = [("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c"), ("CNI_IFNAME", "e"), ("CNI_PATH", "/x"), ("CNI_NETNS", "/n")];
-        let (status, out) = invoke(&add_env, r#"{"name":"n","type":"calico","ipam":{"type":"x"}}"#);
+        let add_env = [
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c"),
+            ("CNI_IFNAME", "e"),
+            ("CNI_PATH", "/x"),
+            ("CNI_NETNS", "/n"),
+        ];
+        let (status, out) = invoke(
+            &add_env,
+            r#"{"name":"n","type":"calico","ipam":{"type":"x"}}"#,
+        );
         assert_eq!(status, 0);
         assert_eq!(out["cniVersion"], "0.1.0");
     }

@@ -132,7 +132,10 @@ impl CniResult {
             .map(|ip| {
                 let mut entry = Map::new();
                 if with_ip_version {
-                    entry.insert("version".into(), if ip.address.is_ipv4() { "4" } else { "6" }.into());
+                    entry.insert(
+                        "version".into(),
+                        if ip.address.is_ipv4() { "4" } else { "6" }.into(),
+                    );
                 }
                 if let Some(index) = ip.interface {
                     entry.insert("interface".into(), index.into());
@@ -148,7 +151,14 @@ impl CniResult {
             obj.insert("ips".into(), ips.into());
         }
         if !self.routes.is_empty() {
-            obj.insert("routes".into(), self.routes.iter().map(route_json).collect::<Vec<_>>().into());
+            obj.insert(
+                "routes".into(),
+                self.routes
+                    .iter()
+                    .map(route_json)
+                    .collect::<Vec<_>>()
+                    .into(),
+            );
         }
         obj.insert("dns".into(), json!(self.dns));
         obj.into()
@@ -156,7 +166,9 @@ impl CniResult {
 
     /// Reads a result printed by another plugin (or a `prevResult`) in any version's shape.
     pub fn from_json(value: &Value) -> Result<CniResult> {
-        let obj = value.as_object().ok_or_else(|| decoding("result is not a JSON object"))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| decoding("result is not a JSON object"))?;
         let dns = match obj.get("dns") {
             Some(Value::Null) | None => Dns::default(),
             Some(dns) => serde_json::from_value(dns.clone()).context("decode result dns")?,
@@ -166,12 +178,28 @@ impl CniResult {
         }
         let interfaces = match obj.get("interfaces") {
             Some(Value::Null) | None => Vec::new(),
-            Some(list) => serde_json::from_value(list.clone()).context("decode result interfaces")?,
+            Some(list) => {
+                serde_json::from_value(list.clone()).context("decode result interfaces")?
+            }
         };
         // 0.3.0's text spells the list "ip"; accept it as well as "ips".
-        let ips = obj.get("ips").or_else(|| obj.get("ip")).map(parse_ips).transpose()?.unwrap_or_default();
-        let routes = obj.get("routes").map(parse_routes).transpose()?.unwrap_or_default();
-        Ok(CniResult { interfaces, ips, routes, dns })
+        let ips = obj
+            .get("ips")
+            .or_else(|| obj.get("ip"))
+            .map(parse_ips)
+            .transpose()?
+            .unwrap_or_default();
+        let routes = obj
+            .get("routes")
+            .map(parse_routes)
+            .transpose()?
+            .unwrap_or_default();
+        Ok(CniResult {
+            interfaces,
+            ips,
+            routes,
+            dns,
+        })
     }
 }
 
@@ -185,12 +213,21 @@ fn route_json(route: &Route) -> Value {
 }
 
 fn from_v020(obj: &Map<String, Value>, dns: Dns) -> Result<CniResult> {
-    let mut result = CniResult { dns, ..CniResult::default() };
+    let mut result = CniResult {
+        dns,
+        ..CniResult::default()
+    };
     for key in ["ip4", "ip6"] {
-        let Some(entry) = obj.get(key).filter(|v| !v.is_null()) else { continue };
+        let Some(entry) = obj.get(key).filter(|v| !v.is_null()) else {
+            continue;
+        };
         let address = parse_network(entry.get("ip"), &format!("{key}.ip"))?;
         let gateway = parse_optional_ip(entry.get("gateway"), &format!("{key}.gateway"))?;
-        result.ips.push(IpConfig { address, gateway, interface: None });
+        result.ips.push(IpConfig {
+            address,
+            gateway,
+            interface: None,
+        });
         if let Some(routes) = entry.get("routes") {
             result.routes.extend(parse_routes(routes)?);
         }
@@ -199,7 +236,9 @@ fn from_v020(obj: &Map<String, Value>, dns: Dns) -> Result<CniResult> {
 }
 
 fn parse_ips(list: &Value) -> Result<Vec<IpConfig>> {
-    let entries = list.as_array().ok_or_else(|| decoding("result ips is not a list"))?;
+    let entries = list
+        .as_array()
+        .ok_or_else(|| decoding("result ips is not a list"))?;
     entries
         .iter()
         .map(|entry| {
@@ -209,13 +248,19 @@ fn parse_ips(list: &Value) -> Result<Vec<IpConfig>> {
                 Some(Value::Number(n)) => n.as_u64().map(|n| n as usize),
                 _ => None,
             };
-            Ok(IpConfig { address, gateway, interface })
+            Ok(IpConfig {
+                address,
+                gateway,
+                interface,
+            })
         })
         .collect()
 }
 
 fn parse_routes(list: &Value) -> Result<Vec<Route>> {
-    let entries = list.as_array().ok_or_else(|| decoding("result routes is not a list"))?;
+    let entries = list
+        .as_array()
+        .ok_or_else(|| decoding("result routes is not a list"))?;
     entries
         .iter()
         .map(|entry| {
@@ -227,17 +272,24 @@ fn parse_routes(list: &Value) -> Result<Vec<Route>> {
 }
 
 fn parse_network(value: Option<&Value>, field: &str) -> Result<IpNetwork> {
-    let text = value.and_then(Value::as_str).ok_or_else(|| decoding(&format!("result {field} is missing")))?;
-    text.parse().map_err(|_| decoding(&format!("result {field} {text:?} is not an address with prefix")))
+    let text = value
+        .and_then(Value::as_str)
+        .ok_or_else(|| decoding(&format!("result {field} is missing")))?;
+    text.parse().map_err(|_| {
+        decoding(&format!(
+            "result {field} {text:?} is not an address with prefix"
+        ))
+    })
 }
 
 fn parse_optional_ip(value: Option<&Value>, field: &str) -> Result<Option<IpAddr>> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => {
-            s.parse().map(Some).map_err(|_| decoding(&format!("result {field} {s:?} is not an address")))
-        }
+        Some(Value::String(s)) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| decoding(&format!("result {field} {s:?} is not an address"))),
         Some(other) => Err(decoding(&format!("result {field} {other} is not a string"))),
     }
 }
@@ -253,7 +305,11 @@ mod tests {
     fn calico_result() -> CniResult {
         CniResult {
             interfaces: vec![
-                Interface { name: "cali12345678901".into(), mac: Some("ee:ee:ee:ee:ee:ee".into()), sandbox: None },
+                Interface {
+                    name: "cali12345678901".into(),
+                    mac: Some("ee:ee:ee:ee:ee:ee".into()),
+                    sandbox: None,
+                },
                 Interface {
                     name: "eth0".into(),
                     mac: Some("0a:58:0a:00:00:05".into()),
@@ -261,8 +317,16 @@ mod tests {
                 },
             ],
             ips: vec![
-                IpConfig { address: "10.0.0.5/32".parse().unwrap(), gateway: None, interface: Some(1) },
-                IpConfig { address: "fd80::5/128".parse().unwrap(), gateway: None, interface: Some(1) },
+                IpConfig {
+                    address: "10.0.0.5/32".parse().unwrap(),
+                    gateway: None,
+                    interface: Some(1),
+                },
+                IpConfig {
+                    address: "fd80::5/128".parse().unwrap(),
+                    gateway: None,
+                    interface: Some(1),
+                },
             ],
             routes: vec![],
             dns: Dns::default(),
@@ -275,12 +339,18 @@ mod tests {
         let old = json!({"cniVersion":"0.2.0","ip4":{"ip":"10.0.0.5/32"},"ip6":{"ip":"fd80::5/128"},"dns":{}});
         assert_eq!(r.to_json(CniVersion::V0_2_0), old);
         let v040 = r.to_json(CniVersion::V0_4_0);
-        assert_eq!(v040["ips"][0], json!({"version":"4","interface":1,"address":"10.0.0.5/32"}));
+        assert_eq!(
+            v040["ips"][0],
+            json!({"version":"4","interface":1,"address":"10.0.0.5/32"})
+        );
         assert_eq!(v040["ips"][1]["version"], "6");
         assert_eq!(v040["interfaces"][1]["sandbox"], "/run/netns/x");
         assert!(v040["interfaces"][0].get("sandbox").is_none());
         let v100 = r.to_json(CniVersion::V1_0_0);
-        assert_eq!(v100["ips"][0], json!({"interface":1,"address":"10.0.0.5/32"}));
+        assert_eq!(
+            v100["ips"][0],
+            json!({"interface":1,"address":"10.0.0.5/32"})
+        );
         assert_eq!(v100["cniVersion"], "1.0.0");
         assert_eq!(v100["dns"], json!({}));
     }
@@ -291,7 +361,11 @@ mod tests {
         for version in super::super::version::ALL_VERSIONS {
             let back = CniResult::from_json(&r.to_json(version)).unwrap();
             let addresses: Vec<_> = back.ips.iter().map(|ip| ip.address).collect();
-            assert_eq!(addresses, r.ips.iter().map(|ip| ip.address).collect::<Vec<_>>(), "{version}");
+            assert_eq!(
+                addresses,
+                r.ips.iter().map(|ip| ip.address).collect::<Vec<_>>(),
+                "{version}"
+            );
         }
     }
 
@@ -307,7 +381,8 @@ mod tests {
 
     #[test]
     fn old_result_with_routes_reads() {
-        let raw = json!({"ip4":{"ip":"10.1.2.2/24","gateway":"10.1.2.1","routes":[{"dst":"0.0.0.0/0"}]}});
+        let raw =
+            json!({"ip4":{"ip":"10.1.2.2/24","gateway":"10.1.2.1","routes":[{"dst":"0.0.0.0/0"}]}});
         let r = CniResult::from_json(&raw).unwrap();
         assert_eq!(r.ips.len(), 1);
         assert_eq!(r.routes[0].dst, "0.0.0.0/0".parse::<IpNetwork>().unwrap());

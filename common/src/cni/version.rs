@@ -56,12 +56,19 @@ impl CniVersion {
 
     /// The versions a plugin advertises: 1.1.0 only when it implements STATUS and GC.
     pub fn supported(with_status_and_gc: bool) -> &'static [CniVersion] {
-        if with_status_and_gc { &ALL_VERSIONS } else { &ALL_VERSIONS[..6] }
+        if with_status_and_gc {
+            &ALL_VERSIONS
+        } else {
+            &ALL_VERSIONS[..6]
+        }
     }
 
     /// The supported versions as strings, for error details and VERSION output.
     pub fn supported_strings(with_status_and_gc: bool) -> Vec<&'static str> {
-        Self::supported(with_status_and_gc).iter().map(|v| v.as_str()).collect()
+        Self::supported(with_status_and_gc)
+            .iter()
+            .map(|v| v.as_str())
+            .collect()
     }
 }
 

@@ -28,12 +28,14 @@ pub fn add_addresses(ifindex: u32, addrs: &[IpNetwork]) -> Result<()> {
             let host = host_prefix(addr.ip());
             let mut request = handle.address().add(ifindex, host.ip(), host.prefix());
             if host.is_ipv6() {
-                request.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+                request
+                    .message_mut()
+                    .attributes
+                    .push(AddressAttribute::Flags(AddressFlags::Nodad));
             }
-            request
-                .execute()
-                .await
-                .map_err(|e| netlink_error(e, format_args!("add address {host} to link {ifindex}")))?;
+            request.execute().await.map_err(|e| {
+                netlink_error(e, format_args!("add address {host} to link {ifindex}"))
+            })?;
         }
         Ok(())
     })
@@ -54,13 +56,21 @@ async fn addresses_of(handle: &rtnetlink::Handle, ifindex: u32) -> Result<Vec<Ip
     let request = RouteNetlinkMessage::GetAddress(AddressMessage::default());
     let mut out = Vec::new();
     for msg in dump(handle, request, "addresses").await? {
-        let RouteNetlinkMessage::NewAddress(msg) = msg else { continue };
+        let RouteNetlinkMessage::NewAddress(msg) = msg else {
+            continue;
+        };
         if msg.header.index != ifindex {
             continue;
         }
         if let Some(ip) = address_ip(&msg) {
             let net = IpNetwork::new(ip, msg.header.prefix_len).map_err(|e| {
-                Error::new(DATAPLANE, format!("address {ip}/{} of link {ifindex}: {e}", msg.header.prefix_len))
+                Error::new(
+                    DATAPLANE,
+                    format!(
+                        "address {ip}/{} of link {ifindex}: {e}",
+                        msg.header.prefix_len
+                    ),
+                )
             })?;
             out.push(net);
         }
@@ -90,15 +100,21 @@ fn address_ip(msg: &AddressMessage) -> Option<IpAddr> {
 pub fn host_link_local_address(host_ifname: &str) -> Result<Ipv6Addr> {
     sysctl::write(&format!("net/ipv6/conf/{host_ifname}/disable_ipv6"), "0")?;
     let Some(link) = veth::read_link(host_ifname)? else {
-        return Err(Error::new(DATAPLANE, format!("host link {host_ifname} not found")).with_kind(Kind::NotFound));
+        return Err(
+            Error::new(DATAPLANE, format!("host link {host_ifname} not found"))
+                .with_kind(Kind::NotFound),
+        );
     };
     let found = with_netlink(|handle| async move {
         let deadline = Instant::now() + LINK_LOCAL_WAIT;
         loop {
-            let link_local = addresses_of(&handle, link.index).await?.into_iter().find_map(|net| match net.ip() {
-                IpAddr::V6(ip) if ip.is_unicast_link_local() => Some(ip),
-                _ => None,
-            });
+            let link_local = addresses_of(&handle, link.index)
+                .await?
+                .into_iter()
+                .find_map(|net| match net.ip() {
+                    IpAddr::V6(ip) if ip.is_unicast_link_local() => Some(ip),
+                    _ => None,
+                });
             if link_local.is_some() || Instant::now() >= deadline {
                 return Ok(link_local);
             }
@@ -129,7 +145,16 @@ fn parse_mac(text: &str) -> Option<[u8; 6]> {
 /// The link-local address `fe80::/64` with the modified EUI-64 interface identifier of `mac`
 /// (RFC 4291 appendix A): `ff:fe` inserted in the middle and the universal/local bit flipped.
 pub fn eui64_link_local(mac: [u8; 6]) -> Ipv6Addr {
-    let id = [mac[0] ^ 0x02, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]];
+    let id = [
+        mac[0] ^ 0x02,
+        mac[1],
+        mac[2],
+        0xff,
+        0xfe,
+        mac[3],
+        mac[4],
+        mac[5],
+    ];
     let mut octets = [0u8; 16];
     octets[0] = 0xfe;
     octets[1] = 0x80;
@@ -148,7 +173,10 @@ mod tests {
     fn eui64_flips_the_local_bit_and_inserts_fffe() {
         let cases = [
             ([0xee; 6], "fe80::ecee:eeff:feee:eeee"),
-            ([0x00, 0x1b, 0x21, 0x3c, 0x4d, 0x5e], "fe80::21b:21ff:fe3c:4d5e"),
+            (
+                [0x00, 0x1b, 0x21, 0x3c, 0x4d, 0x5e],
+                "fe80::21b:21ff:fe3c:4d5e",
+            ),
             ([0x02, 0, 0, 0, 0, 1], "fe80::ff:fe00:1"),
         ];
         for (mac, expected) in cases {
@@ -159,7 +187,10 @@ mod tests {
     #[test]
     fn mac_text_parses_only_six_hex_bytes() {
         assert_eq!(parse_mac("ee:ee:ee:ee:ee:ee"), Some([0xee; 6]));
-        assert_eq!(parse_mac("00:1B:21:3c:4d:5e"), Some([0, 0x1b, 0x21, 0x3c, 0x4d, 0x5e]));
+        assert_eq!(
+            parse_mac("00:1B:21:3c:4d:5e"),
+            Some([0, 0x1b, 0x21, 0x3c, 0x4d, 0x5e])
+        );
         assert_eq!(parse_mac("ee:ee:ee:ee:ee"), None);
         assert_eq!(parse_mac("ee:ee:ee:ee:ee:ee:ee"), None);
         assert_eq!(parse_mac("zz:ee:ee:ee:ee:ee"), None);
@@ -168,8 +199,14 @@ mod tests {
 
     #[test]
     fn host_prefix_is_a_single_address() {
-        assert_eq!(host_prefix("10.0.0.5".parse().unwrap()).to_string(), "10.0.0.5/32");
-        assert_eq!(host_prefix("fd00::5".parse().unwrap()).to_string(), "fd00::5/128");
+        assert_eq!(
+            host_prefix("10.0.0.5".parse().unwrap()).to_string(),
+            "10.0.0.5/32"
+        );
+        assert_eq!(
+            host_prefix("fd00::5".parse().unwrap()).to_string(),
+            "fd00::5/128"
+        );
     }
 
     #[test]
@@ -179,7 +216,10 @@ mod tests {
         let host = HostLink::new(unique_ifname("ca"));
         let mut guard = create_veth(&VethRequest::new(host.name(), "eth0", ns.path())).unwrap();
         guard.commit();
-        let addrs: Vec<IpNetwork> = vec!["10.65.0.7/26".parse().unwrap(), "fd00:65::7/122".parse().unwrap()];
+        let addrs: Vec<IpNetwork> = vec![
+            "10.65.0.7/26".parse().unwrap(),
+            "fd00:65::7/122".parse().unwrap(),
+        ];
         let index = guard.container_index();
         let listed = with_netns(ns.path(), || {
             sysctl::enable_ipv6_in_namespace()?;
@@ -187,13 +227,29 @@ mod tests {
             list_addresses(index)
         })
         .unwrap();
-        assert!(listed.contains(&"10.65.0.7/32".parse().unwrap()), "{listed:?}");
-        assert!(listed.contains(&"fd00:65::7/128".parse().unwrap()), "{listed:?}");
+        assert!(
+            listed.contains(&"10.65.0.7/32".parse().unwrap()),
+            "{listed:?}"
+        );
+        assert!(
+            listed.contains(&"fd00:65::7/128".parse().unwrap()),
+            "{listed:?}"
+        );
 
         let json = ip_json(&["-n", ns.name(), "addr", "show", "dev", "eth0"]);
         let infos = json[0]["addr_info"].as_array().unwrap();
-        assert!(infos.iter().any(|a| a["local"] == "10.65.0.7" && a["prefixlen"] == 32), "{json}");
-        assert!(infos.iter().any(|a| a["local"] == "fd00:65::7" && a["prefixlen"] == 128), "{json}");
+        assert!(
+            infos
+                .iter()
+                .any(|a| a["local"] == "10.65.0.7" && a["prefixlen"] == 32),
+            "{json}"
+        );
+        assert!(
+            infos
+                .iter()
+                .any(|a| a["local"] == "fd00:65::7" && a["prefixlen"] == 128),
+            "{json}"
+        );
 
         let again = with_netns(ns.path(), || add_addresses(index, &addrs[..1])).unwrap_err();
         assert_eq!(again.kind(), Kind::AlreadyExists);
@@ -202,7 +258,11 @@ mod tests {
         assert_eq!(ll, eui64_link_local(veth::HOST_MAC));
         let host_json = ip_json(&["-6", "addr", "show", "dev", host.name()]);
         assert!(
-            host_json[0]["addr_info"].as_array().unwrap().iter().any(|a| a["local"] == ll.to_string()),
+            host_json[0]["addr_info"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["local"] == ll.to_string()),
             "{host_json}"
         );
     }

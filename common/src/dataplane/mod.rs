@@ -19,7 +19,9 @@ use std::net::Ipv6Addr;
 use futures::StreamExt;
 use ipnetwork::IpNetwork;
 use rtnetlink::Handle;
-use rtnetlink::packet_core::{NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use rtnetlink::packet_core::{
+    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 
 use crate::error::codes::DATAPLANE;
@@ -36,7 +38,11 @@ const DUMP_ATTEMPTS: usize = 5;
 /// Call it inside [`netns::with_netns`] for the container's namespace; `ifindex` is the container
 /// end's index there and `ipv6_gateway` is the host end's link-local address
 /// ([`addr::host_link_local_address`]), required when `addrs` holds an IPv6 address.
-pub fn configure_container_interface(ifindex: u32, addrs: &[IpNetwork], ipv6_gateway: Option<Ipv6Addr>) -> Result<()> {
+pub fn configure_container_interface(
+    ifindex: u32,
+    addrs: &[IpNetwork],
+    ipv6_gateway: Option<Ipv6Addr>,
+) -> Result<()> {
     if addrs.iter().any(IpNetwork::is_ipv6) {
         sysctl::enable_ipv6_in_namespace()?;
     }
@@ -57,7 +63,10 @@ where
 {
     // Blocking on a runtime from inside another one panics; refuse instead.
     if tokio::runtime::Handle::try_current().is_ok() {
-        return Err(Error::new(DATAPLANE, "netlink request made from inside an async runtime"));
+        return Err(Error::new(
+            DATAPLANE,
+            "netlink request made from inside an async runtime",
+        ));
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -66,8 +75,9 @@ where
         .context("create the netlink runtime")
         .code(DATAPLANE)?;
     runtime.block_on(async {
-        let (mut connection, handle, _) =
-            rtnetlink::new_connection().context("open a netlink socket").code(DATAPLANE)?;
+        let (mut connection, handle, _) = rtnetlink::new_connection()
+            .context("open a netlink socket")
+            .code(DATAPLANE)?;
         connection.set_forward_done(true);
         let task = tokio::spawn(connection);
         let out = f(handle).await;
@@ -88,7 +98,10 @@ pub(crate) async fn dump(
     for _ in 0..DUMP_ATTEMPTS {
         let mut msg = NetlinkMessage::from(request.clone());
         msg.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        let mut responses = handle.clone().request(msg).map_err(|e| netlink_error(e, format!("dump {what}")))?;
+        let mut responses = handle
+            .clone()
+            .request(msg)
+            .map_err(|e| netlink_error(e, format!("dump {what}")))?;
         let mut out = Vec::new();
         let mut interrupted = false;
         while let Some(response) = responses.next().await {
@@ -99,7 +112,10 @@ pub(crate) async fn dump(
                 NetlinkPayload::InnerMessage(inner) => out.push(inner),
                 NetlinkPayload::Error(err) if err.raw_code() == -libc_eintr() => interrupted = true,
                 NetlinkPayload::Error(err) if err.code.is_some() => {
-                    return Err(netlink_error(rtnetlink::Error::NetlinkError(err), format!("dump {what}")));
+                    return Err(netlink_error(
+                        rtnetlink::Error::NetlinkError(err),
+                        format!("dump {what}"),
+                    ));
                 }
                 NetlinkPayload::Overrun(_) => interrupted = true,
                 _ => {}
@@ -109,8 +125,11 @@ pub(crate) async fn dump(
             return Ok(out);
         }
     }
-    Err(Error::new(DATAPLANE, format!("dump {what}: interrupted {DUMP_ATTEMPTS} times in a row"))
-        .with_kind(Kind::TryAgainLater))
+    Err(Error::new(
+        DATAPLANE,
+        format!("dump {what}: interrupted {DUMP_ATTEMPTS} times in a row"),
+    )
+    .with_kind(Kind::TryAgainLater))
 }
 
 fn libc_eintr() -> i32 {
@@ -120,7 +139,9 @@ fn libc_eintr() -> i32 {
 /// The positive errno of a netlink error answer, if `err` is one.
 pub(crate) fn errno(err: &rtnetlink::Error) -> Option<nix::errno::Errno> {
     match err {
-        rtnetlink::Error::NetlinkError(msg) => msg.code.map(|code| nix::errno::Errno::from_raw(-code.get())),
+        rtnetlink::Error::NetlinkError(msg) => msg
+            .code
+            .map(|code| nix::errno::Errno::from_raw(-code.get())),
         _ => None,
     }
 }
@@ -155,7 +176,11 @@ pub(crate) fn errno_text(errno: nix::errno::Errno) -> String {
 
 /// `aa:bb:cc:dd:ee:ff` in lower case.
 pub(crate) fn format_mac(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Fixtures of the root tests: a uniquely named netns and host links, both removed on drop.
@@ -168,7 +193,11 @@ pub(crate) mod testutil {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
 
     fn unique_suffix() -> String {
-        format!("{:x}{}", std::process::id() & 0xffff, COUNTER.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "{:x}{}",
+            std::process::id() & 0xffff,
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     /// An interface name unique to this test run, `prefix` plus at most 9 characters.
@@ -185,7 +214,11 @@ pub(crate) mod testutil {
         let mut all = vec!["-j"];
         all.extend_from_slice(args);
         let out = run_ip(&all);
-        assert!(out.status.success(), "ip {all:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "ip {all:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("ip -j prints JSON")
     }
 
@@ -200,7 +233,11 @@ pub(crate) mod testutil {
         pub fn new(tag: &str) -> TestNetns {
             let name = format!("calico-test-{tag}-{}", unique_suffix());
             let out = run_ip(&["netns", "add", &name]);
-            assert!(out.status.success(), "ip netns add {name}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "ip netns add {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let path = PathBuf::from(format!("/run/netns/{name}"));
             TestNetns { name, path }
         }
@@ -220,7 +257,11 @@ pub(crate) mod testutil {
             let mut all = vec!["-n", self.name.as_str()];
             all.extend_from_slice(args);
             let out = run_ip(&all);
-            assert!(out.status.success(), "ip {all:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "ip {all:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 
@@ -228,7 +269,11 @@ pub(crate) mod testutil {
         fn drop(&mut self) {
             let out = run_ip(&["netns", "del", &self.name]);
             if !out.status.success() {
-                eprintln!("ip netns del {}: {}", self.name, String::from_utf8_lossy(&out.stderr));
+                eprintln!(
+                    "ip netns del {}: {}",
+                    self.name,
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
         }
     }
@@ -253,13 +298,19 @@ pub(crate) mod testutil {
         /// namespace (the test kernel has no dummy driver). Deleting one end removes both.
         pub fn create_spare_veth(&self) {
             let peer = format!("{}p", self.name);
-            self.ip(&["link", "add", &self.name, "type", "veth", "peer", "name", &peer]);
+            self.ip(&[
+                "link", "add", &self.name, "type", "veth", "peer", "name", &peer,
+            ]);
         }
 
         /// Runs `ip <args>` in the host namespace and asserts success.
         pub fn ip(&self, args: &[&str]) {
             let out = run_ip(args);
-            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 
@@ -277,15 +328,22 @@ mod tests {
 
     #[test]
     fn netlink_from_inside_a_runtime_is_an_error_not_a_panic() {
-        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let err = runtime.block_on(async { veth::read_link("lo") }).unwrap_err();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let err = runtime
+            .block_on(async { veth::read_link("lo") })
+            .unwrap_err();
         assert!(err.msg().contains("inside an async runtime"), "{err:?}");
         assert!(veth::read_link("lo").unwrap().is_some());
     }
 
     #[test]
     fn mac_is_formatted_lower_case_with_colons() {
-        assert_eq!(format_mac(&[0xee, 0x0a, 0, 1, 0xAB, 0xff]), "ee:0a:00:01:ab:ff");
+        assert_eq!(
+            format_mac(&[0xee, 0x0a, 0, 1, 0xAB, 0xff]),
+            "ee:0a:00:01:ab:ff"
+        );
         assert_eq!(format_mac(&[]), "");
     }
 

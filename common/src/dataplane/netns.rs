@@ -34,11 +34,15 @@ pub(crate) fn probe(path: &Path) -> Result<Probe> {
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Probe::Missing),
         Err(err) => {
-            return Err(Error::from(err).with_code(DATAPLANE).context(format_args!("open netns {}", path.display())));
+            return Err(Error::from(err)
+                .with_code(DATAPLANE)
+                .context(format_args!("open netns {}", path.display())));
         }
     };
-    let fs =
-        fstatfs(&file).with_context(|| format!("statfs netns {}", path.display())).code(DATAPLANE)?.filesystem_type();
+    let fs = fstatfs(&file)
+        .with_context(|| format!("statfs netns {}", path.display()))
+        .code(DATAPLANE)?
+        .filesystem_type();
     if fs != NSFS_MAGIC {
         return Ok(Probe::NotNetns);
     }
@@ -56,10 +60,15 @@ pub(crate) fn probe(path: &Path) -> Result<Probe> {
 pub(crate) fn open(path: &Path) -> Result<File> {
     match probe(path)? {
         Probe::Netns(file) => Ok(file),
-        Probe::Missing => {
-            Err(Error::new(DATAPLANE, format!("netns {} does not exist", path.display())).with_kind(Kind::NotFound))
-        }
-        Probe::NotNetns => Err(Error::new(DATAPLANE, format!("{} is not a network namespace", path.display()))),
+        Probe::Missing => Err(Error::new(
+            DATAPLANE,
+            format!("netns {} does not exist", path.display()),
+        )
+        .with_kind(Kind::NotFound)),
+        Probe::NotNetns => Err(Error::new(
+            DATAPLANE,
+            format!("{} is not a network namespace", path.display()),
+        )),
     }
 }
 
@@ -84,7 +93,10 @@ pub fn with_netns<T: Send>(path: &Path, f: impl FnOnce() -> Result<T> + Send) ->
                 setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| {
                     let err = Error::new(DATAPLANE, super::errno_text(errno));
                     if errno == nix::errno::Errno::EINVAL {
-                        err.context(format_args!("{} is not a network namespace", path.display()))
+                        err.context(format_args!(
+                            "{} is not a network namespace",
+                            path.display()
+                        ))
                     } else {
                         err.context(format_args!("enter netns {}", path.display()))
                     }
@@ -100,7 +112,10 @@ pub fn with_netns<T: Send>(path: &Path, f: impl FnOnce() -> Result<T> + Send) ->
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(Error::new(DATAPLANE, format!("work in netns {} panicked: {text}", path.display())))
+            Err(Error::new(
+                DATAPLANE,
+                format!("work in netns {} panicked: {text}", path.display()),
+            ))
         })
     })
 }
@@ -123,7 +138,10 @@ mod tests {
         assert_eq!(check_netns(path).unwrap_err().kind(), Kind::NotFound);
         let err = with_netns(path, || Ok(())).unwrap_err();
         assert_eq!(err.kind(), Kind::NotFound);
-        assert!(err.msg().contains("/run/netns/does-not-exist-calico-test"), "{err:?}");
+        assert!(
+            err.msg().contains("/run/netns/does-not-exist-calico-test"),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -131,10 +149,17 @@ mod tests {
     fn closure_runs_in_the_netns_and_returns_its_value() {
         let ns = TestNetns::new("enter");
         let own = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
-        let inside = with_netns(ns.path(), || Ok(std::fs::read_link("/proc/thread-self/ns/net").unwrap())).unwrap();
+        let inside = with_netns(ns.path(), || {
+            Ok(std::fs::read_link("/proc/thread-self/ns/net").unwrap())
+        })
+        .unwrap();
         assert_ne!(own, inside);
         let expected = std::fs::metadata(ns.path()).unwrap();
-        assert!(inside.to_string_lossy().contains(&std::os::unix::fs::MetadataExt::ino(&expected).to_string()));
+        assert!(
+            inside
+                .to_string_lossy()
+                .contains(&std::os::unix::fs::MetadataExt::ino(&expected).to_string())
+        );
         assert_eq!(std::fs::read_link("/proc/thread-self/ns/net").unwrap(), own);
     }
 

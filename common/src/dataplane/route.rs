@@ -120,11 +120,18 @@ fn table_of(msg: &RouteMessage) -> u32 {
 /// namespace. When `addrs` holds IPv4: `169.254.1.1/32 scope link` and a default route via
 /// 169.254.1.1. When it holds IPv6: `::/0 via ipv6_gateway` (the host end's link-local address),
 /// which must then be given. The address families decide, not the number of addresses.
-pub fn add_container_routes(ifindex: u32, addrs: &[IpNetwork], ipv6_gateway: Option<Ipv6Addr>) -> Result<()> {
+pub fn add_container_routes(
+    ifindex: u32,
+    addrs: &[IpNetwork],
+    ipv6_gateway: Option<Ipv6Addr>,
+) -> Result<()> {
     let ipv4 = addrs.iter().any(IpNetwork::is_ipv4);
     let ipv6 = addrs.iter().any(IpNetwork::is_ipv6);
     if ipv6 && ipv6_gateway.is_none() {
-        return Err(Error::new(DATAPLANE, format!("no IPv6 gateway for the IPv6 default route on link {ifindex}")));
+        return Err(Error::new(
+            DATAPLANE,
+            format!("no IPv6 gateway for the IPv6 default route on link {ifindex}"),
+        ));
     }
     with_netlink(|handle| async move {
         if ipv4 {
@@ -169,8 +176,17 @@ pub fn add_container_routes(ifindex: u32, addrs: &[IpNetwork], ipv6_gateway: Opt
     })
 }
 
-async fn add_route(handle: &Handle, route: RouteMessage, context: std::fmt::Arguments<'_>) -> Result<()> {
-    handle.route().add(route).execute().await.map_err(|e| netlink_error(e, context))
+async fn add_route(
+    handle: &Handle,
+    route: RouteMessage,
+    context: std::fmt::Arguments<'_>,
+) -> Result<()> {
+    handle
+        .route()
+        .add(route)
+        .execute()
+        .await
+        .map_err(|e| netlink_error(e, context))
 }
 
 /// Adds the host's route to each workload address, `ip/32` (or `/128`) `dev host_ifname scope
@@ -203,7 +219,10 @@ pub fn add_host_routes(host_index: u32, host_ifname: &str, addrs: &[IpNetwork]) 
                     check_existing_host_route(&handle, host_index, host_ifname, dst).await?;
                 }
                 Err(e) => {
-                    return Err(netlink_error(e, format_args!("add route {dst} dev {host_ifname} scope link")));
+                    return Err(netlink_error(
+                        e,
+                        format_args!("add route {dst} dev {host_ifname} scope link"),
+                    ));
                 }
             }
         }
@@ -212,12 +231,19 @@ pub fn add_host_routes(host_index: u32, host_ifname: &str, addrs: &[IpNetwork]) 
 }
 
 /// Accepts an existing route to `dst` when it goes out of `host_index` with link scope.
-async fn check_existing_host_route(handle: &Handle, host_index: u32, host_ifname: &str, dst: IpNetwork) -> Result<()> {
+async fn check_existing_host_route(
+    handle: &Handle,
+    host_index: u32,
+    host_ifname: &str,
+    dst: IpNetwork,
+) -> Result<()> {
     let routes = main_table_routes(handle).await?;
     // The kernel keeps no scope for IPv6 routes and reports them all as universe.
-    let ours = routes
-        .iter()
-        .any(|r| r.destination == dst && r.ifindex == Some(host_index) && (dst.is_ipv6() || r.scope == Scope::Link));
+    let ours = routes.iter().any(|r| {
+        r.destination == dst
+            && r.ifindex == Some(host_index)
+            && (dst.is_ipv6() || r.scope == Scope::Link)
+    });
     if ours {
         return Ok(());
     }
@@ -237,7 +263,9 @@ async fn main_table_routes(handle: &Handle) -> Result<Vec<RouteState>> {
         request.header.address_family = family;
         let what = format!("{family:?} routes").to_lowercase();
         for msg in dump(handle, RouteNetlinkMessage::GetRoute(request), &what).await? {
-            let RouteNetlinkMessage::NewRoute(msg) = msg else { continue };
+            let RouteNetlinkMessage::NewRoute(msg) = msg else {
+                continue;
+            };
             if table_of(&msg) != u32::from(RouteHeader::RT_TABLE_MAIN) {
                 continue;
             }
@@ -252,7 +280,10 @@ async fn main_table_routes(handle: &Handle) -> Result<Vec<RouteState>> {
 pub fn list_routes(ifindex: u32) -> Result<Vec<RouteState>> {
     with_netlink(|handle| async move {
         let routes = main_table_routes(&handle).await?;
-        Ok(routes.into_iter().filter(|r| r.ifindex == Some(ifindex)).collect())
+        Ok(routes
+            .into_iter()
+            .filter(|r| r.ifindex == Some(ifindex))
+            .collect())
     })
 }
 
@@ -275,7 +306,10 @@ mod tests {
 
     #[test]
     fn route_messages_are_read_back() {
-        let default_v4 = RouteMessageBuilder::<Ipv4Addr>::new().gateway(IPV4_GATEWAY).output_interface(3).build();
+        let default_v4 = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(IPV4_GATEWAY)
+            .output_interface(3)
+            .build();
         assert_eq!(
             RouteState::from_message(&default_v4),
             Some(route("0.0.0.0/0", Some("169.254.1.1"), Scope::Universe, 3))
@@ -285,7 +319,10 @@ mod tests {
             .output_interface(4)
             .scope(RouteScope::Link)
             .build();
-        assert_eq!(RouteState::from_message(&host_v6), Some(route("fd00::1/128", None, Scope::Link, 4)));
+        assert_eq!(
+            RouteState::from_message(&host_v6),
+            Some(route("fd00::1/128", None, Scope::Link, 4))
+        );
         assert_eq!(table_of(&host_v6), 254);
     }
 
@@ -308,7 +345,10 @@ mod tests {
             None
         };
         let index = guard.container_index();
-        with_netns(ns.path(), || configure_container_interface(index, addrs, ll)).unwrap();
+        with_netns(ns.path(), || {
+            configure_container_interface(index, addrs, ll)
+        })
+        .unwrap();
         sysctl::configure_host_veth(host.name(), true, true).unwrap();
         add_host_routes(guard.host_index(), host.name(), addrs).unwrap();
         (ns, host, guard.host_index(), index)
@@ -322,19 +362,52 @@ mod tests {
 
         let routes = ip_json(&["-n", ns.name(), "-4", "route", "show", "dev", "eth0"]);
         let routes = routes.as_array().unwrap();
-        assert!(routes.iter().any(|r| r["dst"] == "169.254.1.1" && r["scope"] == "link"), "{routes:?}");
-        assert!(routes.iter().any(|r| r["dst"] == "default" && r["gateway"] == "169.254.1.1"), "{routes:?}");
+        assert!(
+            routes
+                .iter()
+                .any(|r| r["dst"] == "169.254.1.1" && r["scope"] == "link"),
+            "{routes:?}"
+        );
+        assert!(
+            routes
+                .iter()
+                .any(|r| r["dst"] == "default" && r["gateway"] == "169.254.1.1"),
+            "{routes:?}"
+        );
         let listed = with_netns(ns.path(), || list_routes(index)).unwrap();
-        assert!(listed.contains(&route("169.254.1.1/32", None, Scope::Link, index)), "{listed:?}");
-        assert!(listed.contains(&route("0.0.0.0/0", Some("169.254.1.1"), Scope::Universe, index)), "{listed:?}");
+        assert!(
+            listed.contains(&route("169.254.1.1/32", None, Scope::Link, index)),
+            "{listed:?}"
+        );
+        assert!(
+            listed.contains(&route(
+                "0.0.0.0/0",
+                Some("169.254.1.1"),
+                Scope::Universe,
+                index
+            )),
+            "{listed:?}"
+        );
 
         let host_routes = ip_json(&["-4", "route", "show", "dev", host.name()]);
         assert!(
-            host_routes.as_array().unwrap().iter().any(|r| r["dst"] == "10.66.0.9" && r["scope"] == "link"),
+            host_routes
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["dst"] == "10.66.0.9" && r["scope"] == "link"),
             "{host_routes}"
         );
-        assert!(list_routes(host_index).unwrap().contains(&route("10.66.0.9/32", None, Scope::Link, host_index)));
-        assert_eq!(sysctl::read(&format!("net/ipv4/conf/{}/proxy_arp", host.name())).unwrap(), "1");
+        assert!(list_routes(host_index).unwrap().contains(&route(
+            "10.66.0.9/32",
+            None,
+            Scope::Link,
+            host_index
+        )));
+        assert_eq!(
+            sysctl::read(&format!("net/ipv4/conf/{}/proxy_arp", host.name())).unwrap(),
+            "1"
+        );
 
         // The same route again (as if Felix had added it) is accepted.
         add_host_routes(host_index, host.name(), &addrs).unwrap();
@@ -348,7 +421,14 @@ mod tests {
         let ll = addr::eui64_link_local(crate::dataplane::veth::HOST_MAC).to_string();
 
         let routes = ip_json(&["-n", ns.name(), "-6", "route", "show", "dev", "eth0"]);
-        assert!(routes.as_array().unwrap().iter().any(|r| r["dst"] == "default" && r["gateway"] == ll), "{routes}");
+        assert!(
+            routes
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["dst"] == "default" && r["gateway"] == ll),
+            "{routes}"
+        );
         let inside = ip_json(&["-n", ns.name(), "-6", "addr", "show", "dev", "eth0"]);
         assert!(
             inside[0]["addr_info"]
@@ -360,13 +440,25 @@ mod tests {
         );
         let listed = with_netns(ns.path(), || list_routes(index)).unwrap();
         assert!(
-            listed.iter().any(|r| r.destination.prefix() == 0 && r.gateway == Some(ll.parse().unwrap())),
+            listed
+                .iter()
+                .any(|r| r.destination.prefix() == 0 && r.gateway == Some(ll.parse().unwrap())),
             "{listed:?}"
         );
 
         let host_routes = ip_json(&["-6", "route", "show", "dev", host.name()]);
-        assert!(host_routes.as_array().unwrap().iter().any(|r| r["dst"] == "fd00:66::9"), "{host_routes}");
-        assert_eq!(sysctl::read(&format!("net/ipv6/conf/{}/proxy_ndp", host.name())).unwrap(), "1");
+        assert!(
+            host_routes
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["dst"] == "fd00:66::9"),
+            "{host_routes}"
+        );
+        assert_eq!(
+            sysctl::read(&format!("net/ipv6/conf/{}/proxy_ndp", host.name())).unwrap(),
+            "1"
+        );
         add_host_routes(host_index, host.name(), &addrs).unwrap();
     }
 
@@ -376,7 +468,15 @@ mod tests {
         let other = HostLink::new(unique_ifname("cr"));
         other.create_spare_veth();
         other.ip(&["link", "set", other.name(), "up"]);
-        other.ip(&["route", "add", "10.67.0.3/32", "dev", other.name(), "scope", "link"]);
+        other.ip(&[
+            "route",
+            "add",
+            "10.67.0.3/32",
+            "dev",
+            other.name(),
+            "scope",
+            "link",
+        ]);
         other.ip(&["-6", "route", "add", "fd00:67::3/128", "dev", other.name()]);
 
         let ns = TestNetns::new("rdup");
@@ -384,10 +484,14 @@ mod tests {
         let mut guard = create_veth(&VethRequest::new(host.name(), "eth0", ns.path())).unwrap();
         guard.commit();
         for addr in ["10.67.0.3/32", "fd00:67::3/128"] {
-            let err = add_host_routes(guard.host_index(), host.name(), &[addr.parse().unwrap()]).unwrap_err();
+            let err = add_host_routes(guard.host_index(), host.name(), &[addr.parse().unwrap()])
+                .unwrap_err();
             assert_eq!(err.kind(), Kind::AlreadyExists);
             assert!(
-                err.msg().contains(&format!("already exists for an interface other than {}", host.name())),
+                err.msg().contains(&format!(
+                    "already exists for an interface other than {}",
+                    host.name()
+                )),
                 "{err:?}"
             );
         }

@@ -11,8 +11,15 @@ const PROC_SYS: &str = "/proc/sys";
 /// `/proc/sys/<path>`, refusing a `path` that is absolute or climbs out with `..`.
 fn full_path(path: &str) -> Result<PathBuf> {
     let relative = Path::new(path);
-    if path.is_empty() || !relative.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(Error::new(DATAPLANE, format!("sysctl path {path:?} is not a plain path under {PROC_SYS}")));
+    if path.is_empty()
+        || !relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+    {
+        return Err(Error::new(
+            DATAPLANE,
+            format!("sysctl path {path:?} is not a plain path under {PROC_SYS}"),
+        ));
     }
     Ok(Path::new(PROC_SYS).join(relative))
 }
@@ -21,13 +28,17 @@ fn full_path(path: &str) -> Result<PathBuf> {
 /// A missing file (unknown interface, IPv6 disabled at boot) is a `Kind::NotFound` error.
 pub fn write(path: &str, value: &str) -> Result<()> {
     let file = full_path(path)?;
-    std::fs::write(&file, value).with_context(|| format!("write {value} to {}", file.display())).code(DATAPLANE)
+    std::fs::write(&file, value)
+        .with_context(|| format!("write {value} to {}", file.display()))
+        .code(DATAPLANE)
 }
 
 /// Reads `/proc/sys/<path>`, without the trailing newline.
 pub fn read(path: &str) -> Result<String> {
     let file = full_path(path)?;
-    let text = std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display())).code(DATAPLANE)?;
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("read {}", file.display()))
+        .code(DATAPLANE)?;
     Ok(text.trim_end().to_string())
 }
 
@@ -85,7 +96,11 @@ mod tests {
         assert!(!read("kernel/ostype").unwrap().ends_with('\n'));
         let err = read("net/ipv4/conf/no-such-if-x/forwarding").unwrap_err();
         assert!(err.is_not_found());
-        assert!(err.msg().contains("/proc/sys/net/ipv4/conf/no-such-if-x/forwarding"), "{err:?}");
+        assert!(
+            err.msg()
+                .contains("/proc/sys/net/ipv4/conf/no-such-if-x/forwarding"),
+            "{err:?}"
+        );
         assert_eq!(err.code(), DATAPLANE);
     }
 
@@ -97,14 +112,35 @@ mod tests {
         let name = host.name();
         write(&format!("net/ipv6/conf/{name}/disable_ipv6"), "1").unwrap();
         configure_host_veth(name, true, false).unwrap();
-        assert_eq!(read(&format!("net/ipv4/conf/{name}/proxy_arp")).unwrap(), "1");
-        assert_eq!(read(&format!("net/ipv4/neigh/{name}/proxy_delay")).unwrap(), "0");
-        assert_eq!(read(&format!("net/ipv4/conf/{name}/forwarding")).unwrap(), "1");
-        assert_eq!(read(&format!("net/ipv6/conf/{name}/disable_ipv6")).unwrap(), "1");
+        assert_eq!(
+            read(&format!("net/ipv4/conf/{name}/proxy_arp")).unwrap(),
+            "1"
+        );
+        assert_eq!(
+            read(&format!("net/ipv4/neigh/{name}/proxy_delay")).unwrap(),
+            "0"
+        );
+        assert_eq!(
+            read(&format!("net/ipv4/conf/{name}/forwarding")).unwrap(),
+            "1"
+        );
+        assert_eq!(
+            read(&format!("net/ipv6/conf/{name}/disable_ipv6")).unwrap(),
+            "1"
+        );
         configure_host_veth(name, false, true).unwrap();
-        assert_eq!(read(&format!("net/ipv6/conf/{name}/disable_ipv6")).unwrap(), "0");
-        assert_eq!(read(&format!("net/ipv6/conf/{name}/proxy_ndp")).unwrap(), "1");
-        assert_eq!(read(&format!("net/ipv6/conf/{name}/forwarding")).unwrap(), "1");
+        assert_eq!(
+            read(&format!("net/ipv6/conf/{name}/disable_ipv6")).unwrap(),
+            "0"
+        );
+        assert_eq!(
+            read(&format!("net/ipv6/conf/{name}/proxy_ndp")).unwrap(),
+            "1"
+        );
+        assert_eq!(
+            read(&format!("net/ipv6/conf/{name}/forwarding")).unwrap(),
+            "1"
+        );
     }
 
     #[test]
@@ -122,6 +158,9 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert_eq!(read("net/ipv6/conf/default/disable_ipv6").unwrap(), host_before);
+        assert_eq!(
+            read("net/ipv6/conf/default/disable_ipv6").unwrap(),
+            host_before
+        );
     }
 }

@@ -5,7 +5,9 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use super::netns::{self, Probe};
@@ -163,13 +165,19 @@ pub fn check_ifname(name: &str) -> Result<()> {
         Some("is longer than 15 bytes")
     } else if name == "." || name == ".." {
         Some("is not allowed")
-    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+    } else if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
         Some("contains '/', ':' or white space")
     } else {
         None
     };
     match problem {
-        Some(problem) => Err(Error::new(DATAPLANE, format!("interface name {name:?} {problem}"))),
+        Some(problem) => Err(Error::new(
+            DATAPLANE,
+            format!("interface name {name:?} {problem}"),
+        )),
         None => Ok(()),
     }
 }
@@ -186,17 +194,26 @@ pub fn create_veth(req: &VethRequest) -> Result<VethGuard> {
     check_ifname(&req.host_ifname)?;
     check_ifname(&req.container_ifname)?;
     let netns_file = netns::open(&req.netns)?;
-    let container_exists = netns::with_netns(&req.netns, || Ok(read_link(&req.container_ifname)?.is_some()))?;
+    let container_exists = netns::with_netns(&req.netns, || {
+        Ok(read_link(&req.container_ifname)?.is_some())
+    })?;
     if container_exists {
         return Err(Error::new(
             DATAPLANE,
-            format!("interface {} already exists in netns {}", req.container_ifname, req.netns.display()),
+            format!(
+                "interface {} already exists in netns {}",
+                req.container_ifname,
+                req.netns.display()
+            ),
         )
         .with_kind(Kind::AlreadyExists));
     }
     if read_link(&req.host_ifname)?.is_some() {
-        return Err(Error::new(DATAPLANE, format!("host link {} already exists", req.host_ifname))
-            .with_kind(Kind::AlreadyExists));
+        return Err(Error::new(
+            DATAPLANE,
+            format!("host link {} already exists", req.host_ifname),
+        )
+        .with_kind(Kind::AlreadyExists));
     }
 
     let message = veth_message(req, netns_file.as_raw_fd());
@@ -247,7 +264,8 @@ fn veth_message(req: &VethRequest, netns_fd: i32) -> LinkMessage {
         peer = peer.mtu(mtu);
         host = host.mtu(mtu);
     }
-    host.set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build()))).build()
+    host.set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
+        .build()
 }
 
 /// Sets the link called `name` in the current namespace up (when it is not already) and returns
@@ -255,7 +273,9 @@ fn veth_message(req: &VethRequest, netns_fd: i32) -> LinkMessage {
 fn bring_up(name: &str) -> Result<LinkState> {
     with_netlink(|handle| async move {
         let Some(mut link) = get_link(&handle, name).await? else {
-            return Err(Error::new(DATAPLANE, format!("link {name} not found")).with_kind(Kind::NotFound));
+            return Err(
+                Error::new(DATAPLANE, format!("link {name} not found")).with_kind(Kind::NotFound)
+            );
         };
         if !link.up {
             handle
@@ -396,20 +416,28 @@ mod tests {
         assert_eq!(h["address"], "ee:ee:ee:ee:ee:ee");
         assert_eq!(h["mtu"], 1400);
         assert_eq!(h["linkinfo"]["info_kind"], "veth");
-        assert!(h["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "{h}");
+        assert!(
+            h["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
+            "{h}"
+        );
         assert_eq!(h["ifindex"], guard.host_index());
 
         let c = link_json(Some(ns.name()), "eth0");
         assert_eq!(c["mtu"], 1400);
         assert_eq!(c["address"], guard.container_mac());
         assert_eq!(c["ifindex"], guard.container_index());
-        assert!(c["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "{c}");
+        assert!(
+            c["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
+            "{c}"
+        );
         assert_eq!(guard.container_ifname(), "eth0");
         assert_eq!(guard.host_ifname(), host.name());
 
         let state = read_link(host.name()).unwrap().unwrap();
         assert!(state.is_veth() && state.up && state.mtu == 1400);
-        let inside = netns::with_netns(ns.path(), || read_link("eth0")).unwrap().unwrap();
+        let inside = netns::with_netns(ns.path(), || read_link("eth0"))
+            .unwrap()
+            .unwrap();
         assert_eq!(inside.mac, guard.container_mac());
         guard.commit();
         drop(guard);
@@ -424,14 +452,20 @@ mod tests {
         let guard = create_veth(&VethRequest::new(host.name(), "eth0", ns.path())).unwrap();
         drop(guard);
         assert!(!host_link_exists(host.name()).unwrap());
-        assert!(netns::with_netns(ns.path(), || read_link("eth0")).unwrap().is_none());
+        assert!(
+            netns::with_netns(ns.path(), || read_link("eth0"))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
     #[ignore = "needs root"]
     fn existing_container_ifname_is_already_exists() {
         let ns = TestNetns::new("vexist");
-        ns.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "spare0"]);
+        ns.ip(&[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "spare0",
+        ]);
         let host = HostLink::new(unique_ifname("cv"));
         let err = create_veth(&VethRequest::new(host.name(), "eth0", ns.path())).unwrap_err();
         assert_eq!(err.kind(), Kind::AlreadyExists);
@@ -448,15 +482,23 @@ mod tests {
         let err = create_veth(&VethRequest::new(host.name(), "eth0", ns.path())).unwrap_err();
         assert_eq!(err.kind(), Kind::AlreadyExists);
         assert!(err.msg().contains(host.name()), "{err:?}");
-        assert!(netns::with_netns(ns.path(), || read_link("eth0")).unwrap().is_none());
+        assert!(
+            netns::with_netns(ns.path(), || read_link("eth0"))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
     #[ignore = "needs root"]
     fn missing_netns_is_not_found() {
         let host = HostLink::new(unique_ifname("cv"));
-        let err =
-            create_veth(&VethRequest::new(host.name(), "eth0", Path::new("/run/netns/calico-test-gone"))).unwrap_err();
+        let err = create_veth(&VethRequest::new(
+            host.name(),
+            "eth0",
+            Path::new("/run/netns/calico-test-gone"),
+        ))
+        .unwrap_err();
         assert_eq!(err.kind(), Kind::NotFound);
         assert!(!host_link_exists(host.name()).unwrap());
     }
@@ -466,18 +508,29 @@ mod tests {
     fn deletes_report_whether_something_was_deleted() {
         let ns = TestNetns::new("vdel");
         let host = HostLink::new(unique_ifname("cv"));
-        create_veth(&VethRequest::new(host.name(), "eth0", ns.path())).unwrap().commit();
+        create_veth(&VethRequest::new(host.name(), "eth0", ns.path()))
+            .unwrap()
+            .commit();
 
         assert!(delete_container_link(ns.path(), "eth0").unwrap());
-        assert!(!host_link_exists(host.name()).unwrap(), "deleting the container end removes the host end");
+        assert!(
+            !host_link_exists(host.name()).unwrap(),
+            "deleting the container end removes the host end"
+        );
         assert!(!delete_container_link(ns.path(), "eth0").unwrap());
         assert!(!delete_host_link(host.name()).unwrap());
         assert!(!delete_container_link(Path::new("/run/netns/calico-test-gone"), "eth0").unwrap());
         assert!(!delete_container_link(Path::new("/proc/self/status"), "eth0").unwrap());
         assert!(!delete_container_link(Path::new("/proc/self/ns/mnt"), "eth0").unwrap());
 
-        create_veth(&VethRequest::new(host.name(), "eth0", ns.path())).unwrap().commit();
+        create_veth(&VethRequest::new(host.name(), "eth0", ns.path()))
+            .unwrap()
+            .commit();
         assert!(delete_host_link(host.name()).unwrap());
-        assert!(netns::with_netns(ns.path(), || read_link("eth0")).unwrap().is_none());
+        assert!(
+            netns::with_netns(ns.path(), || read_link("eth0"))
+                .unwrap()
+                .is_none()
+        );
     }
 }

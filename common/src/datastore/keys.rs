@@ -268,7 +268,12 @@ pub fn attachments_prefix(node: &str, network: &str) -> String {
 /// `/calico/cni/v1/attachment/<node>/<network>/<container id>/<ifname>`: one attachment, keyed
 /// the way the CNI spec identifies it.
 pub fn attachment(node: &str, network: &str, container_id: &str, ifname: &str) -> String {
-    format!("{}{}/{}", attachments_prefix(node, network), escape_id(container_id), escape_id(ifname))
+    format!(
+        "{}{}/{}",
+        attachments_prefix(node, network),
+        escape_id(container_id),
+        escape_id(ifname)
+    )
 }
 
 /// The `(container id, ifname)` of an attachment key.
@@ -276,7 +281,9 @@ pub fn parse_attachment(key: &str) -> Option<(String, String)> {
     let rest = key.strip_prefix(ATTACHMENTS_PREFIX)?;
     let parts: Vec<&str> = rest.split('/').collect();
     match parts.as_slice() {
-        [_node, _network, container_id, ifname] if !container_id.is_empty() && !ifname.is_empty() => {
+        [_node, _network, container_id, ifname]
+            if !container_id.is_empty() && !ifname.is_empty() =>
+        {
             Some((unescape_id(container_id), unescape_id(ifname)))
         }
         _ => None,
@@ -506,9 +513,15 @@ mod tests {
     #[test]
     fn attachment_keys_round_trip() {
         let key = attachment("node-1", "net1", "cnitool-0123", "eth0");
-        assert_eq!(key, "/calico/cni/v1/attachment/node-1/net1/cnitool-0123/eth0");
+        assert_eq!(
+            key,
+            "/calico/cni/v1/attachment/node-1/net1/cnitool-0123/eth0"
+        );
         assert!(key.starts_with(&attachments_prefix("node-1", "net1")));
-        assert_eq!(parse_attachment(&key), Some(("cnitool-0123".to_string(), "eth0".to_string())));
+        assert_eq!(
+            parse_attachment(&key),
+            Some(("cnitool-0123".to_string(), "eth0".to_string()))
+        );
         assert_eq!(parse_attachment("/calico/cni/v1/attachment/n/net/c"), None);
         assert_eq!(parse_attachment("/calico/v1/host/n/net/c/e"), None);
     }
