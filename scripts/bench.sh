@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# make bench: times N ADD/DEL cycles of the release `calico` binary against a local etcd and
-# one network namespace. N=100 make bench for more cycles.
+# make bench: ADD/DEL latency of the release plugins against a local etcd, next to the
+# reference ptp + host-local pair, plus the etcd requests of one ADD and one DEL and a burst of
+# parallel ADDs. N=200 make bench for more cycles, P=50 for a larger burst.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 N=${N:-50}
-CONF_EXAMPLE=${CONF_EXAMPLE:-$ROOT/conf-examples/20-calico-rkt-host-local.conf}
+P=${P:-20}
 
 "$ROOT/scripts/install-deps.sh"
 require_root
@@ -13,10 +14,12 @@ require_cargo
 (cd "$ROOT" && cargo build --release --locked -p calico -p calico-ipam)
 
 WORK=$(mktemp -d /tmp/calico-bench.XXXXXX)
-NETNS=calico-bench-$$
+NETNS_PREFIX=calico-bench-$$
 ETCD_PID=
 cleanup() {
-    ip netns del "$NETNS" 2>/dev/null || true
+    for ns in $(ip netns list | awk '{print $1}' | grep "^$NETNS_PREFIX" || true); do
+        ip netns del "$ns" 2>/dev/null || true
+    done
     if [ -n "$ETCD_PID" ]; then
         kill "$ETCD_PID" 2>/dev/null || true
         wait "$ETCD_PID" 2>/dev/null || true
@@ -26,29 +29,103 @@ cleanup() {
 trap cleanup EXIT
 
 start_etcd "$WORK"
-ip netns add "$NETNS"
-example_conf "$CONF_EXAMPLE" "$ETCD_ENDPOINT" "$WORK/ipam" >"$WORK/net.conf"
+BIN="$TARGET_DIR/release"
+CNI_PATH_DIRS="$BIN:/usr/lib/cni"
+"$BIN/calico-ipam" --etcd-endpoints "$ETCD_ENDPOINT" pool add 10.30.0.0/16 >/dev/null
 
-cni() {
-    env -i PATH="$PATH" CNI_COMMAND="$1" CNI_CONTAINERID="$2" \
-        CNI_NETNS="/run/netns/$NETNS" CNI_IFNAME=eth0 CNI_PATH="$TARGET_DIR/release:/usr/lib/cni" \
-        "$TARGET_DIR/release/calico" <"$WORK/net.conf" >/dev/null
+# The three setups compared: name, then the config.
+write_configs() {
+    cat >"$WORK/calico-ipam.conf" <<EOF
+{"cniVersion":"1.0.0","name":"bench-calico-ipam","type":"calico","etcd_endpoints":"$ETCD_ENDPOINT",
+ "ipam":{"type":"calico-ipam","block_hint_dir":"$WORK/hints"}}
+EOF
+    cat >"$WORK/calico-host-local.conf" <<EOF
+{"cniVersion":"1.0.0","name":"bench-calico-host-local","type":"calico","etcd_endpoints":"$ETCD_ENDPOINT",
+ "ipam":{"type":"host-local","ranges":[[{"subnet":"10.31.0.0/16"}]],"dataDir":"$WORK/host-local"}}
+EOF
+    cat >"$WORK/ptp-host-local.conf" <<EOF
+{"cniVersion":"1.0.0","name":"bench-ptp","type":"ptp","ipMasq":false,
+ "ipam":{"type":"host-local","ranges":[[{"subnet":"10.32.0.0/16"}]],"dataDir":"$WORK/host-local"}}
+EOF
 }
-now_us() { echo $(($(date +%s%N) / 1000)); }
+write_configs
 
-add_total=0
-del_total=0
-for i in $(seq 1 "$N"); do
-    cid=bench$(printf '%06d' "$i")
-    t0=$(now_us)
-    cni ADD "$cid" || die "ADD $i failed"
-    t1=$(now_us)
-    cni DEL "$cid" || die "DEL $i failed"
-    t2=$(now_us)
-    add_total=$((add_total + t1 - t0))
-    del_total=$((del_total + t2 - t1))
-done
+# cni COMMAND PLUGIN CONF CONTAINER NETNS: one plugin run, output discarded.
+cni() {
+    env -i PATH="$PATH" CNI_COMMAND="$1" CNI_CONTAINERID="$4" CNI_NETNS="/run/netns/$5" \
+        CNI_IFNAME=eth0 CNI_PATH="$CNI_PATH_DIRS" ${REQUEST_LOG:+CALICO_ETCD_REQUEST_LOG=$REQUEST_LOG} \
+        "$BIN/$2" <"$3" >/dev/null 2>"$WORK/stderr" || { cat "$WORK/stderr" >&2; die "$1 with $3 failed"; }
+}
+now_ns() { date +%s%N; }
 
-echo "$N ADD/DEL cycles (release build, one netns, local etcd, host-local IPAM)"
-printf 'ADD mean: %d.%03d ms\n' $((add_total / N / 1000)) $((add_total / N % 1000))
-printf 'DEL mean: %d.%03d ms\n' $((del_total / N / 1000)) $((del_total / N % 1000))
+# stats FILE: mean, p50, p95 and max of the microsecond figures in FILE, in ms.
+stats() {
+    sort -n "$1" | awk '{v[NR]=$1; s+=$1} END {
+        p50=v[int((NR+1)*0.50)]; p95=v[int((NR)*0.95) > 0 ? int(NR*0.95) : 1];
+        printf "mean %6.2f ms  p50 %6.2f ms  p95 %6.2f ms  max %6.2f ms\n", s/NR/1000, p50/1000, p95/1000, v[NR]/1000 }'
+}
+
+# cycles PLUGIN CONF LABEL: N sequential ADD/DEL cycles, each in a fresh netns.
+cycles() {
+    local plugin=$1 conf=$2 label=$3 i ns cid t0 t1 t2
+    : >"$WORK/add.us"
+    : >"$WORK/del.us"
+    for i in $(seq 1 "$N"); do
+        ns=$NETNS_PREFIX-$i
+        cid=bench$(printf '%06d' "$i")$$
+        ip netns add "$ns"
+        t0=$(now_ns)
+        cni ADD "$plugin" "$conf" "$cid" "$ns"
+        t1=$(now_ns)
+        cni DEL "$plugin" "$conf" "$cid" "$ns"
+        t2=$(now_ns)
+        ip netns del "$ns"
+        echo $(((t1 - t0) / 1000)) >>"$WORK/add.us"
+        echo $(((t2 - t1) / 1000)) >>"$WORK/del.us"
+    done
+    printf '%-26s ADD  %s' "$label" "$(stats "$WORK/add.us")"
+    printf '%-26s DEL  %s' "" "$(stats "$WORK/del.us")"
+}
+
+# requests CONF: the etcd requests of one ADD and one DEL, both plugins together.
+requests() {
+    local ns=$NETNS_PREFIX-req cid=benchreq$$
+    ip netns add "$ns"
+    REQUEST_LOG="$WORK/requests.add" cni ADD calico "$1" "$cid" "$ns"
+    REQUEST_LOG="$WORK/requests.del" cni DEL calico "$1" "$cid" "$ns"
+    ip netns del "$ns"
+    echo "etcd requests, $(basename "$1" .conf): ADD $(wc -l <"$WORK/requests.add"), DEL $(wc -l <"$WORK/requests.del")"
+    sed 's/^/    ADD: /' "$WORK/requests.add"
+    sed 's/^/    DEL: /' "$WORK/requests.del"
+}
+
+# burst CONF: P ADDs started at once (separate processes, separate netns), then P DELs.
+burst() {
+    local i t0 t1 t2
+    for i in $(seq 1 "$P"); do ip netns add "$NETNS_PREFIX-b$i"; done
+    t0=$(now_ns)
+    for i in $(seq 1 "$P"); do cni ADD calico "$1" "burst$i$$" "$NETNS_PREFIX-b$i" & done
+    wait
+    t1=$(now_ns)
+    for i in $(seq 1 "$P"); do cni DEL calico "$1" "burst$i$$" "$NETNS_PREFIX-b$i" & done
+    wait
+    t2=$(now_ns)
+    for i in $(seq 1 "$P"); do ip netns del "$NETNS_PREFIX-b$i"; done
+    printf '%d parallel ADDs (%s): %d ms in all; %d parallel DELs: %d ms\n' "$P" "$(basename "$1" .conf)" \
+        $(((t1 - t0) / 1000000)) "$P" $(((t2 - t1) / 1000000))
+}
+
+echo "$N sequential ADD/DEL cycles, release build, local etcd, $(nproc) cores"
+# One warm-up cycle per setup so the page cache holds the binaries.
+N_SAVED=$N; N=1
+cycles calico "$WORK/calico-ipam.conf" warmup >/dev/null
+cycles calico "$WORK/calico-host-local.conf" warmup >/dev/null
+cycles ptp "$WORK/ptp-host-local.conf" warmup >/dev/null
+N=$N_SAVED
+cycles calico "$WORK/calico-ipam.conf" "calico + calico-ipam"
+cycles calico "$WORK/calico-host-local.conf" "calico + host-local"
+cycles ptp "$WORK/ptp-host-local.conf" "reference ptp + host-local"
+echo
+requests "$WORK/calico-ipam.conf"
+echo
+burst "$WORK/calico-ipam.conf"
