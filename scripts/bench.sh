@@ -50,11 +50,11 @@ EOF
 }
 write_configs
 
-# cni COMMAND PLUGIN CONF CONTAINER NETNS: one plugin run, output discarded.
+# cni COMMAND PLUGIN-PATH CONF CONTAINER NETNS: one plugin run, output discarded.
 cni() {
     env -i PATH="$PATH" CNI_COMMAND="$1" CNI_CONTAINERID="$4" CNI_NETNS="/run/netns/$5" \
         CNI_IFNAME=eth0 CNI_PATH="$CNI_PATH_DIRS" ${REQUEST_LOG:+CALICO_ETCD_REQUEST_LOG=$REQUEST_LOG} \
-        "$BIN/$2" <"$3" >/dev/null 2>"$WORK/stderr" || { cat "$WORK/stderr" >&2; die "$1 with $3 failed"; }
+        "$2" <"$3" >/dev/null 2>"$WORK/stderr" || { cat "$WORK/stderr" >&2; die "$1 with $3 failed"; }
 }
 now_ns() { date +%s%N; }
 
@@ -91,8 +91,8 @@ cycles() {
 requests() {
     local ns=$NETNS_PREFIX-req cid=benchreq$$
     ip netns add "$ns"
-    REQUEST_LOG="$WORK/requests.add" cni ADD calico "$1" "$cid" "$ns"
-    REQUEST_LOG="$WORK/requests.del" cni DEL calico "$1" "$cid" "$ns"
+    REQUEST_LOG="$WORK/requests.add" cni ADD "$BIN/calico" "$1" "$cid" "$ns"
+    REQUEST_LOG="$WORK/requests.del" cni DEL "$BIN/calico" "$1" "$cid" "$ns"
     ip netns del "$ns"
     echo "etcd requests, $(basename "$1" .conf): ADD $(wc -l <"$WORK/requests.add"), DEL $(wc -l <"$WORK/requests.del")"
     sed 's/^/    ADD: /' "$WORK/requests.add"
@@ -104,10 +104,10 @@ burst() {
     local i t0 t1 t2
     for i in $(seq 1 "$P"); do ip netns add "$NETNS_PREFIX-b$i"; done
     t0=$(now_ns)
-    for i in $(seq 1 "$P"); do cni ADD calico "$1" "burst$i$$" "$NETNS_PREFIX-b$i" & done
+    for i in $(seq 1 "$P"); do cni ADD "$BIN/calico" "$1" "burst$i$$" "$NETNS_PREFIX-b$i" & done
     wait
     t1=$(now_ns)
-    for i in $(seq 1 "$P"); do cni DEL calico "$1" "burst$i$$" "$NETNS_PREFIX-b$i" & done
+    for i in $(seq 1 "$P"); do cni DEL "$BIN/calico" "$1" "burst$i$$" "$NETNS_PREFIX-b$i" & done
     wait
     t2=$(now_ns)
     for i in $(seq 1 "$P"); do ip netns del "$NETNS_PREFIX-b$i"; done
@@ -118,13 +118,13 @@ burst() {
 echo "$N sequential ADD/DEL cycles, release build, local etcd, $(nproc) cores"
 # One warm-up cycle per setup so the page cache holds the binaries.
 N_SAVED=$N; N=1
-cycles calico "$WORK/calico-ipam.conf" warmup >/dev/null
-cycles calico "$WORK/calico-host-local.conf" warmup >/dev/null
-cycles ptp "$WORK/ptp-host-local.conf" warmup >/dev/null
+cycles "$BIN/calico" "$WORK/calico-ipam.conf" warmup >/dev/null
+cycles "$BIN/calico" "$WORK/calico-host-local.conf" warmup >/dev/null
+cycles /usr/lib/cni/ptp "$WORK/ptp-host-local.conf" warmup >/dev/null
 N=$N_SAVED
-cycles calico "$WORK/calico-ipam.conf" "calico + calico-ipam"
-cycles calico "$WORK/calico-host-local.conf" "calico + host-local"
-cycles ptp "$WORK/ptp-host-local.conf" "reference ptp + host-local"
+cycles "$BIN/calico" "$WORK/calico-ipam.conf" "calico + calico-ipam"
+cycles "$BIN/calico" "$WORK/calico-host-local.conf" "calico + host-local"
+cycles /usr/lib/cni/ptp "$WORK/ptp-host-local.conf" "reference ptp + host-local"
 echo
 requests "$WORK/calico-ipam.conf"
 echo
