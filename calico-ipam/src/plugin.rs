@@ -1,6 +1,7 @@
 //! The CNI verbs: ADD assigns addresses under the handle `<network>.<container id>` (which
-//! records this node and network), DEL releases everything that handle (and the pre-v1.11.2
-//! handle) holds; CHECK, STATUS and GC live in their own modules.
+//! records this node and network), guided by the node's block hint in `ipam.block_hint_dir`;
+//! DEL releases everything that handle (and the pre-v1.11.2 handle) holds; CHECK, STATUS and GC
+//! live in their own modules.
 
 use std::net::IpAddr;
 
@@ -22,7 +23,9 @@ impl Plugin for CalicoIpam {
 
     fn add(&self, req: &Request, reply: &mut Reply<'_>) -> Result<()> {
         let store = Datastore::connect(&req.config.etcd)?;
-        let ipam = Allocator::new(&store, &req.config.nodename).with_network(&req.config.name);
+        let ipam = Allocator::new(&store, &req.config.nodename)
+            .with_network(&req.config.name)
+            .with_block_hints(req.config.ipam.block_hint_dir.as_deref());
         let handle = handle_id(&req.config.name, &req.container_id);
         let mut lease = assign(&ipam, &handle, req)?;
         reply.send(&ipam_result(&lease.addresses))?;

@@ -78,7 +78,13 @@ pub struct IpamConf {
     pub ipv6_pools: Vec<IpNetwork>,
     /// `ipam.subnet` (host-local; `usePodCidr` in Kubernetes).
     pub subnet: Option<String>,
+    /// `ipam.block_hint_dir`: where calico-ipam keeps its node-local hint of the node's affine
+    /// blocks (default [`DEFAULT_BLOCK_HINT_DIR`]); `None` when set to `""` (no hints).
+    pub block_hint_dir: Option<PathBuf>,
 }
+
+/// The default of `ipam.block_hint_dir`.
+pub const DEFAULT_BLOCK_HINT_DIR: &str = "/var/lib/cni/calico-ipam";
 
 /// The `policy` section.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -157,6 +163,7 @@ struct RawIpam {
     #[serde(default)]
     ipv6_pools: Vec<String>,
     subnet: Option<String>,
+    block_hint_dir: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -284,7 +291,17 @@ fn parse_ipam(raw: Option<RawIpam>) -> Result<IpamConf> {
         ipv4_pools: pools(&raw.ipv4_pools, "ipam.ipv4_pools", true)?,
         ipv6_pools: pools(&raw.ipv6_pools, "ipam.ipv6_pools", false)?,
         subnet: raw.subnet,
+        block_hint_dir: block_hint_dir(raw.block_hint_dir),
     })
+}
+
+/// A missing key means the default directory; an empty one turns hints off.
+fn block_hint_dir(raw: Option<String>) -> Option<PathBuf> {
+    match raw {
+        None => Some(PathBuf::from(DEFAULT_BLOCK_HINT_DIR)),
+        Some(dir) if dir.is_empty() => None,
+        Some(dir) => Some(PathBuf::from(dir)),
+    }
 }
 
 /// Calico documents these flags as the strings `"true"`/`"false"`; JSON booleans mean the same.
@@ -376,6 +393,22 @@ mod netconf_tests {
         assert_eq!(conf.nodename, "n1");
         assert_eq!(conf.log_level, LogLevel::Warning);
         assert_eq!(conf.etcd.endpoints, ["http://127.0.0.1:2379"]);
+    }
+
+    #[test]
+    fn block_hint_dir_defaults_and_can_be_turned_off() {
+        let cases = [
+            ("", Some(DEFAULT_BLOCK_HINT_DIR)),
+            (r#","block_hint_dir":"""#, None),
+            (r#","block_hint_dir":"/tmp/hints""#, Some("/tmp/hints")),
+        ];
+        for (key, want) in cases {
+            let json = format!(r#"{{"name":"n","ipam":{{"type":"calico-ipam"{key}}}}}"#);
+            let conf = parse(&json).unwrap();
+            assert_eq!(conf.ipam.block_hint_dir, want.map(PathBuf::from), "{key}");
+        }
+        let err = parse(r#"{"name":"n","ipam":{"type":"x","block_hint_dir":5}}"#).unwrap_err();
+        assert_eq!(err.code(), Code::InvalidConfig, "{}", err.msg());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::cell::Cell;
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use ipnetwork::IpNetwork;
@@ -14,8 +15,10 @@ use super::block::{
     AllocationBlock, addr_to_u128, block_cidr_for, block_prefix, family_name, network_at,
 };
 use super::handle::AllocationHandle;
+use super::hint::BlockHints;
 use super::pool::{IpPool, IpamConfig, StoredPool, list_pools, read_ipam_config};
 use super::store::{Store, read_many};
+use crate::cni::log;
 use crate::datastore::keys::{self, IpFamily};
 use crate::datastore::{Condition, Entry, Txn, Write};
 use crate::error::{Code, Error, Kind, Result, codes};
@@ -50,6 +53,7 @@ pub struct Allocator<'s> {
     store: &'s dyn Store,
     node: String,
     network: Option<String>,
+    hints: Option<BlockHints>,
     max_conflicts: u32,
     conflicts: Cell<u32>,
 }
@@ -124,6 +128,7 @@ impl<'s> Allocator<'s> {
             store,
             node: node.to_string(),
             network: None,
+            hints: None,
             max_conflicts: DEFAULT_MAX_CONFLICTS,
             conflicts: Cell::new(0),
         }
@@ -133,6 +138,14 @@ impl<'s> Allocator<'s> {
     /// can tell the handles of networks whose names are prefixes of each other apart.
     pub fn with_network(mut self, network: &str) -> Self {
         self.network = Some(network.to_string());
+        self
+    }
+
+    /// The same allocator keeping a hint of the node's affine blocks in `dir` (see
+    /// [`BlockHints`]), so that the common assignment reads its block without listing the
+    /// node's affinities first. `None` keeps no hint.
+    pub fn with_block_hints(mut self, dir: Option<&Path>) -> Self {
+        self.hints = dir.map(|d| BlockHints::new(d, &self.node));
         self
     }
 
@@ -198,6 +211,9 @@ impl<'s> Allocator<'s> {
         let mut pools = None;
         if !requested.is_empty() {
             pools = Some(self.candidate_pools(family, requested)?);
+        }
+        if let Some(addr) = self.assign_from_hinted_blocks(&mut handle, family, requested)? {
+            return Ok(addr);
         }
         let mut tried = HashSet::new();
         if let Some(addr) =
@@ -267,8 +283,62 @@ impl<'s> Allocator<'s> {
             .collect())
     }
 
-    /// The common case: one listing of the node's affinities, one read of their blocks (and the
-    /// handle), one transaction.
+    /// The common case with a hint: one read of the handle, the hinted blocks and their
+    /// affinity keys, then one transaction, conditional on the block and on the affinity key
+    /// that confirmed it. `None` when no hinted block is confirmed as the node's with room; the
+    /// listing of the node's affinities then decides, and rewrites the hint.
+    fn assign_from_hinted_blocks(
+        &self,
+        handle: &mut HandleView,
+        family: IpFamily,
+        requested: &[IpNetwork],
+    ) -> Result<Option<IpAddr>> {
+        let Some(hints) = &self.hints else {
+            return Ok(None);
+        };
+        let cidrs: Vec<IpNetwork> = hints
+            .read(family)
+            .into_iter()
+            .filter(|cidr| in_requested_pools(*cidr, requested))
+            .collect();
+        if cidrs.is_empty() {
+            return Ok(None);
+        }
+        let mut wanted = vec![handle.key.clone()];
+        for cidr in &cidrs {
+            wanted.push(keys::block(cidr));
+            wanted.push(keys::host_affinity(&self.node, cidr));
+        }
+        let found = read_many(self.store, &wanted)?;
+        handle.entry = found[0].clone();
+        let mut stale = Vec::new();
+        for (cidr, pair) in cidrs.iter().zip(found[1..].chunks(2)) {
+            let (Some(block), Some(affinity)) = (&pair[0], &pair[1]) else {
+                stale.push(*cidr);
+                continue;
+            };
+            if !self.is_affine_block(block)? {
+                stale.push(*cidr);
+                continue;
+            }
+            if let Some(addr) =
+                self.assign_in_block(handle, block.clone(), true, Some(affinity.clone()))?
+            {
+                hints.remove(family, &stale);
+                return Ok(Some(addr));
+            }
+        }
+        log::debug(&format!(
+            "no {} block hinted for node {} has room or is still its own; listing its affinities",
+            family_name(family),
+            self.node
+        ));
+        Ok(None)
+    }
+
+    /// Without a usable hint: one listing of the node's affinities, one read of their blocks
+    /// (and the handle), one transaction. The listing, less the blocks found missing or affine
+    /// to another node, becomes the new hint.
     fn assign_from_affine_blocks(
         &self,
         handle: &mut HandleView,
@@ -276,17 +346,20 @@ impl<'s> Allocator<'s> {
         requested: &[IpNetwork],
         tried: &mut HashSet<IpNetwork>,
     ) -> Result<Option<IpAddr>> {
-        let mut cidrs: Vec<IpNetwork> = self
+        let listed: Vec<IpNetwork> = self
             .store
             .list_keys(&keys::host_affinities_prefix(&self.node, family))?
             .iter()
             .filter_map(|k| keys::parse_host_affinity(k))
             .map(|(_, cidr)| cidr)
-            .filter(|cidr| {
-                requested.is_empty() || requested.iter().any(|p| block_in_pool(*cidr, *p))
-            })
+            .collect();
+        let mut cidrs: Vec<IpNetwork> = listed
+            .iter()
+            .copied()
+            .filter(|cidr| in_requested_pools(*cidr, requested))
             .collect();
         if cidrs.is_empty() {
+            self.hint_blocks(family, &listed);
             return Ok(None);
         }
         cidrs.sort_by_key(|c| addr_to_u128(c.network()));
@@ -295,23 +368,56 @@ impl<'s> Allocator<'s> {
         wanted.push(handle.key.clone());
         let entries = read_many(self.store, &wanted)?;
         handle.entry = entries.last().cloned().flatten();
-        for entry in entries.into_iter().take(cidrs.len()).flatten() {
-            if let Some(addr) = self.assign_in_block(handle, entry, true)? {
+        let mut ours = Vec::new();
+        let mut stale = Vec::new();
+        for (cidr, entry) in cidrs.iter().zip(entries.into_iter().take(cidrs.len())) {
+            match entry {
+                Some(entry) if self.is_affine_block(&entry)? => ours.push(entry),
+                _ => stale.push(*cidr),
+            }
+        }
+        let hinted: Vec<IpNetwork> = listed.into_iter().filter(|c| !stale.contains(c)).collect();
+        self.hint_blocks(family, &hinted);
+        for entry in ours {
+            if let Some(addr) = self.assign_in_block(handle, entry, true, None)? {
                 return Ok(Some(addr));
             }
         }
         Ok(None)
     }
 
+    fn is_affine_block(&self, entry: &Entry) -> Result<bool> {
+        Ok(AllocationBlock::from_json(&entry.key, &entry.value)?.is_affine_to(&self.node))
+    }
+
+    /// Replaces the hint of `family` (when hints are kept).
+    fn hint_blocks(&self, family: IpFamily, blocks: &[IpNetwork]) {
+        if let Some(hints) = &self.hints {
+            hints.write(family, blocks);
+        }
+    }
+
+    /// Adds a block the node has just claimed (or found claimed for it) to the hint.
+    fn hint_claimed_block(&self, block: IpNetwork) {
+        if let Some(hints) = &self.hints {
+            hints.add(block);
+        }
+    }
+
     /// Takes the first free ordinal of an existing block, retrying on conflicts with the values
     /// the failed transaction read back. `None` when the block is full or not ours to use.
+    ///
+    /// With `affinity` (the node's affinity key for the block, as read), the transaction also
+    /// requires that key unchanged, and the block is given up when the key is gone.
     fn assign_in_block(
         &self,
         handle: &mut HandleView,
         entry: Entry,
         affine_only: bool,
+        affinity: Option<Entry>,
     ) -> Result<Option<IpAddr>> {
         let mut entry = entry;
+        let mut affinity = affinity;
         loop {
             let mut block = AllocationBlock::from_json(&entry.key, &entry.value)?;
             let usable = if affine_only {
@@ -325,7 +431,7 @@ impl<'s> Allocator<'s> {
             let Some(addr) = block.assign_next(&handle.id) else {
                 return Ok(None);
             };
-            let txn = Txn {
+            let mut txn = Txn {
                 conditions: vec![
                     Condition::Revision(entry.key.clone(), entry.mod_revision),
                     handle.condition(),
@@ -336,6 +442,11 @@ impl<'s> Allocator<'s> {
                 ],
                 reads_on_failure: vec![entry.key.clone(), handle.key.clone()],
             };
+            if let Some(key) = &affinity {
+                txn.conditions
+                    .push(Condition::Revision(key.key.clone(), key.mod_revision));
+                txn.reads_on_failure.push(key.key.clone());
+            }
             match self.commit(&txn)? {
                 Commit::Done => return Ok(Some(addr)),
                 Commit::Conflict(current) => {
@@ -343,6 +454,12 @@ impl<'s> Allocator<'s> {
                     let Some(now) = find(&current, &entry.key) else {
                         return Ok(None);
                     };
+                    if let Some(key) = affinity.as_ref().map(|a| a.key.clone()) {
+                        affinity = find(&current, &key);
+                        if affinity.is_none() {
+                            return Ok(None);
+                        }
+                    }
                     let raced = now.mod_revision != entry.mod_revision;
                     entry = now;
                     self.conflicted(&format!("block {}", block.cidr), raced)?;
@@ -390,12 +507,16 @@ impl<'s> Allocator<'s> {
                         && tried.insert(cidr)
                         && let Some(addr) = self.assign_in_existing_block(handle, cidr)?
                     {
+                        self.hint_claimed_block(cidr);
                         return Ok(Some(addr));
                     }
                     continue;
                 }
                 match self.claim_block(handle, pool, cidr, config)? {
-                    Claim::Assigned(addr) => return Ok(Some(addr)),
+                    Claim::Assigned(addr) => {
+                        self.hint_claimed_block(cidr);
+                        return Ok(Some(addr));
+                    }
                     Claim::Taken => {
                         existing.insert(cidr);
                     }
@@ -415,7 +536,7 @@ impl<'s> Allocator<'s> {
         let entries = read_many(self.store, &[keys::block(&cidr), handle.key.clone()])?;
         handle.entry = entries[1].clone();
         match entries[0].clone() {
-            Some(entry) => self.assign_in_block(handle, entry, true),
+            Some(entry) => self.assign_in_block(handle, entry, true, None),
             None => Ok(None),
         }
     }
@@ -482,7 +603,7 @@ impl<'s> Allocator<'s> {
             }
             if let Some(claimed) = find(&current, &block_key) {
                 // Another process claimed it first; if it is this node, the block is ours to use.
-                return Ok(match self.assign_in_block(handle, claimed, true)? {
+                return Ok(match self.assign_in_block(handle, claimed, true, None)? {
                     Some(addr) => Claim::Assigned(addr),
                     None => Claim::Taken,
                 });
@@ -518,7 +639,7 @@ impl<'s> Allocator<'s> {
         }
         candidates.sort_by_key(|(pool, position, _)| (*pool, *position));
         for (_, _, entry) in candidates {
-            if let Some(addr) = self.assign_in_block(handle, entry, false)? {
+            if let Some(addr) = self.assign_in_block(handle, entry, false, None)? {
                 return Ok(Some(addr));
             }
         }
@@ -593,7 +714,12 @@ impl<'s> Allocator<'s> {
                 }
             };
             let current = match self.commit(&txn)? {
-                Commit::Done => return Ok(()),
+                Commit::Done => {
+                    if current_block.is_none() {
+                        self.hint_claimed_block(cidr);
+                    }
+                    return Ok(());
+                }
                 Commit::Conflict(current) => current,
             };
             handle.refresh(&current);
@@ -835,6 +961,11 @@ fn handle_write(key: &str, handle: &AllocationHandle) -> Write {
     } else {
         Write::Put(key.to_string(), handle.to_json())
     }
+}
+
+/// True when a block belongs to one of the requested pools, or when no pool was requested.
+fn in_requested_pools(block: IpNetwork, requested: &[IpNetwork]) -> bool {
+    requested.is_empty() || requested.iter().any(|p| block_in_pool(block, *p))
 }
 
 /// True when a block belongs to a pool: inside it, or (for a pool smaller than a block)

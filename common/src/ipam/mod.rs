@@ -10,6 +10,7 @@ pub mod block;
 pub mod check;
 pub mod gc;
 pub mod handle;
+pub mod hint;
 pub mod pool;
 pub mod status;
 pub mod store;
@@ -19,6 +20,7 @@ pub use block::{AllocationAttribute, AllocationBlock, BLOCK_SIZE};
 pub use check::handle_mismatches;
 pub use gc::{GcOutcome, GcScope, release_unlisted_handles};
 pub use handle::AllocationHandle;
+pub use hint::BlockHints;
 pub use pool::{
     IpPool, IpamConfig, PoolSpec, StoredPool, add_pool, list_all_pools, list_pools, remove_pool,
 };

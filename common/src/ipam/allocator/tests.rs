@@ -470,3 +470,267 @@ fn an_applied_transaction_with_a_lost_answer_is_not_repeated() {
     assert_eq!(handle_total(&store.0, "b"), 1);
     assert_eq!(blocks(&store.0)[0].allocations.iter().flatten().count(), 2);
 }
+
+/// A throwaway directory for block hints, removed when dropped.
+struct HintDir(std::path::PathBuf);
+
+impl HintDir {
+    fn new(label: &str) -> HintDir {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("ipam-hints-{label}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        HintDir(dir)
+    }
+
+    fn hints(&self, node: &str) -> BlockHints {
+        BlockHints::new(&self.0, node)
+    }
+
+    fn allocator<'s>(&self, store: &'s dyn Store, node: &str) -> Allocator<'s> {
+        Allocator::new(store, node).with_block_hints(Some(&self.0))
+    }
+}
+
+impl Drop for HintDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The node's IPv4 affinities in the store, in address order.
+fn affine_blocks(store: &MemoryStore, node: &str) -> Vec<IpNetwork> {
+    let mut cidrs: Vec<IpNetwork> = store
+        .list_keys(&keys::host_affinities_prefix(node, IpFamily::V4))
+        .unwrap()
+        .iter()
+        .filter_map(|k| keys::parse_host_affinity(k))
+        .map(|(_, cidr)| cidr)
+        .collect();
+    cidrs.sort_by_key(|c| addr_to_u128(c.network()));
+    cidrs
+}
+
+fn delete(store: &MemoryStore, key: &str) {
+    let txn = Txn {
+        writes: vec![Write::Delete(key.to_string())],
+        ..Txn::default()
+    };
+    assert!(store.txn(&txn).unwrap().committed);
+}
+
+fn assign_counting(store: &MemoryStore, ipam: &Allocator, handle: &str) -> (IpAddr, u64) {
+    let before = store.requests_made();
+    let addr = ipam.auto_assign(&v4(handle)).unwrap()[0];
+    (addr, store.requests_made() - before)
+}
+
+#[test]
+fn hinted_assignment_is_one_read_and_one_transaction() {
+    let store = store_with_pools(&["10.0.0.0/16"]);
+    let dir = HintDir::new("common");
+    let (first, claim_requests) = assign_counting(&store, &dir.allocator(&store, "node-1"), "a");
+    let block = blocks(&store).remove(0);
+    assert_eq!(dir.hints("node-1").read(IpFamily::V4), [block.cidr]);
+    assert_eq!(
+        claim_requests, 6,
+        "list affinities, config, pools, blocks, affinities, claim"
+    );
+    // A fresh allocator, as in the next calico-ipam process.
+    let (second, requests) = assign_counting(&store, &dir.allocator(&store, "node-1"), "b");
+    assert_eq!(requests, 2, "read handle+block+affinity, commit");
+    assert_eq!((first, second), (block.address(0), block.address(1)));
+    assert_handles_match_blocks(&store);
+}
+
+#[test]
+fn unusable_hints_fall_back_to_the_listing_and_are_rewritten() {
+    type Spoil = fn(&MemoryStore, &HintDir, IpNetwork);
+    let cases: [(&str, Spoil, u64); 6] = [
+        (
+            "no hint yet",
+            |_, dir, _| {
+                let _ = std::fs::remove_dir_all(&dir.0);
+            },
+            3,
+        ),
+        (
+            "garbage file",
+            |_, dir, _| {
+                std::fs::write(
+                    dir.hints("node-1").path(IpFamily::V4),
+                    b"\xff\x00garbage\n10.0.0.1/7",
+                )
+                .unwrap();
+            },
+            3,
+        ),
+        (
+            "hinted block unknown to etcd",
+            |_, dir, _| {
+                dir.hints("node-1")
+                    .write(IpFamily::V4, &[net("10.0.77.0/26")]);
+            },
+            4,
+        ),
+        (
+            "affinity released",
+            |store, _, block| {
+                delete(store, &keys::host_affinity("node-1", &block));
+            },
+            7,
+        ),
+        (
+            "block reassigned to another node",
+            |store, _, block| {
+                delete(store, &keys::host_affinity("node-1", &block));
+                let entry = store.get(&keys::block(&block)).unwrap().unwrap();
+                let mut moved = AllocationBlock::from_json(&entry.key, &entry.value).unwrap();
+                moved.affinity = Some("host:node-2".into());
+                store.put(&entry.key, &moved.to_json());
+                store.put(&keys::host_affinity("node-2", &block), b"{}");
+            },
+            7,
+        ),
+        (
+            "hinted block full, another has room",
+            |store, dir, block| {
+                let other = Allocator::new(store, "node-1");
+                for i in 1..64 {
+                    other.auto_assign(&v4(&format!("fill{i}"))).unwrap();
+                }
+                other.auto_assign(&v4("spill")).unwrap();
+                dir.hints("node-1").write(IpFamily::V4, &[block]);
+            },
+            4,
+        ),
+    ];
+    for (name, spoil, want_requests) in cases {
+        let store = store_with_pools(&["10.0.0.0/16"]);
+        let dir = HintDir::new("stale");
+        dir.allocator(&store, "node-1")
+            .auto_assign(&v4("first"))
+            .unwrap();
+        let block = blocks(&store)[0].cidr;
+        spoil(&store, &dir, block);
+        let (addr, requests) = assign_counting(&store, &dir.allocator(&store, "node-1"), "next");
+        let holder = blocks(&store)
+            .into_iter()
+            .find(|b| b.cidr.contains(addr))
+            .unwrap();
+        assert!(
+            holder.is_affine_to("node-1"),
+            "{name}: {addr} in {holder:?}"
+        );
+        assert_eq!(requests, want_requests, "{name}");
+        assert_eq!(
+            dir.hints("node-1").read(IpFamily::V4),
+            affine_blocks(&store, "node-1"),
+            "{name}: hint rewritten"
+        );
+        assert_handles_match_blocks(&store);
+        let (_, requests) = assign_counting(&store, &dir.allocator(&store, "node-1"), "after");
+        assert_eq!(requests, 2, "{name}: the rewritten hint is used");
+    }
+}
+
+/// Deletes the node's affinity key of the block a transaction writes right before it runs,
+/// like the block being released between the read and the commit.
+struct AffinityReleasedBeforeCommit(MemoryStore);
+
+impl Store for AffinityReleasedBeforeCommit {
+    fn get(&self, key: &str) -> Result<Option<Entry>> {
+        self.0.get(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<Entry>> {
+        self.0.list(prefix)
+    }
+    fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
+        self.0.list_keys(prefix)
+    }
+    fn txn(&self, txn: &Txn) -> Result<TxnOutcome> {
+        for condition in &txn.conditions {
+            if let Condition::Revision(key, _) = condition
+                && keys::parse_host_affinity(key).is_some()
+            {
+                delete(&self.0, key);
+            }
+        }
+        self.0.txn(txn)
+    }
+}
+
+#[test]
+fn commit_from_a_hinted_block_requires_its_affinity_key() {
+    let store = AffinityReleasedBeforeCommit(store_with_pools(&["10.0.0.0/16"]));
+    let dir = HintDir::new("affinity-condition");
+    dir.allocator(&store, "node-1")
+        .auto_assign(&v4("a"))
+        .unwrap();
+    let first = blocks(&store.0)[0].cidr;
+    let addr = dir
+        .allocator(&store, "node-1")
+        .auto_assign(&v4("b"))
+        .unwrap()[0];
+    assert!(
+        !first.contains(addr),
+        "{addr} taken from released block {first}"
+    );
+    assert_eq!(affine_blocks(&store.0, "node-1").len(), 1);
+    assert_eq!(
+        dir.hints("node-1").read(IpFamily::V4),
+        affine_blocks(&store.0, "node-1")
+    );
+    assert_handles_match_blocks(&store.0);
+}
+
+#[test]
+fn unwritable_hint_directory_only_turns_hints_off() {
+    let store = store_with_pools(&["10.0.0.0/16"]);
+    let dir = HintDir::new("unwritable");
+    std::fs::write(&dir.0, b"a file where the directory should be").unwrap();
+    let ipam = dir.allocator(&store, "node-1");
+    ipam.auto_assign(&v4("a")).unwrap();
+    let (_, requests) = assign_counting(&store, &ipam, "b");
+    assert_eq!(requests, 3);
+    let _ = std::fs::remove_file(&dir.0);
+}
+
+#[test]
+fn concurrent_hinted_assignments_on_two_nodes_are_distinct() {
+    let store = store_with_pools(&["10.0.0.0/16"]);
+    let dir = HintDir::new("concurrent");
+    let addrs: Vec<(String, IpAddr)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..8)
+            .map(|t| {
+                let (store, dir) = (&store, &dir);
+                s.spawn(move || {
+                    let node = format!("node-{}", t % 2);
+                    (0..20)
+                        .map(|i| {
+                            let ipam = dir.allocator(store, &node);
+                            let addr = ipam.auto_assign(&v4(&format!("h{t}.{i}"))).unwrap()[0];
+                            (node.clone(), addr)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    assert_eq!(
+        addrs.iter().map(|(_, a)| a).collect::<BTreeSet<_>>().len(),
+        160
+    );
+    let all = blocks(&store);
+    for (node, addr) in &addrs {
+        let block = all.iter().find(|b| b.cidr.contains(*addr)).unwrap();
+        assert!(block.is_affine_to(node), "{addr} of {node} in {block:?}");
+    }
+    assert_eq!(all.len(), 4, "80 addresses per node fit in 2 blocks each");
+    assert_handles_match_blocks(&store);
+}
