@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use common::cni::{CniResult, Command, Request, delegate};
+use common::cni::{Command, Request, delegate};
 use common::dataplane::route::{IPV4_GATEWAY, RouteState, Scope};
 use common::dataplane::{addr, netns, route, sysctl, veth};
 use common::datastore::Datastore;
@@ -37,24 +37,13 @@ pub fn check(req: &Request) -> Result<()> {
     let mut mismatches = check_container(netns_path, &req.ifname, &expected)?;
     mismatches.extend(check_host(&expected)?);
     mismatches.extend(check_endpoint(&store, req, &expected)?);
-    match mismatches.as_slice() {
-        [] => Ok(()),
-        [only] => Err(Error::new(codes::CHECK_FAILED, only.clone())),
-        [first, ..] => {
-            Err(Error::new(codes::CHECK_FAILED, first.clone()).with_details(mismatches.join("; ")))
-        }
-    }
+    common::error::from_findings(codes::CHECK_FAILED, &mismatches)
 }
 
 /// Reads `prevResult`: the container interface named `CNI_IFNAME` in this netns, the host
 /// interface (the one without a sandbox) and the addresses.
 fn expected_state(req: &Request) -> Result<Expected> {
-    let prev = req
-        .config
-        .prev_result
-        .as_ref()
-        .ok_or_else(|| Error::new(Code::InvalidConfig, "required prevResult missing"))?;
-    let prev = CniResult::from_json(prev).map_err(|e| e.context("decode prevResult"))?;
+    let prev = req.prev_result()?;
     let netns_text = req.netns.as_ref().map(|p| p.display().to_string());
     let container = prev
         .interfaces

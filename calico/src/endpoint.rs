@@ -82,37 +82,15 @@ pub fn read_endpoint_at(store: &Datastore, key: &str) -> Result<Option<StoredEnd
     }))
 }
 
-/// Removes `profile` from an endpoint's profiles, with compare-and-swap.
-pub fn remove_profile(store: &Datastore, mut stored: StoredEndpoint, profile: &str) -> Result<()> {
-    for _ in 0..CAS_ATTEMPTS {
-        if !stored.endpoint.profile_ids.iter().any(|p| p == profile) {
-            return Ok(());
-        }
-        let mut updated = stored.endpoint.clone();
-        updated.profile_ids.retain(|p| p != profile);
-        let outcome = store
-            .txn(&Txn {
-                conditions: vec![Condition::Revision(stored.key.clone(), stored.revision)],
-                writes: vec![Write::Put(stored.key.clone(), updated.to_json()?)],
-                reads_on_failure: vec![stored.key.clone()],
-            })
-            .with_context(|| format!("remove profile {profile} from endpoint {}", stored.key))?;
-        if outcome.committed {
-            return Ok(());
-        }
-        let Some(current) = outcome.current.into_iter().next() else {
-            return Ok(());
-        };
-        stored.endpoint = WorkloadEndpoint::from_json(&current.value)?;
-        stored.revision = current.mod_revision;
-    }
-    Err(Error::new(
-        codes::CONFLICT,
-        format!(
-            "endpoint {} kept changing while removing profile {profile}",
-            stored.key
-        ),
-    ))
+/// Removes `profile` from an endpoint's profiles; an endpoint deleted meanwhile is fine.
+pub fn remove_profile(store: &Datastore, stored: StoredEndpoint, profile: &str) -> Result<()> {
+    let what = format!("remove profile {profile} from");
+    update_endpoint(store, stored, &what, |ep| {
+        let before = ep.profile_ids.len();
+        ep.profile_ids.retain(|p| p != profile);
+        ep.profile_ids.len() != before
+    })?;
+    Ok(())
 }
 
 /// The key of this attachment's endpoint.
@@ -120,37 +98,55 @@ pub fn endpoint_key(ids: &WorkloadIds) -> String {
     keys::workload_endpoint(&ids.node, &ids.orchestrator, &ids.workload, &ids.endpoint)
 }
 
-/// Adds `profile` to an existing endpoint's profiles unless it is there already, with
-/// compare-and-swap so that a concurrent change is not overwritten.
+/// Adds `profile` to an existing endpoint's profiles unless it is there already.
 pub fn append_profile(
     store: &Datastore,
-    mut stored: StoredEndpoint,
+    stored: StoredEndpoint,
     profile: &str,
 ) -> Result<WorkloadEndpoint> {
-    for _ in 0..CAS_ATTEMPTS {
-        if stored.endpoint.profile_ids.iter().any(|p| p == profile) {
-            return Ok(stored.endpoint);
+    let key = stored.key.clone();
+    let what = format!("add profile {profile} to");
+    let updated = update_endpoint(store, stored, &what, |ep| {
+        let absent = !ep.profile_ids.iter().any(|p| p == profile);
+        if absent {
+            ep.profile_ids.push(profile.to_string());
         }
+        absent
+    })?;
+    updated.ok_or_else(|| {
+        Error::new(
+            codes::CONFLICT,
+            format!("endpoint {key} was deleted while trying to {what} it"),
+        )
+    })
+}
+
+/// Applies `change` (which says whether it changed anything) with compare-and-swap, re-reading
+/// and re-applying after losing to another writer, so a concurrent change is never overwritten.
+/// `None` when the endpoint was deleted meanwhile.
+fn update_endpoint(
+    store: &Datastore,
+    mut stored: StoredEndpoint,
+    what: &str,
+    change: impl Fn(&mut WorkloadEndpoint) -> bool,
+) -> Result<Option<WorkloadEndpoint>> {
+    for _ in 0..CAS_ATTEMPTS {
         let mut updated = stored.endpoint.clone();
-        updated.profile_ids.push(profile.to_string());
+        if !change(&mut updated) {
+            return Ok(Some(updated));
+        }
         let outcome = store
             .txn(&Txn {
                 conditions: vec![Condition::Revision(stored.key.clone(), stored.revision)],
                 writes: vec![Write::Put(stored.key.clone(), updated.to_json()?)],
                 reads_on_failure: vec![stored.key.clone()],
             })
-            .with_context(|| format!("add profile {profile} to endpoint {}", stored.key))?;
+            .with_context(|| format!("{what} endpoint {}", stored.key))?;
         if outcome.committed {
-            return Ok(updated);
+            return Ok(Some(updated));
         }
         let Some(current) = outcome.current.into_iter().next() else {
-            return Err(Error::new(
-                codes::CONFLICT,
-                format!(
-                    "endpoint {} was deleted while adding profile {profile}",
-                    stored.key
-                ),
-            ));
+            return Ok(None);
         };
         stored.endpoint = WorkloadEndpoint::from_json(&current.value)?;
         stored.revision = current.mod_revision;
@@ -158,7 +154,7 @@ pub fn append_profile(
     Err(Error::new(
         codes::CONFLICT,
         format!(
-            "endpoint {} kept changing while adding profile {profile}",
+            "endpoint {} kept changing while trying to {what} it",
             stored.key
         ),
     ))

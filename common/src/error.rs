@@ -196,6 +196,16 @@ impl Error {
     }
 }
 
+/// Success when nothing was found; otherwise one error whose message is the first finding and
+/// whose details list all of them (CHECK reports every mismatch this way).
+pub fn from_findings(code: Code, findings: &[String]) -> Result<()> {
+    match findings {
+        [] => Ok(()),
+        [only] => Err(Error::new(code, only.clone())),
+        [first, ..] => Err(Error::new(code, first.clone()).with_details(findings.join("; "))),
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.msg)?;

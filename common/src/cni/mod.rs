@@ -47,6 +47,18 @@ pub struct Request {
     pub raw_config: Vec<u8>,
 }
 
+impl Request {
+    /// The `prevResult` of the config, which CHECK cannot do without.
+    pub fn prev_result(&self) -> Result<CniResult> {
+        let prev = self
+            .config
+            .prev_result
+            .as_ref()
+            .ok_or_else(|| Error::new(Code::InvalidConfig, "required prevResult missing"))?;
+        CniResult::from_json(prev).map_err(|e| e.context("decode prevResult"))
+    }
+}
+
 /// Where an ADD prints its result. Handlers send the result, then commit their rollback
 /// guards: a result that could not be printed must not leave state behind.
 pub struct Reply<'a> {
