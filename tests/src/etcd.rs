@@ -17,6 +17,9 @@ const ETCDCTL: &str = "/usr/bin/etcdctl";
 pub struct Etcd {
     child: Child,
     endpoint: String,
+    // What a restart needs: the same ports and data.
+    ports: (u16, u16),
+    attempt: u32,
     // Removed after `drop` has killed the process.
     dir: TempDir,
 }
@@ -34,6 +37,8 @@ impl Etcd {
                 return Etcd {
                     child,
                     endpoint: format!("http://127.0.0.1:{client}"),
+                    ports: (client, peer),
+                    attempt,
                     dir,
                 };
             }
@@ -44,10 +49,22 @@ impl Etcd {
         panic!("etcd did not become healthy after 5 attempts; last log:\n{log}");
     }
 
-    /// Stops etcd now (an outage for the rest of the test); dropping it later is harmless.
+    /// Stops etcd now with SIGKILL: an outage until [`Etcd::restart`], or for the rest of the
+    /// test.
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts a stopped etcd again on the same ports with the same data and waits until it
+    /// serves.
+    pub fn restart(&mut self) {
+        let (client, peer) = self.ports;
+        self.child = spawn_etcd(&self.dir, self.attempt, client, peer);
+        assert!(
+            wait_healthy(&mut self.child, client, Duration::from_secs(20)),
+            "restarted etcd on port {client} did not become healthy"
+        );
     }
 
     /// The client URL, e.g. `http://127.0.0.1:40123`.

@@ -308,7 +308,10 @@ fn failed_ipv6_half_releases_the_ipv4_address() {
     );
 }
 
-/// The etcd requests of ADD and DEL, counted from the request log of the datastore.
+/// The etcd requests of ADD and DEL, counted from the request log of the datastore. With the
+/// node's block hint, an ADD from an affine block with room is one read (handle, block and
+/// affinity key together) and one transaction; claiming the node's first block takes 6 (list
+/// affinities, IPAM config, pools, blocks, affinities again, the claim).
 #[test]
 #[ignore = "needs etcd"]
 fn etcd_requests_per_add_and_del() {
@@ -342,8 +345,63 @@ fn etcd_requests_per_add_and_del() {
         "dual-stack ADD from affine blocks: {} etcd requests: {dual_requests:?}",
         dual_requests.len()
     );
-    assert_eq!(&counts[1..], [3, 3, 1], "common ADD, DEL, empty DEL");
-    assert_eq!(dual_requests.len(), 6);
+    assert_eq!(
+        counts,
+        [6, 2, 3, 1],
+        "claiming ADD, common ADD, DEL, empty DEL"
+    );
+    assert_eq!(dual_requests.len(), 4, "2 per family");
+    let blocks = check_datastore(&bed.etcd);
+    let mut affine: Vec<String> = blocks
+        .iter()
+        .filter(|b| b.cidr.contains('.'))
+        .map(|b| b.cidr.clone())
+        .collect();
+    affine.sort();
+    assert_eq!(
+        bed.hinted_blocks(&bed.node),
+        affine,
+        "hint lists the node's block"
+    );
+}
+
+/// A hint that is garbage or names another node's block costs a listing of the node's
+/// affinities; the ADD still takes the node's own block and the hint is rewritten.
+#[test]
+#[ignore = "needs etcd"]
+fn unusable_block_hint_falls_back_and_is_rewritten() {
+    let bed = bed_with_default_pools();
+    let log_dir = TempDir::new("request-log");
+    let log = log_dir.join("requests");
+    let add = |node: &str| {
+        let env = bed
+            .env("ADD", &names::container_id())
+            .set("CALICO_ETCD_REQUEST_LOG", log.to_str().unwrap());
+        let out = bed.run(&bed.conf_on(node), &env);
+        (result_addresses(&out)[0].clone(), requests_of(&log).len())
+    };
+    let other = names::unique("node");
+    let (mine, _) = add(&bed.node);
+    let (theirs, _) = add(&other);
+    let my_block = bed.hinted_blocks(&bed.node);
+    let their_block = bed.hinted_blocks(&other);
+    assert_eq!((my_block.len(), their_block.len()), (1, 1));
+    assert!(in_cidr(&mine, &my_block[0]) && in_cidr(&theirs, &their_block[0]));
+    let cases: [(&str, String, usize); 3] = [
+        ("garbage", "\u{0}not a cidr\n10.0.0.0/7\n".to_string(), 3),
+        ("another node's block", format!("{}\n", their_block[0]), 4),
+        ("a block nobody has", "10.231.255.192/26\n".to_string(), 4),
+    ];
+    for (name, hint, want_requests) in cases {
+        std::fs::write(bed.hint_file(&bed.node), hint).unwrap();
+        let (addr, requests) = add(&bed.node);
+        assert!(in_cidr(&addr, &my_block[0]), "{name}: {addr}");
+        assert_eq!(requests, want_requests, "{name}");
+        assert_eq!(bed.hinted_blocks(&bed.node), my_block, "{name}: rewritten");
+        let (_, requests) = add(&bed.node);
+        assert_eq!(requests, 2, "{name}: the rewritten hint is used");
+    }
+    check_datastore(&bed.etcd);
 }
 
 #[test]

@@ -12,7 +12,7 @@ mod ipam_support;
 
 use std::process::Command;
 
-use bed::{EtcdOutage, PodBed, PodRef, Sandbox, container_ip, result_ip};
+use bed::{PodBed, PodRef, Sandbox, container_ip, result_ip};
 use serde_json::{Value, json};
 use tests::kernel::{host_link, host_routes_to, netns_ipv4_routes, netns_link, ping};
 use tests::{GATEWAY, HOST_VETH_MAC, Netns, TestBed, host_veth_name, names};
@@ -244,14 +244,14 @@ fn failed_add_of_new_sandbox_leaves_first_allocation_and_endpoint() {
 #[test]
 #[ignore = "root: real etcd, netns and API server"]
 fn del_fails_and_touches_nothing_while_etcd_is_down() {
-    let pb = PodBed::new();
+    let mut pb = PodBed::new();
     let pod = pb.add_pod(&[("app", "web")], &[]);
     let conf = pb.conf(K8S_CONF);
     let sandbox = Sandbox::new();
     let ip = result_ip(&pb.add(&conf, &pod, &sandbox));
     let endpoint = pb.endpoint(&pod);
 
-    let mut outage = EtcdOutage::begin(&pb.bed);
+    pb.bed.etcd.stop();
     let out = pb.del(&conf, &pod, &sandbox);
     let err = out.error();
     assert!(
@@ -269,7 +269,7 @@ fn del_fails_and_touches_nothing_while_etcd_is_down() {
     );
     assert_only_reservation(&pb, &ip, &sandbox);
 
-    outage.end();
+    pb.bed.etcd.restart();
     assert_eq!(
         pb.endpoint(&pod),
         endpoint,

@@ -13,12 +13,14 @@ use tests::{Env, Etcd, NetConf, PluginOutput, TempDir, names, run_plugin};
 /// `CNI_NETNS` for IPAM-only runs: calico-ipam never enters it.
 pub const NO_NETNS: &str = "/var/run/netns/unused";
 
-/// One etcd plus the names `tests/fixtures/calico-ipam.conf` is filled with.
+/// One etcd plus the names `tests/fixtures/calico-ipam.conf` is filled with, and a directory
+/// for the nodes' block hints (the fixture itself keeps no hints).
 pub struct IpamBed {
     pub etcd: Etcd,
     pub node: String,
     pub network: String,
     pub cni_path: TempDir,
+    pub hint_dir: TempDir,
 }
 
 impl IpamBed {
@@ -28,6 +30,7 @@ impl IpamBed {
             node: names::unique("node"),
             network: names::unique("net"),
             cni_path: TempDir::new("cni-path"),
+            hint_dir: TempDir::new("block-hints"),
         }
     }
 
@@ -36,7 +39,8 @@ impl IpamBed {
         self.conf_on(&self.node)
     }
 
-    /// The fixture as seen from another node.
+    /// The fixture as seen from another node, with block hints in [`IpamBed::hint_dir`] (one
+    /// file per node and family there).
     pub fn conf_on(&self, node: &str) -> NetConf {
         NetConf::fixture(
             "calico-ipam.conf",
@@ -46,6 +50,21 @@ impl IpamBed {
                 ("NODENAME", node),
             ],
         )
+        .set_ipam("block_hint_dir", self.hint_dir.path_str())
+    }
+
+    /// The IPv4 block hint file of `node`.
+    pub fn hint_file(&self, node: &str) -> std::path::PathBuf {
+        self.hint_dir.join(&format!("{node}.ipv4"))
+    }
+
+    /// The blocks the IPv4 block hint of `node` lists, one CIDR a line.
+    pub fn hinted_blocks(&self, node: &str) -> Vec<String> {
+        std::fs::read_to_string(self.hint_file(node))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// The environment of one `calico-ipam` run.
