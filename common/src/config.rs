@@ -241,7 +241,7 @@ impl NetConf {
                 .as_deref()
                 .map(LogLevel::parse)
                 .unwrap_or_default(),
-            datastore_type: raw.datastore_type.unwrap_or_else(|| "etcdv2".to_string()),
+            datastore_type: datastore_type(raw.datastore_type)?,
             policy: PolicyConf {
                 policy_type: raw.policy.policy_type,
                 k8s_api_root: raw.policy.k8s_api_root.map(|root| strip_api_path(&root)),
@@ -259,6 +259,17 @@ impl NetConf {
             prev_result: raw.prev_result,
             valid_attachments: raw.valid_attachments.or(raw.attachments),
         })
+    }
+}
+
+/// Calico v1's `etcdv2` data model (kept on etcd v3 here) is the only datastore; the
+/// experimental `kubernetes` datastore of Calico v1.5+ is refused rather than silently replaced.
+fn datastore_type(raw: Option<String>) -> Result<String> {
+    match raw.as_deref() {
+        None | Some("") | Some("etcdv2") => Ok("etcdv2".to_string()),
+        Some(other) => Err(invalid(format!(
+            "datastore_type {other:?} is not supported: only \"etcdv2\" (Calico's etcd data model)"
+        ))),
     }
 }
 
@@ -458,6 +469,10 @@ mod netconf_tests {
             ),
             (
                 r#"{"name":"n","ipam":{"type":"x","assign_ipv4":1}}"#,
+                Code::InvalidConfig,
+            ),
+            (
+                r#"{"name":"n","ipam":{"type":"x"},"datastore_type":"kubernetes"}"#,
                 Code::InvalidConfig,
             ),
         ];
