@@ -25,14 +25,5 @@ pub fn gc(req: &Request) -> Result<()> {
     for (handle, count) in &outcome.released {
         cni::log::info(&format!("gc released {count} addresses of handle {handle}"));
     }
-    combine(outcome.failures)
-}
-
-/// One error carrying every failure's message, with the first failure's code.
-fn combine(mut failures: Vec<Error>) -> Result<()> {
-    if failures.len() <= 1 {
-        return failures.pop().map_or(Ok(()), Err);
-    }
-    let msgs: Vec<String> = failures.iter().map(|e| e.to_string()).collect();
-    Err(failures.swap_remove(0).with_details(msgs.join("; ")))
+    Error::combine(outcome.failures)
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use common::Result;
 use common::cni::{CniResult, Interface, IpConfig, Reply, Request};
 use common::dataplane::veth::{HOST_MAC, VethGuard};
-use common::datastore::Datastore;
 use common::datastore::model::{Profile, WorkloadEndpoint};
+use common::datastore::{Datastore, keys};
 use ipnetwork::IpNetwork;
 
 use crate::attachment;
@@ -33,15 +33,14 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let replaced = existing.filter(|e| e.key == endpoint::endpoint_key(&ids));
     let setup = pod::prepare(req, &ids)?;
     let req = &setup.request;
-    let host_veth = network::choose_host_veth_name(&store, &ids, &req.container_id)?;
-    let mut recorded =
-        attachment::record_attachment(&store, req, &ids, &host_veth.name, &setup.addresses)?;
+    let mut recorded = attachment::record_attachment(&store, req, &ids, &setup.addresses)?;
     crash::point("after-record");
     release_replaced_addresses(req, &setup.addresses, replaced.as_ref())?;
     let mut lease = ipam::allocate(req, &setup.addresses)?;
     let addresses = ipam::workload_addresses(&lease.result);
     crash::point("after-ipam");
-    let mut pair = network::create_workload_interfaces(req, netns_path, &host_veth, &addresses)?;
+    let mut pair =
+        network::create_workload_interfaces(req, netns_path, recorded.host_veth(), &addresses)?;
     crash::point("after-routes");
     let labels = if ids.is_kubernetes() {
         setup.labels.clone()
@@ -92,11 +91,12 @@ fn join_network(
     existing: StoredEndpoint,
     reply: &mut Reply<'_>,
 ) -> Result<()> {
+    let key = existing.key.clone();
     let updated = endpoint::append_profile(store, existing, &req.config.name)?;
     if let Some(profile) = network_profile(req, &WorkloadIds::for_request(req)) {
         endpoint::ensure_profile(store, &profile)?;
     }
-    reply.send(&endpoint_result(req, &updated))
+    reply.send(&endpoint_result(req, &key, &updated))
 }
 
 /// The profile the plugin maintains for the network, unless a policy type manages profiles:
@@ -181,7 +181,7 @@ fn attachment_result(
     }
 }
 
-fn endpoint_result(req: &Request, endpoint: &WorkloadEndpoint) -> CniResult {
+fn endpoint_result(req: &Request, key: &str, endpoint: &WorkloadEndpoint) -> CniResult {
     CniResult {
         interfaces: vec![
             Interface {
@@ -190,7 +190,10 @@ fn endpoint_result(req: &Request, endpoint: &WorkloadEndpoint) -> CniResult {
                 sandbox: None,
             },
             Interface {
-                name: req.ifname.clone(),
+                // The interface belongs to the network that made it; a join under another
+                // CNI_IFNAME reports the real one.
+                name: keys::parse_workload_endpoint(key)
+                    .map_or_else(|| req.ifname.clone(), |k| k.endpoint_id),
                 mac: Some(endpoint.mac.clone()),
                 sandbox: req.netns.as_ref().map(|p| p.display().to_string()),
             },

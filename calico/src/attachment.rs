@@ -1,14 +1,31 @@
-//! The attachment record: written before anything is allocated, deleted after everything else,
-//! so that DEL and GC find every piece of an attachment even after a crash halfway through ADD.
+//! The attachment record and the claim on its host veth name: written together before anything
+//! is allocated, deleted after everything else, so that DEL and GC find every piece of an
+//! attachment even after a crash halfway through ADD, and no two containers ever use one name.
 
 use common::cni::Request;
-use common::datastore::model::AttachmentRecord;
-use common::datastore::{Datastore, keys};
-use common::{Context, Result};
+use common::dataplane::veth;
+use common::datastore::model::{AttachmentRecord, HostVethClaim};
+use common::datastore::{Condition, Datastore, Txn, Write, keys};
+use common::error::codes;
+use common::{Context, Error, Result};
 
 use crate::endpoint;
 use crate::pod::AddressSource;
-use crate::workload::WorkloadIds;
+use crate::workload::{WorkloadIds, hashed_host_veth_name};
+
+/// How often a claim is retried after losing a race for it.
+const CLAIM_ATTEMPTS: usize = 5;
+
+/// The host veth name an ADD will use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostVeth {
+    /// The name.
+    pub name: String,
+    /// A link of that name exists and is stale: it is deleted right before the new pair is
+    /// created, once the addresses are allocated, so a failing ADD does not take it down early
+    /// (a pod's earlier sandbox may still be using it).
+    pub replaces_stale_link: bool,
+}
 
 /// The key of this request's attachment record.
 pub fn attachment_key(req: &Request) -> String {
@@ -20,15 +37,21 @@ pub fn attachment_key(req: &Request) -> String {
     )
 }
 
-/// A written record; dropping it deletes the record again unless committed.
+/// A written record and claim; dropping it deletes both again unless committed.
 pub struct AttachmentGuard<'a> {
     store: &'a Datastore,
-    key: String,
+    keys: [String; 2],
+    host_veth: HostVeth,
     committed: bool,
 }
 
 impl AttachmentGuard<'_> {
-    /// Keeps the record.
+    /// The host veth name claimed.
+    pub fn host_veth(&self) -> &HostVeth {
+        &self.host_veth
+    }
+
+    /// Keeps the record and the claim.
     pub fn commit(&mut self) {
         self.committed = true;
     }
@@ -36,46 +59,152 @@ impl AttachmentGuard<'_> {
 
 impl Drop for AttachmentGuard<'_> {
     fn drop(&mut self) {
-        if !self.committed {
-            if let Err(err) = self.store.delete(&self.key) {
-                eprintln!(
-                    "calico: rollback: failed to delete attachment record {}: {err}",
-                    self.key
-                );
-            }
+        if self.committed {
+            return;
+        }
+        let txn = Txn {
+            writes: self.keys.iter().map(|k| Write::Delete(k.clone())).collect(),
+            ..Txn::default()
+        };
+        if let Err(err) = self.store.txn(&txn) {
+            eprintln!(
+                "calico: rollback: failed to delete attachment record {}: {err}",
+                self.keys[0]
+            );
         }
     }
 }
 
-/// Records what this ADD is about to create.
+/// Claims a host veth name and records the attachment under it, in one transaction each try.
+/// The usual name (`cali` + 11 characters of the container id, or of the pod's hash) is taken
+/// unless another workload holds it; then, outside Kubernetes, the name hashed from the full
+/// container id.
 pub fn record_attachment<'a>(
     store: &'a Datastore,
     req: &Request,
     ids: &WorkloadIds,
-    host_veth: &str,
     addresses: &AddressSource,
 ) -> Result<AttachmentGuard<'a>> {
-    let record = AttachmentRecord {
+    let usual = ids.host_veth_name(&req.container_id);
+    let mut candidates = vec![usual.clone()];
+    if !ids.is_kubernetes() {
+        candidates.push(hashed_host_veth_name(&req.container_id));
+    }
+    for name in candidates {
+        let record = AttachmentRecord {
+            container_id: req.container_id.clone(),
+            ifname: req.ifname.clone(),
+            netns: req
+                .netns
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            host_veth: name.clone(),
+            endpoint: endpoint::endpoint_key(ids),
+            without_ipam: matches!(addresses, AddressSource::NoIpam(_)),
+        };
+        if let Some(host_veth) = claim_host_veth(store, req, ids, &record)? {
+            let keys = [attachment_key(req), keys::host_veth_claim(&ids.node, &name)];
+            return Ok(AttachmentGuard {
+                store,
+                keys,
+                host_veth,
+                committed: false,
+            });
+        }
+    }
+    Err(Error::new(
+        codes::DATAPLANE,
+        format!("host link {usual} belongs to another workload"),
+    ))
+}
+
+/// Claims `record.host_veth` and writes the record, or `None` when another workload owns the
+/// name. A pod's sandboxes share their name, so a new sandbox takes over its pod's claim.
+fn claim_host_veth(
+    store: &Datastore,
+    req: &Request,
+    ids: &WorkloadIds,
+    record: &AttachmentRecord,
+) -> Result<Option<HostVeth>> {
+    let name = &record.host_veth;
+    let claim_key = keys::host_veth_claim(&ids.node, name);
+    let claim = HostVethClaim {
+        endpoint: record.endpoint.clone(),
         container_id: req.container_id.clone(),
-        ifname: req.ifname.clone(),
-        netns: req
-            .netns
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
-        host_veth: host_veth.to_string(),
-        endpoint: endpoint::endpoint_key(ids),
-        without_ipam: matches!(addresses, AddressSource::NoIpam(_)),
     };
-    let key = attachment_key(req);
-    store
-        .put(&key, &serde_json::to_vec(&record)?)
-        .with_context(|| format!("write attachment record {key}"))?;
-    Ok(AttachmentGuard {
-        store,
-        key,
-        committed: false,
-    })
+    let writes = vec![
+        Write::Put(claim_key.clone(), serde_json::to_vec(&claim)?),
+        Write::Put(attachment_key(req), serde_json::to_vec(record)?),
+    ];
+    let mut condition = Condition::Absent(claim_key.clone());
+    for _ in 0..CLAIM_ATTEMPTS {
+        let txn = Txn {
+            conditions: vec![condition.clone()],
+            writes: writes.clone(),
+            reads_on_failure: vec![claim_key.clone()],
+        };
+        let outcome = store
+            .txn(&txn)
+            .with_context(|| format!("claim host veth name {name}"))?;
+        if outcome.committed {
+            return host_veth_after_claim(
+                store,
+                ids,
+                &claim_key,
+                name,
+                matches!(condition, Condition::Absent(_)),
+            );
+        }
+        condition = match outcome.current.first() {
+            None => Condition::Absent(claim_key.clone()),
+            Some(entry) => {
+                let holder: HostVethClaim = serde_json::from_slice(&entry.value)
+                    .with_context(|| format!("decode claim {claim_key}"))?;
+                if holder.endpoint != record.endpoint {
+                    common::cni::log::info(&format!(
+                        "host veth name {name} belongs to {}",
+                        holder.endpoint
+                    ));
+                    return Ok(None);
+                }
+                Condition::Revision(claim_key.clone(), entry.mod_revision)
+            }
+        };
+    }
+    Err(Error::new(
+        codes::CONFLICT,
+        format!("claim {claim_key} kept changing"),
+    ))
+}
+
+/// The claimed name, and whether a link of that name is stale. A link under a name nobody had
+/// claimed may belong to a container set up before claims existed: it is stale only when no
+/// other endpoint records it; otherwise the claim is given back.
+fn host_veth_after_claim(
+    store: &Datastore,
+    ids: &WorkloadIds,
+    claim_key: &str,
+    name: &str,
+    was_unclaimed: bool,
+) -> Result<Option<HostVeth>> {
+    let exists = veth::host_link_exists(name)?;
+    if exists && was_unclaimed {
+        let own = endpoint::endpoint_key(ids);
+        if let Some(owner) =
+            endpoint::endpoint_using_link(store, &ids.node, name)?.filter(|o| *o != own)
+        {
+            common::cni::log::info(&format!("host link {name} belongs to endpoint {owner}"));
+            store
+                .delete(claim_key)
+                .with_context(|| format!("give back claim {claim_key}"))?;
+            return Ok(None);
+        }
+    }
+    Ok(Some(HostVeth {
+        name: name.to_string(),
+        replaces_stale_link: exists,
+    }))
 }
 
 /// This request's record, if any.
@@ -92,26 +221,64 @@ pub fn read_attachment(store: &Datastore, req: &Request) -> Result<Option<Attach
     )?))
 }
 
-/// Every record of this network on this node.
-pub fn list_attachments(store: &Datastore, req: &Request) -> Result<Vec<AttachmentRecord>> {
+/// Who holds the claim on `name` on this node, if anyone.
+pub fn read_claim(store: &Datastore, node: &str, name: &str) -> Result<Option<HostVethClaim>> {
+    let key = keys::host_veth_claim(node, name);
+    let Some(entry) = store
+        .get(&key)
+        .with_context(|| format!("read claim {key}"))?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(
+        serde_json::from_slice(&entry.value).with_context(|| format!("decode claim {key}"))?,
+    ))
+}
+
+/// Every record of this network on this node. A record that cannot be read is reported and
+/// skipped, so that one broken record does not stop a GC.
+pub fn list_attachments(
+    store: &Datastore,
+    req: &Request,
+) -> Result<(Vec<AttachmentRecord>, Vec<Error>)> {
     let prefix = keys::attachments_prefix(&req.config.nodename, &req.config.name);
     let entries = store
         .list(&prefix)
         .with_context(|| format!("list attachment records under {prefix}"))?;
-    entries
-        .iter()
-        .map(|entry| {
-            serde_json::from_slice(&entry.value)
-                .with_context(|| format!("decode attachment record {}", entry.key))
-        })
-        .collect()
+    let mut records = Vec::new();
+    let mut broken = Vec::new();
+    for entry in entries {
+        match serde_json::from_slice(&entry.value) {
+            Ok(record) => records.push(record),
+            Err(e) => broken.push(Error::internal(format!(
+                "decode attachment record {}: {e}",
+                entry.key
+            ))),
+        }
+    }
+    Ok((records, broken))
 }
 
-/// Deletes this request's record; absent is fine.
-pub fn delete_attachment(store: &Datastore, req: &Request) -> Result<()> {
+/// Deletes this request's record, and the claim on `claimed_host_veth` (which the caller found
+/// held by this container); absent keys are fine.
+pub fn delete_attachment(
+    store: &Datastore,
+    req: &Request,
+    claimed_host_veth: Option<&str>,
+) -> Result<()> {
     let key = attachment_key(req);
+    let mut writes = vec![Write::Delete(key.clone())];
+    if let Some(name) = claimed_host_veth {
+        writes.push(Write::Delete(keys::host_veth_claim(
+            &req.config.nodename,
+            name,
+        )));
+    }
     store
-        .delete(&key)
+        .txn(&Txn {
+            writes,
+            ..Txn::default()
+        })
         .with_context(|| format!("delete attachment record {key}"))?;
     Ok(())
 }

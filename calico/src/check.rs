@@ -27,9 +27,17 @@ struct Expected {
 /// Handles CHECK: the IPAM plugin's CHECK first, then the container side, the host side and
 /// the endpoint. Every mismatch found is reported, each in its own sentence.
 pub fn check(req: &Request) -> Result<()> {
-    let expected = expected_state(req)?;
     let netns_path = network::validate_netns(req)?;
     let store = Datastore::connect(&req.config.etcd)?;
+    let ids = WorkloadIds::for_request(req);
+    let own = endpoint::read_endpoint(&store, &ids)?;
+    // A network the container only joined owns nothing but its profile on the endpoint of the
+    // network that made the interface, and finding that profile is what makes it a join; the
+    // other network's CHECK covers the rest.
+    if endpoint::joined_endpoint(&store, req, &ids, own.as_ref())?.is_some() {
+        return Ok(());
+    }
+    let expected = expected_state(req)?;
     let record = attachment::read_attachment(&store, req)?;
     if !record.is_some_and(|r| r.without_ipam) {
         delegate::ipam_exec(req, Command::Check, &req.raw_config)?;

@@ -21,12 +21,11 @@ pub fn del(req: &Request) -> Result<()> {
     let store = Datastore::connect(&req.config.etcd)?;
     endpoint::ensure_ready(&store)?;
     let stored = endpoint::read_endpoint(&store, &ids)?;
-    if let Some(joined) = stored.as_ref().filter(|s| joined_later(s, req, &ids)) {
-        return leave_network(&store, req, joined.clone());
+    if let Some(joined) = endpoint::joined_endpoint(&store, req, &ids, stored.as_ref())? {
+        return leave_network(&store, req, joined);
     }
     let record = attachment::read_attachment(&store, req)?;
-    let host_veth = record.map(|r| r.host_veth);
-    teardown(&store, req, stored, host_veth)
+    teardown(&store, req, stored, record.map(|r| r.host_veth))
 }
 
 /// Handles GC: every attachment of this network on this node that the runtime no longer lists
@@ -41,14 +40,10 @@ pub fn gc(req: &Request) -> Result<()> {
             .iter()
             .any(|a| a.container_id == r.container_id && a.ifname == r.ifname)
     };
-    let mut failures = Vec::new();
-    for record in attachment::list_attachments(&store, req)?
-        .into_iter()
-        .filter(|r| !is_valid(r))
-    {
+    let (records, mut failures) = attachment::list_attachments(&store, req)?;
+    for record in records.into_iter().filter(|r| !is_valid(r)) {
         let attachment_req = request_for(req, &record);
-        let stored = endpoint::read_endpoint_at(&store, &record.endpoint);
-        let outcome = stored.and_then(|stored| {
+        let outcome = endpoint::read_endpoint_at(&store, &record.endpoint).and_then(|stored| {
             teardown(
                 &store,
                 &attachment_req,
@@ -56,21 +51,21 @@ pub fn gc(req: &Request) -> Result<()> {
                 Some(record.host_veth.clone()),
             )
         });
-        failures.extend(outcome.err().map(|e| {
-            e.context(format!(
-                "collect attachment {}/{}",
-                record.container_id, record.ifname
-            ))
-        }));
+        let context = format!(
+            "collect attachment {}/{}",
+            record.container_id, record.ifname
+        );
+        failures.extend(outcome.err().map(|e| e.context(context)));
     }
     failures.extend(delegate::ipam_exec(req, Command::Gc, &req.raw_config).err());
-    combine(failures)
+    Error::combine(failures)
 }
 
 /// Releases, deletes and removes everything of one attachment, then its record. A pod's
-/// endpoint owned by another sandbox (a late DEL of an older one) is left alone, and so is the
-/// pod's host veth, which the newer sandbox uses; this sandbox's addresses and container
-/// interface go all the same. The record stays when something failed, so a retry finds it.
+/// endpoint owned by another sandbox (a late DEL of an older one) is left alone, and so is a
+/// host veth whose name another sandbox or container holds now; this sandbox's addresses and
+/// container interface go all the same. The record stays when something failed, so a retry
+/// finds it.
 fn teardown(
     store: &Datastore,
     req: &Request,
@@ -84,32 +79,32 @@ fn teardown(
     let host_veth = stored
         .as_ref()
         .map(|s| s.endpoint.name.clone())
-        .or(recorded_host_veth)
-        .filter(|_| owned);
+        .or(recorded_host_veth);
+    let claim = match &host_veth {
+        Some(name) => attachment::read_claim(store, &req.config.nodename, name)?,
+        None => None,
+    };
+    let claim_is_ours = claim
+        .as_ref()
+        .is_none_or(|c| c.container_id == req.container_id);
+    let removable_host_veth = host_veth.as_deref().filter(|_| owned && claim_is_ours);
     let failures: Vec<Error> = [
         ipam::release(req),
         stored
             .as_ref()
             .map_or(Ok(()), |s| endpoint::delete_endpoint(store, s).map(|_| ())),
-        network::remove_workload_interfaces(req, host_veth.as_deref()),
+        network::remove_workload_interfaces(req, removable_host_veth),
     ]
     .into_iter()
     .filter_map(Result::err)
     .collect();
     if failures.is_empty() {
-        attachment::delete_attachment(store, req)?;
+        let held_claim = host_veth
+            .as_deref()
+            .filter(|_| claim.is_some() && claim_is_ours);
+        attachment::delete_attachment(store, req, held_claim)?;
     }
-    combine(failures)
-}
-
-/// True when the endpoint was made by another network's ADD and this network only added its
-/// profile to it (plain CNI only: a pod's endpoint belongs to its pod).
-fn joined_later(stored: &StoredEndpoint, req: &Request, ids: &WorkloadIds) -> bool {
-    let profiles = &stored.endpoint.profile_ids;
-    !ids.is_kubernetes()
-        && profiles.len() > 1
-        && profiles.first() != Some(&req.config.name)
-        && profiles.contains(&req.config.name)
+    Error::combine(failures)
 }
 
 /// Leaving a network the container joined later: drop its profile, release whatever the IPAM
@@ -143,13 +138,4 @@ fn request_for(req: &Request, record: &AttachmentRecord) -> Request {
         args: CniArgs::default(),
         ..req.clone()
     }
-}
-
-/// One error carrying every failure's message, with the first failure's code.
-fn combine(mut failures: Vec<Error>) -> Result<()> {
-    if failures.len() <= 1 {
-        return failures.pop().map_or(Ok(()), Err);
-    }
-    let msgs: Vec<String> = failures.iter().map(|e| e.to_string()).collect();
-    Err(failures.swap_remove(0).with_details(msgs.join("; ")))
 }

@@ -1,5 +1,6 @@
 //! The workload endpoint and the per-network profile in etcd.
 
+use common::cni::Request;
 use common::datastore::model::{Profile, WorkloadEndpoint};
 use common::datastore::{Condition, Datastore, Txn, Write, keys};
 use common::error::codes;
@@ -91,6 +92,30 @@ pub fn remove_profile(store: &Datastore, stored: StoredEndpoint, profile: &str) 
         ep.profile_ids.len() != before
     })?;
     Ok(())
+}
+
+/// The endpoint this network only joined, if that is the situation: plain CNI (a pod's
+/// endpoint belongs to its pod), made by another network's ADD, carrying this network's
+/// profile. When this `CNI_IFNAME` has no endpoint of its own, the workload's only endpoint is
+/// looked at, since a join under another interface name shares it.
+pub fn joined_endpoint(
+    store: &Datastore,
+    req: &Request,
+    ids: &WorkloadIds,
+    own: Option<&StoredEndpoint>,
+) -> Result<Option<StoredEndpoint>> {
+    if ids.is_kubernetes() {
+        return Ok(None);
+    }
+    let candidate = match own {
+        Some(stored) => Some(stored.clone()),
+        None => find_workload_endpoint(store, ids)?,
+    };
+    let network = &req.config.name;
+    Ok(candidate.filter(|s| {
+        let profiles = &s.endpoint.profile_ids;
+        profiles.len() > 1 && profiles.first() != Some(network) && profiles.contains(network)
+    }))
 }
 
 /// The key of this attachment's endpoint.

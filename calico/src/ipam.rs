@@ -28,13 +28,14 @@ impl IpamLease<'_> {
 
 impl Drop for IpamLease<'_> {
     fn drop(&mut self) {
-        if self.from_ipam && !self.committed {
-            if let Err(err) = release(self.req) {
-                eprintln!(
-                    "calico: rollback: failed to release addresses of {}: {err}",
-                    self.req.container_id
-                );
-            }
+        if self.from_ipam
+            && !self.committed
+            && let Err(err) = release(self.req)
+        {
+            eprintln!(
+                "calico: rollback: failed to release addresses of {}: {err}",
+                self.req.container_id
+            );
         }
     }
 }

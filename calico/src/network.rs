@@ -5,72 +5,12 @@ use std::path::Path;
 
 use common::cni::Request;
 use common::dataplane::{addr, configure_container_interface, netns, route, sysctl, veth};
-use common::datastore::Datastore;
 use common::error::codes;
 use common::{Error, Result};
 use ipnetwork::IpNetwork;
 
+use crate::attachment;
 use crate::crash;
-use crate::endpoint;
-use crate::workload::{WorkloadIds, hashed_host_veth_name};
-
-/// The host veth name an ADD will use.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostVeth {
-    /// The name.
-    pub name: String,
-    /// A link of that name exists and is stale: it is deleted right before the new pair is
-    /// created, once the addresses are allocated, so a failing ADD does not take it down early
-    /// (a pod's earlier sandbox may still be using it).
-    pub replaces_stale_link: bool,
-}
-
-/// Picks the host veth name. A link of that name that no endpoint on this node records, or
-/// that this attachment's own endpoint records (a pod's earlier sandbox), is stale. One that
-/// another live endpoint records belongs to another container whose id shares the first 11
-/// characters: it is never touched, and the name derived from a hash of the full container id
-/// is used instead.
-pub fn choose_host_veth_name(
-    store: &Datastore,
-    ids: &WorkloadIds,
-    container_id: &str,
-) -> Result<HostVeth> {
-    let usual = ids.host_veth_name(container_id);
-    if let Some(choice) = usable_name(store, ids, &usual)? {
-        return Ok(choice);
-    }
-    let hashed = hashed_host_veth_name(container_id);
-    if !ids.is_kubernetes() {
-        if let Some(choice) = usable_name(store, ids, &hashed)? {
-            return Ok(choice);
-        }
-    }
-    Err(Error::new(
-        codes::DATAPLANE,
-        format!("host link {usual} belongs to another workload"),
-    ))
-}
-
-/// `name` as a choice, or `None` when another live endpoint uses it.
-fn usable_name(store: &Datastore, ids: &WorkloadIds, name: &str) -> Result<Option<HostVeth>> {
-    if !veth::host_link_exists(name)? {
-        return Ok(Some(HostVeth {
-            name: name.to_string(),
-            replaces_stale_link: false,
-        }));
-    }
-    let own_key = endpoint::endpoint_key(ids);
-    if let Some(owner) =
-        endpoint::endpoint_using_link(store, &ids.node, name)?.filter(|owner| *owner != own_key)
-    {
-        common::cni::log::warn(&format!("host link {name} belongs to endpoint {owner}"));
-        return Ok(None);
-    }
-    Ok(Some(HostVeth {
-        name: name.to_string(),
-        replaces_stale_link: true,
-    }))
-}
 
 /// Before a new attachment changes anything: no interface called `CNI_IFNAME` may exist in
 /// the netns yet (the spec requires ADD to fail then). Returns the netns path.
@@ -105,7 +45,7 @@ pub fn validate_netns(req: &Request) -> Result<&Path> {
 pub fn create_workload_interfaces(
     req: &Request,
     netns_path: &Path,
-    host: &HostVeth,
+    host: &attachment::HostVeth,
     addresses: &[IpNetwork],
 ) -> Result<veth::VethGuard> {
     let host_ifname = host.name.as_str();

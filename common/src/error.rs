@@ -158,6 +158,16 @@ impl Error {
         self
     }
 
+    /// Success for no failures; otherwise one error with the first failure's code and message,
+    /// and every failure's text in the details (cleanup steps that all run, then report).
+    pub fn combine(mut failures: Vec<Error>) -> Result<()> {
+        if failures.len() <= 1 {
+            return failures.pop().map_or(Ok(()), Err);
+        }
+        let all: Vec<String> = failures.iter().map(|e| e.to_string()).collect();
+        Err(failures.swap_remove(0).with_details(all.join("; ")))
+    }
+
     /// The CNI code.
     pub fn code(&self) -> Code {
         self.code

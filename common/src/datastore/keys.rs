@@ -24,6 +24,9 @@ pub const PROFILES_PREFIX: &str = "/calico/v1/policy/profile/";
 /// Prefix of this plugin's own attachment records (outside `/calico/v1`, which Felix reads).
 pub const ATTACHMENTS_PREFIX: &str = "/calico/cni/v1/attachment/";
 
+/// Prefix of this plugin's claims on host veth names.
+pub const HOST_VETH_CLAIMS_PREFIX: &str = "/calico/cni/v1/hostveth/";
+
 const HOSTS_PREFIX: &str = "/calico/v1/host/";
 const IPAM_HOSTS_PREFIX: &str = "/calico/ipam/v2/host/";
 const BLOCKS_ROOT: &str = "/calico/ipam/v2/assignment/";
@@ -274,6 +277,12 @@ pub fn attachment(node: &str, network: &str, container_id: &str, ifname: &str) -
         escape_id(container_id),
         escape_id(ifname)
     )
+}
+
+/// `/calico/cni/v1/hostveth/<node>/<name>`: which attachment owns a host veth name, claimed
+/// before the link exists so that two containers can never pick the same name.
+pub fn host_veth_claim(node: &str, name: &str) -> String {
+    format!("{HOST_VETH_CLAIMS_PREFIX}{node}/{}", escape_id(name))
 }
 
 /// The `(container id, ifname)` of an attachment key.

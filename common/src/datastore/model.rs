@@ -216,6 +216,15 @@ pub struct AttachmentRecord {
     pub without_ipam: bool,
 }
 
+/// Who owns a host veth name (the value of [`keys::host_veth_claim`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostVethClaim {
+    /// The endpoint key of the workload using the name; a pod's sandboxes share it.
+    pub endpoint: String,
+    /// The sandbox that set the link up last.
+    pub container_id: String,
+}
+
 /// Reads `null` (which Go writes for nil slices and maps) as the type's default.
 fn null_as_default<'de, D, T>(de: D) -> std::result::Result<T, D::Error>
 where
