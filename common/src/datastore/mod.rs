@@ -33,6 +33,10 @@ pub const REQUEST_LOG_ENV: &str = "CALICO_ETCD_REQUEST_LOG";
 /// so that an unreachable member is skipped quickly.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The most operations etcd accepts in one branch of a transaction (its `--max-txn-ops`
+/// default), and so the most reads one [`Datastore::read`] can make.
+pub const MAX_TXN_OPS: usize = 128;
+
 /// One key as stored in etcd.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -62,6 +66,24 @@ pub enum Write {
     Put(String, Vec<u8>),
     /// Delete the key (a missing key is not an error).
     Delete(String),
+}
+
+/// One read of [`Datastore::read`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read {
+    /// One key: its entry, or nothing when it does not exist.
+    Key(String),
+    /// Every key under a prefix, sorted by key.
+    Prefix(String),
+}
+
+impl Read {
+    /// The key or prefix read.
+    pub fn key(&self) -> &str {
+        match self {
+            Read::Key(key) | Read::Prefix(key) => key,
+        }
+    }
 }
 
 /// An atomic transaction: when every condition holds, all writes happen; otherwise nothing is
@@ -203,6 +225,62 @@ impl Datastore {
             .iter()
             .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
             .collect())
+    }
+
+    /// Makes several reads in one round trip (one etcd transaction without conditions), so
+    /// they all see the same revision. Answers are in request order; a missing key or an empty
+    /// prefix answers with an empty list. At most [`MAX_TXN_OPS`] reads; none sends nothing.
+    pub fn read(&self, reads: &[Read]) -> Result<Vec<Vec<Entry>>> {
+        let Some(first) = reads.first() else {
+            return Ok(Vec::new());
+        };
+        if reads.len() > MAX_TXN_OPS {
+            return Err(Error::new(
+                codes::DATASTORE,
+                format!(
+                    "etcd read of {} keys starting at {}: etcd allows at most {MAX_TXN_OPS} \
+                     operations in one transaction",
+                    reads.len(),
+                    first.key()
+                ),
+            ));
+        }
+        let ops: Vec<TxnOp> = reads
+            .iter()
+            .map(|read| match read {
+                Read::Key(key) => TxnOp::get(key.as_str(), None),
+                Read::Prefix(prefix) => {
+                    TxnOp::get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+                }
+            })
+            .collect();
+        let request = etcd_client::Txn::new().and_then(ops);
+        let resp = self.request("read", first.key(), |mut kv| {
+            let request = request.clone();
+            async move { kv.txn(request).await }
+        })?;
+        let answers: Vec<Vec<Entry>> = resp
+            .op_responses()
+            .into_iter()
+            .filter_map(|op| match op {
+                TxnOpResponse::Get(mut get) => {
+                    Some(get.take_kvs().into_iter().map(entry).collect())
+                }
+                _ => None,
+            })
+            .collect();
+        if answers.len() != reads.len() {
+            return Err(Error::new(
+                codes::DATASTORE,
+                format!(
+                    "etcd read starting at {}: {} answers to {} reads",
+                    first.key(),
+                    answers.len(),
+                    reads.len()
+                ),
+            ));
+        }
+        Ok(answers)
     }
 
     /// Sets a key unconditionally.
@@ -974,6 +1052,67 @@ mod tests {
                 current: vec![]
             }
         );
+    }
+
+    /// Keys and values of entries, for comparing answers.
+    fn pairs(entries: &[Entry]) -> Vec<(&str, &[u8])> {
+        entries
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_slice()))
+            .collect()
+    }
+
+    #[test]
+    #[ignore = "starts etcd"]
+    fn read_answers_keys_and_prefixes_in_request_order_in_one_request() {
+        let etcd = EtcdServer::start();
+        let log = std::env::temp_dir().join(format!("calico-test-etcd-log-{}", free_port()));
+        let _ = std::fs::remove_file(&log);
+        let ds = Datastore::connect_with_request_log(&etcd.settings(), Some(log.clone())).unwrap();
+        ds.put("/calico/t/a/1", b"one").unwrap();
+        ds.put("/calico/t/a/2", b"two").unwrap();
+        ds.put("/calico/t/b", b"other").unwrap();
+        let before = ds.requests_made();
+
+        let answers = ds
+            .read(&[
+                Read::Key("/calico/t/b".into()),
+                Read::Prefix("/calico/t/a/".into()),
+                Read::Key("/calico/t/missing".into()),
+                Read::Prefix("/calico/t/none/".into()),
+                Read::Key("/calico/t/a/1".into()),
+            ])
+            .unwrap();
+        let answers: Vec<Vec<(&str, &[u8])>> = answers.iter().map(|a| pairs(a)).collect();
+        assert_eq!(
+            answers,
+            [
+                vec![("/calico/t/b", &b"other"[..])],
+                vec![("/calico/t/a/1", &b"one"[..]), ("/calico/t/a/2", &b"two"[..])],
+                vec![],
+                vec![],
+                vec![("/calico/t/a/1", &b"one"[..])],
+            ]
+        );
+        assert_eq!(ds.requests_made() - before, 1);
+        assert_eq!(ds.read(&[]).unwrap(), Vec::<Vec<Entry>>::new());
+        assert_eq!(ds.requests_made() - before, 1, "no reads, no request");
+
+        let text = std::fs::read_to_string(&log).unwrap();
+        let _ = std::fs::remove_file(&log);
+        assert_eq!(text.lines().last(), Some("read /calico/t/b"));
+    }
+
+    #[test]
+    fn read_of_more_than_the_transaction_limit_is_refused_naming_it() {
+        let ds = Datastore::connect(&settings_for(vec![dead_endpoint()])).unwrap();
+        let reads: Vec<Read> = (0..=MAX_TXN_OPS)
+            .map(|i| Read::Key(format!("/calico/t/{i}")))
+            .collect();
+        let err = ds.read(&reads).unwrap_err();
+        assert!(err.msg().contains("128"), "{err:?}");
+        assert!(err.msg().contains("/calico/t/0"), "{err:?}");
+        assert_eq!(ds.requests_made(), 0);
     }
 
     #[test]
