@@ -7,15 +7,16 @@ use common::cni::{CniResult, Interface, IpConfig, Reply, Request};
 use common::dataplane::veth::{HOST_MAC, VethGuard};
 use common::datastore::model::{Profile, WorkloadEndpoint};
 use common::datastore::{Datastore, keys};
+use common::error::RollbackLog;
 use ipnetwork::IpNetwork;
 
 use crate::attachment;
 use crate::crash;
-use crate::endpoint::{self, StoredEndpoint};
+use crate::endpoint::{self, EndpointWrite, StoredEndpoint};
 use crate::ipam;
 use crate::labels;
 use crate::network;
-use crate::pod::{self, AddressSource};
+use crate::pod::{self, AddressSource, PodSetup};
 use crate::workload::WorkloadIds;
 
 /// Handles ADD.
@@ -23,8 +24,7 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let ids = WorkloadIds::for_request(req);
     network::validate_netns(req)?;
     let store = Datastore::connect(&req.config.etcd)?;
-    endpoint::ensure_ready(&store)?;
-    let existing = endpoint::find_workload_endpoint(&store, &ids)?;
+    let existing = endpoint::read_for_add(&store, &ids)?;
     if let (Some(existing), false) = (&existing, ids.is_kubernetes()) {
         return join_network(&store, req, existing.clone(), reply);
     }
@@ -33,25 +33,27 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let replaced = existing.filter(|e| e.key == endpoint::endpoint_key(&ids));
     let setup = pod::prepare(req, &ids)?;
     let req = &setup.request;
-    let mut recorded = attachment::record_attachment(&store, req, &ids, &setup.addresses)?;
+    let rollback = RollbackLog::default();
+    let mut recorded =
+        attachment::record_attachment(&store, req, &ids, &setup.addresses, &rollback)?;
     crash::point("after-record");
     release_replaced_addresses(req, &setup.addresses, replaced.as_ref())?;
-    let mut lease = ipam::allocate(req, &setup.addresses)?;
+    let mut lease = ipam::allocate(req, &setup.addresses, &rollback)?;
     let addresses = ipam::workload_addresses(&lease.result);
     crash::point("after-ipam");
+    let host_veth = recorded.host_veth();
     let mut pair =
-        network::create_workload_interfaces(req, netns_path, recorded.host_veth(), &addresses)?;
+        network::create_workload_interfaces(req, netns_path, host_veth, &addresses, &rollback)?;
     crash::point("after-routes");
-    let labels = if ids.is_kubernetes() {
-        setup.labels.clone()
-    } else {
-        labels::mesos_labels(&req.config.mesos_labels)
+    let endpoint = workload_endpoint(&setup, &ids, &pair, &addresses, replaced.as_ref());
+    let (key, profile) = (endpoint::endpoint_key(&ids), network_profile(req, &ids));
+    let write = EndpointWrite {
+        key: &key,
+        endpoint: &endpoint,
+        previous: replaced.as_ref(),
+        profile: profile.as_ref(),
     };
-    let endpoint = workload_endpoint(req, &ids, &pair, &addresses, labels, replaced.as_ref());
-    let key = endpoint::endpoint_key(&ids);
-    let profile = network_profile(req, &ids);
-    let mut written =
-        endpoint::write_endpoint(&store, &key, &endpoint, replaced.as_ref(), profile.as_ref())?;
+    let mut written = endpoint::write_endpoint(&store, &write, &rollback)?;
     crash::point("after-endpoint");
     reply.send(&attachment_result(req, &pair, &addresses, &lease.result))?;
     crash::point("after-result");
@@ -117,13 +119,13 @@ fn network_profile(req: &Request, ids: &WorkloadIds) -> Option<Profile> {
 /// DEL of an older sandbox leaves it alone; fields other tools added to a replaced endpoint
 /// are kept.
 fn workload_endpoint(
-    req: &Request,
+    setup: &PodSetup,
     ids: &WorkloadIds,
     pair: &VethGuard,
     addresses: &[IpNetwork],
-    labels: BTreeMap<String, String>,
     replaced: Option<&StoredEndpoint>,
 ) -> WorkloadEndpoint {
+    let req = &setup.request;
     WorkloadEndpoint {
         state: "active".to_string(),
         name: pair.host_ifname().to_string(),
@@ -138,12 +140,21 @@ fn workload_endpoint(
         ipv6_nets: addresses.iter().filter(|a| a.is_ipv6()).copied().collect(),
         ipv4_nat: Vec::new(),
         ipv6_nat: Vec::new(),
-        labels,
+        labels: endpoint_labels(setup, ids),
         ipv4_gateway: None,
         ipv6_gateway: None,
         other: replaced
             .map(|r| r.endpoint.other.clone())
             .unwrap_or_default(),
+    }
+}
+
+/// A pod's labels from the API, or a plain container's Mesos labels.
+fn endpoint_labels(setup: &PodSetup, ids: &WorkloadIds) -> BTreeMap<String, String> {
+    if ids.is_kubernetes() {
+        setup.labels.clone()
+    } else {
+        labels::mesos_labels(&setup.request.config.mesos_labels)
     }
 }
 

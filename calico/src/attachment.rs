@@ -5,8 +5,8 @@
 use common::cni::Request;
 use common::dataplane::veth;
 use common::datastore::model::{AttachmentRecord, HostVethClaim};
-use common::datastore::{Condition, Datastore, Txn, Write, keys};
-use common::error::codes;
+use common::datastore::{Condition, Datastore, Entry, Txn, Write, keys};
+use common::error::{RollbackLog, codes};
 use common::{Context, Error, Result};
 
 use crate::endpoint;
@@ -37,11 +37,14 @@ pub fn attachment_key(req: &Request) -> String {
     )
 }
 
-/// A written record and claim; dropping it deletes both again unless committed.
+/// A written record and claim; dropping it deletes both again unless committed, or unless
+/// undoing another step failed: then the record stays, so that a later DEL or GC finds what
+/// is left.
 pub struct AttachmentGuard<'a> {
     store: &'a Datastore,
     keys: [String; 2],
     host_veth: HostVeth,
+    rollback: RollbackLog,
     committed: bool,
 }
 
@@ -60,6 +63,13 @@ impl AttachmentGuard<'_> {
 impl Drop for AttachmentGuard<'_> {
     fn drop(&mut self) {
         if self.committed {
+            return;
+        }
+        if self.rollback.failed() {
+            eprintln!(
+                "calico: rollback incomplete: keeping attachment record {} for DEL or GC",
+                self.keys[0]
+            );
             return;
         }
         let txn = Txn {
@@ -84,6 +94,7 @@ pub fn record_attachment<'a>(
     req: &Request,
     ids: &WorkloadIds,
     addresses: &AddressSource,
+    rollback: &RollbackLog,
 ) -> Result<AttachmentGuard<'a>> {
     let usual = ids.host_veth_name(&req.container_id);
     let mut candidates = vec![usual.clone()];
@@ -109,6 +120,7 @@ pub fn record_attachment<'a>(
                 store,
                 keys,
                 host_veth,
+                rollback: rollback.clone(),
                 committed: false,
             });
         }
@@ -210,15 +222,16 @@ fn host_veth_after_claim(
 /// This request's record, if any.
 pub fn read_attachment(store: &Datastore, req: &Request) -> Result<Option<AttachmentRecord>> {
     let key = attachment_key(req);
-    let Some(entry) = store
+    let entry = store
         .get(&key)
-        .with_context(|| format!("read attachment record {key}"))?
-    else {
-        return Ok(None);
-    };
-    Ok(Some(serde_json::from_slice(&entry.value).with_context(
-        || format!("decode attachment record {key}"),
-    )?))
+        .with_context(|| format!("read attachment record {key}"))?;
+    entry.as_ref().map(decode_record).transpose()
+}
+
+/// The record stored in `entry`.
+pub fn decode_record(entry: &Entry) -> Result<AttachmentRecord> {
+    serde_json::from_slice(&entry.value)
+        .with_context(|| format!("decode attachment record {}", entry.key))
 }
 
 /// Who holds the claim on `name` on this node, if anyone.
@@ -248,12 +261,9 @@ pub fn list_attachments(
     let mut records = Vec::new();
     let mut broken = Vec::new();
     for entry in entries {
-        match serde_json::from_slice(&entry.value) {
+        match decode_record(&entry) {
             Ok(record) => records.push(record),
-            Err(e) => broken.push(Error::internal(format!(
-                "decode attachment record {}: {e}",
-                entry.key
-            ))),
+            Err(e) => broken.push(e),
         }
     }
     Ok((records, broken))

@@ -19,13 +19,16 @@ use crate::workload::WorkloadIds;
 pub fn del(req: &Request) -> Result<()> {
     let ids = WorkloadIds::for_request(req);
     let store = Datastore::connect(&req.config.etcd)?;
-    endpoint::ensure_ready(&store)?;
-    let stored = endpoint::read_endpoint(&store, &ids)?;
+    let (stored, record) = endpoint::read_for_del(&store, &ids, &attachment::attachment_key(req))?;
     if let Some(joined) = endpoint::joined_endpoint(&store, req, &ids, stored.as_ref())? {
         return leave_network(&store, req, joined);
     }
-    let record = attachment::read_attachment(&store, req)?;
-    teardown(&store, req, stored, record.map(|r| r.host_veth))
+    let host_veth = record
+        .as_ref()
+        .map(attachment::decode_record)
+        .transpose()?
+        .map(|r| r.host_veth);
+    teardown(&store, req, stored, host_veth)
 }
 
 /// Handles GC: every attachment of this network on this node that the runtime no longer lists

@@ -2,8 +2,8 @@
 
 use common::cni::Request;
 use common::datastore::model::{Profile, WorkloadEndpoint};
-use common::datastore::{Condition, Datastore, Txn, Write, keys};
-use common::error::codes;
+use common::datastore::{Condition, Datastore, Entry, Read, Txn, Write, keys};
+use common::error::{RollbackLog, codes};
 use common::{Context, Error, Result};
 
 use crate::workload::WorkloadIds;
@@ -26,6 +26,10 @@ pub struct StoredEndpoint {
 /// An absent flag means ready, so the plugin works without calico/node.
 pub fn ensure_ready(store: &Datastore) -> Result<()> {
     let flag = store.get(keys::READY).context("read the Ready flag")?;
+    check_ready(flag.as_ref())
+}
+
+fn check_ready(flag: Option<&Entry>) -> Result<()> {
     match flag.map(|entry| String::from_utf8_lossy(&entry.value).trim().to_string()) {
         Some(value) if value == "false" => Err(Error::new(
             codes::NOT_READY,
@@ -38,6 +42,71 @@ pub fn ensure_ready(store: &Datastore) -> Result<()> {
     }
 }
 
+/// ADD's first read, one request: the Ready flag (refusing when it is `false`) and the
+/// workload's endpoint when it has exactly one (as Calico's List does; several would be
+/// ambiguous and count as none).
+pub fn read_for_add(store: &Datastore, ids: &WorkloadIds) -> Result<Option<StoredEndpoint>> {
+    let prefix = keys::workload_endpoints_prefix(&ids.node, &ids.orchestrator, &ids.workload);
+    let reads = [
+        Read::Key(keys::READY.to_string()),
+        Read::Prefix(prefix.clone()),
+    ];
+    let mut answers = store
+        .read(&reads)
+        .with_context(|| format!("read the Ready flag and {prefix}"))?
+        .into_iter();
+    check_ready(answers.next().unwrap_or_default().first())?;
+    single_endpoint(answers.next().unwrap_or_default())
+}
+
+/// DEL's first read, one request: the Ready flag (refusing when it is `false`), this
+/// attachment's endpoint and the entry at `record_key`.
+pub fn read_for_del(
+    store: &Datastore,
+    ids: &WorkloadIds,
+    record_key: &str,
+) -> Result<(Option<StoredEndpoint>, Option<Entry>)> {
+    let key = endpoint_key(ids);
+    let reads = [
+        Read::Key(keys::READY.to_string()),
+        Read::Key(key.clone()),
+        Read::Key(record_key.to_string()),
+    ];
+    let mut answers = store
+        .read(&reads)
+        .with_context(|| format!("read the Ready flag, {key} and {record_key}"))?
+        .into_iter();
+    check_ready(answers.next().unwrap_or_default().first())?;
+    let endpoint = answers
+        .next()
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+        .map(stored_endpoint)
+        .transpose()?;
+    Ok((
+        endpoint,
+        answers.next().unwrap_or_default().into_iter().next(),
+    ))
+}
+
+fn single_endpoint(mut entries: Vec<Entry>) -> Result<Option<StoredEndpoint>> {
+    if entries.len() != 1 {
+        return Ok(None);
+    }
+    stored_endpoint(entries.remove(0)).map(Some)
+}
+
+fn stored_endpoint(entry: Entry) -> Result<StoredEndpoint> {
+    let endpoint = WorkloadEndpoint::from_json(&entry.value)
+        .with_context(|| format!("decode endpoint {}", entry.key))?;
+    Ok(StoredEndpoint {
+        key: entry.key,
+        endpoint,
+        revision: entry.mod_revision,
+    })
+}
+
 /// The workload's endpoint, when it has exactly one (as Calico's List does; several would be
 /// ambiguous and are treated as none).
 pub fn find_workload_endpoint(
@@ -45,20 +114,11 @@ pub fn find_workload_endpoint(
     ids: &WorkloadIds,
 ) -> Result<Option<StoredEndpoint>> {
     let prefix = keys::workload_endpoints_prefix(&ids.node, &ids.orchestrator, &ids.workload);
-    let mut entries = store
-        .list(&prefix)
-        .with_context(|| format!("list endpoints under {prefix}"))?;
-    if entries.len() != 1 {
-        return Ok(None);
-    }
-    let entry = entries.remove(0);
-    let endpoint = WorkloadEndpoint::from_json(&entry.value)
-        .with_context(|| format!("decode endpoint {}", entry.key))?;
-    Ok(Some(StoredEndpoint {
-        key: entry.key,
-        endpoint,
-        revision: entry.mod_revision,
-    }))
+    single_endpoint(
+        store
+            .list(&prefix)
+            .with_context(|| format!("list endpoints under {prefix}"))?,
+    )
 }
 
 /// The endpoint of this exact attachment, if stored.
@@ -68,19 +128,11 @@ pub fn read_endpoint(store: &Datastore, ids: &WorkloadIds) -> Result<Option<Stor
 
 /// The endpoint stored at `key`, if any.
 pub fn read_endpoint_at(store: &Datastore, key: &str) -> Result<Option<StoredEndpoint>> {
-    let Some(entry) = store
+    store
         .get(key)
         .with_context(|| format!("read endpoint {key}"))?
-    else {
-        return Ok(None);
-    };
-    let endpoint = WorkloadEndpoint::from_json(&entry.value)
-        .with_context(|| format!("decode endpoint {key}"))?;
-    Ok(Some(StoredEndpoint {
-        key: key.to_string(),
-        endpoint,
-        revision: entry.mod_revision,
-    }))
+        .map(stored_endpoint)
+        .transpose()
 }
 
 /// Removes `profile` from an endpoint's profiles; an endpoint deleted meanwhile is fine.
@@ -207,6 +259,7 @@ pub struct EndpointGuard<'a> {
     store: &'a Datastore,
     key: String,
     previous: Option<Vec<u8>>,
+    rollback: RollbackLog,
     committed: bool,
 }
 
@@ -227,6 +280,7 @@ impl Drop for EndpointGuard<'_> {
             None => self.store.delete(&self.key).map(|_| ()),
         };
         if let Err(err) = undone {
+            self.rollback.record_failure();
             eprintln!(
                 "calico: rollback: failed to restore endpoint {}: {err}",
                 self.key
@@ -236,70 +290,65 @@ impl Drop for EndpointGuard<'_> {
 }
 
 /// Writes the endpoint: a new one only if the key is still absent, a replacement only if the
-/// key still holds the revision that was read. When `profile` is given and does not exist
-/// yet, it is created in the same transaction, so two first ADDs on one network cannot both
-/// create it and no endpoint exists without its profile.
+/// key still holds the revision that was read. When `profile` is given, it is created in the
+/// same transaction unless it exists, so two first ADDs on one network cannot both create it
+/// and no endpoint exists without its profile. One request.
 pub fn write_endpoint<'a>(
     store: &'a Datastore,
-    key: &str,
-    endpoint: &WorkloadEndpoint,
-    previous: Option<&StoredEndpoint>,
-    profile: Option<&Profile>,
+    write: &EndpointWrite<'_>,
+    rollback: &RollbackLog,
 ) -> Result<EndpointGuard<'a>> {
-    let endpoint_write = Write::Put(key.to_string(), endpoint.to_json()?);
-    let key_condition = match previous {
+    let key = write.key;
+    let condition = match write.previous {
         Some(stored) => Condition::Revision(key.to_string(), stored.revision),
         None => Condition::Absent(key.to_string()),
     };
-    let mut with_profile = profile.map(|p| (keys::profile_tags(&p.name), p));
-    loop {
-        let mut txn = Txn {
-            conditions: vec![key_condition.clone()],
-            writes: vec![endpoint_write.clone()],
-            reads_on_failure: vec![key.to_string()],
-        };
-        if let Some((tags_key, profile)) = &with_profile {
-            txn.conditions.push(Condition::Absent(tags_key.clone()));
-            txn.writes.extend(
-                profile
-                    .key_values()?
-                    .into_iter()
-                    .map(|(k, v)| Write::Put(k, v)),
-            );
-        }
-        let outcome = store
-            .txn(&txn)
-            .with_context(|| format!("write endpoint {key}"))?;
-        if outcome.committed {
-            let previous = previous.map(|p| p.endpoint.to_json()).transpose()?;
-            return Ok(EndpointGuard {
-                store,
-                key: key.to_string(),
-                previous,
-                committed: false,
-            });
-        }
-        let current_revision = outcome
-            .current
-            .iter()
-            .find(|e| e.key == key)
-            .map(|e| e.mod_revision);
-        if current_revision != previous.map(|p| p.revision) {
-            return Err(Error::new(
-                codes::CONFLICT,
-                format!("endpoint {key} was changed by another writer"),
-            )
-            .with_kind(common::Kind::CasConflict));
-        }
-        if with_profile.take().is_none() {
-            return Err(Error::new(
-                codes::CONFLICT,
-                format!("endpoint {key} could not be written"),
-            ));
-        }
-        // The profile exists already (another workload of the network made it): write the
-        // endpoint alone.
+    let mut writes = vec![Write::Put(key.to_string(), write.endpoint.to_json()?)];
+    if let Some(profile) = write.profile {
+        let puts = profile
+            .key_values()?
+            .into_iter()
+            .map(|(k, v)| Write::Put(k, v))
+            .collect();
+        writes.push(Write::IfAbsent {
+            key: keys::profile_tags(&profile.name),
+            writes: puts,
+        });
     }
+    let txn = Txn {
+        conditions: vec![condition],
+        writes,
+        reads_on_failure: Vec::new(),
+    };
+    let outcome = store
+        .txn(&txn)
+        .with_context(|| format!("write endpoint {key}"))?;
+    if !outcome.committed {
+        return Err(Error::new(
+            codes::CONFLICT,
+            format!("endpoint {key} was changed by another writer"),
+        )
+        .with_kind(common::Kind::CasConflict));
+    }
+    Ok(EndpointGuard {
+        store,
+        key: key.to_string(),
+        previous: write.previous.map(|p| p.endpoint.to_json()).transpose()?,
+        rollback: rollback.clone(),
+        committed: false,
+    })
+}
+
+/// What [`write_endpoint`] writes.
+pub struct EndpointWrite<'a> {
+    /// The endpoint's key.
+    pub key: &'a str,
+    /// The value.
+    pub endpoint: &'a WorkloadEndpoint,
+    /// The endpoint it replaces (a pod's earlier sandbox), as read.
+    pub previous: Option<&'a StoredEndpoint>,
+    /// The network's profile, created unless it exists.
+    pub profile: Option<&'a Profile>,
 }
 
 /// Creates the profile unless it exists; profiles are never updated by the plugin.

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use common::Result;
 use common::cni::{CniResult, Command, IpConfig, Request, delegate};
+use common::error::RollbackLog;
 use ipnetwork::IpNetwork;
 
 use crate::pod::{self, AddressSource};
@@ -16,6 +17,7 @@ pub struct IpamLease<'a> {
     /// The addresses and DNS settings.
     pub result: CniResult,
     from_ipam: bool,
+    rollback: RollbackLog,
     committed: bool,
 }
 
@@ -32,6 +34,7 @@ impl Drop for IpamLease<'_> {
             && !self.committed
             && let Err(err) = release(self.req)
         {
+            self.rollback.record_failure();
             eprintln!(
                 "calico: rollback: failed to release addresses of {}: {err}",
                 self.req.container_id
@@ -41,30 +44,39 @@ impl Drop for IpamLease<'_> {
 }
 
 /// Gets the addresses: IPAM ADD, one IPAM ADD per requested address, or none at all.
-pub fn allocate<'a>(req: &'a Request, source: &AddressSource) -> Result<IpamLease<'a>> {
+pub fn allocate<'a>(
+    req: &'a Request,
+    source: &AddressSource,
+    rollback: &RollbackLog,
+) -> Result<IpamLease<'a>> {
+    // Nothing to release until the IPAM plugin has answered an ADD: one that failed cleaned up
+    // after itself.
     let mut lease = IpamLease {
         req,
         result: CniResult::default(),
-        from_ipam: true,
+        from_ipam: false,
+        rollback: rollback.clone(),
         committed: false,
     };
     match source {
-        AddressSource::Ipam => lease.result = delegate::ipam_add(req)?,
+        AddressSource::Ipam => {
+            lease.result = delegate::ipam_add(req)?;
+            lease.from_ipam = true;
+        }
         AddressSource::IpamRequested(addresses) => {
-            // The lease exists before the first call, so a failure on the second address
-            // releases the first.
+            // The lease exists before the second call, so a failure there releases the first.
             for &address in addresses {
                 let asking = Request {
                     args: req.args.with_ip(address),
                     ..req.clone()
                 };
                 let answer = delegate::ipam_add(&asking)?;
+                lease.from_ipam = true;
                 lease.result.ips.extend(answer.ips.into_iter().take(1));
                 lease.result.dns = answer.dns;
             }
         }
         AddressSource::NoIpam(addresses) => {
-            lease.from_ipam = false;
             lease.result.ips = addresses
                 .iter()
                 .map(|&ip| IpConfig {

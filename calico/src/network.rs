@@ -5,6 +5,7 @@ use std::path::Path;
 
 use common::cni::Request;
 use common::dataplane::{addr, configure_container_interface, netns, route, sysctl, veth};
+use common::error::RollbackLog;
 use common::error::codes;
 use common::{Error, Result};
 use ipnetwork::IpNetwork;
@@ -47,6 +48,7 @@ pub fn create_workload_interfaces(
     netns_path: &Path,
     host: &attachment::HostVeth,
     addresses: &[IpNetwork],
+    rollback: &RollbackLog,
 ) -> Result<veth::VethGuard> {
     let host_ifname = host.name.as_str();
     if host.replaces_stale_link {
@@ -55,7 +57,8 @@ pub fn create_workload_interfaces(
     }
     let mut request = veth::VethRequest::new(host_ifname, &req.ifname, netns_path);
     request.mtu = req.config.mtu;
-    let pair = veth::create_veth(&request)?;
+    let mut pair = veth::create_veth(&request)?;
+    pair.report_rollback_to(rollback);
     crash::point("after-veth");
     let has_ipv4 = addresses.iter().any(IpNetwork::is_ipv4);
     let has_ipv6 = addresses.iter().any(IpNetwork::is_ipv6);

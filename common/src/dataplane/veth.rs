@@ -12,6 +12,7 @@ use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use super::netns::{self, Probe};
 use super::{format_mac, netlink_error, with_netlink};
+use crate::error::RollbackLog;
 use crate::error::codes::DATAPLANE;
 use crate::{Error, Kind, Result};
 
@@ -60,9 +61,15 @@ pub struct VethGuard {
     container_index: u32,
     container_mac: String,
     committed: bool,
+    rollback_log: Option<RollbackLog>,
 }
 
 impl VethGuard {
+    /// Reports a failed rollback of this pair to `log` as well as to stderr.
+    pub fn report_rollback_to(&mut self, log: &RollbackLog) {
+        self.rollback_log = Some(log.clone());
+    }
+
     /// Name of the host end.
     pub fn host_ifname(&self) -> &str {
         &self.host_ifname
@@ -101,6 +108,9 @@ impl Drop for VethGuard {
         }
         if let Err(err) = delete_link(&self.host_ifname) {
             eprintln!("rollback: delete host veth {}: {err}", self.host_ifname);
+            if let Some(log) = &self.rollback_log {
+                log.record_failure();
+            }
         }
     }
 }
@@ -233,6 +243,7 @@ pub fn create_veth(req: &VethRequest) -> Result<VethGuard> {
     drop(netns_file);
     // From here on the pair exists: every early return deletes it through the guard.
     let mut guard = VethGuard {
+        rollback_log: None,
         host_ifname: req.host_ifname.clone(),
         host_index: 0,
         container_ifname: req.container_ifname.clone(),

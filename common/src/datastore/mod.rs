@@ -66,6 +66,15 @@ pub enum Write {
     Put(String, Vec<u8>),
     /// Delete the key (a missing key is not an error).
     Delete(String),
+    /// Apply `writes` only when `key` does not exist before the transaction (its own writes do
+    /// not count). When it does, the group is skipped and the rest of the transaction still
+    /// commits. Groups do not nest, and etcd refuses a key written twice in one transaction.
+    IfAbsent {
+        /// The key whose absence the group needs.
+        key: String,
+        /// Applied together when `key` is absent: puts and deletes only.
+        writes: Vec<Write>,
+    },
 }
 
 /// One read of [`Datastore::read`].
@@ -304,10 +313,11 @@ impl Datastore {
         Ok(resp.deleted() > 0)
     }
 
-    /// Runs a transaction in one round trip.
+    /// Runs a transaction in one round trip. A [`Write::IfAbsent`] group inside another one is
+    /// refused before anything is sent.
     pub fn txn(&self, txn: &Txn) -> Result<TxnOutcome> {
         let log_key = txn_log_key(txn);
-        let request = etcd_txn(txn);
+        let request = etcd_txn(txn)?;
         let resp = self.request("txn", log_key, |mut kv| {
             let request = request.clone();
             async move { kv.txn(request).await }
@@ -511,7 +521,7 @@ fn txn_log_key(txn: &Txn) -> &str {
         Condition::Absent(key) | Condition::Revision(key, _) => key.as_str(),
     });
     let write_keys = txn.writes.iter().map(|w| match w {
-        Write::Put(key, _) | Write::Delete(key) => key.as_str(),
+        Write::Put(key, _) | Write::Delete(key) | Write::IfAbsent { key, .. } => key.as_str(),
     });
     condition_keys
         .chain(write_keys)
@@ -520,7 +530,7 @@ fn txn_log_key(txn: &Txn) -> &str {
         .unwrap_or("")
 }
 
-fn etcd_txn(txn: &Txn) -> etcd_client::Txn {
+fn etcd_txn(txn: &Txn) -> Result<etcd_client::Txn> {
     let compares: Vec<Compare> = txn
         .conditions
         .iter()
@@ -532,23 +542,46 @@ fn etcd_txn(txn: &Txn) -> etcd_client::Txn {
             }
         })
         .collect();
-    let writes: Vec<TxnOp> = txn
-        .writes
-        .iter()
-        .map(|w| match w {
-            Write::Put(key, value) => TxnOp::put(key.as_str(), value.clone(), None),
-            Write::Delete(key) => TxnOp::delete(key.as_str(), None),
-        })
-        .collect();
+    let writes = txn.writes.iter().map(etcd_write).collect::<Result<Vec<_>>>()?;
     let reads: Vec<TxnOp> = txn
         .reads_on_failure
         .iter()
         .map(|key| TxnOp::get(key.as_str(), None))
         .collect();
-    etcd_client::Txn::new()
+    Ok(etcd_client::Txn::new()
         .when(compares)
         .and_then(writes)
-        .or_else(reads)
+        .or_else(reads))
+}
+
+/// One write as a transaction operation. A conditional group becomes a nested transaction
+/// (etcd 3.3 and later), whose failed condition does not fail the enclosing one.
+fn etcd_write(write: &Write) -> Result<TxnOp> {
+    Ok(match write {
+        Write::Put(key, value) => TxnOp::put(key.as_str(), value.clone(), None),
+        Write::Delete(key) => TxnOp::delete(key.as_str(), None),
+        Write::IfAbsent { key, writes } => {
+            let ops = writes
+                .iter()
+                .map(|w| match w {
+                    Write::IfAbsent { key: inner, .. } => Err(Error::new(
+                        codes::DATASTORE,
+                        format!(
+                            "etcd write group for absent {inner} inside the group for absent \
+                             {key}: groups do not nest"
+                        ),
+                    )),
+                    _ => etcd_write(w),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            // A key that does not exist has create_revision 0.
+            TxnOp::txn(
+                etcd_client::Txn::new()
+                    .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+                    .and_then(ops),
+            )
+        }
+    })
 }
 
 /// TLS options for `https` endpoints from the configured CA, certificate and key files.
@@ -1117,6 +1150,105 @@ mod tests {
 
     #[test]
     #[ignore = "starts etcd"]
+    fn if_absent_group_is_applied_only_when_its_key_is_absent() {
+        let etcd = EtcdServer::start();
+        let ds = Datastore::connect(&etcd.settings()).unwrap();
+        let endpoint = "/calico/v1/host/n/workload/k8s/p/endpoint/eth0";
+        let profile = "/calico/v1/policy/profile/kns.default/rules";
+        let with_profile = |endpoint_value: &[u8], profile_value: &[u8]| Txn {
+            conditions: vec![],
+            writes: vec![
+                Write::Put(endpoint.into(), endpoint_value.to_vec()),
+                Write::IfAbsent {
+                    key: profile.into(),
+                    writes: vec![Write::Put(profile.into(), profile_value.to_vec())],
+                },
+            ],
+            reads_on_failure: vec![],
+        };
+
+        // Absent: the group is applied with the rest, in one request.
+        assert!(ds.txn(&with_profile(b"ep1", b"rules1")).unwrap().committed);
+        assert_eq!(ds.requests_made(), 1);
+        let read = ds
+            .read(&[Read::Key(endpoint.into()), Read::Key(profile.into())])
+            .unwrap();
+        assert_eq!(pairs(&read[0]), [(endpoint, &b"ep1"[..])]);
+        assert_eq!(pairs(&read[1]), [(profile, &b"rules1"[..])]);
+
+        // Present: the group is skipped, the rest still commits.
+        let outcome = ds.txn(&with_profile(b"ep2", b"rules2")).unwrap();
+        assert_eq!(
+            outcome,
+            TxnOutcome {
+                committed: true,
+                current: vec![]
+            }
+        );
+        assert_eq!(ds.requests_made(), 3);
+        assert_eq!(ds.get(endpoint).unwrap().unwrap().value, b"ep2");
+        assert_eq!(ds.get(profile).unwrap().unwrap().value, b"rules1");
+    }
+
+    #[test]
+    #[ignore = "starts etcd"]
+    fn failed_outer_condition_writes_nothing_including_the_group() {
+        let etcd = EtcdServer::start();
+        let ds = Datastore::connect(&etcd.settings()).unwrap();
+        let endpoint = "/calico/v1/host/n/workload/k8s/p/endpoint/eth0";
+        let profile = "/calico/v1/policy/profile/kns.default/rules";
+        ds.put(endpoint, b"existing").unwrap();
+        let create = Txn {
+            conditions: vec![Condition::Absent(endpoint.into())],
+            writes: vec![
+                Write::Put(endpoint.into(), b"new".to_vec()),
+                Write::IfAbsent {
+                    key: profile.into(),
+                    writes: vec![
+                        Write::Put(profile.into(), b"rules".to_vec()),
+                        Write::Put("/calico/t/labels".into(), b"l".to_vec()),
+                    ],
+                },
+            ],
+            reads_on_failure: vec![endpoint.into()],
+        };
+        let outcome = ds.txn(&create).unwrap();
+        assert!(!outcome.committed);
+        assert_eq!(pairs(&outcome.current), [(endpoint, &b"existing"[..])]);
+        let read = ds
+            .read(&[
+                Read::Key(endpoint.into()),
+                Read::Key(profile.into()),
+                Read::Key("/calico/t/labels".into()),
+            ])
+            .unwrap();
+        assert_eq!(pairs(&read[0]), [(endpoint, &b"existing"[..])]);
+        assert_eq!((read[1].len(), read[2].len()), (0, 0));
+        assert_eq!(ds.requests_made(), 3);
+    }
+
+    #[test]
+    fn nested_if_absent_groups_are_refused_before_sending() {
+        let ds = Datastore::connect(&settings_for(vec![dead_endpoint()])).unwrap();
+        let txn = Txn {
+            conditions: vec![],
+            writes: vec![Write::IfAbsent {
+                key: "/calico/t/outer".into(),
+                writes: vec![Write::IfAbsent {
+                    key: "/calico/t/inner".into(),
+                    writes: vec![Write::Put("/calico/t/x".into(), b"x".to_vec())],
+                }],
+            }],
+            reads_on_failure: vec![],
+        };
+        let err = ds.txn(&txn).unwrap_err();
+        assert!(err.msg().contains("/calico/t/inner"), "{err:?}");
+        assert!(err.msg().contains("/calico/t/outer"), "{err:?}");
+        assert_eq!(ds.requests_made(), 0);
+    }
+
+    #[test]
+    #[ignore = "starts etcd"]
     fn dead_first_endpoint_fails_over_to_live_ones() {
         let etcd = EtcdServer::start();
         let endpoints = vec![
@@ -1303,6 +1435,14 @@ mod tests {
             reads_on_failure: vec!["/c".into()],
         };
         assert_eq!(txn_log_key(&txn), "/b");
+        let group = Txn {
+            writes: vec![Write::IfAbsent {
+                key: "/g".into(),
+                writes: vec![Write::Put("/p".into(), vec![])],
+            }],
+            ..Txn::default()
+        };
+        assert_eq!(txn_log_key(&group), "/g");
         assert_eq!(txn_log_key(&Txn::default()), "");
     }
 }

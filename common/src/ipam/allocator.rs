@@ -942,6 +942,7 @@ fn already_applied(txn: &Txn, current: &[Entry]) -> bool {
             Write::Delete(k) => {
                 txn.reads_on_failure.contains(k) && !current.iter().any(|e| &e.key == k)
             }
+            Write::IfAbsent { .. } => false,
         })
 }
 

@@ -173,7 +173,19 @@ impl Store for MemoryStore {
         }
         state.revision += 1;
         let revision = state.revision;
-        for write in &txn.writes {
+        // Like etcd, a group's condition sees the entries from before this transaction.
+        let writes: Vec<&Write> = txn
+            .writes
+            .iter()
+            .flat_map(|w| match w {
+                Write::IfAbsent { key, writes } if !state.entries.contains_key(key) => {
+                    writes.iter().collect()
+                }
+                Write::IfAbsent { .. } => Vec::new(),
+                other => vec![other],
+            })
+            .collect();
+        for write in writes {
             match write {
                 Write::Put(k, v) => {
                     let create_revision =
@@ -189,6 +201,8 @@ impl Store for MemoryStore {
                 Write::Delete(k) => {
                     state.entries.remove(k);
                 }
+                // Groups do not nest; the datastore refuses nested ones.
+                Write::IfAbsent { .. } => {}
             }
         }
         Ok(TxnOutcome {
