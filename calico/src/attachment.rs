@@ -237,15 +237,17 @@ pub fn decode_record(entry: &Entry) -> Result<AttachmentRecord> {
 /// Who holds the claim on `name` on this node, if anyone.
 pub fn read_claim(store: &Datastore, node: &str, name: &str) -> Result<Option<HostVethClaim>> {
     let key = keys::host_veth_claim(node, name);
-    let Some(entry) = store
+    store
         .get(&key)
         .with_context(|| format!("read claim {key}"))?
-    else {
-        return Ok(None);
-    };
-    Ok(Some(
-        serde_json::from_slice(&entry.value).with_context(|| format!("decode claim {key}"))?,
-    ))
+        .as_ref()
+        .map(decode_claim)
+        .transpose()
+}
+
+/// The claim stored in `entry`.
+pub fn decode_claim(entry: &Entry) -> Result<HostVethClaim> {
+    serde_json::from_slice(&entry.value).with_context(|| format!("decode claim {}", entry.key))
 }
 
 /// Every record of this network on this node. A record that cannot be read is reported and
@@ -269,26 +271,10 @@ pub fn list_attachments(
     Ok((records, broken))
 }
 
-/// Deletes this request's record, and the claim on `claimed_host_veth` (which the caller found
-/// held by this container); absent keys are fine.
-pub fn delete_attachment(
-    store: &Datastore,
-    req: &Request,
-    claimed_host_veth: Option<&str>,
-) -> Result<()> {
-    let key = attachment_key(req);
-    let mut writes = vec![Write::Delete(key.clone())];
-    if let Some(name) = claimed_host_veth {
-        writes.push(Write::Delete(keys::host_veth_claim(
-            &req.config.nodename,
-            name,
-        )));
-    }
-    store
-        .txn(&Txn {
-            writes,
-            ..Txn::default()
-        })
-        .with_context(|| format!("delete attachment record {key}"))?;
-    Ok(())
+/// The keys that go with the attachment once everything else is gone: its record, and the
+/// claim on `claimed_host_veth` (which the caller found held by this container).
+pub fn attachment_keys(req: &Request, claimed_host_veth: Option<&str>) -> Vec<String> {
+    let mut keys = vec![attachment_key(req)];
+    keys.extend(claimed_host_veth.map(|name| keys::host_veth_claim(&req.config.nodename, name)));
+    keys
 }

@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 
 use common::cni::{CniArgs, Command, Request, delegate};
-use common::datastore::Datastore;
 use common::datastore::model::AttachmentRecord;
+use common::datastore::model::HostVethClaim;
+use common::datastore::{Datastore, keys};
 use common::{Error, Result};
 
 use crate::attachment;
@@ -14,21 +15,46 @@ use crate::ipam;
 use crate::network;
 use crate::workload::WorkloadIds;
 
-/// Handles DEL. The endpoint is read first: when etcd cannot say what exists, nothing is
-/// touched. A container that joined this network on top of another one only leaves it.
+/// Handles DEL. The endpoint is read first, with the Ready flag, the record and the claim on the
+/// usual host veth name, in one request: when etcd cannot say what exists, nothing is touched.
+/// A container that joined this network on top of another one only leaves it.
 pub fn del(req: &Request) -> Result<()> {
     let ids = WorkloadIds::for_request(req);
     let store = Datastore::connect(&req.config.etcd)?;
-    let (stored, record) = endpoint::read_for_del(&store, &ids, &attachment::attachment_key(req))?;
+    let usual = ids.host_veth_name(&req.container_id);
+    let also = [
+        attachment::attachment_key(req),
+        keys::host_veth_claim(&req.config.nodename, &usual),
+    ];
+    let (stored, found) = endpoint::read_for_del(&store, &ids, &also)?;
     if let Some(joined) = endpoint::joined_endpoint(&store, req, &ids, stored.as_ref())? {
         return leave_network(&store, req, joined);
     }
-    let host_veth = record
+    let record = found[0]
         .as_ref()
         .map(attachment::decode_record)
-        .transpose()?
-        .map(|r| r.host_veth);
-    teardown(&store, req, stored, host_veth)
+        .transpose()?;
+    let host_veth = stored
+        .as_ref()
+        .map(|s| s.endpoint.name.clone())
+        .or(record.map(|r| r.host_veth));
+    let claim = match host_veth.as_deref() {
+        Some(name) if name == usual => found[1]
+            .as_ref()
+            .map(attachment::decode_claim)
+            .transpose()?,
+        Some(name) => attachment::read_claim(&store, &req.config.nodename, name)?,
+        None => None,
+    };
+    teardown(
+        &store,
+        req,
+        stored,
+        HostVethState {
+            name: host_veth,
+            claim,
+        },
+    )
 }
 
 /// Handles GC: every attachment of this network on this node that the runtime no longer lists
@@ -47,12 +73,12 @@ pub fn gc(req: &Request) -> Result<()> {
     for record in records.into_iter().filter(|r| !is_valid(r)) {
         let attachment_req = request_for(req, &record);
         let outcome = endpoint::read_endpoint_at(&store, &record.endpoint).and_then(|stored| {
-            teardown(
-                &store,
-                &attachment_req,
-                stored,
-                Some(record.host_veth.clone()),
-            )
+            let claim = attachment::read_claim(&store, &req.config.nodename, &record.host_veth)?;
+            let host_veth = HostVethState {
+                name: Some(record.host_veth.clone()),
+                claim,
+            };
+            teardown(&store, &attachment_req, stored, host_veth)
         });
         let context = format!(
             "collect attachment {}/{}",
@@ -64,48 +90,50 @@ pub fn gc(req: &Request) -> Result<()> {
     Error::combine(failures)
 }
 
-/// Releases, deletes and removes everything of one attachment, then its record. A pod's
-/// endpoint owned by another sandbox (a late DEL of an older one) is left alone, and so is a
-/// host veth whose name another sandbox or container holds now; this sandbox's addresses and
-/// container interface go all the same. The record stays when something failed, so a retry
-/// finds it.
+/// The host veth an attachment used, and who holds the claim on its name now.
+struct HostVethState {
+    name: Option<String>,
+    claim: Option<HostVethClaim>,
+}
+
+/// Releases the addresses, removes the interfaces, then deletes the endpoint (and, when all
+/// went well, the record and the claim) in one transaction. A pod's endpoint owned by another
+/// sandbox (a late DEL of an older one) is left alone, and so is a host veth whose name another
+/// sandbox or container holds now; this sandbox's addresses and container interface go all the
+/// same. The record stays when something failed, so a retry finds it.
 fn teardown(
     store: &Datastore,
     req: &Request,
     stored: Option<StoredEndpoint>,
-    recorded_host_veth: Option<String>,
+    host_veth: HostVethState,
 ) -> Result<()> {
     let owned = stored
         .as_ref()
         .is_none_or(|s| owned_by(s, &req.container_id));
     let stored = stored.filter(|_| owned);
-    let host_veth = stored
-        .as_ref()
-        .map(|s| s.endpoint.name.clone())
-        .or(recorded_host_veth);
-    let claim = match &host_veth {
-        Some(name) => attachment::read_claim(store, &req.config.nodename, name)?,
-        None => None,
-    };
-    let claim_is_ours = claim
+    let claim_is_ours = host_veth
+        .claim
         .as_ref()
         .is_none_or(|c| c.container_id == req.container_id);
-    let removable_host_veth = host_veth.as_deref().filter(|_| owned && claim_is_ours);
-    let failures: Vec<Error> = [
+    let removable_host_veth = host_veth.name.as_deref().filter(|_| owned && claim_is_ours);
+    let mut failures: Vec<Error> = [
         ipam::release(req),
-        stored
-            .as_ref()
-            .map_or(Ok(()), |s| endpoint::delete_endpoint(store, s).map(|_| ())),
         network::remove_workload_interfaces(req, removable_host_veth),
     ]
     .into_iter()
     .filter_map(Result::err)
     .collect();
-    if failures.is_empty() {
+    let also = if failures.is_empty() {
         let held_claim = host_veth
+            .name
             .as_deref()
-            .filter(|_| claim.is_some() && claim_is_ours);
-        attachment::delete_attachment(store, req, held_claim)?;
+            .filter(|_| host_veth.claim.is_some() && claim_is_ours);
+        attachment::attachment_keys(req, held_claim)
+    } else {
+        Vec::new()
+    };
+    if stored.is_some() || !also.is_empty() {
+        failures.extend(endpoint::delete_endpoint(store, stored.as_ref(), &also).err());
     }
     Error::combine(failures)
 }

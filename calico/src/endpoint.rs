@@ -60,34 +60,24 @@ pub fn read_for_add(store: &Datastore, ids: &WorkloadIds) -> Result<Option<Store
 }
 
 /// DEL's first read, one request: the Ready flag (refusing when it is `false`), this
-/// attachment's endpoint and the entry at `record_key`.
+/// attachment's endpoint, and the entries at `also` (in that order; `None` when absent).
 pub fn read_for_del(
     store: &Datastore,
     ids: &WorkloadIds,
-    record_key: &str,
-) -> Result<(Option<StoredEndpoint>, Option<Entry>)> {
+    also: &[String],
+) -> Result<(Option<StoredEndpoint>, Vec<Option<Entry>>)> {
     let key = endpoint_key(ids);
-    let reads = [
-        Read::Key(keys::READY.to_string()),
-        Read::Key(key.clone()),
-        Read::Key(record_key.to_string()),
-    ];
-    let mut answers = store
+    let mut reads = vec![Read::Key(keys::READY.to_string()), Read::Key(key.clone())];
+    reads.extend(also.iter().map(|k| Read::Key(k.clone())));
+    let answers = store
         .read(&reads)
-        .with_context(|| format!("read the Ready flag, {key} and {record_key}"))?
-        .into_iter();
-    check_ready(answers.next().unwrap_or_default().first())?;
-    let endpoint = answers
-        .next()
-        .unwrap_or_default()
+        .with_context(|| format!("read the Ready flag and {key}"))?;
+    let mut firsts = answers
         .into_iter()
-        .next()
-        .map(stored_endpoint)
-        .transpose()?;
-    Ok((
-        endpoint,
-        answers.next().unwrap_or_default().into_iter().next(),
-    ))
+        .map(|entries| entries.into_iter().next());
+    check_ready(firsts.next().flatten().as_ref())?;
+    let endpoint = firsts.next().flatten().map(stored_endpoint).transpose()?;
+    Ok((endpoint, firsts.collect()))
 }
 
 fn single_endpoint(mut entries: Vec<Entry>) -> Result<Option<StoredEndpoint>> {
@@ -369,24 +359,38 @@ pub fn ensure_profile(store: &Datastore, profile: &Profile) -> Result<()> {
 }
 
 /// Deletes this attachment's endpoint if it is still the revision that was read, so that an
-/// endpoint rewritten meanwhile survives. True when it was deleted; absent is fine.
-pub fn delete_endpoint(store: &Datastore, stored: &StoredEndpoint) -> Result<bool> {
+/// endpoint rewritten meanwhile survives (and the DEL fails, to be retried), together with the
+/// keys in `also`, in one transaction. An endpoint already gone is fine.
+pub fn delete_endpoint(
+    store: &Datastore,
+    stored: Option<&StoredEndpoint>,
+    also: &[String],
+) -> Result<()> {
+    let mut writes: Vec<Write> = also.iter().map(|k| Write::Delete(k.clone())).collect();
+    let mut conditions = Vec::new();
+    if let Some(stored) = stored {
+        conditions.push(Condition::Revision(stored.key.clone(), stored.revision));
+        writes.push(Write::Delete(stored.key.clone()));
+    }
+    let what = stored.map_or_else(|| also.join(", "), |s| s.key.clone());
+    let reads_on_failure = stored.map(|s| s.key.clone()).into_iter().collect();
     let outcome = store
         .txn(&Txn {
-            conditions: vec![Condition::Revision(stored.key.clone(), stored.revision)],
-            writes: vec![Write::Delete(stored.key.clone())],
-            reads_on_failure: vec![stored.key.clone()],
+            conditions,
+            writes,
+            reads_on_failure,
         })
-        .with_context(|| format!("delete endpoint {}", stored.key))?;
-    if outcome.committed || outcome.current.is_empty() {
-        return Ok(outcome.committed);
+        .with_context(|| format!("delete {what}"))?;
+    match (outcome.committed, stored) {
+        (true, _) | (false, None) => Ok(()),
+        (false, Some(_)) if outcome.current.is_empty() => delete_endpoint(store, None, also),
+        (false, Some(stored)) => Err(Error::new(
+            codes::CONFLICT,
+            format!(
+                "endpoint {} was modified before it could be deleted",
+                stored.key
+            ),
+        )
+        .with_kind(common::Kind::CasConflict)),
     }
-    Err(Error::new(
-        codes::CONFLICT,
-        format!(
-            "endpoint {} was modified before it could be deleted",
-            stored.key
-        ),
-    )
-    .with_kind(common::Kind::CasConflict))
 }
