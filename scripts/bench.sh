@@ -83,8 +83,8 @@ cycles() {
         echo $(((t1 - t0) / 1000)) >>"$WORK/add.us"
         echo $(((t2 - t1) / 1000)) >>"$WORK/del.us"
     done
-    printf '%-26s ADD  %s' "$label" "$(stats "$WORK/add.us")"
-    printf '%-26s DEL  %s' "" "$(stats "$WORK/del.us")"
+    printf "%-26s ADD  %s\n" "$label" "$(stats "$WORK/add.us")"
+    printf "%-26s DEL  %s\n" "" "$(stats "$WORK/del.us")"
 }
 
 # requests CONF: the etcd requests of one ADD and one DEL, both plugins together.
@@ -101,14 +101,17 @@ requests() {
 
 # burst CONF: P ADDs started at once (separate processes, separate netns), then P DELs.
 burst() {
-    local i t0 t1 t2
+    local i t0 t1 t2 pids
     for i in $(seq 1 "$P"); do ip netns add "$NETNS_PREFIX-b$i"; done
+    # Wait for these jobs only: a plain `wait` would also wait for etcd.
+    pids=()
     t0=$(now_ns)
-    for i in $(seq 1 "$P"); do cni ADD "$BIN/calico" "$1" "burst$i$$" "$NETNS_PREFIX-b$i" & done
-    wait
+    for i in $(seq 1 "$P"); do cni ADD "$BIN/calico" "$1" "burst$i$$" "$NETNS_PREFIX-b$i" & pids+=($!); done
+    wait "${pids[@]}"
     t1=$(now_ns)
-    for i in $(seq 1 "$P"); do cni DEL "$BIN/calico" "$1" "burst$i$$" "$NETNS_PREFIX-b$i" & done
-    wait
+    pids=()
+    for i in $(seq 1 "$P"); do cni DEL "$BIN/calico" "$1" "burst$i$$" "$NETNS_PREFIX-b$i" & pids+=($!); done
+    wait "${pids[@]}"
     t2=$(now_ns)
     for i in $(seq 1 "$P"); do ip netns del "$NETNS_PREFIX-b$i"; done
     printf '%d parallel ADDs (%s): %d ms in all; %d parallel DELs: %d ms\n' "$P" "$(basename "$1" .conf)" \
