@@ -2,11 +2,11 @@
 
 use std::net::IpAddr;
 
+use common::Result;
 use common::cni::Request;
 use common::datastore::Datastore;
 use common::error::codes;
 use common::ipam::{handle_id, handle_mismatches};
-use common::Result;
 
 /// Handles CHECK: reads `prevResult`'s addresses, then compares them with what the handle
 /// `<network>.<container id>` holds. Every difference is reported, each in its own sentence.

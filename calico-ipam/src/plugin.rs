@@ -61,7 +61,7 @@ impl Plugin for CalicoIpam {
         gc::gc(req)
     }
 
-    fn implements_status_and_gc(&self) -> bool {
+    fn supports_1_1_0(&self) -> bool {
         true
     }
 }

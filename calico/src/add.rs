@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use common::Result;
 use common::cni::{CniResult, Interface, IpConfig, Reply, Request};
+use common::dataplane::format_mac;
 use common::dataplane::veth::{HOST_MAC, VethGuard};
 use common::datastore::model::{Profile, WorkloadEndpoint};
 use common::datastore::{Datastore, keys};
@@ -170,7 +171,7 @@ fn attachment_result(
         interfaces: vec![
             Interface {
                 name: pair.host_ifname().to_string(),
-                mac: Some(host_mac_text()),
+                mac: Some(format_mac(&HOST_MAC)),
                 sandbox: None,
             },
             Interface {
@@ -197,7 +198,7 @@ fn endpoint_result(req: &Request, key: &str, endpoint: &WorkloadEndpoint) -> Cni
         interfaces: vec![
             Interface {
                 name: endpoint.name.clone(),
-                mac: Some(host_mac_text()),
+                mac: Some(format_mac(&HOST_MAC)),
                 sandbox: None,
             },
             Interface {
@@ -221,13 +222,4 @@ fn endpoint_result(req: &Request, key: &str, endpoint: &WorkloadEndpoint) -> Cni
             .collect(),
         ..CniResult::default()
     }
-}
-
-/// The host end's MAC as the result prints it.
-fn host_mac_text() -> String {
-    HOST_MAC
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }

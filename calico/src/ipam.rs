@@ -1,7 +1,6 @@
 //! The addresses, from the IPAM plugin named in `ipam.type` (or, for a pod annotated with
 //! `ipAddrsNoIpam`, as given).
 
-use std::net::IpAddr;
 
 use common::Result;
 use common::cni::{CniResult, Command, IpConfig, Request, delegate};
@@ -80,7 +79,7 @@ pub fn allocate<'a>(
             lease.result.ips = addresses
                 .iter()
                 .map(|&ip| IpConfig {
-                    address: host_network(ip),
+                    address: IpNetwork::from(ip),
                     gateway: None,
                     interface: None,
                 })
@@ -102,15 +101,8 @@ pub fn workload_addresses(result: &CniResult) -> Vec<IpNetwork> {
     result
         .ips
         .iter()
-        .map(|ip| host_network(ip.address.ip()))
+        .map(|ip| IpNetwork::from(ip.address.ip()))
         .collect()
-}
-
-fn host_network(ip: IpAddr) -> IpNetwork {
-    match ip {
-        IpAddr::V4(v4) => IpNetwork::V4(v4.into()),
-        IpAddr::V6(v6) => IpNetwork::V6(v6.into()),
-    }
 }
 
 #[cfg(test)]

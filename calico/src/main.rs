@@ -42,7 +42,7 @@ impl Plugin for Calico {
         del::gc(req)
     }
 
-    fn implements_status_and_gc(&self) -> bool {
+    fn supports_1_1_0(&self) -> bool {
         true
     }
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use super::args::CniArgs;
+use crate::dataplane::veth::ifname_problem;
 use crate::error::{Code, Error, Result};
 
 /// A CNI operation named by `CNI_COMMAND`.
@@ -136,24 +137,9 @@ pub fn validate_container_id(id: &str) -> Result<()> {
     }
 }
 
-/// Interface names: non-empty, at most 15 bytes (IFNAMSIZ - 1), not `.` or `..`, and no `/`,
-/// `:` or whitespace, which the kernel or sysfs paths would refuse.
+/// Interface names follow the kernel's rules ([`ifname_problem`]); a bad one is code 4.
 pub fn validate_ifname(name: &str) -> Result<()> {
-    let problem = if name.is_empty() {
-        Some("is empty")
-    } else if name.len() > 15 {
-        Some("is longer than 15 bytes")
-    } else if name == "." || name == ".." {
-        Some("is not a valid name")
-    } else if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace())
-    {
-        Some("contains '/', ':' or whitespace")
-    } else {
-        None
-    };
-    match problem {
+    match ifname_problem(name) {
         None => Ok(()),
         Some(problem) => Err(Error::new(
             Code::InvalidEnvironment,

@@ -102,8 +102,8 @@ pub trait Plugin {
         Err(not_implemented(self.name(), Command::Gc))
     }
 
-    /// Whether STATUS and GC work, which is what advertising 1.1.0 requires.
-    fn implements_status_and_gc(&self) -> bool {
+    /// Whether STATUS and GC work, which is what advertising version 1.1.0 requires.
+    fn supports_1_1_0(&self) -> bool {
         false
     }
 }
@@ -126,7 +126,7 @@ pub fn run(
     stdin: &mut dyn Read,
     stdout: &mut dyn Write,
 ) -> i32 {
-    let with_1_1 = plugin.implements_status_and_gc();
+    let with_1_1 = plugin.supports_1_1_0();
     let newest = *CniVersion::supported(with_1_1)
         .last()
         .unwrap_or(&CniVersion::V1_0_0);
@@ -167,7 +167,7 @@ fn dispatch(
     stdin: &mut dyn Read,
     stdout: &mut dyn Write,
 ) -> std::result::Result<(), Failure> {
-    let fallback = CniVersion::supported(plugin.implements_status_and_gc())
+    let fallback = CniVersion::supported(plugin.supports_1_1_0())
         .last()
         .map_or("1.0.0", |v| v.as_str());
     let fail = |err: Error| (err, fallback.to_string());
@@ -187,12 +187,8 @@ fn dispatch(
     let config_version = config.cni_version.clone();
     let fail = |err: Error| (err, config_version.clone());
     log::set_level(config.log_level);
-    let version = check_version(
-        &config.cni_version,
-        command,
-        plugin.implements_status_and_gc(),
-    )
-    .map_err(fail)?;
+    let version =
+        check_version(&config.cni_version, command, plugin.supports_1_1_0()).map_err(fail)?;
     let req = Request {
         command,
         container_id: invocation.container_id,

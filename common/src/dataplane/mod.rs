@@ -175,7 +175,7 @@ pub(crate) fn errno_text(errno: nix::errno::Errno) -> String {
 }
 
 /// `aa:bb:cc:dd:ee:ff` in lower case.
-pub(crate) fn format_mac(bytes: &[u8]) -> String {
+pub fn format_mac(bytes: &[u8]) -> String {
     bytes
         .iter()
         .map(|b| format!("{b:02x}"))

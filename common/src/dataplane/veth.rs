@@ -166,10 +166,10 @@ impl LinkState {
     }
 }
 
-/// Checks that `name` is a name the kernel accepts for an interface: 1 to 15 bytes, not `.` or
-/// `..`, without `/`, `:` or white space.
-pub fn check_ifname(name: &str) -> Result<()> {
-    let problem = if name.is_empty() {
+/// What makes `name` unacceptable to the kernel as an interface name, if anything: it must be 1
+/// to 15 bytes, not `.` or `..`, without `/`, `:` or white space.
+pub fn ifname_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
         Some("is empty")
     } else if name.len() > MAX_IFNAME_LEN {
         Some("is longer than 15 bytes")
@@ -182,8 +182,12 @@ pub fn check_ifname(name: &str) -> Result<()> {
         Some("contains '/', ':' or white space")
     } else {
         None
-    };
-    match problem {
+    }
+}
+
+/// Checks that `name` is a name the kernel accepts for an interface ([`ifname_problem`]).
+pub fn check_ifname(name: &str) -> Result<()> {
+    match ifname_problem(name) {
         Some(problem) => Err(Error::new(
             DATAPLANE,
             format!("interface name {name:?} {problem}"),

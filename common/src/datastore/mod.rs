@@ -542,7 +542,11 @@ fn etcd_txn(txn: &Txn) -> Result<etcd_client::Txn> {
             }
         })
         .collect();
-    let writes = txn.writes.iter().map(etcd_write).collect::<Result<Vec<_>>>()?;
+    let writes = txn
+        .writes
+        .iter()
+        .map(etcd_write)
+        .collect::<Result<Vec<_>>>()?;
     let reads: Vec<TxnOp> = txn
         .reads_on_failure
         .iter()
@@ -1121,7 +1125,10 @@ mod tests {
             answers,
             [
                 vec![("/calico/t/b", &b"other"[..])],
-                vec![("/calico/t/a/1", &b"one"[..]), ("/calico/t/a/2", &b"two"[..])],
+                vec![
+                    ("/calico/t/a/1", &b"one"[..]),
+                    ("/calico/t/a/2", &b"two"[..])
+                ],
                 vec![],
                 vec![],
                 vec![("/calico/t/a/1", &b"one"[..])],
