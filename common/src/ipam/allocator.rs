@@ -552,7 +552,6 @@ impl<'s> Allocator<'s> {
         config: IpamConfig,
     ) -> Result<Claim> {
         let block_key = keys::block(&cidr);
-        let affinity_key = keys::host_affinity(&self.node, &cidr);
         loop {
             let mut block = AllocationBlock::new_affine(
                 cidr,
@@ -563,24 +562,7 @@ impl<'s> Allocator<'s> {
             let Some(addr) = block.assign_next(&handle.id) else {
                 return Ok(Claim::Taken);
             };
-            let txn = Txn {
-                conditions: vec![
-                    Condition::Absent(block_key.clone()),
-                    Condition::Revision(pool.key.clone(), pool.revision),
-                    handle.condition(),
-                ],
-                writes: vec![
-                    Write::Put(affinity_key.clone(), AFFINITY_VALUE.to_vec()),
-                    Write::Put(block_key.clone(), block.to_json()),
-                    handle.incremented(cidr)?,
-                ],
-                reads_on_failure: vec![
-                    block_key.clone(),
-                    handle.key.clone(),
-                    pool.key.clone(),
-                    affinity_key.clone(),
-                ],
-            };
+            let txn = self.claim_txn(&block, pool, handle)?;
             let current = match self.commit(&txn)? {
                 Commit::Done => return Ok(Claim::Assigned(addr)),
                 Commit::Conflict(current) => current,
@@ -646,6 +628,37 @@ impl<'s> Allocator<'s> {
         Ok(None)
     }
 
+    /// The transaction that claims `block` (a new block, its first address already assigned)
+    /// for this node: block, affinity key and handle together, provided the block is still
+    /// unclaimed, the pool unchanged and the handle as read.
+    fn claim_txn(
+        &self,
+        block: &AllocationBlock,
+        pool: &StoredPool,
+        handle: &HandleView,
+    ) -> Result<Txn> {
+        let block_key = keys::block(&block.cidr);
+        let affinity_key = keys::host_affinity(&self.node, &block.cidr);
+        Ok(Txn {
+            conditions: vec![
+                Condition::Absent(block_key.clone()),
+                Condition::Revision(pool.key.clone(), pool.revision),
+                handle.condition(),
+            ],
+            writes: vec![
+                Write::Put(affinity_key.clone(), AFFINITY_VALUE.to_vec()),
+                Write::Put(block_key.clone(), block.to_json()),
+                handle.incremented(block.cidr)?,
+            ],
+            reads_on_failure: vec![
+                block_key,
+                handle.key.clone(),
+                pool.key.clone(),
+                affinity_key,
+            ],
+        })
+    }
+
     /// Assigns exactly `addr` (CNI_ARGS `IP=`) for `handle`. The address must be inside an
     /// enabled pool and free; its block is claimed for this node when it does not exist yet.
     pub fn assign_ip(&self, handle_id: &str, addr: IpAddr) -> Result<()> {
@@ -654,7 +667,6 @@ impl<'s> Allocator<'s> {
         let mut pool = self.enabled_pool_containing(addr)?;
         let cidr = block_cidr_for(addr);
         let block_key = keys::block(&cidr);
-        let affinity_key = keys::host_affinity(&self.node, &cidr);
         let mut handle = self.handle_view(handle_id);
         let entries = read_many(self.store, &[block_key.clone(), handle.key.clone()])?;
         let mut current_block = entries[0].clone();
@@ -693,24 +705,7 @@ impl<'s> Allocator<'s> {
                     let mut block =
                         AllocationBlock::new_affine(cidr, &self.node, strict, pool.pool.cidr);
                     block.assign(addr, handle_id)?;
-                    Txn {
-                        conditions: vec![
-                            Condition::Absent(block_key.clone()),
-                            Condition::Revision(pool.key.clone(), pool.revision),
-                            handle.condition(),
-                        ],
-                        writes: vec![
-                            Write::Put(affinity_key.clone(), AFFINITY_VALUE.to_vec()),
-                            Write::Put(block_key.clone(), block.to_json()),
-                            handle.incremented(cidr)?,
-                        ],
-                        reads_on_failure: vec![
-                            block_key.clone(),
-                            handle.key.clone(),
-                            pool.key.clone(),
-                            affinity_key.clone(),
-                        ],
-                    }
+                    self.claim_txn(&block, &pool, &handle)?
                 }
             };
             let current = match self.commit(&txn)? {
