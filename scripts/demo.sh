@@ -29,7 +29,9 @@ trap cleanup EXIT
 
 start_etcd "$WORK"
 ip netns add "$NETNS"
-example_conf "$CONF_EXAMPLE" "$ETCD_ENDPOINT" "$WORK/ipam" >"$WORK/net.conf"
+# calico-ipam keeps its block hint in the demo's temp dir rather than /var/lib/cni.
+example_conf "$CONF_EXAMPLE" "$ETCD_ENDPOINT" "$WORK/ipam" |
+    sed "s#\"type\": \"calico-ipam\"#\"type\": \"calico-ipam\", \"block_hint_dir\": \"$WORK/hints\"#" >"$WORK/net.conf"
 
 cni() {
     env -i PATH="$PATH" CNI_COMMAND="$1" CNI_CONTAINERID="$CONTAINER_ID" \
