@@ -293,7 +293,8 @@ pub fn write_endpoint<'a>(
         Some(stored) => Condition::Revision(key.to_string(), stored.revision),
         None => Condition::Absent(key.to_string()),
     };
-    let mut writes = vec![Write::Put(key.to_string(), write.endpoint.to_json()?)];
+    let value = write.endpoint.to_json()?;
+    let mut writes = vec![Write::Put(key.to_string(), value.clone())];
     if let Some(profile) = write.profile {
         let puts = profile
             .key_values()?
@@ -308,12 +309,15 @@ pub fn write_endpoint<'a>(
     let txn = Txn {
         conditions: vec![condition],
         writes,
-        reads_on_failure: Vec::new(),
+        reads_on_failure: vec![key.to_string()],
     };
     let outcome = store
         .txn(&txn)
         .with_context(|| format!("write endpoint {key}"))?;
-    if !outcome.committed {
+    // The datastore repeats a transaction whose answer was lost (a timeout, then failover);
+    // finding exactly this value means the first attempt was applied.
+    let applied_before = outcome.current.first().is_some_and(|e| e.value == value);
+    if !outcome.committed && !applied_before {
         return Err(Error::new(
             codes::CONFLICT,
             format!("endpoint {key} was changed by another writer"),
