@@ -5,23 +5,41 @@
 set -euo pipefail
 
 PACKAGES=(etcd-server etcd-client protobuf-compiler containernetworking-plugins iproute2 iputils-ping)
+# The container runtime of tests/tests/runtime_podman.rs, installed without its recommends
+# (buildah, slirp4netns, fuse-overlayfs, ...), which a rootful podman on CNI does not use.
+PACKAGES_NO_RECOMMENDS=(podman runc busybox-static)
+
+is_missing() {
+    ! dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+    if is_missing "$pkg"; then
         missing+=("$pkg")
     fi
 done
+missing_no_recommends=()
+for pkg in "${PACKAGES_NO_RECOMMENDS[@]}"; do
+    if is_missing "$pkg"; then
+        missing_no_recommends+=("$pkg")
+    fi
+done
 
-if [ "${#missing[@]}" -eq 0 ]; then
+if [ "${#missing[@]}" -eq 0 ] && [ "${#missing_no_recommends[@]}" -eq 0 ]; then
     exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
-    echo "install-deps: missing packages: ${missing[*]}; run as root to install them" >&2
+    echo "install-deps: missing packages: ${missing[*]} ${missing_no_recommends[*]}; run as root to install them" >&2
     exit 1
 fi
 
-echo "install-deps: installing ${missing[*]}" >&2
+echo "install-deps: installing ${missing[*]} ${missing_no_recommends[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
-apt-get install -y "${missing[@]}"
+if [ "${#missing[@]}" -gt 0 ]; then
+    apt-get install -y "${missing[@]}"
+fi
+if [ "${#missing_no_recommends[@]}" -gt 0 ]; then
+    apt-get install -y --no-install-recommends "${missing_no_recommends[@]}"
+fi
