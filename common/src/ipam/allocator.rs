@@ -336,6 +336,17 @@ impl<'s> Allocator<'s> {
         Ok(None)
     }
 
+    /// The blocks this node holds affinity for, from a listing of its affinity keys.
+    fn affine_blocks(&self, family: IpFamily) -> Result<Vec<IpNetwork>> {
+        Ok(self
+            .store
+            .list_keys(&keys::host_affinities_prefix(&self.node, family))?
+            .iter()
+            .filter_map(|k| keys::parse_host_affinity(k))
+            .map(|(_, cidr)| cidr)
+            .collect())
+    }
+
     /// Without a usable hint: one listing of the node's affinities, one read of their blocks
     /// (and the handle), one transaction. The listing, less the blocks found missing or affine
     /// to another node, becomes the new hint.
@@ -346,13 +357,7 @@ impl<'s> Allocator<'s> {
         requested: &[IpNetwork],
         tried: &mut HashSet<IpNetwork>,
     ) -> Result<Option<IpAddr>> {
-        let listed: Vec<IpNetwork> = self
-            .store
-            .list_keys(&keys::host_affinities_prefix(&self.node, family))?
-            .iter()
-            .filter_map(|k| keys::parse_host_affinity(k))
-            .map(|(_, cidr)| cidr)
-            .collect();
+        let listed = self.affine_blocks(family)?;
         let mut cidrs: Vec<IpNetwork> = listed
             .iter()
             .copied()
@@ -493,13 +498,7 @@ impl<'s> Allocator<'s> {
             .iter()
             .filter_map(|k| keys::parse_block(k))
             .collect();
-        let ours: HashSet<IpNetwork> = self
-            .store
-            .list_keys(&keys::host_affinities_prefix(&self.node, family))?
-            .iter()
-            .filter_map(|k| keys::parse_host_affinity(k))
-            .map(|(_, cidr)| cidr)
-            .collect();
+        let ours: HashSet<IpNetwork> = self.affine_blocks(family)?.into_iter().collect();
         for pool in pools.iter_mut() {
             for cidr in BlockWalk::new(pool.pool.cidr, &self.node)? {
                 if existing.contains(&cidr) {
