@@ -20,10 +20,7 @@ cleanup() {
     for ns in $(ip netns list | awk '{print $1}' | grep "^$NETNS_PREFIX" || true); do
         ip netns del "$ns" 2>/dev/null || true
     done
-    if [ -n "$ETCD_PID" ]; then
-        kill "$ETCD_PID" 2>/dev/null || true
-        wait "$ETCD_PID" 2>/dev/null || true
-    fi
+    stop_etcd
     rm -rf "$WORK"
 }
 trap cleanup EXIT

@@ -19,10 +19,7 @@ CONTAINER_ID=demo$(printf '%08x' $$)$(date +%s)
 ETCD_PID=
 cleanup() {
     ip netns del "$NETNS" 2>/dev/null || true
-    if [ -n "$ETCD_PID" ]; then
-        kill "$ETCD_PID" 2>/dev/null || true
-        wait "$ETCD_PID" 2>/dev/null || true
-    fi
+    stop_etcd
     rm -rf "$WORK"
 }
 trap cleanup EXIT

@@ -56,6 +56,14 @@ start_etcd() {
     die "etcd did not become healthy"
 }
 
+# stop_etcd: stops the etcd start_etcd started, if any.
+stop_etcd() {
+    if [ -n "${ETCD_PID:-}" ]; then
+        kill "$ETCD_PID" 2>/dev/null || true
+        wait "$ETCD_PID" 2>/dev/null || true
+    fi
+}
+
 # example_conf FILE ETCD_ENDPOINT DATA_DIR: a conf example pointed at a throwaway etcd and
 # host-local data dir, on stdout.
 example_conf() {
