@@ -13,7 +13,7 @@ use common::ipam::{handle_id, handle_mismatches};
 pub fn check(req: &Request) -> Result<()> {
     let expected = prev_result_addresses(req)?;
     let store = Datastore::connect(&req.config.etcd)?;
-    let handle = handle_id(&req.config.name, &req.container_id);
+    let handle = handle_id(&req.config.name, &req.container_id, &req.ifname);
     let mismatches = handle_mismatches(&store, &handle, &expected)?;
     common::error::from_findings(codes::CHECK_FAILED, &mismatches)
 }

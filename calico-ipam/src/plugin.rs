@@ -1,13 +1,13 @@
-//! The CNI verbs: ADD assigns addresses under the handle `<network>.<container id>` (which
-//! records this node and network), guided by the node's block hint in `ipam.block_hint_dir`;
-//! DEL releases everything that handle (and the pre-v1.11.2 handle) holds; CHECK, STATUS and GC
-//! live in their own modules.
+//! The CNI verbs: ADD assigns addresses under the attachment's handle (`<network>.<container
+//! id>`, with `:<ifname>` for an interface other than eth0; it records this node and network),
+//! guided by the node's block hint in `ipam.block_hint_dir`; DEL releases everything that handle
+//! (and, for eth0, the pre-v1.11.2 handle) holds; CHECK, STATUS and GC live in their own modules.
 
 use std::net::IpAddr;
 
 use common::cni::{self, CniResult, IpConfig, Plugin, Reply, Request};
 use common::datastore::Datastore;
-use common::ipam::{Allocator, AutoAssign, handle_id};
+use common::ipam::{Allocator, AutoAssign, PRIMARY_IFNAME, handle_id};
 use common::{Context, Result};
 use ipnetwork::IpNetwork;
 
@@ -26,7 +26,7 @@ impl Plugin for CalicoIpam {
         let ipam = Allocator::new(&store, &req.config.nodename)
             .with_network(&req.config.name)
             .with_block_hints(req.config.ipam.block_hint_dir.as_deref());
-        let handle = handle_id(&req.config.name, &req.container_id);
+        let handle = handle_id(&req.config.name, &req.container_id, &req.ifname);
         let mut lease = assign(&ipam, &handle, req)?;
         reply.send(&ipam_result(&lease.addresses))?;
         lease.commit();
@@ -36,14 +36,17 @@ impl Plugin for CalicoIpam {
     fn del(&self, req: &Request) -> Result<()> {
         let store = Datastore::connect(&req.config.etcd)?;
         let ipam = Allocator::new(&store, &req.config.nodename);
-        let handle = handle_id(&req.config.name, &req.container_id);
-        let legacy = legacy_handle_id(req);
+        let handle = handle_id(&req.config.name, &req.container_id, &req.ifname);
+        let mut handles = vec![handle.clone()];
+        handles.extend(legacy_handle_id(req));
+        let ids: Vec<&str> = handles.iter().map(String::as_str).collect();
         let released = ipam
-            .release_handles(&[&handle, &legacy])
+            .release_handles(&ids)
             .with_context(|| format!("release addresses of handle {handle}"))?;
         if released == 0 {
             cni::log::info(&format!(
-                "no addresses held by handle {handle} or {legacy}; nothing to release"
+                "no addresses held by handle {}; nothing to release",
+                handles.join(" or ")
             ));
         }
         Ok(())
@@ -128,12 +131,16 @@ fn assign<'a>(ipam: &'a Allocator<'a>, handle: &str, req: &Request) -> Result<Le
 }
 
 /// The handle calico-ipam used before v1.11.2: the workload id, `<namespace>.<pod>` under
-/// Kubernetes, else the container id.
-fn legacy_handle_id(req: &Request) -> String {
-    match req.args.k8s_pod() {
+/// Kubernetes, else the container id. Those versions knew one interface per container, so only
+/// DEL of eth0 releases it: a further interface's DEL must not free the first one's addresses.
+fn legacy_handle_id(req: &Request) -> Option<String> {
+    if req.ifname != PRIMARY_IFNAME {
+        return None;
+    }
+    Some(match req.args.k8s_pod() {
         Some((namespace, pod)) => format!("{namespace}.{pod}"),
         None => req.container_id.clone(),
-    }
+    })
 }
 
 /// The IPAM result: each address as a /32 or /128, IPv4 first, no gateway, no interfaces.

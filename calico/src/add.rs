@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use common::Result;
 use common::cni::{CniResult, Interface, IpConfig, Reply, Request};
 use common::dataplane::format_mac;
-use common::dataplane::veth::{HOST_MAC, VethGuard};
+use common::dataplane::veth::{self, HOST_MAC, VethGuard};
 use common::datastore::model::{Profile, WorkloadEndpoint};
 use common::datastore::{Datastore, keys};
 use common::error::RollbackLog;
@@ -23,15 +23,22 @@ use crate::workload::WorkloadIds;
 /// Handles ADD.
 pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let ids = WorkloadIds::for_request(req);
-    network::validate_netns(req)?;
+    let netns_path = network::validate_netns(req)?;
     let store = Datastore::connect(&req.config.etcd)?;
     let existing = endpoint::read_for_add(&store, &ids)?;
-    if let (Some(existing), false) = (&existing, ids.is_kubernetes()) {
-        return join_network(&store, req, existing.clone(), reply);
+    if let (Some(found), false) = (&existing, ids.is_kubernetes()) {
+        if !is_this_attachment(req, &ids, found) {
+            return join_network(&store, req, found.clone(), reply);
+        }
+        if veth::container_end_of(netns_path, &req.ifname, &found.endpoint.name)?.is_some() {
+            return reply.send(&endpoint_result(req, &found.key, &found.endpoint));
+        }
+        remove_attachment_left_elsewhere(req, found)?;
     }
     let netns_path = network::validate_container_side(req)?;
     // A pod's new sandbox gets new addresses and takes over the pod's endpoint.
-    let replaced = existing.filter(|e| e.key == endpoint::endpoint_key(&ids));
+    let replaced =
+        existing.filter(|e| ids.is_kubernetes() && e.key == endpoint::endpoint_key(&ids));
     let setup = pod::prepare(req, &ids)?;
     let req = &setup.request;
     let rollback = RollbackLog::default();
@@ -63,6 +70,31 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     lease.commit();
     recorded.commit();
     Ok(())
+}
+
+/// Whether `found` is the endpoint this very attachment (container, interface, network) made,
+/// rather than another network's that this one joins.
+fn is_this_attachment(req: &Request, ids: &WorkloadIds, found: &StoredEndpoint) -> bool {
+    found.key == endpoint::endpoint_key(ids)
+        && found.endpoint.profile_ids.first() == Some(&req.config.name)
+}
+
+/// The attachment exists, but its interface is not in `CNI_NETNS`: the runtime set the
+/// container up again in a new netns after a DEL that failed. What the old attachment left (its
+/// veth pair, addresses, endpoint and record) is torn down as DEL would, so that the ADD can
+/// start afresh; an interface of that name in the new netns that is not ours stops it first.
+fn remove_attachment_left_elsewhere(req: &Request, found: &StoredEndpoint) -> Result<()> {
+    network::validate_container_side(req)?;
+    common::cni::log::info(&format!(
+        "endpoint {} has no interface {} in netns {}: removing what it left before setting it up again",
+        found.key,
+        req.ifname,
+        req.netns
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    ));
+    crate::del::del(req)
 }
 
 /// A pod annotated with `ipAddrs` asks for the same addresses in every sandbox: the replaced

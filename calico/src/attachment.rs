@@ -5,6 +5,7 @@
 use common::cni::Request;
 use common::dataplane::veth;
 use common::datastore::model::{AttachmentRecord, HostVethClaim};
+use common::datastore::undo::{WrittenKey, undo_writes};
 use common::datastore::{Condition, Datastore, Entry, Txn, Write, keys};
 use common::error::{RollbackLog, codes};
 use common::{Context, Error, Result};
@@ -42,7 +43,7 @@ pub fn attachment_key(req: &Request) -> String {
 /// is left.
 pub struct AttachmentGuard<'a> {
     store: &'a Datastore,
-    keys: [String; 2],
+    written: Vec<WrittenKey>,
     host_veth: HostVeth,
     rollback: RollbackLog,
     committed: bool,
@@ -65,22 +66,23 @@ impl Drop for AttachmentGuard<'_> {
         if self.committed {
             return;
         }
+        let record_key = &self.written[0].key;
         if self.rollback.failed() {
             eprintln!(
-                "calico: rollback incomplete: keeping attachment record {} for DEL or GC",
-                self.keys[0]
+                "calico: rollback incomplete: keeping attachment record {record_key} for DEL or GC"
             );
             return;
         }
-        let txn = Txn {
-            writes: self.keys.iter().map(|k| Write::Delete(k.clone())).collect(),
-            ..Txn::default()
-        };
-        if let Err(err) = self.store.txn(&txn) {
-            eprintln!(
-                "calico: rollback: failed to delete attachment record {}: {err}",
-                self.keys[0]
-            );
+        // A pod's next sandbox may have taken the claim over meanwhile: it keeps it.
+        match undo_writes(self.store, &self.written) {
+            Ok(left) if left.is_empty() => {}
+            Ok(left) => common::cni::log::info(&format!(
+                "rollback: leaving {}: changed by another writer",
+                left.join(", ")
+            )),
+            Err(err) => eprintln!(
+                "calico: rollback: failed to delete attachment record {record_key}: {err}"
+            ),
         }
     }
 }
@@ -114,11 +116,10 @@ pub fn record_attachment<'a>(
             endpoint: endpoint::endpoint_key(ids),
             without_ipam: matches!(addresses, AddressSource::NoIpam(_)),
         };
-        if let Some(host_veth) = claim_host_veth(store, req, ids, &record)? {
-            let keys = [attachment_key(req), keys::host_veth_claim(&ids.node, &name)];
+        if let Some((host_veth, written)) = claim_host_veth(store, req, ids, &record)? {
             return Ok(AttachmentGuard {
                 store,
-                keys,
+                written,
                 host_veth,
                 rollback: rollback.clone(),
                 committed: false,
@@ -133,23 +134,26 @@ pub fn record_attachment<'a>(
 
 /// Claims `record.host_veth` and writes the record, or `None` when another workload owns the
 /// name. A pod's sandboxes share their name, so a new sandbox takes over its pod's claim.
+/// Returns the name and what was written, for the undo.
 fn claim_host_veth(
     store: &Datastore,
     req: &Request,
     ids: &WorkloadIds,
     record: &AttachmentRecord,
-) -> Result<Option<HostVeth>> {
+) -> Result<Option<(HostVeth, Vec<WrittenKey>)>> {
     let name = &record.host_veth;
     let claim_key = keys::host_veth_claim(&ids.node, name);
     let claim = HostVethClaim {
         endpoint: record.endpoint.clone(),
         container_id: req.container_id.clone(),
     };
+    let (claim_value, record_value) = (serde_json::to_vec(&claim)?, serde_json::to_vec(record)?);
     let writes = vec![
-        Write::Put(claim_key.clone(), serde_json::to_vec(&claim)?),
-        Write::Put(attachment_key(req), serde_json::to_vec(record)?),
+        Write::Put(claim_key.clone(), claim_value.clone()),
+        Write::Put(attachment_key(req), record_value.clone()),
     ];
     let mut condition = Condition::Absent(claim_key.clone());
+    let mut claim_before = None;
     for _ in 0..CLAIM_ATTEMPTS {
         let txn = Txn {
             conditions: vec![condition.clone()],
@@ -160,14 +164,29 @@ fn claim_host_veth(
             .txn(&txn)
             .with_context(|| format!("claim host veth name {name}"))?;
         if outcome.committed {
-            return host_veth_after_claim(
+            // Under the attachment's lock nobody else writes its record: it was absent.
+            let written = vec![
+                WrittenKey {
+                    key: attachment_key(req),
+                    written: record_value,
+                    previous: None,
+                },
+                WrittenKey {
+                    key: claim_key.clone(),
+                    written: claim_value,
+                    previous: claim_before,
+                },
+            ];
+            let host_veth = host_veth_after_claim(
                 store,
                 ids,
                 &claim_key,
                 name,
                 matches!(condition, Condition::Absent(_)),
-            );
+            )?;
+            return Ok(host_veth.map(|h| (h, written)));
         }
+        claim_before = outcome.current.first().map(|e| e.value.clone());
         condition = match outcome.current.first() {
             None => Condition::Absent(claim_key.clone()),
             Some(entry) => {

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use common::cni::lock::AttachmentLock;
 use common::cni::{CniArgs, Command, Request, delegate};
 use common::datastore::model::AttachmentRecord;
 use common::datastore::model::HostVethClaim;
@@ -71,6 +72,17 @@ pub fn gc(req: &Request) -> Result<()> {
     };
     let (records, mut failures) = attachment::list_attachments(&store, req)?;
     for record in records.into_iter().filter(|r| !is_valid(r)) {
+        // An ADD or DEL of the attachment is running right now: it is not garbage yet, and
+        // tearing it down under that verb would leave half of it. The next GC looks again.
+        let Some(_lock) =
+            AttachmentLock::try_acquire("calico", &record.container_id, &record.ifname)?
+        else {
+            common::cni::log::info(&format!(
+                "gc: attachment {}/{} is busy: skipping it",
+                record.container_id, record.ifname
+            ));
+            continue;
+        };
         let attachment_req = request_for(req, &record);
         let outcome = endpoint::read_endpoint_at(&store, &record.endpoint).and_then(|stored| {
             let claim = attachment::read_claim(&store, &req.config.nodename, &record.host_veth)?;

@@ -2,6 +2,7 @@
 
 use common::cni::Request;
 use common::datastore::model::{Profile, WorkloadEndpoint};
+use common::datastore::undo::{WrittenKey, undo_writes};
 use common::datastore::{Condition, Datastore, Entry, Read, Txn, Write, keys};
 use common::error::{RollbackLog, codes};
 use common::{Context, Error, Result};
@@ -247,8 +248,7 @@ pub fn endpoint_using_link(
 /// deleted, a replaced one gets its previous value back.
 pub struct EndpointGuard<'a> {
     store: &'a Datastore,
-    key: String,
-    previous: Option<Vec<u8>>,
+    written: WrittenKey,
     rollback: RollbackLog,
     committed: bool,
 }
@@ -265,16 +265,16 @@ impl Drop for EndpointGuard<'_> {
         if self.committed {
             return;
         }
-        let undone = match &self.previous {
-            Some(value) => self.store.put(&self.key, value),
-            None => self.store.delete(&self.key).map(|_| ()),
-        };
-        if let Err(err) = undone {
-            self.rollback.record_failure();
-            eprintln!(
-                "calico: rollback: failed to restore endpoint {}: {err}",
-                self.key
-            );
+        let key = &self.written.key;
+        match undo_writes(self.store, std::slice::from_ref(&self.written)) {
+            Ok(left) if left.is_empty() => {}
+            Ok(_) => common::cni::log::info(&format!(
+                "rollback: leaving endpoint {key}: changed by another writer"
+            )),
+            Err(err) => {
+                self.rollback.record_failure();
+                eprintln!("calico: rollback: failed to restore endpoint {key}: {err}");
+            }
         }
     }
 }
@@ -326,8 +326,11 @@ pub fn write_endpoint<'a>(
     }
     Ok(EndpointGuard {
         store,
-        key: key.to_string(),
-        previous: write.previous.map(|p| p.endpoint.to_json()).transpose()?,
+        written: WrittenKey {
+            key: key.to_string(),
+            written: value,
+            previous: write.previous.map(|p| p.endpoint.to_json()).transpose()?,
+        },
         rollback: rollback.clone(),
         committed: false,
     })

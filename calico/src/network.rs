@@ -53,7 +53,7 @@ pub fn create_workload_interfaces(
     let host_ifname = host.name.as_str();
     if host.replaces_stale_link {
         common::cni::log::info(&format!("deleting stale host link {host_ifname}"));
-        veth::delete_host_link(host_ifname)?;
+        veth::delete_host_veth(host_ifname)?;
     }
     let mut request = veth::VethRequest::new(host_ifname, &req.ifname, netns_path);
     request.mtu = req.config.mtu;
@@ -76,15 +76,24 @@ pub fn create_workload_interfaces(
     Ok(pair)
 }
 
-/// Removes the container interface (which removes the host end with it). When the netns is
-/// unknown or gone but the host end recorded by the endpoint remains, that is removed instead.
-pub fn remove_workload_interfaces(req: &Request, recorded_host_ifname: Option<&str>) -> Result<()> {
-    let removed = match req.netns.as_deref() {
-        Some(path) => veth::delete_container_link(path, &req.ifname)?,
+/// Removes the veth pair through its host end `owned_host_veth`, the one this attachment's
+/// record or endpoint names and holds the claim on; its container end goes with it, wherever it
+/// is. Nothing in the container netns is deleted by name: an interface called `CNI_IFNAME` there
+/// that is not that host veth's peer (the netns of another container, a link the plugin never
+/// made) is left, and the log says so.
+pub fn remove_workload_interfaces(req: &Request, owned_host_veth: Option<&str>) -> Result<()> {
+    let removed = match owned_host_veth {
+        Some(name) => veth::delete_host_veth(name)?,
         None => false,
     };
-    if let (false, Some(host_ifname)) = (removed, recorded_host_ifname) {
-        veth::delete_host_link(host_ifname)?;
+    if let (false, Some(netns)) = (removed, req.netns.as_deref())
+        && veth::container_link_exists(netns, &req.ifname)?
+    {
+        common::cni::log::warn(&format!(
+            "leaving interface {} in netns {}: this attachment did not create it",
+            req.ifname,
+            netns.display()
+        ));
     }
     Ok(())
 }

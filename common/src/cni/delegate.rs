@@ -71,9 +71,19 @@ pub fn ipam_exec(req: &Request, command: Command, stdin: &[u8]) -> Result<()> {
     exec_ipam(req, command, stdin).map(|_| ())
 }
 
+/// Set on every delegated plugin: how many plugins above it delegated. A plugin that would
+/// delegate past [`MAX_DELEGATION_DEPTH`] refuses, so no config (an IPAM type naming a copy of
+/// the plugin, two plugins naming each other) can make plugins execute each other without end.
+pub const DELEGATION_DEPTH_ENV: &str = "CALICO_CNI_DELEGATION_DEPTH";
+
+/// How deep delegation may go: an interface plugin and its IPAM plugin need one level.
+const MAX_DELEGATION_DEPTH: u32 = 2;
+
 fn exec_ipam(req: &Request, command: Command, stdin: &[u8]) -> Result<Vec<u8>> {
     let plugin = &req.config.ipam.plugin_type;
     let path = find_plugin(plugin, &req.cni_path)?;
+    refuse_self(plugin, &path)?;
+    refuse_deep_delegation(plugin)?;
     match exec_plugin(&path, command, req, stdin) {
         Err(err) if needs_1_0_0(req, command, &err) => {
             log::info(&format!(
@@ -88,6 +98,49 @@ fn exec_ipam(req: &Request, command: Command, stdin: &[u8]) -> Result<Vec<u8>> {
         }
         outcome => outcome,
     }
+}
+
+/// An IPAM type that resolves to the running binary would have the plugin execute itself on
+/// every run, each copy executing the next.
+fn refuse_self(plugin: &str, path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let same_file = match (std::fs::metadata(path), std::fs::metadata("/proc/self/exe")) {
+        (Ok(found), Ok(own)) => found.dev() == own.dev() && found.ino() == own.ino(),
+        _ => false,
+    };
+    if same_file {
+        return Err(Error::new(
+            Code::InvalidConfig,
+            format!(
+                "ipam type {plugin:?} is this plugin itself ({}): name an IPAM plugin such as \
+                 calico-ipam or host-local",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn refuse_deep_delegation(plugin: &str) -> Result<()> {
+    if delegation_depth() >= MAX_DELEGATION_DEPTH {
+        return Err(Error::new(
+            Code::InvalidConfig,
+            format!(
+                "ipam type {plugin:?}: plugins already delegated {} levels deep \
+                 ({DELEGATION_DEPTH_ENV}); an IPAM plugin that delegates again is refused",
+                delegation_depth()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// This process's depth of delegation: 0 when the runtime started it.
+fn delegation_depth() -> u32 {
+    std::env::var(DELEGATION_DEPTH_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// IPAM plugins built before 1.1.0 (such as the reference host-local of Debian 12) refuse a
@@ -131,6 +184,7 @@ fn exec_plugin(path: &Path, command: Command, req: &Request, stdin: &[u8]) -> Re
         .env("CNI_IFNAME", &req.ifname)
         .env("CNI_PATH", join(&req.cni_path))
         .env("CNI_ARGS", req.args.for_delegate())
+        .env(DELEGATION_DEPTH_ENV, (delegation_depth() + 1).to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -7,6 +7,7 @@
 pub mod args;
 pub mod delegate;
 pub mod env;
+pub mod lock;
 pub mod log;
 pub mod result;
 pub mod version;
@@ -207,26 +208,39 @@ fn dispatch(
         req.container_id,
         req.ifname
     ));
-    match command {
+    let _attachment_lock = match command {
+        Command::Add | Command::Del | Command::Check => Some(
+            lock::AttachmentLock::acquire(plugin.name(), &req.container_id, &req.ifname)
+                .map_err(fail)?,
+        ),
+        Command::Status | Command::Gc | Command::Version => None,
+    };
+    run_verb(plugin, &req, stdout).map_err(fail)
+}
+
+/// Runs the verb's handler; an ADD must have printed its result.
+fn run_verb(plugin: &dyn Plugin, req: &Request, stdout: &mut dyn Write) -> Result<()> {
+    let version = req.version;
+    match req.command {
         Command::Add => {
             let mut reply = Reply {
                 out: stdout,
                 version,
                 sent: false,
             };
-            plugin.add(&req, &mut reply).map_err(fail)?;
+            plugin.add(req, &mut reply)?;
             if !reply.sent {
-                return Err(fail(Error::internal(format!(
+                return Err(Error::internal(format!(
                     "{} ADD printed no result",
                     plugin.name()
-                ))));
+                )));
             }
             Ok(())
         }
-        Command::Del => plugin.del(&req).map_err(fail),
-        Command::Check => plugin.check(&req).map_err(fail),
-        Command::Status => plugin.status(&req).map_err(fail),
-        Command::Gc => plugin.gc(&req).map_err(fail),
+        Command::Del => plugin.del(req),
+        Command::Check => plugin.check(req),
+        Command::Status => plugin.status(req),
+        Command::Gc => plugin.gc(req),
         Command::Version => Ok(()),
     }
 }

@@ -2,8 +2,9 @@
 //! `setns`; it does so on a thread of its own that ends with the closure, so no other code ever
 //! runs in a namespace it did not ask for.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use nix::sched::{CloneFlags, setns};
@@ -30,7 +31,12 @@ const NS_GET_NSTYPE: u64 = 0xb703;
 /// before 3.19, which would let any file under /proc through, so this does not), and the
 /// namespace must be a network one when the kernel can tell.
 pub(crate) fn probe(path: &Path) -> Result<Probe> {
-    let file = match File::open(path) {
+    // Non-blocking: opening a FIFO for reading would otherwise wait for a writer forever.
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(path)
+    {
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Probe::Missing),
         Err(err) => {
@@ -72,10 +78,28 @@ pub(crate) fn open(path: &Path) -> Result<File> {
     }
 }
 
-/// Checks that `path` is a network namespace without entering it, so that a request can be
+/// Checks that `path` is a network namespace without entering it, and not the plugin's own (a
+/// container set up there would be wired into the host itself), so that a request can be
 /// refused before anything is changed. A missing path is a `Kind::NotFound` error.
 pub fn check_netns(path: &Path) -> Result<()> {
-    open(path).map(drop)
+    let file = open(path)?;
+    let found = file
+        .metadata()
+        .with_context(|| format!("stat netns {}", path.display()))
+        .code(DATAPLANE)?;
+    let own = std::fs::metadata("/proc/self/ns/net")
+        .context("stat the plugin's own netns /proc/self/ns/net")
+        .code(DATAPLANE)?;
+    if (found.dev(), found.ino()) == (own.dev(), own.ino()) {
+        return Err(Error::new(
+            DATAPLANE,
+            format!(
+                "netns {} is the host's own network namespace, not a container's",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Runs `f` inside the network namespace at `path` and returns its value.
@@ -178,7 +202,24 @@ mod tests {
     }
 
     #[test]
-    fn own_netns_file_is_a_netns() {
-        check_netns(Path::new("/proc/self/ns/net")).unwrap();
+    fn own_netns_is_refused() {
+        let err = check_netns(Path::new("/proc/self/ns/net")).unwrap_err();
+        assert!(
+            err.msg().contains("host's own network namespace"),
+            "{err:?}"
+        );
+        assert!(with_netns(Path::new("/proc/self/ns/net"), || Ok(())).is_ok());
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = std::env::temp_dir().join(format!("calico-netns-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let _ = std::fs::remove_file(&fifo);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = check_netns(&fifo).unwrap_err();
+        assert!(err.msg().contains("is not a network namespace"), "{err:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

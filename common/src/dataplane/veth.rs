@@ -106,7 +106,9 @@ impl Drop for VethGuard {
         if self.committed {
             return;
         }
-        if let Err(err) = delete_link(&self.host_ifname) {
+        // By index, and only while it still has the name this run gave it: a link another
+        // writer created under the name meanwhile is not this run's to delete.
+        if let Err(err) = delete_link_at(self.host_index, &self.host_ifname) {
             eprintln!("rollback: delete host veth {}: {err}", self.host_ifname);
             if let Some(log) = &self.rollback_log {
                 log.record_failure();
@@ -130,6 +132,8 @@ pub struct LinkState {
     pub mtu: u32,
     /// The link kind (`veth`, `dummy`, …), when the kernel reports one.
     pub kind: Option<String>,
+    /// For a veth: the interface index of its other end, in the other end's namespace.
+    pub peer_index: Option<u32>,
 }
 
 impl LinkState {
@@ -146,12 +150,14 @@ impl LinkState {
             up: msg.header.flags.contains(LinkFlags::Up),
             mtu: 0,
             kind: None,
+            peer_index: None,
         };
         for attr in &msg.attributes {
             match attr {
                 LinkAttribute::IfName(name) => state.name = name.clone(),
                 LinkAttribute::Address(mac) => state.mac = format_mac(mac),
                 LinkAttribute::Mtu(mtu) => state.mtu = *mtu,
+                LinkAttribute::Link(index) => state.peer_index = Some(*index),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         if let LinkInfo::Kind(kind) = info {
@@ -334,14 +340,75 @@ pub fn delete_host_link(name: &str) -> Result<bool> {
     delete_link(name)
 }
 
-/// Deletes the interface `ifname` in the network namespace at `netns`, which also removes the
-/// host end of a veth pair. Returns false, not an error, when the netns path is gone or is not a
-/// namespace, or when the interface is absent.
-pub fn delete_container_link(netns: &Path, ifname: &str) -> Result<bool> {
+/// Deletes the host veth called `name`, and with it its container end wherever that is.
+/// Returns false when there is no such link. A link of that name that is not a veth is not one
+/// the plugin made: it is left, and that is an error naming it.
+pub fn delete_host_veth(name: &str) -> Result<bool> {
+    match read_link(name)? {
+        None => Ok(false),
+        Some(link) if !link.is_veth() => Err(Error::new(
+            DATAPLANE,
+            format!(
+                "host link {name} is a {} link, not a veth: leaving it",
+                link.kind.as_deref().unwrap_or("kernel")
+            ),
+        )),
+        Some(link) => delete_link_at(link.index, name),
+    }
+}
+
+/// The interface `ifname` in the netns at `netns`, when it exists there and is the container
+/// end of the host veth `host_ifname`: each end names the other's index. `None` when the netns
+/// or the interface is gone, or the interface belongs to something else.
+pub fn container_end_of(
+    netns: &Path,
+    ifname: &str,
+    host_ifname: &str,
+) -> Result<Option<LinkState>> {
+    let Some(host) = read_link(host_ifname)?.filter(LinkState::is_veth) else {
+        return Ok(None);
+    };
+    let container = match netns::probe(netns)? {
+        Probe::Netns(_) => netns::with_netns(netns, || read_link(ifname))?,
+        Probe::Missing | Probe::NotNetns => None,
+    };
+    Ok(container.filter(|c| {
+        c.is_veth() && c.peer_index == Some(host.index) && host.peer_index == Some(c.index)
+    }))
+}
+
+/// Whether an interface called `ifname` exists in the netns at `netns` (false when the netns is
+/// gone or not a namespace).
+pub fn container_link_exists(netns: &Path, ifname: &str) -> Result<bool> {
     match netns::probe(netns)? {
-        Probe::Netns(_) => netns::with_netns(netns, || delete_link(ifname)),
+        Probe::Netns(_) => netns::with_netns(netns, || Ok(read_link(ifname)?.is_some())),
         Probe::Missing | Probe::NotNetns => Ok(false),
     }
+}
+
+/// Deletes the link at `index` in the current namespace if it is still called `name`.
+fn delete_link_at(index: u32, name: &str) -> Result<bool> {
+    with_netlink(|handle| async move {
+        let mut links = handle.link().get().match_index(index).execute();
+        let current = match links.try_next().await {
+            Ok(Some(msg)) => LinkState::from_message(&msg),
+            Ok(None) => return Ok(false),
+            Err(e) => match netlink_error(e, format_args!("get link {name} (index {index})")) {
+                err if err.is_not_found() => return Ok(false),
+                err => return Err(err),
+            },
+        };
+        if current.name != name {
+            return Ok(false);
+        }
+        match handle.link().del(index).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) => match netlink_error(e, format_args!("delete link {name}")) {
+                err if err.is_not_found() => Ok(false),
+                err => Err(err),
+            },
+        }
+    })
 }
 
 fn delete_link(name: &str) -> Result<bool> {
@@ -393,6 +460,7 @@ mod tests {
             LinkAttribute::Address(vec![0xee; 6]),
             LinkAttribute::Mtu(1400),
             LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth)]),
+            LinkAttribute::Link(12),
         ];
         let state = LinkState::from_message(&msg);
         assert_eq!(
@@ -404,6 +472,7 @@ mod tests {
                 up: true,
                 mtu: 1400,
                 kind: Some("veth".into()),
+                peer_index: Some(12),
             }
         );
         assert!(state.is_veth());
@@ -527,25 +596,69 @@ mod tests {
             .unwrap()
             .commit();
 
-        assert!(delete_container_link(ns.path(), "eth0").unwrap());
+        assert!(delete_host_veth(host.name()).unwrap());
         assert!(
-            !host_link_exists(host.name()).unwrap(),
-            "deleting the container end removes the host end"
+            !container_link_exists(ns.path(), "eth0").unwrap(),
+            "deleting the host end removes the container end"
         );
-        assert!(!delete_container_link(ns.path(), "eth0").unwrap());
+        assert!(!delete_host_veth(host.name()).unwrap());
         assert!(!delete_host_link(host.name()).unwrap());
-        assert!(!delete_container_link(Path::new("/run/netns/calico-test-gone"), "eth0").unwrap());
-        assert!(!delete_container_link(Path::new("/proc/self/status"), "eth0").unwrap());
-        assert!(!delete_container_link(Path::new("/proc/self/ns/mnt"), "eth0").unwrap());
+        for gone in [
+            "/run/netns/calico-test-gone",
+            "/proc/self/status",
+            "/proc/self/ns/mnt",
+        ] {
+            assert!(!container_link_exists(Path::new(gone), "eth0").unwrap());
+        }
+    }
 
-        create_veth(&VethRequest::new(host.name(), "eth0", ns.path()))
-            .unwrap()
-            .commit();
-        assert!(delete_host_link(host.name()).unwrap());
+    #[test]
+    #[ignore = "needs root"]
+    fn only_the_peer_of_the_host_veth_is_its_container_end() {
+        let (ns_a, ns_b) = (TestNetns::new("vpa"), TestNetns::new("vpb"));
+        let (host_a, host_b) = (
+            HostLink::new(unique_ifname("ca")),
+            HostLink::new(unique_ifname("cb")),
+        );
+        for (host, ns) in [(&host_a, &ns_a), (&host_b, &ns_b)] {
+            create_veth(&VethRequest::new(host.name(), "eth0", ns.path()))
+                .unwrap()
+                .commit();
+        }
+        let own = container_end_of(ns_a.path(), "eth0", host_a.name()).unwrap();
+        assert_eq!(own.map(|l| l.name), Some("eth0".to_string()));
+        // The other container's eth0, with the same name and maybe the same index, is not it.
         assert!(
-            netns::with_netns(ns.path(), || read_link("eth0"))
+            container_end_of(ns_b.path(), "eth0", host_a.name())
                 .unwrap()
                 .is_none()
         );
+        assert!(
+            container_end_of(ns_a.path(), "eth1", host_a.name())
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            container_end_of(ns_a.path(), "lo", host_a.name())
+                .unwrap()
+                .is_none()
+        );
+        assert!(delete_host_veth(host_a.name()).unwrap());
+        assert!(container_link_exists(ns_b.path(), "eth0").unwrap());
+        assert!(
+            container_end_of(ns_a.path(), "eth0", host_a.name())
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn a_host_link_that_is_not_a_veth_is_left() {
+        let host = HostLink::new(unique_ifname("cd"));
+        host.ip(&["link", "add", host.name(), "type", "bridge"]);
+        let err = delete_host_veth(host.name()).unwrap_err();
+        assert!(err.msg().contains("not a veth"), "{err:?}");
+        assert!(host_link_exists(host.name()).unwrap());
     }
 }

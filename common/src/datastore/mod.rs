@@ -7,6 +7,7 @@
 
 pub mod keys;
 pub mod model;
+pub mod undo;
 
 use std::fs::OpenOptions;
 use std::future::Future;

@@ -9,7 +9,7 @@
 
 use super::allocator::Allocator;
 use super::handle::AllocationHandle;
-use super::handle_id;
+use super::parse_handle_id;
 use super::store::Store;
 use crate::datastore::keys;
 use crate::error::{Error, Result};
@@ -32,7 +32,9 @@ pub struct GcOutcome {
     pub failures: Vec<Error>,
 }
 
-/// Releases every handle of `scope` whose container id is not in `valid_container_ids`.
+/// Releases every handle of `scope` that no attachment in `valid` (container id, interface
+/// name) holds. A handle in Calico's form names no interface: it stays while any valid
+/// attachment has its container id.
 ///
 /// Requests: one listing of the handles under `<network>.`, then per released handle one read
 /// of its blocks and one transaction (more only after a conflict). A failing listing is an
@@ -40,20 +42,24 @@ pub struct GcOutcome {
 pub fn release_unlisted_handles(
     store: &dyn Store,
     scope: &GcScope,
-    valid_container_ids: &[&str],
+    valid: &[(&str, &str)],
 ) -> Result<GcOutcome> {
-    let id_prefix = handle_id(scope.network, "");
-    let listed = store.list(&keys::handle(&id_prefix))?;
+    let listed = store.list(&keys::handle(&format!("{}.", scope.network)))?;
     let ipam = Allocator::new(store, scope.node);
     let selected = |h: &AllocationHandle| h.belongs_to(scope.node, scope.network);
+    let is_valid = |container_id: &str, ifname: Option<&str>| {
+        valid
+            .iter()
+            .any(|&(c, i)| c == container_id && ifname.is_none_or(|ifname| ifname == i))
+    };
     let mut outcome = GcOutcome::default();
     for entry in listed {
         let Some(id) = keys::parse_handle(&entry.key).map(str::to_string) else {
             continue;
         };
-        let container_id = id.strip_prefix(&id_prefix).unwrap_or_default();
-        if valid_container_ids.contains(&container_id) {
-            continue;
+        match parse_handle_id(scope.network, &id) {
+            Some((container_id, ifname)) if !is_valid(container_id, ifname) => {}
+            _ => continue,
         }
         match AllocationHandle::from_json(&id, &entry.key, &entry.value) {
             Ok(handle) if !selected(&handle) => continue,
@@ -77,6 +83,7 @@ pub fn release_unlisted_handles(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipam::handle_id;
     use crate::ipam::pool::{PoolSpec, add_pool};
     use crate::ipam::store::MemoryStore;
     use crate::ipam::{AutoAssign, block::AllocationBlock};
@@ -95,7 +102,18 @@ mod tests {
 
     /// An ADD of `container` on `network` at `node`, as the plugin makes it.
     fn add(store: &MemoryStore, node: &str, network: &str, container: &str) {
-        let handle = handle_id(network, container);
+        add_interface(store, node, network, container, "eth0");
+    }
+
+    /// An ADD of one interface of `container`.
+    fn add_interface(
+        store: &MemoryStore,
+        node: &str,
+        network: &str,
+        container: &str,
+        ifname: &str,
+    ) {
+        let handle = handle_id(network, container, ifname);
         let req = AutoAssign {
             handle: &handle,
             ipv4: true,
@@ -148,7 +166,7 @@ mod tests {
             &keys::handle("net.legacy"),
             br#"{"id":"net.legacy","block":{}}"#,
         );
-        let outcome = release_unlisted_handles(&store, &SCOPE, &["keep"]).unwrap();
+        let outcome = release_unlisted_handles(&store, &SCOPE, &[("keep", "eth0")]).unwrap();
         assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
         let mut released = outcome.released;
         released.sort();
@@ -207,8 +225,21 @@ mod tests {
             add(&store, "n1", "net", c);
         }
         let before = store.requests_made();
-        let outcome = release_unlisted_handles(&store, &SCOPE, &["b"]).unwrap();
+        let outcome = release_unlisted_handles(&store, &SCOPE, &[("b", "eth0")]).unwrap();
         assert_eq!(outcome.released.len(), 2);
         assert_eq!(store.requests_made() - before, 1 + 2 * 2);
+    }
+
+    #[test]
+    fn a_further_interface_is_released_when_only_the_first_is_listed() {
+        let store = store_with_pool();
+        add_interface(&store, "n1", "net", "c", "eth0");
+        add_interface(&store, "n1", "net", "c", "eth1");
+        let outcome = release_unlisted_handles(&store, &SCOPE, &[("c", "eth0")]).unwrap();
+        assert_eq!(outcome.released, [("net.c:eth1".to_string(), 1)]);
+        // Calico's form names no interface: any listed interface of the container keeps it.
+        let outcome = release_unlisted_handles(&store, &SCOPE, &[("c", "eth1")]).unwrap();
+        assert!(outcome.released.is_empty());
+        assert_eq!(handles(&store), ["net.c"]);
     }
 }

@@ -1,0 +1,210 @@
+//! One verb at a time per attachment on a node. The spec forbids parallel operations on one
+//! container, but runtimes send them anyway: a retried ADD after a timeout, a DEL tearing down an
+//! ADD that is still running. Each verb of one (container id, interface name) holds an exclusive
+//! `flock` on a file of its own for its whole run, so the second verb starts only once the first
+//! has finished and sees its complete result. The kernel drops the lock when the process dies.
+//!
+//! The holder removes the file when it is done, so the directory holds files only for verbs
+//! running now. A verb that was waiting on a removed file notices (the path no longer names the
+//! file it locked) and starts over on a new one, so only the file at the path ever counts.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+
+use crate::error::Code;
+use crate::{Context, Error, Result};
+
+/// Where the lock files live: a runtime directory, emptied at boot like the locks themselves.
+pub const LOCK_DIR: &str = "/run/calico/cni";
+
+/// How long a verb waits for the one before it. Longer than the etcd deadline of a verb, so a
+/// slow but healthy predecessor is waited for; a hung one is reported as "try again later".
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The longest file name kept readable; longer ones (very long container ids) are hashed.
+const MAX_READABLE_NAME: usize = 200;
+
+/// The held lock of one attachment. Dropping it removes the file and releases the lock.
+#[derive(Debug)]
+pub struct AttachmentLock {
+    /// Held open for the lock's lifetime: closing it releases the lock.
+    _file: File,
+    path: PathBuf,
+}
+
+impl AttachmentLock {
+    /// Takes the lock of `plugin`'s verbs on (`container_id`, `ifname`) in [`LOCK_DIR`],
+    /// waiting for the verb that holds it.
+    pub fn acquire(plugin: &str, container_id: &str, ifname: &str) -> Result<AttachmentLock> {
+        let path = Path::new(LOCK_DIR).join(lock_file_name(plugin, container_id, ifname));
+        acquire_at(&path, WAIT)
+    }
+
+    /// Takes the lock only if nobody holds it; `None` when a verb holds it now.
+    pub fn try_acquire(
+        plugin: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Option<AttachmentLock>> {
+        let path = Path::new(LOCK_DIR).join(lock_file_name(plugin, container_id, ifname));
+        match acquire_at(&path, Duration::ZERO) {
+            Ok(lock) => Ok(Some(lock)),
+            Err(err) if err.code() == Code::TryAgainLater => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+impl Drop for AttachmentLock {
+    fn drop(&mut self) {
+        // Removed while still locked: whoever opens the path next gets a new file.
+        if let Err(err) = std::fs::remove_file(&self.path)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            super::log::warn(&format!("remove lock file {}: {err}", self.path.display()));
+        }
+    }
+}
+
+/// `<plugin>:<container id>:<ifname>.lock`. Both parts are validated before a lock is taken:
+/// neither holds `/`, and neither can hold `:` (the container id rule and the kernel refuse it),
+/// so two attachments never share a file.
+fn lock_file_name(plugin: &str, container_id: &str, ifname: &str) -> String {
+    let name = format!("{plugin}:{container_id}:{ifname}.lock");
+    if name.len() <= MAX_READABLE_NAME {
+        return name;
+    }
+    let digest = sha1_smol::Sha1::from(format!("{container_id}:{ifname}"))
+        .digest()
+        .to_string();
+    format!("{plugin}:{digest}.lock")
+}
+
+/// Opens (creating) the lock file at `path` and locks it, polling until `wait` has passed.
+/// A file removed by the holder while this waited is not a lock any more: it is opened again.
+fn acquire_at(path: &Path, wait: Duration) -> Result<AttachmentLock> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("create lock directory {}", dir.display()))?;
+    let deadline = Instant::now() + wait;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(path)
+            .with_context(|| format!("open lock file {}", path.display()))?;
+        // SAFETY: flock only reads the descriptor, which `file` keeps open.
+        let locked =
+            unsafe { nix::libc::flock(file.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) };
+        if locked == 0 {
+            if still_linked(&file, path)? {
+                return Ok(AttachmentLock {
+                    _file: file,
+                    path: path.to_path_buf(),
+                });
+            }
+            continue;
+        }
+        let errno = Errno::last();
+        if errno != Errno::EWOULDBLOCK && errno != Errno::EINTR {
+            return Err(Error::internal(format!(
+                "lock {}: {}",
+                path.display(),
+                errno.desc()
+            )));
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::new(
+                Code::TryAgainLater,
+                format!(
+                    "another verb on this attachment still holds lock file {} after {}s",
+                    path.display(),
+                    wait.as_secs()
+                ),
+            ));
+        }
+        std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// True when `path` still names the locked `file` (its holder did not remove it meanwhile).
+fn still_linked(file: &File, path: &Path) -> Result<bool> {
+    let held = file
+        .metadata()
+        .with_context(|| format!("stat lock file {}", path.display()))?;
+    match std::fs::symlink_metadata(path) {
+        Ok(current) => Ok(current.dev() == held.dev() && current.ino() == held.ino()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(Error::from(err).context(format!("stat lock file {}", path.display()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_lock(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("calico-lock-{}-{name}", std::process::id()));
+        dir.join(name)
+    }
+
+    #[test]
+    fn a_second_verb_waits_for_the_first() {
+        let path = temp_lock("wait.lock");
+        let first = acquire_at(&path, WAIT).unwrap();
+        let err = acquire_at(&path, Duration::from_millis(20)).unwrap_err();
+        assert_eq!(err.code(), Code::TryAgainLater);
+        assert!(err.msg().contains(&path.display().to_string()), "{err:?}");
+        let waiter = std::thread::spawn({
+            let path = path.clone();
+            move || acquire_at(&path, WAIT).map(drop)
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        drop(first);
+        waiter.join().unwrap().unwrap();
+        assert!(!path.exists());
+        std::fs::remove_dir(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_waiter_on_a_removed_file_takes_a_new_one() {
+        let path = temp_lock("removed.lock");
+        let first = acquire_at(&path, WAIT).unwrap();
+        let waiter = std::thread::spawn({
+            let path = path.clone();
+            move || acquire_at(&path, WAIT)
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        drop(first);
+        let second = waiter.join().unwrap().unwrap();
+        assert!(path.exists());
+        drop(second);
+        assert!(!path.exists());
+        std::fs::remove_dir(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn lock_names_stay_apart_and_short() {
+        assert_eq!(
+            lock_file_name("calico", "c1", "eth0"),
+            "calico:c1:eth0.lock"
+        );
+        assert_ne!(
+            lock_file_name("calico", "c1.eth1", "eth0"),
+            lock_file_name("calico", "c1", "eth1.eth0")
+        );
+        let long = "a".repeat(300);
+        assert!(lock_file_name("calico-ipam", &long, "eth0").len() < 80);
+    }
+}
