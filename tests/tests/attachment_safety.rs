@@ -1,0 +1,388 @@
+//! Whatever order of verbs a runtime sends (retries, ADD racing DEL, DEL with another
+//! container's netns, two interface names), an attachment ends fully attached or fully gone, no
+//! address is held by two containers, and nothing the plugin did not make is removed.
+
+mod ipam_support;
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ipam_support::check_datastore;
+use tests::kernel::{host_link, netns_ipv4_addrs, netns_link};
+use tests::{NetConf, Netns, TempDir, TestBed, host_veth_name, names, run_plugin};
+
+/// A bed whose network delegates to `calico-ipam`, with the bed's subnet as the pool.
+fn ipam_bed() -> (TestBed, NetConf) {
+    let bed = TestBed::new();
+    let pool = bed.subnet.cidr();
+    let out = Command::new(tests::plugin::binary("calico-ipam"))
+        .env_clear()
+        .env("ETCD_ENDPOINTS", bed.etcd.endpoint())
+        .args(["pool", "add", &pool])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pool add {pool}: {out:?}");
+    let conf = bed.fixture("calico-ipam.conf", &bed.network);
+    (bed, conf)
+}
+
+/// The container's IPv4 address on `ifname`, if it has exactly one.
+fn address_in(netns: &Netns, ifname: &str) -> Option<String> {
+    let addrs = netns_ipv4_addrs(netns.name(), ifname);
+    (addrs.len() == 1).then(|| addrs[0].local.clone())
+}
+
+/// The handle id holding `ip` in the pool's blocks, if any.
+fn holder_of(bed: &TestBed, ip: &str) -> Option<String> {
+    let ip: Ipv4Addr = ip.parse().ok()?;
+    check_datastore(&bed.etcd).into_iter().find_map(|block| {
+        let base: Ipv4Addr = block.cidr.split_once('/')?.0.parse().ok()?;
+        let ordinal = u32::from(ip).checked_sub(u32::from(base))?;
+        block
+            .allocated
+            .get(&usize::try_from(ordinal).ok()?)
+            .cloned()
+    })
+}
+
+/// Asserts the container is completely attached on eth0: its interface is the peer of its host
+/// veth, and endpoint, record and allocation agree on one address.
+fn assert_fully_attached(bed: &TestBed, cid: &str, netns: &Netns) {
+    let ip = address_in(netns, "eth0")
+        .unwrap_or_else(|| panic!("{cid}: no single address on eth0 in {}", netns.name()));
+    let veth = host_veth_name(cid);
+    assert!(
+        host_link(&veth).is_some(),
+        "{cid}: host veth {veth} missing"
+    );
+    let endpoint = bed
+        .endpoint(cid, "eth0")
+        .unwrap_or_else(|| panic!("{cid}: endpoint missing"));
+    assert_eq!(
+        endpoint["ipv4_nets"],
+        serde_json::json!([format!("{ip}/32")])
+    );
+    assert_eq!(endpoint["name"], veth);
+    let records = bed.etcd.keys("/calico/cni/v1/attachment/");
+    assert!(
+        records.iter().any(|k| k.ends_with(&format!("/{cid}/eth0"))),
+        "{cid}: no attachment record in {records:?}"
+    );
+    assert_eq!(
+        holder_of(bed, &ip).as_deref(),
+        Some(format!("{}.{cid}", bed.network).as_str()),
+        "{cid}: {ip} not allocated to its handle"
+    );
+}
+
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn del_of_a_second_ifname_on_the_same_network_does_not_free_the_first_ones_address() {
+    let (bed, conf) = ipam_bed();
+    let netns = Netns::new();
+    let cid = names::container_id();
+    bed.add(&conf, &cid, &netns.path(), "eth0").result();
+    let ip = address_in(&netns, "eth0").expect("eth0 address");
+    bed.add(&conf, &cid, &netns.path(), "eth1").result();
+
+    bed.del(&conf, &cid, &netns.path(), "eth1").assert_success();
+
+    assert_eq!(address_in(&netns, "eth0").as_deref(), Some(ip.as_str()));
+    assert!(
+        bed.endpoint(&cid, "eth0").is_some(),
+        "eth0's endpoint deleted"
+    );
+    assert_eq!(
+        holder_of(&bed, &ip),
+        Some(format!("{}.{cid}", bed.network)),
+        "eth0's address was released by DEL of eth1"
+    );
+    // Another node asking for the address explicitly is refused: it is still in use.
+    let other = conf
+        .clone()
+        .set("nodename", names::unique("other-node"))
+        .to_bytes();
+    let env = bed
+        .env("ADD", &names::container_id(), &netns.path(), "eth0")
+        .set("CNI_ARGS", &format!("IP={ip}"));
+    let taken = run_plugin("calico-ipam", &env, &other);
+    assert!(!taken.status.success(), "{ip} handed out twice\n{taken}");
+
+    bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
+    assert_eq!(holder_of(&bed, &ip), None);
+    bed.assert_nothing_left(&[&cid]);
+}
+
+#[test]
+#[ignore = "root: real etcd"]
+fn calico_ipam_gives_each_interface_of_a_container_its_own_handle() {
+    let (bed, conf) = ipam_bed();
+    let cid = names::container_id();
+    let ipam = |command: &str, ifname: &str| {
+        let env = bed.env(command, &cid, "/var/run/netns/unused", ifname);
+        run_plugin("calico-ipam", &env, &conf.to_bytes())
+    };
+    let first = ipam("ADD", "eth0").result()["ips"][0]["address"].clone();
+    let second = ipam("ADD", "net1").result()["ips"][0]["address"].clone();
+    assert_ne!(first, second);
+    let handles = bed.etcd.keys("/calico/ipam/v2/handle/");
+    assert_eq!(
+        handles,
+        [
+            format!("/calico/ipam/v2/handle/{}.{cid}", bed.network),
+            format!("/calico/ipam/v2/handle/{}.{cid}:net1", bed.network),
+        ]
+    );
+
+    ipam("DEL", "net1").assert_success();
+    let ip = first.as_str().unwrap().trim_end_matches("/32");
+    assert_eq!(holder_of(&bed, ip), Some(format!("{}.{cid}", bed.network)));
+    ipam("DEL", "eth0").assert_success();
+    assert!(bed.etcd.keys("/calico/ipam/v2/handle/").is_empty());
+}
+
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn del_of_a_never_added_container_leaves_a_foreign_link_called_cni_ifname() {
+    let bed = TestBed::new();
+    let netns = Netns::new();
+    let cid = names::container_id();
+    ip_in(
+        &netns,
+        &[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+        ],
+    );
+
+    bed.del(&bed.conf(), &cid, &netns.path(), "eth0")
+        .assert_success();
+
+    assert!(
+        netns_link(netns.name(), "eth0").is_some(),
+        "foreign eth0 deleted"
+    );
+    assert!(
+        netns_link(netns.name(), "peer0").is_some(),
+        "foreign veth peer deleted"
+    );
+    bed.assert_nothing_left(&[&cid]);
+}
+
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn del_given_another_containers_netns_leaves_that_container_alone() {
+    let bed = TestBed::new();
+    let conf = bed.conf();
+    let (netns_a, netns_b) = (Netns::new(), Netns::new());
+    let (a, b) = (names::container_id(), names::container_id());
+    bed.add(&conf, &a, &netns_a.path(), "eth0").result();
+    bed.add(&conf, &b, &netns_b.path(), "eth0").result();
+    let b_ip = address_in(&netns_b, "eth0").expect("b's address");
+
+    bed.del(&conf, &a, &netns_b.path(), "eth0").assert_success();
+
+    assert_eq!(address_in(&netns_b, "eth0"), Some(b_ip), "b's eth0 removed");
+    assert!(
+        host_link(&host_veth_name(&b)).is_some(),
+        "b's host veth removed"
+    );
+    assert!(bed.endpoint(&b, "eth0").is_some(), "b's endpoint removed");
+    assert!(
+        netns_link(netns_a.name(), "eth0").is_none(),
+        "a's eth0 left"
+    );
+    assert!(
+        host_link(&host_veth_name(&a)).is_none(),
+        "a's host veth left"
+    );
+    assert!(bed.endpoint(&a, "eth0").is_none(), "a's endpoint left");
+
+    bed.del(&conf, &b, &netns_b.path(), "eth0").assert_success();
+    bed.assert_nothing_left(&[&a, &b]);
+}
+
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn the_same_container_added_twice_at_once_keeps_the_winners_attachment() {
+    let (bed, conf) = ipam_bed();
+    for _ in 0..6 {
+        let netns = Netns::new();
+        let cid = names::container_id();
+        let (first, second) = std::thread::scope(|s| {
+            let one = s.spawn(|| bed.add(&conf, &cid, &netns.path(), "eth0"));
+            let two = s.spawn(|| bed.add(&conf, &cid, &netns.path(), "eth0"));
+            (one.join().unwrap(), two.join().unwrap())
+        });
+        assert!(
+            first.status.success() || second.status.success(),
+            "neither ADD succeeded\n{first}\n{second}"
+        );
+        assert_fully_attached(&bed, &cid, &netns);
+        // The second ADD saw the first's complete attachment: it answered with it.
+        if first.status.success() && second.status.success() {
+            assert_eq!(first.result()["ips"], second.result()["ips"]);
+        }
+        bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
+        bed.assert_nothing_left(&[&cid]);
+    }
+    assert!(
+        check_datastore(&bed.etcd)
+            .iter()
+            .all(|b| b.allocated.is_empty())
+    );
+}
+
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn del_racing_add_ends_fully_attached_or_fully_gone() {
+    let (bed, conf) = ipam_bed();
+    for round in 0..6 {
+        let netns = Netns::new();
+        let cid = names::container_id();
+        let (add, del) = std::thread::scope(|s| {
+            let add = s.spawn(|| bed.add(&conf, &cid, &netns.path(), "eth0"));
+            // Alternate which verb the kernel is likely to start first.
+            std::thread::sleep(Duration::from_millis(if round % 2 == 0 { 0 } else { 15 }));
+            let del = s.spawn(|| bed.del(&conf, &cid, &netns.path(), "eth0"));
+            (add.join().unwrap(), del.join().unwrap())
+        });
+        del.assert_success();
+        if bed.endpoint(&cid, "eth0").is_some() {
+            assert!(add.status.success(), "endpoint of a failed ADD\n{add}");
+            assert_fully_attached(&bed, &cid, &netns);
+            bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
+        } else {
+            assert!(
+                netns_link(netns.name(), "eth0").is_none(),
+                "eth0 without endpoint"
+            );
+        }
+        bed.assert_nothing_left(&[&cid]);
+        assert!(
+            check_datastore(&bed.etcd)
+                .iter()
+                .all(|b| b.allocated.is_empty()),
+            "an address outlived its container"
+        );
+    }
+}
+
+#[test]
+#[ignore = "root: real etcd"]
+fn an_ipam_type_naming_the_plugin_itself_is_refused_instead_of_forking_without_bound() {
+    let bed = TestBed::new();
+    let netns = Netns::new();
+    let cid = names::container_id();
+    let conf = bed.conf().set_ipam("type", "calico");
+    let started = Instant::now();
+
+    let err = bed
+        .add(&conf, &cid, &netns.path(), "eth0")
+        .error_with_code(7);
+
+    assert!(err.msg.contains("is this plugin itself"), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(netns_link(netns.name(), "eth0").is_none());
+    bed.assert_nothing_left(&[&cid]);
+}
+
+#[test]
+#[ignore = "root: real etcd"]
+fn delegation_deeper_than_two_levels_is_refused() {
+    let bed = TestBed::new();
+    let netns = Netns::new();
+    let cid = names::container_id();
+    let env = bed
+        .env("ADD", &cid, &netns.path(), "eth0")
+        .set("CALICO_CNI_DELEGATION_DEPTH", "2");
+
+    let err = run_plugin("calico", &env, &bed.conf().to_bytes()).error_with_code(7);
+
+    assert!(err.msg.contains("CALICO_CNI_DELEGATION_DEPTH"), "{err:?}");
+    bed.assert_nothing_left(&[&cid]);
+}
+
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn a_repeated_add_under_a_new_netns_sets_the_container_up_there() {
+    let (bed, conf) = ipam_bed();
+    let (old, new) = (Netns::new(), Netns::new());
+    let cid = names::container_id();
+    bed.add(&conf, &cid, &old.path(), "eth0").result();
+    let old_ip = address_in(&old, "eth0").expect("first address");
+
+    let result = bed.add(&conf, &cid, &new.path(), "eth0").result().clone();
+
+    let ip = address_in(&new, "eth0").expect("no eth0 in the new netns");
+    assert_eq!(result["ips"][0]["address"], format!("{ip}/32"));
+    assert!(netns_link(old.name(), "eth0").is_none(), "old eth0 left");
+    assert_fully_attached(&bed, &cid, &new);
+    if ip != old_ip {
+        assert_eq!(holder_of(&bed, &old_ip), None, "old address leaked");
+    }
+    // Repeated once more in the same netns: the stored attachment answers, nothing changes.
+    let again = bed.add(&conf, &cid, &new.path(), "eth0").result().clone();
+    assert_eq!(again["ips"], result["ips"]);
+    assert_eq!(address_in(&new, "eth0"), Some(ip));
+
+    bed.del(&conf, &cid, &new.path(), "eth0").assert_success();
+    bed.assert_nothing_left(&[&cid]);
+    assert!(
+        check_datastore(&bed.etcd)
+            .iter()
+            .all(|b| b.allocated.is_empty())
+    );
+}
+
+#[test]
+#[ignore = "root: real etcd"]
+fn the_hosts_own_netns_as_cni_netns_is_refused_before_any_change() {
+    let bed = TestBed::new();
+    let cid = names::container_id();
+    let dir = TempDir::new("host-netns-link");
+    let link = dir.join("netns");
+    std::os::unix::fs::symlink("/proc/self/ns/net", &link).unwrap();
+
+    let err = bed
+        .add(&bed.conf(), &cid, link.to_str().unwrap(), "eth0")
+        .error();
+
+    assert!(err.msg.contains("host's own network namespace"), "{err:?}");
+    assert!(host_link(&host_veth_name(&cid)).is_none());
+    assert!(bed.etcd.keys("/calico/").iter().all(|k| !k.contains(&cid)));
+    bed.assert_nothing_left(&[&cid]);
+}
+
+#[test]
+#[ignore = "root: real etcd"]
+fn a_fifo_as_cni_netns_is_refused_without_blocking() {
+    let bed = TestBed::new();
+    let cid = names::container_id();
+    let dir = TempDir::new("fifo-netns");
+    let fifo = dir.join("netns");
+    nix_mkfifo(&fifo);
+    let started = Instant::now();
+
+    let err = bed
+        .add(&bed.conf(), &cid, fifo.to_str().unwrap(), "eth0")
+        .error();
+
+    assert!(err.msg.contains("is not a network namespace"), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    bed.assert_nothing_left(&[&cid]);
+}
+
+fn nix_mkfifo(path: &std::path::Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success());
+}
+
+fn ip_in(netns: &Netns, args: &[&str]) {
+    let out = Command::new("ip")
+        .args(["-n", netns.name()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ip {args:?}: {out:?}");
+}
