@@ -71,6 +71,7 @@ pub fn gc(req: &Request) -> Result<()> {
             .any(|a| a.container_id == r.container_id && a.ifname == r.ifname)
     };
     let (records, mut failures) = attachment::list_attachments(&store, req)?;
+    let mut busy = Vec::new();
     for record in records.into_iter().filter(|r| !is_valid(r)) {
         // An ADD or DEL of the attachment is running right now: it is not garbage yet, and
         // tearing it down under that verb would leave half of it. The next GC looks again.
@@ -81,6 +82,7 @@ pub fn gc(req: &Request) -> Result<()> {
                 "gc: attachment {}/{} is busy: skipping it",
                 record.container_id, record.ifname
             ));
+            busy.push(record);
             continue;
         };
         let attachment_req = request_for(req, &record);
@@ -98,8 +100,34 @@ pub fn gc(req: &Request) -> Result<()> {
         );
         failures.extend(outcome.err().map(|e| e.context(context)));
     }
-    failures.extend(delegate::ipam_exec(req, Command::Gc, &req.raw_config).err());
+    let ipam_config = config_keeping(&req.raw_config, &busy)?;
+    failures.extend(delegate::ipam_exec(req, Command::Gc, &ipam_config).err());
     Error::combine(failures)
+}
+
+/// The config for the IPAM plugin's GC, with the attachments skipped as busy added to its valid
+/// list, so that their addresses stay with them too.
+fn config_keeping(raw_config: &[u8], busy: &[AttachmentRecord]) -> Result<Vec<u8>> {
+    if busy.is_empty() {
+        return Ok(raw_config.to_vec());
+    }
+    let mut config: serde_json::Value = serde_json::from_slice(raw_config)?;
+    let Some(object) = config.as_object_mut() else {
+        return Ok(raw_config.to_vec());
+    };
+    for key in ["cni.dev/valid-attachments", "cni.dev/attachments"] {
+        let listed = object
+            .entry(key)
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        if let Some(listed) = listed.as_array_mut() {
+            listed.extend(
+                busy.iter().map(
+                    |r| serde_json::json!({"containerID": r.container_id, "ifname": r.ifname}),
+                ),
+            );
+        }
+    }
+    Ok(serde_json::to_vec(&config)?)
 }
 
 /// The host veth an attachment used, and who holds the claim on its name now.

@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::cni::lock::AttachmentLock;
 use ipam_support::check_datastore;
 use tests::kernel::{host_link, netns_ipv4_addrs, netns_link};
 use tests::{NetConf, Netns, TempDir, TestBed, host_veth_name, names, run_plugin};
@@ -385,4 +386,38 @@ fn ip_in(netns: &Netns, args: &[&str]) {
         .output()
         .unwrap();
     assert!(out.status.success(), "ip {args:?}: {out:?}");
+}
+
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn gc_leaves_an_attachment_whose_verb_is_still_running() {
+    let (bed, conf) = ipam_bed();
+    let conf = conf.set("cniVersion", "1.1.0");
+    let netns = Netns::new();
+    let cid = names::container_id();
+    bed.add(&conf, &cid, &netns.path(), "eth0").result();
+    let lock = format!("/run/calico/cni/calico:{cid}:eth0.lock");
+    // Another verb of the attachment, as far as the plugin can tell: it holds the lock.
+    let holder = AttachmentLock::acquire("calico", &cid, "eth0").unwrap();
+    let gc = || {
+        let env = tests::Env::new()
+            .set("CNI_COMMAND", "GC")
+            .set("CNI_PATH", &bed.cni_path.path());
+        let body = conf
+            .clone()
+            .set("cni.dev/valid-attachments", serde_json::json!([]));
+        run_plugin("calico", &env, &body.to_bytes())
+    };
+
+    gc().assert_success();
+    assert_fully_attached(&bed, &cid, &netns);
+
+    drop(holder);
+    gc().assert_success();
+    assert!(
+        bed.endpoint(&cid, "eth0").is_none(),
+        "unlisted endpoint left"
+    );
+    assert!(!std::path::Path::new(&lock).exists(), "lock file left");
+    bed.assert_nothing_left(&[&cid]);
 }
