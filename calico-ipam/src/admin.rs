@@ -164,6 +164,8 @@ fn action(line: &CommandLine) -> Result<Action> {
     match words.as_slice() {
         ["pool", "add", cidr] => {
             let cidr = parse_cidr(cidr)?;
+            // Refused before etcd is contacted: such a CIDR can never be a pool.
+            ipam::pool::validate_pool_cidr(cidr)?;
             if line.ipip && cidr.is_ipv6() {
                 return Err(usage_error(format!(
                     "--ipip applies to ipv4 pools only, not {cidr}"
@@ -352,7 +354,7 @@ mod tests {
 
     #[test]
     fn bad_command_lines_are_usage_errors() {
-        let cases: [&[&str]; 7] = [
+        let cases: [&[&str]; 8] = [
             &["pool"],
             &["pool", "add"],
             &["pool", "add", "not-a-cidr"],
@@ -360,6 +362,7 @@ mod tests {
             &["pool", "add", "fd00::/64", "--ipip"],
             &["--etcd-endpoints"],
             &["pool", "list", "--bogus"],
+            &["pool", "add", "169.254.0.0/16"],
         ];
         for args in cases {
             assert!(parse(args).is_err(), "{args:?}");

@@ -338,6 +338,9 @@ fn pools(raw: &[String], key: &str, ipv4: bool) -> Result<Vec<IpNetwork>> {
                 let family = if ipv4 { "IPv4" } else { "IPv6" };
                 return Err(invalid(format!("{key}: {text:?} is not an {family} pool")));
             }
+            if let Some(problem) = crate::special_ranges::pool_problem(pool) {
+                return Err(invalid(format!("{key}: {problem}")));
+            }
             Ok(pool)
         })
         .collect()
@@ -478,6 +481,27 @@ mod netconf_tests {
         ];
         for (json, code) in cases {
             assert_eq!(parse(json).unwrap_err().code(), code, "{json}");
+        }
+    }
+
+    #[test]
+    fn pools_overlapping_special_ranges_are_refused_naming_key_and_range() {
+        let cases = [
+            ("ipv4_pools", "169.254.0.0/16", "169.254.0.0/16"),
+            ("ipv4_pools", "127.0.0.0/8", "127.0.0.0/8"),
+            ("ipv4_pools", "224.0.0.0/8", "224.0.0.0/4"),
+            ("ipv4_pools", "0.0.0.0/0", "0.0.0.0/8"),
+            ("ipv6_pools", "fe80::/64", "fe80::/10"),
+            ("ipv6_pools", "::1/128", "::1/128"),
+        ];
+        for (key, pool, special) in cases {
+            let json =
+                format!(r#"{{"name":"n","ipam":{{"type":"calico-ipam","{key}":["{pool}"]}}}}"#);
+            let err = parse(&json).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidConfig, "{pool}");
+            for named in [key, pool, special] {
+                assert!(err.msg().contains(named), "{pool}: {}", err.msg());
+            }
         }
     }
 

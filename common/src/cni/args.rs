@@ -100,10 +100,13 @@ fn parse_ip(value: &str) -> Result<Option<IpAddr>> {
         return Ok(None);
     }
     let address = value.split_once('/').map_or(value, |(ip, _)| ip);
-    address
+    let addr: IpAddr = address
         .parse()
-        .map(Some)
-        .map_err(|_| invalid(format!("invalid IP {value:?} in CNI_ARGS")))
+        .map_err(|_| invalid(format!("invalid IP {value:?} in CNI_ARGS")))?;
+    match crate::special_ranges::address_problem(addr) {
+        Some(problem) => Err(invalid(format!("IP {value:?} in CNI_ARGS: {problem}"))),
+        None => Ok(Some(addr)),
+    }
 }
 
 fn invalid(msg: String) -> Error {
@@ -152,6 +155,21 @@ mod tests {
         for raw in ["IP=10.0.0.300", "justakey", "IP=nonsense"] {
             let err = CniArgs::parse(raw).unwrap_err();
             assert_eq!(err.code(), Code::InvalidEnvironment, "{raw}");
+        }
+    }
+
+    #[test]
+    fn requested_ip_in_a_special_range_is_refused_naming_it() {
+        for (raw, special) in [
+            ("IP=169.254.1.1", "169.254.0.0/16"),
+            ("IP=127.0.0.1/8", "127.0.0.0/8"),
+            ("IP=255.255.255.255", "240.0.0.0/4"),
+            ("IP=fe80::1", "fe80::/10"),
+            ("IP=::ffff:10.0.0.1", "::ffff:0:0/96"),
+        ] {
+            let err = CniArgs::parse(raw).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidEnvironment, "{raw}");
+            assert!(err.msg().contains(special), "{raw}: {}", err.msg());
         }
     }
 
