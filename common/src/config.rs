@@ -212,10 +212,13 @@ impl NetConf {
                 "failed to load network config: not a JSON object",
             ));
         }
-        let raw: RawNetConf = serde_json::from_value(value).map_err(|e| {
+        let raw: RawNetConf = serde_json::from_value(value.clone()).map_err(|e| {
+            let key = mistyped_key(&value)
+                .map(|key| format!("key {key:?}: "))
+                .unwrap_or_default();
             Error::new(
                 Code::InvalidConfig,
-                format!("failed to load network config: {e}"),
+                format!("failed to load network config: {key}{e}"),
             )
         })?;
         let name = raw.name.unwrap_or_default();
@@ -319,6 +322,18 @@ fn kubernetes_node_name(raw: Option<String>) -> Result<Option<String>> {
     }
 }
 
+/// The top-level key whose value does not have the type the config needs: serde's message
+/// says what was wrong but not where. Every field is optional, so an object holding only the
+/// culprit is the one that fails alone.
+fn mistyped_key(config: &Value) -> Option<String> {
+    config.as_object()?.iter().find_map(|(key, value)| {
+        let alone = Value::Object([(key.clone(), value.clone())].into_iter().collect());
+        serde_json::from_value::<RawNetConf>(alone)
+            .is_err()
+            .then(|| key.clone())
+    })
+}
+
 /// Calico v1's `etcdv2` data model (kept on etcd v3 here) is the only datastore; the
 /// experimental `kubernetes` datastore of Calico v1.5+ is refused rather than silently replaced.
 fn datastore_type(raw: Option<String>) -> Result<String> {
@@ -358,6 +373,16 @@ fn parse_ipam(raw: Option<RawIpam>) -> Result<IpamConf> {
         .plugin_type
         .filter(|t| !t.is_empty())
         .ok_or_else(|| invalid("missing ipam.type".to_string()))?;
+    // A binary name looked up in CNI_PATH: a path would run any executable on the host.
+    if plugin_type.contains('/')
+        || plugin_type == "."
+        || plugin_type == ".."
+        || plugin_type.chars().any(char::is_control)
+    {
+        return Err(invalid(format!(
+            "invalid ipam.type {plugin_type:?}: must be the name of a plugin in CNI_PATH"
+        )));
+    }
     Ok(IpamConf {
         plugin_type,
         assign_ipv4: flag(raw.assign_ipv4.as_ref(), "ipam.assign_ipv4", true)?,
@@ -616,6 +641,32 @@ mod netconf_tests {
                 (conf.name.as_str(), conf.nodename.as_str()),
                 (name, nodename)
             );
+        }
+    }
+
+    #[test]
+    fn mistyped_values_name_their_key() {
+        for (keys, named) in [
+            (r#""mtu":"1500""#, "\"mtu\""),
+            (r#""name":5"#, "\"name\""),
+            (r#""policy":"k8s""#, "\"policy\""),
+            (r#""etcd_endpoints":["http://a:1"]"#, "\"etcd_endpoints\""),
+            (r#""kubernetes":{"kubeconfig":5}"#, "\"kubernetes\""),
+        ] {
+            let json = format!(r#"{{"name":"n","ipam":{{"type":"x"}},{keys}}}"#);
+            let err = parse(&json).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidConfig, "{json}");
+            assert!(err.msg().contains(named), "{json}: {}", err.msg());
+        }
+    }
+
+    #[test]
+    fn ipam_type_must_be_a_plugin_name() {
+        for plugin in ["../bin/sh", "/usr/bin/calico-ipam", ".", ".."] {
+            let json = format!(r#"{{"name":"n","ipam":{{"type":"{plugin}"}}}}"#);
+            let err = parse(&json).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidConfig, "{plugin}");
+            assert!(err.msg().contains("ipam.type"), "{}", err.msg());
         }
     }
 
