@@ -29,7 +29,9 @@ Admin mode (no CNI_COMMAND, arguments given):
   calico-ipam [etcd options] pool rm <cidr>     (refused while addresses are allocated)
   calico-ipam --help | --version
 
-  Pools must be at least one block (/26 for IPv4, /122 for IPv6) and must not overlap.
+  Pools must be at least one block (/26 for IPv4, /122 for IPv6), must not overlap each other
+  and must not overlap loopback, link-local, multicast, 0.0.0.0/8, 240.0.0.0/4, ::, ::1 or
+  IPv4-mapped addresses.
 
 etcd options (each wins over the next source):
   --etcd-endpoints <urls>      comma-separated http:// or https:// URLs
