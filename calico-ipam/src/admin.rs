@@ -29,7 +29,9 @@ Admin mode (no CNI_COMMAND, arguments given):
   calico-ipam [etcd options] pool rm <cidr>     (refused while addresses are allocated)
   calico-ipam --help | --version
 
-  Pools must be at least one block (/26 for IPv4, /122 for IPv6) and must not overlap.
+  Pools must be at least one block (/26 for IPv4, /122 for IPv6), must not overlap each other
+  and must not overlap loopback, link-local, multicast, 0.0.0.0/8, 240.0.0.0/4, ::, ::1 or
+  IPv4-mapped addresses.
 
 etcd options (each wins over the next source):
   --etcd-endpoints <urls>      comma-separated http:// or https:// URLs
@@ -164,6 +166,8 @@ fn action(line: &CommandLine) -> Result<Action> {
     match words.as_slice() {
         ["pool", "add", cidr] => {
             let cidr = parse_cidr(cidr)?;
+            // Refused before etcd is contacted: such a CIDR can never be a pool.
+            ipam::pool::validate_pool_cidr(cidr)?;
             if line.ipip && cidr.is_ipv6() {
                 return Err(usage_error(format!(
                     "--ipip applies to ipv4 pools only, not {cidr}"
@@ -352,7 +356,7 @@ mod tests {
 
     #[test]
     fn bad_command_lines_are_usage_errors() {
-        let cases: [&[&str]; 7] = [
+        let cases: [&[&str]; 8] = [
             &["pool"],
             &["pool", "add"],
             &["pool", "add", "not-a-cidr"],
@@ -360,6 +364,7 @@ mod tests {
             &["pool", "add", "fd00::/64", "--ipip"],
             &["--etcd-endpoints"],
             &["pool", "list", "--bogus"],
+            &["pool", "add", "169.254.0.0/16"],
         ];
         for args in cases {
             assert!(parse(args).is_err(), "{args:?}");

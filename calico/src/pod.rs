@@ -6,7 +6,9 @@ use std::net::IpAddr;
 
 use common::cni::Request;
 use common::kubernetes::{KubeClient, Pod};
+use common::special_ranges;
 use common::{Code, Error, Result};
+use ipnetwork::IpNetwork;
 use serde_json::Value;
 
 use crate::workload::WorkloadIds;
@@ -123,17 +125,25 @@ fn pod_labels(pod: &Pod, namespace: &str) -> BTreeMap<String, String> {
     labels
 }
 
-/// A pools annotation: a JSON list of CIDR strings.
+/// A pools annotation: a JSON list of CIDR strings, none overlapping a special-purpose range.
 fn pool_annotation(pod: &Pod, annotation: &str) -> Result<Option<Value>> {
     let Some(text) = pod.annotations.get(annotation) else {
         return Ok(None);
     };
+    let invalid = |msg: String| Error::new(Code::InvalidConfig, msg);
     let pools: Vec<String> = serde_json::from_str(text).map_err(|e| {
-        Error::new(
-            Code::InvalidConfig,
-            format!("failed to parse annotation {annotation} {text:?}: {e}"),
-        )
+        invalid(format!(
+            "failed to parse annotation {annotation} {text:?}: {e}"
+        ))
     })?;
+    for pool in &pools {
+        let cidr: IpNetwork = pool
+            .parse()
+            .map_err(|_| invalid(format!("invalid CIDR {pool:?} in annotation {annotation}")))?;
+        if let Some(problem) = special_ranges::pool_problem(cidr) {
+            return Err(invalid(format!("annotation {annotation}: {problem}")));
+        }
+    }
     Ok(Some(Value::from(pools)))
 }
 
@@ -182,6 +192,12 @@ fn address_annotation(annotation: &str, text: &str) -> Result<Vec<IpAddr>> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    if let Some(problem) = addresses
+        .iter()
+        .find_map(|a| special_ranges::address_problem(*a))
+    {
+        return Err(invalid(format!("annotation {annotation}: {problem}")));
+    }
     for (family, is_v4) in [("IPv4", true), ("IPv6", false)] {
         if addresses.iter().filter(|a| a.is_ipv4() == is_v4).count() > 1 {
             return Err(invalid(format!(
@@ -244,6 +260,8 @@ mod tests {
                 "more than one IPv6",
             ),
             (vec![(IP_ADDRS, "10.0.0.5")], "failed to parse"),
+            (vec![(IP_ADDRS, r#"["169.254.1.1"]"#)], "169.254.0.0/16"),
+            (vec![(IP_ADDRS_NO_IPAM, r#"["fe80::5"]"#)], "fe80::/10"),
         ];
         for (annotations, want) in bad {
             let err = address_source(&pod(&annotations)).unwrap_err();
@@ -271,5 +289,14 @@ mod tests {
         );
         assert!(pool_annotation(&p, IPV6_POOLS).is_err());
         assert_eq!(pool_annotation(&p, "other").unwrap(), None);
+        for (pools, named) in [
+            (r#"["169.254.0.0/16"]"#, "169.254.0.0/16"),
+            (r#"["10.0.0.0/16","127.0.0.0/8"]"#, "127.0.0.0/8"),
+            (r#"["not-a-cidr"]"#, "not-a-cidr"),
+        ] {
+            let err = pool_annotation(&pod(&[(IPV4_POOLS, pools)]), IPV4_POOLS).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidConfig);
+            assert!(err.msg().contains(named), "{pools}: {}", err.msg());
+        }
     }
 }

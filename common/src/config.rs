@@ -8,8 +8,10 @@ use ipnetwork::IpNetwork;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::cni::env::{NAME_RULE, is_valid_name};
 use crate::cni::log::{self, LogLevel};
 use crate::cni::version::DEFAULT_VERSION;
+use crate::dataplane::veth::ifname_problem;
 use crate::error::{Code, Error, Result};
 
 /// Where and how to reach etcd, resolved from the config keys and the `ETCD_*` variables.
@@ -115,10 +117,9 @@ pub struct KubernetesConf {
 }
 
 /// One entry of GC's list of valid attachments.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attachment {
     /// Container id.
-    #[serde(rename = "containerID")]
     pub container_id: String,
     /// Interface name.
     pub ifname: String,
@@ -147,9 +148,9 @@ struct RawNetConf {
     #[serde(rename = "prevResult")]
     prev_result: Option<Value>,
     #[serde(rename = "cni.dev/valid-attachments")]
-    valid_attachments: Option<Vec<Attachment>>,
+    valid_attachments: Option<Value>,
     #[serde(rename = "cni.dev/attachments")]
-    attachments: Option<Vec<Attachment>>,
+    attachments: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -211,10 +212,13 @@ impl NetConf {
                 "failed to load network config: not a JSON object",
             ));
         }
-        let raw: RawNetConf = serde_json::from_value(value).map_err(|e| {
+        let raw: RawNetConf = serde_json::from_value(value.clone()).map_err(|e| {
+            let key = mistyped_key(&value)
+                .map(|key| format!("key {key:?}: "))
+                .unwrap_or_default();
             Error::new(
                 Code::InvalidConfig,
-                format!("failed to load network config: {e}"),
+                format!("failed to load network config: {key}{e}"),
             )
         })?;
         let name = raw.name.unwrap_or_default();
@@ -253,13 +257,81 @@ impl NetConf {
             kubernetes: KubernetesConf {
                 kubeconfig: raw.kubernetes.kubeconfig,
                 k8s_api_root: raw.kubernetes.k8s_api_root,
-                node_name: raw.kubernetes.node_name,
+                node_name: kubernetes_node_name(raw.kubernetes.node_name)?,
             },
             mesos_labels: mesos_labels(raw.args.as_ref()),
             prev_result: raw.prev_result,
-            valid_attachments: raw.valid_attachments.or(raw.attachments),
+            valid_attachments: gc_attachments(raw.valid_attachments, raw.attachments)?,
         })
     }
+}
+
+/// GC's attachments to keep, from `cni.dev/valid-attachments` or else the older
+/// `cni.dev/attachments` (`null` counts as absent). Each entry is `{"containerID","ifname"}`
+/// with a valid container id and interface name; anything else is refused naming the entry, so
+/// a malformed list can never be read as "nothing is valid".
+fn gc_attachments(valid: Option<Value>, older: Option<Value>) -> Result<Option<Vec<Attachment>>> {
+    let (key, list) = match (valid, older) {
+        (Some(list), _) if !list.is_null() => ("cni.dev/valid-attachments", list),
+        (_, Some(list)) if !list.is_null() => ("cni.dev/attachments", list),
+        _ => return Ok(None),
+    };
+    let Value::Array(entries) = list else {
+        return Err(invalid(format!("{key} must be a list, not {list}")));
+    };
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let field = |name: &str| -> Result<String> {
+                entry
+                    .get(name)
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "{key}[{i}] must be an object with string {name}, not {entry}"
+                        ))
+                    })
+            };
+            let attachment = Attachment {
+                container_id: field("containerID")?,
+                ifname: field("ifname")?,
+            };
+            validate_name(&format!("{key}[{i}].containerID"), &attachment.container_id)?;
+            if let Some(problem) = ifname_problem(&attachment.ifname) {
+                return Err(invalid(format!(
+                    "{key}[{i}].ifname {:?} {problem}",
+                    attachment.ifname
+                )));
+            }
+            Ok(attachment)
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
+/// `kubernetes.node_name` is a segment of the API path of the Node that is read.
+fn kubernetes_node_name(raw: Option<String>) -> Result<Option<String>> {
+    match raw {
+        Some(name) if !name.is_empty() => {
+            validate_name("kubernetes.node_name", &name)?;
+            Ok(Some(name))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The top-level key whose value does not have the type the config needs: serde's message
+/// says what was wrong but not where. Every field is optional, so an object holding only the
+/// culprit is the one that fails alone.
+fn mistyped_key(config: &Value) -> Option<String> {
+    config.as_object()?.iter().find_map(|(key, value)| {
+        let alone = Value::Object([(key.clone(), value.clone())].into_iter().collect());
+        serde_json::from_value::<RawNetConf>(alone)
+            .is_err()
+            .then(|| key.clone())
+    })
 }
 
 /// Calico v1's `etcdv2` data model (kept on etcd v3 here) is the only datastore; the
@@ -273,20 +345,26 @@ fn datastore_type(raw: Option<String>) -> Result<String> {
     }
 }
 
-/// Network names become etcd path segments and profile names: `^[a-zA-Z0-9_.-]+$`.
+/// Network names become etcd key segments, profile names and handle prefixes. Calico allowed
+/// `^[a-zA-Z0-9_.-]+$`, which lets `.` and `..` through; the CNI spec's rule (first character
+/// alphanumeric), which libcni enforces before it runs a plugin, does not.
 fn validate_network_name(name: &str) -> Result<()> {
     if name.is_empty() {
         return Err(invalid("missing network name".to_string()));
     }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-    {
-        return Err(invalid(format!(
-            "invalid network name {name:?}: only letters a-z, numbers 0-9, and symbols _.- are supported"
-        )));
+    validate_name("name", name)
+}
+
+/// A name from the config that becomes an etcd key segment or a file name must follow
+/// [`NAME_RULE`]; the error names the key and the value.
+fn validate_name(key: &str, value: &str) -> Result<()> {
+    if is_valid_name(value) {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "invalid {key} {value:?}: must match {NAME_RULE} (letters, digits and _.-, starting with a letter or digit)"
+        )))
     }
-    Ok(())
 }
 
 fn parse_ipam(raw: Option<RawIpam>) -> Result<IpamConf> {
@@ -295,6 +373,16 @@ fn parse_ipam(raw: Option<RawIpam>) -> Result<IpamConf> {
         .plugin_type
         .filter(|t| !t.is_empty())
         .ok_or_else(|| invalid("missing ipam.type".to_string()))?;
+    // A binary name looked up in CNI_PATH: a path would run any executable on the host.
+    if plugin_type.contains('/')
+        || plugin_type == "."
+        || plugin_type == ".."
+        || plugin_type.chars().any(char::is_control)
+    {
+        return Err(invalid(format!(
+            "invalid ipam.type {plugin_type:?}: must be the name of a plugin in CNI_PATH"
+        )));
+    }
     Ok(IpamConf {
         plugin_type,
         assign_ipv4: flag(raw.assign_ipv4.as_ref(), "ipam.assign_ipv4", true)?,
@@ -302,16 +390,21 @@ fn parse_ipam(raw: Option<RawIpam>) -> Result<IpamConf> {
         ipv4_pools: pools(&raw.ipv4_pools, "ipam.ipv4_pools", true)?,
         ipv6_pools: pools(&raw.ipv6_pools, "ipam.ipv6_pools", false)?,
         subnet: raw.subnet,
-        block_hint_dir: block_hint_dir(raw.block_hint_dir),
+        block_hint_dir: block_hint_dir(raw.block_hint_dir)?,
     })
 }
 
-/// A missing key means the default directory; an empty one turns hints off.
-fn block_hint_dir(raw: Option<String>) -> Option<PathBuf> {
+/// A missing key means the default directory; an empty one turns hints off. A relative
+/// directory is refused: it would be resolved against whatever directory the runtime started
+/// the plugin in, scattering hints (and missing them) from one run to the next.
+fn block_hint_dir(raw: Option<String>) -> Result<Option<PathBuf>> {
     match raw {
-        None => Some(PathBuf::from(DEFAULT_BLOCK_HINT_DIR)),
-        Some(dir) if dir.is_empty() => None,
-        Some(dir) => Some(PathBuf::from(dir)),
+        None => Ok(Some(PathBuf::from(DEFAULT_BLOCK_HINT_DIR))),
+        Some(dir) if dir.is_empty() => Ok(None),
+        Some(dir) if PathBuf::from(&dir).is_absolute() => Ok(Some(PathBuf::from(dir))),
+        Some(dir) => Err(invalid(format!(
+            "ipam.block_hint_dir {dir:?} is not an absolute path"
+        ))),
     }
 }
 
@@ -338,22 +431,31 @@ fn pools(raw: &[String], key: &str, ipv4: bool) -> Result<Vec<IpNetwork>> {
                 let family = if ipv4 { "IPv4" } else { "IPv6" };
                 return Err(invalid(format!("{key}: {text:?} is not an {family} pool")));
             }
+            if let Some(problem) = crate::special_ranges::pool_problem(pool) {
+                return Err(invalid(format!("{key}: {problem}")));
+            }
             Ok(pool)
         })
         .collect()
 }
 
+/// The node name is a segment of endpoint, affinity and attachment keys and names the block
+/// hint file, so it must follow [`NAME_RULE`] wherever it comes from.
 fn resolve_nodename(nodename: Option<String>, hostname: Option<String>) -> Result<String> {
     if let Some(name) = nodename.filter(|n| !n.is_empty()) {
+        validate_name("nodename", &name)?;
         return Ok(name);
     }
     if let Some(name) = hostname.filter(|n| !n.is_empty()) {
         log::warn("configuration option 'hostname' is deprecated, use 'nodename' instead");
+        validate_name("hostname", &name)?;
         return Ok(name);
     }
     let name = nix::unistd::gethostname()
         .map_err(|e| Error::internal(format!("read the host name: {e}")))?;
-    Ok(name.to_string_lossy().into_owned())
+    let name = name.to_string_lossy().into_owned();
+    validate_name("OS host name (set nodename instead)", &name)?;
+    Ok(name)
 }
 
 /// Old configs wrote the API root as `https://host:port/api/v1/`; only the part before `/api/`
@@ -479,6 +581,152 @@ mod netconf_tests {
         for (json, code) in cases {
             assert_eq!(parse(json).unwrap_err().code(), code, "{json}");
         }
+    }
+
+    #[test]
+    fn pools_overlapping_special_ranges_are_refused_naming_key_and_range() {
+        let cases = [
+            ("ipv4_pools", "169.254.0.0/16", "169.254.0.0/16"),
+            ("ipv4_pools", "127.0.0.0/8", "127.0.0.0/8"),
+            ("ipv4_pools", "224.0.0.0/8", "224.0.0.0/4"),
+            ("ipv4_pools", "0.0.0.0/0", "0.0.0.0/8"),
+            ("ipv6_pools", "fe80::/64", "fe80::/10"),
+            ("ipv6_pools", "::1/128", "::1/128"),
+        ];
+        for (key, pool, special) in cases {
+            let json =
+                format!(r#"{{"name":"n","ipam":{{"type":"calico-ipam","{key}":["{pool}"]}}}}"#);
+            let err = parse(&json).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidConfig, "{pool}");
+            for named in [key, pool, special] {
+                assert!(err.msg().contains(named), "{pool}: {}", err.msg());
+            }
+        }
+    }
+
+    #[test]
+    fn names_that_would_escape_their_key_segment_are_refused_naming_key_and_value() {
+        let cases = [
+            (r#""name":".""#, "name"),
+            (r#""name":"..""#, "name"),
+            (r#""name":"-net""#, "name"),
+            (
+                r#""name":"n","nodename":"a/workload/cni/victim""#,
+                "nodename",
+            ),
+            (r#""name":"n","nodename":"..""#, "nodename"),
+            (r#""name":"n","nodename":"node\n1""#, "nodename"),
+            (r#""name":"n","hostname":"a/b""#, "hostname"),
+            (r#""name":"n","hostname":".""#, "hostname"),
+            (
+                r#""name":"n","kubernetes":{"node_name":"../../namespaces/x"}"#,
+                "kubernetes.node_name",
+            ),
+        ];
+        for (keys, named) in cases {
+            let json = format!(r#"{{{keys},"ipam":{{"type":"x"}}}}"#);
+            let err = parse(&json).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidConfig, "{json}");
+            assert!(err.msg().contains(named), "{json}: {}", err.msg());
+        }
+        for (name, nodename) in [
+            ("k8s-pod-network", "node-1.example.com"),
+            ("net_1.a", "Node_A"),
+            ("0net", "ip-10-0-0-1.ec2.internal"),
+        ] {
+            let json =
+                format!(r#"{{"name":"{name}","nodename":"{nodename}","ipam":{{"type":"x"}}}}"#);
+            let conf = parse(&json).unwrap();
+            assert_eq!(
+                (conf.name.as_str(), conf.nodename.as_str()),
+                (name, nodename)
+            );
+        }
+    }
+
+    #[test]
+    fn mistyped_values_name_their_key() {
+        for (keys, named) in [
+            (r#""mtu":"1500""#, "\"mtu\""),
+            (r#""name":5"#, "\"name\""),
+            (r#""policy":"k8s""#, "\"policy\""),
+            (r#""etcd_endpoints":["http://a:1"]"#, "\"etcd_endpoints\""),
+            (r#""kubernetes":{"kubeconfig":5}"#, "\"kubernetes\""),
+        ] {
+            let json = format!(r#"{{"name":"n","ipam":{{"type":"x"}},{keys}}}"#);
+            let err = parse(&json).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidConfig, "{json}");
+            assert!(err.msg().contains(named), "{json}: {}", err.msg());
+        }
+    }
+
+    #[test]
+    fn ipam_type_must_be_a_plugin_name() {
+        for plugin in ["../bin/sh", "/usr/bin/calico-ipam", ".", ".."] {
+            let json = format!(r#"{{"name":"n","ipam":{{"type":"{plugin}"}}}}"#);
+            let err = parse(&json).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidConfig, "{plugin}");
+            assert!(err.msg().contains("ipam.type"), "{}", err.msg());
+        }
+    }
+
+    #[test]
+    fn relative_block_hint_dir_is_refused_naming_the_key() {
+        for dir in ["hints", "./hints", "../var/lib/hints"] {
+            let json = format!(
+                r#"{{"name":"n","ipam":{{"type":"calico-ipam","block_hint_dir":"{dir}"}}}}"#
+            );
+            let err = parse(&json).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidConfig, "{dir}");
+            assert!(
+                err.msg().contains("ipam.block_hint_dir") && err.msg().contains(dir),
+                "{}",
+                err.msg()
+            );
+        }
+    }
+
+    #[test]
+    fn gc_attachments_of_the_wrong_shape_are_refused_naming_the_entry() {
+        let cases = [
+            (
+                r#""cni.dev/valid-attachments":"c1""#,
+                "cni.dev/valid-attachments",
+            ),
+            (
+                r#""cni.dev/valid-attachments":{"containerID":"c1"}"#,
+                "cni.dev/valid-attachments",
+            ),
+            (
+                r#""cni.dev/valid-attachments":["c1"]"#,
+                "cni.dev/valid-attachments[0]",
+            ),
+            (
+                r#""cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"},{"ifname":"eth0"}]"#,
+                "cni.dev/valid-attachments[1]",
+            ),
+            (
+                r#""cni.dev/valid-attachments":[{"containerID":5,"ifname":"eth0"}]"#,
+                "containerID",
+            ),
+            (
+                r#""cni.dev/valid-attachments":[{"containerID":"../c1","ifname":"eth0"}]"#,
+                "cni.dev/valid-attachments[0].containerID",
+            ),
+            (
+                r#""cni.dev/attachments":[{"containerID":"c1","ifname":"a/b"}]"#,
+                "cni.dev/attachments[0].ifname",
+            ),
+        ];
+        for (key, named) in cases {
+            let json = format!(r#"{{"name":"n","ipam":{{"type":"x"}},{key}}}"#);
+            let err = parse(&json).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidConfig, "{json}");
+            assert!(err.msg().contains(named), "{json}: {}", err.msg());
+        }
+        let conf =
+            parse(r#"{"name":"n","ipam":{"type":"x"},"cni.dev/valid-attachments":null}"#).unwrap();
+        assert_eq!(conf.valid_attachments, None);
     }
 
     #[test]

@@ -8,5 +8,6 @@ pub mod datastore;
 pub mod error;
 pub mod ipam;
 pub mod kubernetes;
+pub mod special_ranges;
 
 pub use error::{Code, Context, Error, Kind, Result};

@@ -42,8 +42,8 @@ impl CniArgs {
                 "IgnoreUnknown" => {
                     args.ignore_unknown = matches!(value.as_str(), "1" | "true" | "True")
                 }
-                "K8S_POD_NAMESPACE" => args.k8s_pod_namespace = non_empty(value),
-                "K8S_POD_NAME" => args.k8s_pod_name = non_empty(value),
+                "K8S_POD_NAMESPACE" => args.k8s_pod_namespace = pod_name(key, value)?,
+                "K8S_POD_NAME" => args.k8s_pod_name = pod_name(key, value)?,
                 "K8S_POD_INFRA_CONTAINER_ID" => args.k8s_pod_infra_container_id = non_empty(value),
                 "K8S_POD_UID" => args.k8s_pod_uid = non_empty(value),
                 "IP" => args.ip = parse_ip(&value)?,
@@ -91,6 +91,21 @@ impl CniArgs {
     }
 }
 
+/// The pod's namespace and name become the workload id `<namespace>.<pod>` in endpoint keys,
+/// the legacy IPAM handle id, the profile `k8s_ns.<namespace>` and the path of the pod in the
+/// Kubernetes API, so they must stay one segment. Kubernetes names (DNS-1123) and podman's
+/// container names (sent as `K8S_POD_NAME`) follow the rule.
+fn pod_name(key: &str, value: String) -> Result<Option<String>> {
+    if value.is_empty() || super::env::is_valid_name(&value) {
+        Ok(non_empty(value))
+    } else {
+        Err(invalid(format!(
+            "invalid {key} {value:?} in CNI_ARGS: must match {}",
+            super::env::NAME_RULE
+        )))
+    }
+}
+
 fn non_empty(value: String) -> Option<String> {
     (!value.is_empty()).then_some(value)
 }
@@ -100,10 +115,13 @@ fn parse_ip(value: &str) -> Result<Option<IpAddr>> {
         return Ok(None);
     }
     let address = value.split_once('/').map_or(value, |(ip, _)| ip);
-    address
+    let addr: IpAddr = address
         .parse()
-        .map(Some)
-        .map_err(|_| invalid(format!("invalid IP {value:?} in CNI_ARGS")))
+        .map_err(|_| invalid(format!("invalid IP {value:?} in CNI_ARGS")))?;
+    match crate::special_ranges::address_problem(addr) {
+        Some(problem) => Err(invalid(format!("IP {value:?} in CNI_ARGS: {problem}"))),
+        None => Ok(Some(addr)),
+    }
 }
 
 fn invalid(msg: String) -> Error {
@@ -149,9 +167,33 @@ mod tests {
 
     #[test]
     fn malformed_args_are_code_4() {
-        for raw in ["IP=10.0.0.300", "justakey", "IP=nonsense"] {
+        for raw in [
+            "IP=10.0.0.300",
+            "justakey",
+            "IP=nonsense",
+            "K8S_POD_NAMESPACE=..",
+            "K8S_POD_NAMESPACE=a/b",
+            "K8S_POD_NAME=.",
+            "K8S_POD_NAME=x/../y",
+            "K8S_POD_NAME=tab\tname",
+        ] {
             let err = CniArgs::parse(raw).unwrap_err();
             assert_eq!(err.code(), Code::InvalidEnvironment, "{raw}");
+        }
+    }
+
+    #[test]
+    fn requested_ip_in_a_special_range_is_refused_naming_it() {
+        for (raw, special) in [
+            ("IP=169.254.1.1", "169.254.0.0/16"),
+            ("IP=127.0.0.1/8", "127.0.0.0/8"),
+            ("IP=255.255.255.255", "240.0.0.0/4"),
+            ("IP=fe80::1", "fe80::/10"),
+            ("IP=::ffff:10.0.0.1", "::ffff:0:0/96"),
+        ] {
+            let err = CniArgs::parse(raw).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidEnvironment, "{raw}");
+            assert!(err.msg().contains(special), "{raw}: {}", err.msg());
         }
     }
 

@@ -105,10 +105,15 @@ impl Invocation {
         if needs("CNI_IFNAME") {
             validate_ifname(&ifname)?;
         }
+        let netns = get("CNI_NETNS").map(PathBuf::from);
+        let enters_netns = matches!(command, Command::Add | Command::Check | Command::Del);
+        if let (true, Some(path)) = (enters_netns, &netns) {
+            validate_netns_path(path)?;
+        }
         Ok(Invocation {
             command,
             container_id,
-            netns: get("CNI_NETNS").map(PathBuf::from),
+            netns,
             ifname,
             cni_path: get("CNI_PATH")
                 .map(|p| {
@@ -123,16 +128,40 @@ impl Invocation {
     }
 }
 
-/// Container ids follow `[a-zA-Z0-9][a-zA-Z0-9_.-]*` (the spec's rule; upper case is allowed).
+/// The spec's rule for container ids and network names, which this project applies to every
+/// name that becomes an etcd key segment or a file name (node, Kubernetes namespace and pod).
+pub const NAME_RULE: &str = "[a-zA-Z0-9][a-zA-Z0-9_.-]*";
+
+/// True when `name` follows [`NAME_RULE`]: it is never empty, `.` or `..`, and holds no `/`,
+/// whitespace or control character, so it stays one key segment or one file name. Host names
+/// with dots, DNS-1123 names and the ids of Docker, containerd, podman and cnitool all pass.
+pub fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// Container ids follow [`NAME_RULE`] (the spec's rule; upper case is allowed).
 pub fn validate_container_id(id: &str) -> Result<()> {
-    let mut chars = id.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-    if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
+    if is_valid_name(id) {
         Ok(())
     } else {
         Err(Error::new(
             Code::InvalidEnvironment,
-            format!("invalid CNI_CONTAINERID {id:?}: must match [a-zA-Z0-9][a-zA-Z0-9_.-]*"),
+            format!("invalid CNI_CONTAINERID {id:?}: must match {NAME_RULE}"),
+        ))
+    }
+}
+
+/// `CNI_NETNS` must be absolute: a relative path would be resolved against whatever directory
+/// the runtime happened to start the plugin in.
+pub fn validate_netns_path(path: &std::path::Path) -> Result<()> {
+    if path.is_absolute() {
+        Ok(())
+    } else {
+        Err(Error::new(
+            Code::InvalidEnvironment,
+            format!("CNI_NETNS {:?} is not an absolute path", path.display()),
         ))
     }
 }
@@ -196,12 +225,32 @@ mod tests {
         for ok in ["a", "ABC123", "cnitool-0123abcd", "x_y.z-1"] {
             assert!(validate_container_id(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-a", ".a", "a/b", "a b", "a:b", "é"] {
+        for bad in ["", "-a", ".a", ".", "..", "a/b", "a b", "a:b", "é", "a\nb"] {
             assert_eq!(
                 validate_container_id(bad).unwrap_err().code(),
                 Code::InvalidEnvironment,
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn relative_netns_is_refused_for_verbs_that_enter_it() {
+        for command in [Command::Add, Command::Check, Command::Del] {
+            let env = env_of(&[
+                ("CNI_CONTAINERID", "c1"),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", "/bin"),
+                ("CNI_NETNS", "run/netns/x"),
+            ]);
+            let err = Invocation::from_env(command, &env).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidEnvironment);
+            assert!(err.msg().contains("run/netns/x"), "{}", err.msg());
+        }
+        // libcni's VERSION sends CNI_NETNS=dummy; STATUS and GC never look at it.
+        for command in [Command::Version, Command::Status, Command::Gc] {
+            let env = env_of(&[("CNI_PATH", "/bin"), ("CNI_NETNS", "dummy")]);
+            assert!(Invocation::from_env(command, &env).is_ok(), "{command:?}");
         }
     }
 

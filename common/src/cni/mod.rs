@@ -49,14 +49,35 @@ pub struct Request {
 }
 
 impl Request {
-    /// The `prevResult` of the config, which CHECK cannot do without.
+    /// The `prevResult` of the config, which CHECK cannot do without. It is part of the network
+    /// config, so a malformed one is an invalid config (code 7), as is an `ips[].interface`
+    /// that points past the end of `interfaces`.
     pub fn prev_result(&self) -> Result<CniResult> {
         let prev = self
             .config
             .prev_result
             .as_ref()
             .ok_or_else(|| Error::new(Code::InvalidConfig, "required prevResult missing"))?;
-        CniResult::from_json(prev).map_err(|e| e.context("decode prevResult"))
+        let result = CniResult::from_json(prev).map_err(|e| {
+            e.with_code(Code::InvalidConfig)
+                .context("decode prevResult")
+        })?;
+        let count = result.interfaces.len();
+        for (i, ip) in result.ips.iter().enumerate() {
+            match ip.interface {
+                Some(index) if index >= count => {
+                    return Err(Error::new(
+                        Code::InvalidConfig,
+                        format!(
+                            "prevResult ips[{i}].interface {index} is out of range: \
+                             prevResult has {count} interfaces"
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(result)
     }
 }
 
@@ -331,6 +352,48 @@ mod tests {
         }
         fn del(&self, _req: &Request) -> Result<()> {
             Ok(())
+        }
+    }
+
+    fn check_request(prev: &str) -> Request {
+        let raw = format!(
+            r#"{{"cniVersion":"1.0.0","name":"n","ipam":{{"type":"x"}},"prevResult":{prev}}}"#
+        );
+        Request {
+            command: Command::Check,
+            container_id: "c1".into(),
+            netns: Some("/run/netns/x".into()),
+            ifname: "eth0".into(),
+            cni_path: Vec::new(),
+            args: CniArgs::default(),
+            config: NetConf::parse(raw.as_bytes(), &|_| None).unwrap(),
+            version: CniVersion::V1_0_0,
+            raw_config: raw.into_bytes(),
+        }
+    }
+
+    #[test]
+    fn prev_result_interface_index_out_of_range_is_invalid_config_naming_it() {
+        let ifaces = r#""interfaces":[{"name":"cali1"},{"name":"eth0","sandbox":"/run/netns/x"}]"#;
+        let ok = format!(r#"{{{ifaces},"ips":[{{"address":"10.0.0.1/32","interface":1}}]}}"#);
+        assert_eq!(check_request(&ok).prev_result().unwrap().ips.len(), 1);
+        let cases = [
+            (
+                format!(r#"{{{ifaces},"ips":[{{"address":"10.0.0.1/32","interface":2}}]}}"#),
+                "ips[0].interface 2",
+            ),
+            (
+                r#"{"ips":[{"address":"10.0.0.1/32","interface":0}]}"#.to_string(),
+                "ips[0].interface 0",
+            ),
+            (r#""text""#.to_string(), "prevResult"),
+            (r#"{"ips":"10.0.0.1/32"}"#.to_string(), "prevResult"),
+            (r#"{"interfaces":"eth0"}"#.to_string(), "prevResult"),
+        ];
+        for (prev, named) in cases {
+            let err = check_request(&prev).prev_result().unwrap_err();
+            assert_eq!(err.code(), Code::InvalidConfig, "{prev}");
+            assert!(err.msg().contains(named), "{prev}: {}", err.msg());
         }
     }
 

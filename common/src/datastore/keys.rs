@@ -74,6 +74,34 @@ impl IpFamily {
     }
 }
 
+/// Why `key` must not be sent to etcd, or `None` when it may. A key is absolute, and none of
+/// its segments is empty, `.` or `..` or holds a control character, so that no name can add,
+/// remove or climb a level of the key hierarchy (`/calico/v1/host/a/workload/cni/victim` from a
+/// node called `a/workload/cni/victim`, `/calico/v1/policy/profile/../rules`). A prefix may end
+/// with `/`. Names are validated where they enter; this is the last line behind that, applied
+/// by the datastore to every key it sends.
+pub fn key_problem(key: &str) -> Option<String> {
+    let Some(path) = key.strip_prefix('/') else {
+        return Some(format!("etcd key {key:?} is not absolute"));
+    };
+    let path = path.strip_suffix('/').unwrap_or(path);
+    if path.is_empty() {
+        return None;
+    }
+    path.split('/').find_map(|segment| {
+        let bad = segment.is_empty()
+            || segment == "."
+            || segment == ".."
+            || segment.chars().any(char::is_control);
+        bad.then(|| {
+            format!(
+                "etcd key {key:?} has the segment {segment:?}: key segments must not be empty, \
+                 . or .. nor hold control characters"
+            )
+        })
+    })
+}
+
 /// Escapes an identifier for use as one key segment: `%` → `%25`, then `/` → `%2f`.
 pub fn escape_id(id: &str) -> String {
     id.replace('%', "%25").replace('/', "%2f")
@@ -305,6 +333,32 @@ mod tests {
 
     fn net(s: &str) -> IpNetwork {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn keys_with_segments_that_change_level_are_refused() {
+        for key in [
+            "/calico/v1/host/n/workload/cni/c1/endpoint/eth0",
+            "/calico/ipam/v2/handle/net.c1",
+            "/calico/v1/ipam/v6/pool/fd80::-64",
+            "/calico/cni/v1/attachment/n/net/",
+            "/",
+        ] {
+            assert_eq!(key_problem(key), None, "{key}");
+        }
+        for (key, named) in [
+            ("/calico/v1/policy/profile/../rules", "\"..\""),
+            ("/calico/v1/policy/profile/./rules", "\".\""),
+            ("/calico/v1/host//workload/", "\"\""),
+            ("/calico/ipam/v2/handle/a\u{7f}b", "a\\u{7f}b"),
+            ("/calico/ipam/v2/handle/a\nb", "a\\nb"),
+            ("calico/v1/Ready", "not absolute"),
+        ] {
+            let problem = key_problem(key).unwrap_or_default();
+            assert!(problem.contains(named), "{key:?}: {problem}");
+        }
+        assert!(key_problem(&workload_endpoint("..", "cni", "c1", "eth0")).is_some());
+        assert!(key_problem(&handle("..")).is_some());
     }
 
     #[test]

@@ -207,6 +207,7 @@ impl Datastore {
 
     /// Reads one key; `None` when it does not exist.
     pub fn get(&self, key: &str) -> Result<Option<Entry>> {
+        check_keys([key])?;
         let mut resp = self.request("get", key, |mut kv| {
             let key = key.to_owned();
             async move { kv.get(key, None).await }
@@ -216,6 +217,7 @@ impl Datastore {
 
     /// Reads every key under a prefix, sorted by key.
     pub fn list(&self, prefix: &str) -> Result<Vec<Entry>> {
+        check_keys([prefix])?;
         let mut resp = self.request("list", prefix, |mut kv| {
             let prefix = prefix.to_owned();
             async move { kv.get(prefix, Some(GetOptions::new().with_prefix())).await }
@@ -225,6 +227,7 @@ impl Datastore {
 
     /// Lists the keys under a prefix without their values, sorted.
     pub fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
+        check_keys([prefix])?;
         let mut resp = self.request("list-keys", prefix, |mut kv| {
             let prefix = prefix.to_owned();
             let options = GetOptions::new().with_prefix().with_keys_only();
@@ -244,6 +247,7 @@ impl Datastore {
         let Some(first) = reads.first() else {
             return Ok(Vec::new());
         };
+        check_keys(reads.iter().map(Read::key))?;
         if reads.len() > MAX_TXN_OPS {
             return Err(Error::new(
                 codes::DATASTORE,
@@ -295,6 +299,7 @@ impl Datastore {
 
     /// Sets a key unconditionally.
     pub fn put(&self, key: &str, value: &[u8]) -> Result<()> {
+        check_keys([key])?;
         self.request("put", key, |mut kv| {
             let (key, value) = (key.to_owned(), value.to_vec());
             async move { kv.put(key, value, None).await }
@@ -307,6 +312,7 @@ impl Datastore {
     /// When a first attempt timed out after deleting and the retry found nothing, this says
     /// false; callers treat a missing key as deleted anyway.
     pub fn delete(&self, key: &str) -> Result<bool> {
+        check_keys([key])?;
         let resp = self.request("delete", key, |mut kv| {
             let key = key.to_owned();
             async move { kv.delete(key, None).await }
@@ -317,6 +323,7 @@ impl Datastore {
     /// Runs a transaction in one round trip. A [`Write::IfAbsent`] group inside another one is
     /// refused before anything is sent.
     pub fn txn(&self, txn: &Txn) -> Result<TxnOutcome> {
+        check_keys(txn_keys(txn))?;
         let log_key = txn_log_key(txn);
         let request = etcd_txn(txn)?;
         let resp = self.request("txn", log_key, |mut kv| {
@@ -518,17 +525,35 @@ fn entry(kv: etcd_client::KeyValue) -> Entry {
 
 /// The key a transaction is logged under: the first one it mentions.
 fn txn_log_key(txn: &Txn) -> &str {
+    txn_keys(txn).next().unwrap_or("")
+}
+
+/// Every key a transaction names: conditions, writes (with those of groups), reads.
+fn txn_keys(txn: &Txn) -> impl Iterator<Item = &str> {
     let condition_keys = txn.conditions.iter().map(|c| match c {
         Condition::Absent(key) | Condition::Revision(key, _) => key.as_str(),
     });
-    let write_keys = txn.writes.iter().map(|w| match w {
-        Write::Put(key, _) | Write::Delete(key) | Write::IfAbsent { key, .. } => key.as_str(),
-    });
     condition_keys
-        .chain(write_keys)
+        .chain(txn.writes.iter().flat_map(write_keys))
         .chain(txn.reads_on_failure.iter().map(String::as_str))
-        .next()
-        .unwrap_or("")
+}
+
+fn write_keys(write: &Write) -> Vec<&str> {
+    match write {
+        Write::Put(key, _) | Write::Delete(key) => vec![key.as_str()],
+        Write::IfAbsent { key, writes } => std::iter::once(key.as_str())
+            .chain(writes.iter().flat_map(write_keys))
+            .collect(),
+    }
+}
+
+/// Refuses, before anything is sent, a request naming a key whose segments would change its
+/// level in the hierarchy ([`keys::key_problem`]).
+fn check_keys<'k>(keys: impl IntoIterator<Item = &'k str>) -> Result<()> {
+    match keys.into_iter().find_map(keys::key_problem) {
+        Some(problem) => Err(Error::internal(problem)),
+        None => Ok(()),
+    }
 }
 
 fn etcd_txn(txn: &Txn) -> Result<etcd_client::Txn> {
@@ -971,6 +996,33 @@ mod tests {
 
     fn dead_endpoint() -> String {
         format!("http://127.0.0.1:{}", free_port())
+    }
+
+    #[test]
+    fn keys_that_change_level_are_refused_before_anything_is_sent() {
+        let ds = Datastore::connect(&settings_for(vec![dead_endpoint()])).unwrap();
+        let bad = "/calico/v1/policy/profile/../rules";
+        let group = Write::IfAbsent {
+            key: "/calico/v1/policy/profile/p/tags".to_string(),
+            writes: vec![Write::Put(bad.to_string(), b"{}".to_vec())],
+        };
+        let failures = [
+            ds.put(bad, b"{}").unwrap_err(),
+            ds.get(bad).unwrap_err(),
+            ds.list("/calico/v1/host/./").unwrap_err(),
+            ds.delete("/calico/ipam/v2/handle//x").unwrap_err(),
+            ds.read(&[Read::Key("/ok".into()), Read::Prefix(bad.into())])
+                .unwrap_err(),
+            ds.txn(&Txn {
+                writes: vec![group],
+                ..Txn::default()
+            })
+            .unwrap_err(),
+        ];
+        for err in failures {
+            assert!(err.msg().contains("etcd key"), "{err:?}");
+        }
+        assert_eq!(ds.requests_made(), 0);
     }
 
     #[test]

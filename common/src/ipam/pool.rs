@@ -209,13 +209,17 @@ fn stored_pool(entry: &Entry) -> Result<StoredPool> {
     })
 }
 
-/// Checks an operator's pool CIDR: a network address, no smaller than one block.
+/// Checks an operator's pool CIDR: a network address, no smaller than one block, overlapping
+/// no special-purpose range ([`crate::special_ranges`]).
 ///
 /// Pools smaller than a block are refused (as Calico v1's Python tools did): every block
 /// would straddle the pool boundary. Allocation still copes with such pools when another tool
 /// created them, by never handing out the block's ordinals outside the pool.
 pub fn validate_pool_cidr(cidr: IpNetwork) -> Result<()> {
     let family = IpFamily::of(&cidr);
+    if let Some(problem) = crate::special_ranges::pool_problem(cidr) {
+        return Err(Error::new(Code::InvalidConfig, problem));
+    }
     if !is_network_address(cidr) {
         let fixed = IpNetwork::new(cidr.network(), cidr.prefix())
             .map_or_else(|_| cidr.to_string(), |n| n.to_string());
@@ -460,6 +464,33 @@ mod tests {
         for (cidr, ok) in cases {
             assert_eq!(validate_pool_cidr(net(cidr)).is_ok(), ok, "{cidr}");
         }
+    }
+
+    #[test]
+    fn pool_add_refuses_special_ranges_and_writes_nothing() {
+        let store = MemoryStore::new();
+        for (bad, special) in [
+            ("127.0.0.0/8", "127.0.0.0/8"),
+            ("169.254.0.0/16", "169.254.0.0/16"),
+            ("169.254.1.0/24", "169.254.0.0/16"),
+            ("224.0.0.0/4", "224.0.0.0/4"),
+            ("0.0.0.0/8", "0.0.0.0/8"),
+            ("255.255.255.0/24", "240.0.0.0/4"),
+            ("0.0.0.0/0", "0.0.0.0/8"),
+            ("fe80::/64", "fe80::/10"),
+            ("ff00::/8", "ff00::/8"),
+            ("::ffff:0:0/96", "::ffff:0:0/96"),
+            ("::/64", "::/128"),
+        ] {
+            let err = add_pool(&store, &spec(bad)).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidConfig, "{bad}");
+            assert!(
+                err.msg().contains(bad) && err.msg().contains(special),
+                "{bad}: {}",
+                err.msg()
+            );
+        }
+        assert!(store.dump().is_empty(), "{:?}", store.dump());
     }
 
     #[test]
