@@ -69,6 +69,11 @@ impl World {
         };
         std::fs::write(world.regular_file(), b"not a namespace").expect("write scratch file");
         std::fs::create_dir_all(world.directory()).expect("create scratch dir");
+        let made = Command::new("mkfifo")
+            .arg(world.fifo())
+            .status()
+            .expect("run mkfifo");
+        assert!(made.success(), "mkfifo {}", world.fifo());
         let out = world.admin_output(&["pool", "add", &world.bed.subnet.cidr()]);
         assert!(
             out.status.success(),
@@ -102,6 +107,11 @@ impl World {
 
     fn regular_file(&self) -> String {
         self.scratch.join("regular-file").display().to_string()
+    }
+
+    /// A FIFO: opening it for reading would wait for a writer.
+    fn fifo(&self) -> String {
+        self.scratch.join("fifo").display().to_string()
     }
 
     fn directory(&self) -> String {
@@ -738,6 +748,33 @@ fn single_rows() -> Vec<Row> {
             |w| w.add_with_env("CNI_NETNS", "/proc/self/ns/mnt"),
             Code(103),
             "/proc/self/ns/mnt",
+        ),
+        row(
+            "CNI_NETNS a FIFO",
+            |w| w.add_with_env("CNI_NETNS", &w.fifo()),
+            Code(103),
+            "fifo",
+        ),
+        row(
+            "CNI_NETNS the host's own netns",
+            |w| w.add_with_env("CNI_NETNS", "/proc/self/ns/net"),
+            Code(103),
+            "host's own network namespace",
+        ),
+        row(
+            "CHECK with CNI_NETNS the host's own netns",
+            |w| {
+                let conf = w.check_conf().set("prevResult", prev_result(json!(1)));
+                w.calico(w.env("CHECK").set("CNI_NETNS", "/proc/self/ns/net"), conf)
+            },
+            Code(103),
+            "host's own network namespace",
+        ),
+        row(
+            "ipam.type naming the plugin itself",
+            |w| w.add(w.conf().set_ipam("type", "calico")),
+            Code(7),
+            "is this plugin itself",
         ),
         row(
             "CNI_PATH missing",
