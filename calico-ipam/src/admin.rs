@@ -6,9 +6,9 @@ use std::io::Write;
 use std::path::Path;
 
 use common::config::{EtcdConfigKeys, etcd_settings};
-use common::file::{MAX_CONFIG_FILE_LEN, read_config_file};
 use common::datastore::Datastore;
 use common::datastore::keys::{self, IpFamily};
+use common::file::{MAX_CONFIG_FILE_LEN, read_config_file};
 use common::ipam::{self, AllocationBlock, PoolSpec};
 use common::{Code, Context, Error, Result};
 use ipnetwork::IpNetwork;

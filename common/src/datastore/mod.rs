@@ -471,6 +471,17 @@ impl Datastore {
         let mut pending = FuturesUnordered::new();
         let mut in_flight: Vec<usize> = Vec::new();
         let mut launched = 0;
+        let probe = |mut kv: KvClient| {
+            let options = GetOptions::new()
+                .with_keys_only()
+                .with_limit(1)
+                .with_serializable();
+            let key = key.to_owned();
+            async move { kv.get(key, Some(options)).await.map(|_| ()) }
+        };
+        // Serial only: reads that find out whether the endpoint holding the write is alive.
+        let mut probes = FuturesUnordered::new();
+        let mut probe_at: Option<Instant>;
         // Starts the next endpoint's attempt and says when to stop waiting for it: serial, when
         // it is given up (its share of the time left); hedged, when the others are asked too.
         macro_rules! launch {
@@ -481,6 +492,8 @@ impl Datastore {
                 let cached = state.clients[index].clone();
                 pending.push(self.attempt(index, cached, verb, key, call));
                 let now = Instant::now();
+                probes.clear();
+                probe_at = (mode == Mode::Serial && launched < count).then(|| now + HEDGE_DELAY);
                 match mode {
                     Mode::Serial => {
                         let left = deadline.saturating_duration_since(now);
@@ -493,7 +506,10 @@ impl Datastore {
         }
         let mut give_up_at: Option<Instant> = launch!();
         loop {
-            let timer = give_up_at.unwrap_or(deadline).min(deadline);
+            let timer = [give_up_at, probe_at]
+                .into_iter()
+                .flatten()
+                .fold(deadline, Instant::min);
             tokio::select! {
                 Some((index, client, result)) = pending.next() => {
                     in_flight.retain(|&i| i != index);
@@ -516,6 +532,38 @@ impl Datastore {
                         }
                     }
                 }
+                Some((index, client, Ok(()))) = probes.next() => {
+                    let (index, client): (usize, Option<Client>) = (index, client);
+                    if state.clients[index].is_none() {
+                        state.clients[index] = client;
+                    }
+                    if in_flight.contains(&index) {
+                        // Alive, only slow: the write stays where it is.
+                        probes.clear();
+                    } else {
+                        // Another endpoint answers while the write's one answers nothing:
+                        // the write moves there.
+                        pending.clear();
+                        for silent in in_flight.drain(..) {
+                            state.clients[silent] = None;
+                            let reason = format!(
+                                "no answer within {HEDGE_DELAY:?}, not even to a read, while {} \
+                                 answers",
+                                self.endpoints[index]
+                            );
+                            self.note_failover(silent, &reason, verb, key);
+                            failures.push(format!("{}: {reason}", self.endpoints[silent]));
+                        }
+                        if let Some(position) = order[launched..].iter().position(|&i| i == index) {
+                            order.swap(launched, launched + position);
+                            give_up_at = launch!();
+                        } else if launched < count {
+                            give_up_at = launch!();
+                        } else {
+                            return RoundEnd::AllFailed;
+                        }
+                    }
+                }
                 _ = tokio::time::sleep_until(timer.into()) => {
                     let now = Instant::now();
                     if now >= deadline {
@@ -525,6 +573,16 @@ impl Datastore {
                             failures.push(format!("{}: {reason}", self.endpoints[index]));
                         }
                         return RoundEnd::OutOfTime;
+                    }
+                    if probe_at.is_some_and(|at| at <= now) {
+                        // A write is never sent twice at once; instead every endpoint it may
+                        // still go to, and its own, is asked a cheap read.
+                        probe_at = None;
+                        for &index in in_flight.iter().chain(&order[launched..]) {
+                            let cached = state.clients[index].clone();
+                            probes.push(self.attempt(index, cached, "probe", key, &probe));
+                        }
+                        continue;
                     }
                     match mode {
                         Mode::Serial => {
