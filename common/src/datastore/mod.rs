@@ -436,10 +436,21 @@ impl Datastore {
                 self.timeout
             ),
         };
-        let tried = if failures.is_empty() {
+        // Later rounds mostly repeat the first one's reasons: each distinct one is named once.
+        let mut distinct: Vec<&String> = Vec::new();
+        for failure in &failures {
+            if !distinct.contains(&failure) {
+                distinct.push(failure);
+            }
+        }
+        let tried = if distinct.is_empty() {
             "no time left to try an endpoint".to_owned()
         } else {
-            failures.join("; ")
+            distinct
+                .iter()
+                .map(|f| f.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
         };
         Err(Error::new(
             codes::DATASTORE,
