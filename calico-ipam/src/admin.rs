@@ -3,10 +3,12 @@
 //! network config file (`--config`), else the `ETCD_*` variables.
 
 use std::io::Write;
+use std::path::Path;
 
 use common::config::{EtcdConfigKeys, etcd_settings};
 use common::datastore::Datastore;
 use common::datastore::keys::{self, IpFamily};
+use common::file::{MAX_CONFIG_FILE_LEN, read_config_file};
 use common::ipam::{self, AllocationBlock, PoolSpec};
 use common::{Code, Context, Error, Result};
 use ipnetwork::IpNetwork;
@@ -230,7 +232,7 @@ fn connect(line: &CommandLine, env: &dyn Fn(&str) -> Option<String>) -> Result<D
 /// The `etcd_*` keys of a network config file; of a config list, those of the first plugin that
 /// has any.
 fn etcd_keys_from_file(path: &str) -> Result<EtcdConfigKeys> {
-    let bytes = std::fs::read(path).with_context(|| format!("read config file {path}"))?;
+    let bytes = read_config_file(Path::new(path), "--config", MAX_CONFIG_FILE_LEN)?;
     let value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| Error::new(Code::Decoding, format!("parse config file {path}: {e}")))?;
     let has_etcd_keys = |v: &Value| {

@@ -25,6 +25,7 @@ use kube::config::{
 
 use crate::config::NetConf;
 use crate::error::{Code, Error, Kind, Result};
+use crate::file::{MAX_CONFIG_FILE_LEN, MAX_PEM_FILE_LEN, read_config_file};
 
 /// Deadline for one API request, connecting included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -148,10 +149,15 @@ impl fmt::Debug for KubeClient {
 /// applied to its current context's cluster and user.
 fn connection_settings(conf: &NetConf) -> Result<kube::Config> {
     let mut kubeconfig = match &conf.kubernetes.kubeconfig {
-        Some(path) => Kubeconfig::read_from(path).map_err(|e| {
-            let msg = format!("read kubeconfig {}: {}", path.display(), error_chain(&e));
-            Error::new(Code::InvalidConfig, msg)
-        })?,
+        // Checked first so that a FIFO, a device or a huge file fails at once; kube then reads
+        // it again because it resolves the relative paths inside against its directory.
+        Some(path) => read_config_file(path, "kubernetes.kubeconfig", MAX_CONFIG_FILE_LEN)
+            .and_then(|_| {
+                Kubeconfig::read_from(path).map_err(|e| {
+                    let msg = format!("read kubeconfig {}: {}", path.display(), error_chain(&e));
+                    Error::new(Code::InvalidConfig, msg)
+                })
+            })?,
         None => Kubeconfig::default(),
     };
     let source = match &conf.kubernetes.kubeconfig {
@@ -160,6 +166,7 @@ fn connection_settings(conf: &NetConf) -> Result<kube::Config> {
     };
     let (cluster, user) = current_entries(&mut kubeconfig).map_err(|e| e.context(&source))?;
     apply_overrides(conf, cluster, user);
+    check_named_files(cluster, user).map_err(|e| e.context(&source))?;
     if cluster.server.as_deref().is_none_or(str::is_empty) {
         return Err(Error::new(
             Code::InvalidConfig,
@@ -304,6 +311,32 @@ fn apply_overrides(conf: &NetConf, cluster: &mut Cluster, user: &mut AuthInfo) {
         user.token = Some(secrecy::SecretString::from(token.to_string()));
         user.token_file = None;
     }
+}
+
+/// Checks the CA, client certificate, key and token files the connection will read with
+/// [`read_config_file`], so that none of them can block the run or be read without bound.
+fn check_named_files(cluster: &Cluster, user: &AuthInfo) -> Result<()> {
+    let files = [
+        (
+            cluster.certificate_authority.as_deref(),
+            "certificate authority (policy.k8s_certificate_authority or the kubeconfig)",
+        ),
+        (
+            user.client_certificate.as_deref(),
+            "client certificate (policy.k8s_client_certificate or the kubeconfig)",
+        ),
+        (
+            user.client_key.as_deref(),
+            "client key (policy.k8s_client_key or the kubeconfig)",
+        ),
+        (user.token_file.as_deref(), "token file (the kubeconfig)"),
+    ];
+    for (path, what) in files {
+        if let Some(path) = non_empty(path) {
+            read_config_file(Path::new(path), what, MAX_PEM_FILE_LEN)?;
+        }
+    }
+    Ok(())
 }
 
 fn non_empty(value: Option<&str>) -> Option<&str> {

@@ -6,6 +6,7 @@ pub mod config;
 pub mod dataplane;
 pub mod datastore;
 pub mod error;
+pub mod file;
 pub mod ipam;
 pub mod kubernetes;
 pub mod special_ranges;

@@ -1,4 +1,5 @@
-//! A real single-member etcd on a free loopback port, with its data dir in a temp dir.
+//! A real etcd on free loopback ports, with its data in a temp dir: one member, or a cluster of
+//! three whose members a test can kill, stop (SIGSTOP) and restart.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -13,58 +14,223 @@ use crate::TempDir;
 const ETCD: &str = "/usr/bin/etcd";
 const ETCDCTL: &str = "/usr/bin/etcdctl";
 
-/// A running etcd, killed and removed on drop.
+/// One member: its process (none while killed), ports and whether it is stopped.
+struct Member {
+    child: Option<Child>,
+    client: u16,
+    peer: u16,
+    paused: bool,
+}
+
+/// A running etcd, every member killed and its data removed on drop.
 pub struct Etcd {
-    child: Child,
-    endpoint: String,
-    // What a restart needs: the same ports and data.
-    ports: (u16, u16),
+    members: Vec<Member>,
+    // Every member's data dir and log is named after this, so that a retry starts clean.
     attempt: u32,
-    // Removed after `drop` has killed the process.
+    endpoint: String,
+    // Removed after `drop` has killed the processes.
     dir: TempDir,
 }
 
 impl Etcd {
-    /// Starts etcd with fast election timings and waits until `/health` reports healthy.
-    /// Retries with new ports when another process grabbed one in between.
+    /// Starts a single member with fast election timings and waits until `/health` reports
+    /// healthy. Retries with new ports when another process grabbed one in between.
     pub fn start() -> Etcd {
-        let dir = TempDir::new("etcd");
+        Etcd::start_members(1)
+    }
+
+    /// Starts a cluster of three members, all healthy when this returns.
+    pub fn start_cluster() -> Etcd {
+        Etcd::start_members(3)
+    }
+
+    fn start_members(size: usize) -> Etcd {
+        let mut etcd = Etcd {
+            members: Vec::new(),
+            attempt: 0,
+            endpoint: String::new(),
+            dir: TempDir::new("etcd"),
+        };
         for attempt in 0..5 {
-            let client = free_port();
-            let peer = free_port();
-            let mut child = spawn_etcd(&dir, attempt, client, peer);
-            if wait_healthy(&mut child, client, Duration::from_secs(20)) {
-                return Etcd {
-                    child,
-                    endpoint: format!("http://127.0.0.1:{client}"),
-                    ports: (client, peer),
-                    attempt,
-                    dir,
-                };
+            etcd.attempt = attempt;
+            // Hold every listener until all ports are picked, so none is picked twice.
+            let listeners: Vec<TcpListener> = (0..2 * size)
+                .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+                .collect();
+            let ports: Vec<u16> = listeners
+                .iter()
+                .map(|l| l.local_addr().expect("local addr").port())
+                .collect();
+            drop(listeners);
+            etcd.members.clear();
+            for i in 0..size {
+                etcd.members.push(Member {
+                    child: None,
+                    client: ports[2 * i],
+                    peer: ports[2 * i + 1],
+                    paused: false,
+                });
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            etcd.endpoint = etcd.member_endpoint(0);
+            for i in 0..size {
+                etcd.spawn(i);
+            }
+            if (0..size).all(|i| etcd.wait_healthy(i)) {
+                return etcd;
+            }
+            etcd.stop();
         }
-        let log = std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(etcd.dir.join("etcd-0.log")).unwrap_or_default();
         panic!("etcd did not become healthy after 5 attempts; last log:\n{log}");
     }
 
     /// Stops etcd now with SIGKILL: an outage until [`Etcd::restart`], or for the rest of the
     /// test.
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for i in 0..self.members.len() {
+            self.kill_member(i);
+        }
     }
 
     /// Starts a stopped etcd again on the same ports with the same data and waits until it
     /// serves.
     pub fn restart(&mut self) {
-        let (client, peer) = self.ports;
-        self.child = spawn_etcd(&self.dir, self.attempt, client, peer);
+        for i in 0..self.members.len() {
+            self.spawn(i);
+        }
+        for i in 0..self.members.len() {
+            assert!(
+                self.wait_healthy(i),
+                "restarted etcd member {i} on port {} did not become healthy",
+                self.members[i].client
+            );
+        }
+    }
+
+    /// Kills member `i` with SIGKILL (stopped or not).
+    pub fn kill_member(&mut self, i: usize) {
+        self.resume_member(i);
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a killed member again with its data and waits until it is healthy again.
+    pub fn restart_member(&mut self, i: usize) {
+        self.spawn(i);
         assert!(
-            wait_healthy(&mut self.child, client, Duration::from_secs(20)),
-            "restarted etcd on port {client} did not become healthy"
+            self.wait_healthy(i),
+            "restarted etcd member {i} did not become healthy"
         );
+    }
+
+    /// Stops member `i` with SIGSTOP: the kernel still accepts connections on its ports, but
+    /// nothing is answered until [`Etcd::resume_member`] (or drop).
+    pub fn pause_member(&mut self, i: usize) {
+        self.signal(i, "-STOP");
+        self.members[i].paused = true;
+    }
+
+    /// Lets a stopped member run again.
+    pub fn resume_member(&mut self, i: usize) {
+        if self.members[i].paused {
+            self.signal(i, "-CONT");
+            self.members[i].paused = false;
+        }
+    }
+
+    fn signal(&self, i: usize, signal: &str) {
+        let Some(child) = &self.members[i].child else {
+            return;
+        };
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} etcd member {i}");
+    }
+
+    /// The index of the member that is the leader now, asked of the live members.
+    pub fn leader(&self) -> usize {
+        let out = self.etcdctl(&["endpoint", "status", "-w", "json"]);
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        for status in json.as_array().into_iter().flatten() {
+            let header = &status["Status"]["header"];
+            if header["member_id"] == status["Status"]["leader"] {
+                let endpoint = status["Endpoint"].as_str().unwrap_or_default();
+                if let Some(i) = (0..self.members.len())
+                    .find(|&i| endpoint.ends_with(&format!(":{}", self.members[i].client)))
+                {
+                    return i;
+                }
+            }
+        }
+        panic!(
+            "no leader among {:?}: {}",
+            self.endpoints(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    /// Every member's client URL, in member order.
+    pub fn endpoints(&self) -> Vec<String> {
+        (0..self.members.len())
+            .map(|i| self.member_endpoint(i))
+            .collect()
+    }
+
+    fn member_endpoint(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.members[i].client)
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let cluster: Vec<String> = (0..self.members.len())
+            .map(|m| format!("m{m}=http://127.0.0.1:{}", self.members[m].peer))
+            .collect();
+        let client_url = self.member_endpoint(i);
+        let peer_url = format!("http://127.0.0.1:{}", self.members[i].peer);
+        let log_path = self.dir.join(&format!("etcd-{i}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path)
+            .expect("etcd log file");
+        let child = Command::new(ETCD)
+            .env_clear()
+            .arg(format!("--name=m{i}"))
+            .arg(format!(
+                "--data-dir={}",
+                self.dir
+                    .join(&format!("data-{}-{i}", self.attempt))
+                    .display()
+            ))
+            .arg(format!("--listen-client-urls={client_url}"))
+            .arg(format!("--advertise-client-urls={client_url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster={}", cluster.join(",")))
+            .args([
+                "--initial-cluster-state=new",
+                "--initial-cluster-token=calico-test",
+            ])
+            .args(["--heartbeat-interval=10", "--election-timeout=100"])
+            .args(["--logger=zap", "--log-level=error"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("etcd log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {ETCD} (apt-get install etcd-server): {e}"));
+        self.members[i].child = Some(child);
+        self.members[i].paused = false;
+    }
+
+    fn wait_healthy(&mut self, i: usize) -> bool {
+        let port = self.members[i].client;
+        let Some(child) = self.members[i].child.as_mut() else {
+            return false;
+        };
+        wait_healthy(child, port, Duration::from_secs(20))
     }
 
     /// The client URL, e.g. `http://127.0.0.1:40123`.
@@ -144,10 +310,14 @@ impl Etcd {
     }
 
     fn etcdctl(&self, args: &[&str]) -> std::process::Output {
+        let live: Vec<String> = (0..self.members.len())
+            .filter(|&i| self.members[i].child.is_some() && !self.members[i].paused)
+            .map(|i| self.member_endpoint(i))
+            .collect();
         Command::new(ETCDCTL)
             .env_clear()
             .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.endpoint))
+            .arg(format!("--endpoints={}", live.join(",")))
             .arg("--command-timeout=10s")
             .args(args)
             .output()
@@ -157,10 +327,9 @@ impl Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        if let Err(e) = self.child.kill() {
-            eprintln!("cannot kill etcd (pid {}): {e}", self.child.id());
+        for i in 0..self.members.len() {
+            self.kill_member(i);
         }
-        let _ = self.child.wait();
     }
 }
 
@@ -168,31 +337,6 @@ impl Drop for Etcd {
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr").port()
-}
-
-fn spawn_etcd(dir: &TempDir, attempt: u32, client: u16, peer: u16) -> Child {
-    let client_url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let log = std::fs::File::create(dir.join("etcd.log")).expect("etcd log file");
-    Command::new(ETCD)
-        .env_clear()
-        .arg("--name=test")
-        .arg(format!(
-            "--data-dir={}",
-            dir.join(&format!("data-{attempt}")).display()
-        ))
-        .arg(format!("--listen-client-urls={client_url}"))
-        .arg(format!("--advertise-client-urls={client_url}"))
-        .arg(format!("--listen-peer-urls={peer_url}"))
-        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-        .arg(format!("--initial-cluster=test={peer_url}"))
-        .args(["--heartbeat-interval=10", "--election-timeout=100"])
-        .args(["--logger=zap", "--log-level=error"])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("etcd log file"))
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {ETCD} (apt-get install etcd-server): {e}"))
 }
 
 fn wait_healthy(child: &mut Child, port: u16, timeout: Duration) -> bool {

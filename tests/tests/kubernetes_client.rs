@@ -320,3 +320,34 @@ fn unreadable_client_key_is_invalid_config_naming_the_file() {
     assert!(err.msg().contains("/nonexistent/client.key"), "{err:?}");
     assert!(server.requests().is_empty());
 }
+
+#[test]
+fn special_files_as_kubeconfig_or_ca_fail_at_once_naming_key_and_file() {
+    let server = ApiServer::start(Auth::Token(TOKEN.into()));
+    let cases = [
+        (
+            json!({"type": "k8s", "k8s_api_root": server.url(), "k8s_auth_token": TOKEN,
+                   "k8s_certificate_authority": "/dev/zero"}),
+            json!({}),
+            "policy.k8s_certificate_authority",
+        ),
+        (
+            json!({"type": "k8s"}),
+            json!({"kubeconfig": "/dev/zero"}),
+            "kubernetes.kubeconfig",
+        ),
+    ];
+    for (policy, kubernetes, key) in cases {
+        let started = std::time::Instant::now();
+        let err = KubeClient::new(&net_conf(policy, kubernetes)).unwrap_err();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{err:?}"
+        );
+        assert_eq!(err.code(), Code::InvalidConfig, "{err:?}");
+        assert!(err.msg().contains(key), "{err:?} should name {key}");
+        assert!(err.msg().contains("/dev/zero"), "{err:?}");
+        assert!(err.msg().contains("character device"), "{err:?}");
+    }
+    assert!(server.requests().is_empty());
+}

@@ -25,8 +25,13 @@ pub struct IpamBed {
 
 impl IpamBed {
     pub fn new() -> IpamBed {
+        IpamBed::with_etcd(Etcd::start())
+    }
+
+    /// A bed on the given etcd (a cluster, say); configs list all its members.
+    pub fn with_etcd(etcd: Etcd) -> IpamBed {
         IpamBed {
-            etcd: Etcd::start(),
+            etcd,
             node: names::unique("node"),
             network: names::unique("net"),
             cni_path: TempDir::new("cni-path"),
@@ -46,7 +51,7 @@ impl IpamBed {
             "calico-ipam.conf",
             &[
                 ("NETWORK", &self.network),
-                ("ETCD_ENDPOINTS", self.etcd.endpoint()),
+                ("ETCD_ENDPOINTS", &self.etcd.endpoints().join(",")),
                 ("NODENAME", node),
             ],
         )
@@ -125,7 +130,7 @@ impl IpamBed {
     pub fn admin(&self, args: &[&str]) -> std::process::Output {
         Command::new(binary("calico-ipam"))
             .env_clear()
-            .env("ETCD_ENDPOINTS", self.etcd.endpoint())
+            .env("ETCD_ENDPOINTS", self.etcd.endpoints().join(","))
             .args(args)
             .output()
             .expect("run calico-ipam admin mode")
