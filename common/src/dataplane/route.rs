@@ -462,6 +462,8 @@ mod tests {
         add_host_routes(host_index, host.name(), &addrs).unwrap();
     }
 
+    /// Calico v1 failure history, row 21 (the corrected comparison, 2864afa): a host route to the
+    /// address through another interface is still refused.
     #[test]
     #[ignore = "needs root"]
     fn host_route_on_another_link_is_already_exists() {
