@@ -25,16 +25,19 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let ids = WorkloadIds::for_request(req);
     let netns_path = network::validate_netns(req)?;
     let store = Datastore::connect(&req.config.etcd)?;
-    let existing = endpoint::read_for_add(&store, &ids)?;
-    if let (Some(found), false) = (&existing, ids.is_kubernetes()) {
-        if !is_this_attachment(req, &ids, found) {
-            return join_network(&store, req, found.clone(), reply);
+    let existing = match endpoint::read_for_add(&store, &ids)? {
+        Some(found) if is_this_attachment(req, &ids, &found) => {
+            if veth::container_end_of(netns_path, &req.ifname, &found.endpoint.name)?.is_some() {
+                return reply.send(&endpoint_result(req, &found.key, &found.endpoint));
+            }
+            // Set up afresh: a failure after IPAM must not release addresses that an endpoint
+            // left in place still names.
+            remove_attachment_left_elsewhere(req, &found)?;
+            None
         }
-        if veth::container_end_of(netns_path, &req.ifname, &found.endpoint.name)?.is_some() {
-            return reply.send(&endpoint_result(req, &found.key, &found.endpoint));
-        }
-        remove_attachment_left_elsewhere(req, found)?;
-    }
+        Some(found) if !ids.is_kubernetes() => return join_network(&store, req, found, reply),
+        other => other,
+    };
     let netns_path = network::validate_container_side(req)?;
     // A pod's new sandbox gets new addresses and takes over the pod's endpoint.
     let replaced =
@@ -72,11 +75,16 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Whether `found` is the endpoint this very attachment (container, interface, network) made,
-/// rather than another network's that this one joins.
+/// Whether `found` is the endpoint this very attachment made: for a plain container, this
+/// network's (rather than another network's that this one joins); for a pod, this sandbox's
+/// (rather than an earlier sandbox's that this one replaces).
 fn is_this_attachment(req: &Request, ids: &WorkloadIds, found: &StoredEndpoint) -> bool {
     found.key == endpoint::endpoint_key(ids)
-        && found.endpoint.profile_ids.first() == Some(&req.config.name)
+        && if ids.is_kubernetes() {
+            found.endpoint.active_instance_id == req.container_id
+        } else {
+            found.endpoint.profile_ids.first() == Some(&req.config.name)
+        }
 }
 
 /// The attachment exists, but its interface is not in `CNI_NETNS`: the runtime set the

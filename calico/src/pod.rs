@@ -222,8 +222,10 @@ mod tests {
         }
     }
 
+    /// Calico v1 failure history, row 19: `ipAddrs` / `ipAddrsNoIpam` accepted more than one
+    /// IPv4 or IPv6 address. The table also holds the other invalid and valid forms.
     #[test]
-    fn address_annotations_are_validated() {
+    fn address_annotations_with_two_addresses_of_one_family_are_refused() {
         let ok = [
             (vec![], AddressSource::Ipam),
             (

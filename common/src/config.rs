@@ -513,6 +513,20 @@ mod netconf_tests {
         assert_eq!(conf.etcd.endpoints, ["http://127.0.0.1:2379"]);
     }
 
+    /// Calico v1 failure history, row 28: the Python plugin could not parse a config indented
+    /// with tab characters ("no handlers found"). Tabs are JSON whitespace.
+    #[test]
+    fn config_indented_with_tabs_is_read() {
+        let conf = parse(
+            "{\n\t\"name\":\t\"net1\",\n\t\"type\": \"calico\",\n\t\"nodename\": \"n1\",\n\t\
+             \"ipam\": {\n\t\t\"type\": \"calico-ipam\"\n\t}\n}\n",
+        )
+        .unwrap();
+        assert_eq!(conf.name, "net1");
+        assert_eq!(conf.nodename, "n1");
+        assert_eq!(conf.ipam.plugin_type, "calico-ipam");
+    }
+
     #[test]
     fn block_hint_dir_defaults_and_can_be_turned_off() {
         let cases = [

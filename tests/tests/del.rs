@@ -78,9 +78,11 @@ fn del_of_never_added_container_succeeds() {
     bed.assert_nothing_left(&[&cid]);
 }
 
+/// Calico v1 failure history, row 13: DEL failed when the endpoint, the IPAM allocation or the
+/// netns no longer existed, and the kubelet retried it forever.
 #[test]
 #[ignore = "root: real etcd and netns"]
-fn del_of_never_added_container_succeeds_with_nonexistent_netns_path() {
+fn del_succeeds_when_endpoint_allocation_and_netns_are_gone() {
     let bed = TestBed::new();
     let cid = names::container_id();
     let path = format!("/run/netns/{}", names::unique("ct-absent"));

@@ -35,9 +35,10 @@ fn bed_with_default_pools() -> IpamBed {
     bed
 }
 
+/// Calico v1 failure history, row 30: the Python calico-ipam assigned IPv6 on hosts without IPv6.
 #[test]
 #[ignore = "needs etcd"]
-fn address_families_follow_assign_flags() {
+fn ipv6_is_assigned_only_when_assign_ipv6_asks_for_it() {
     let cases: [(&str, Value, Value, &[&str]); 5] = [
         ("no configuration", Value::Null, Value::Null, &["/32"]),
         ("ipv4 explicit", json!("true"), Value::Null, &["/32"]),
@@ -114,9 +115,11 @@ fn result_follows_the_config_version() {
     assert!(ip4.ends_with("/32") && in_cidr(ip4, POOL4), "{ip4}");
 }
 
+/// Calico v1 failure history, row 7: the requested `ipv4_pools` were ignored and addresses came
+/// from any pool.
 #[test]
 #[ignore = "needs etcd"]
-fn requested_pools_are_used() {
+fn requested_pools_are_honoured_not_ignored() {
     let bed = IpamBed::new();
     for pool in ["10.232.0.0/16", "10.233.0.0/16", "10.234.0.0/16"] {
         bed.add_pool(pool);
@@ -237,9 +240,11 @@ fn del_without_allocation_succeeds() {
     );
 }
 
+/// Calico v1 failure history, row 24: the handle moved from the workload id to
+/// `<network>.<container id>`; DEL must still release what the older handle holds.
 #[test]
 #[ignore = "needs etcd"]
-fn old_style_handles_are_released() {
+fn addresses_under_the_pre_v1_11_2_handle_are_released() {
     let cases = [
         ("plain container id", None, "CID"),
         (
@@ -291,6 +296,8 @@ fn old_style_handles_are_released() {
     }
 }
 
+/// Calico v1 failure history, row 33: no rollback of the IPv4 address when the IPv6 assignment
+/// fails (reported for v3 as cni-plugin#908).
 #[test]
 #[ignore = "needs etcd"]
 fn failed_ipv6_half_releases_the_ipv4_address() {

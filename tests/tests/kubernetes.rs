@@ -119,10 +119,13 @@ fn pod_add_writes_endpoint_with_hashed_veth_and_del_removes_all() {
     pb.assert_nothing_left(&[&pod]);
 }
 
+/// Calico v1 failure history, row 16: the kubelet's late DEL of an old sandbox deleted the
+/// endpoint of the running pod.
+///
 /// ADD X, DEL X, ADD Y, then the late DEL X: Y keeps everything.
 #[test]
 #[ignore = "root: real etcd, netns and API server"]
-fn stale_del_after_readd_leaves_new_sandbox_alone() {
+fn stale_del_of_an_older_sandbox_keeps_the_running_pods_endpoint() {
     let pb = PodBed::new();
     let pod = pb.add_pod(&[("app", "web")], &[]);
     let conf = pb.conf(K8S_CONF);
@@ -139,11 +142,15 @@ fn stale_del_after_readd_leaves_new_sandbox_alone() {
     pb.assert_nothing_left(&[&pod]);
 }
 
+/// Calico v1 failure history, row 26 (and row 16's ADD X, ADD Y, DEL X case): a new sandbox
+/// reused the endpoint's address, still held under the old sandbox's handle, and the old
+/// sandbox's DEL (ignored, as not the active instance) released nothing, so the address leaked.
+///
 /// ADD X, ADD Y (new address, endpoint taken over), late DEL X (releases only X's address),
 /// DEL Y.
 #[test]
 #[ignore = "root: real etcd, netns and API server"]
-fn stale_del_after_new_sandbox_releases_only_its_own_address() {
+fn a_new_sandbox_gets_a_new_address_and_the_old_ones_late_del_releases_it() {
     let pb = PodBed::new();
     let pod = pb.add_pod(&[("app", "web")], &[]);
     let conf = pb.conf(K8S_CONF);
@@ -313,6 +320,8 @@ fn pod_name_without_namespace_is_a_plain_container() {
     pb.bed.assert_nothing_left(&[&cid]);
 }
 
+/// Calico v1 failure history, row 24: ADD and DEL ran while calico/node was upgrading the data
+/// (25480b7 refuses them while `/calico/v1/Ready` is false).
 #[test]
 #[ignore = "root: real etcd, netns and API server"]
 fn ready_flag_false_refuses_add_and_del_without_changes() {
@@ -383,9 +392,11 @@ fn ready_flag_absent_or_true_lets_pods_attach() {
     }
 }
 
+/// Calico v1 failure history, row 25: Mesos labels with arbitrary unicode were rejected by label
+/// validation.
 #[test]
 #[ignore = "root: real etcd and netns"]
-fn mesos_labels_are_sanitised_on_the_endpoint() {
+fn mesos_labels_with_unicode_are_sanitised_instead_of_refused() {
     let rows = [
         ("org.apache/mesos", "a b  c", "org.apache.mesos", "a-b-c"),
         ("héllo wörld", "ünïcode ✓", "h-llo-w-rld", "n-code"),

@@ -102,6 +102,8 @@ fn second_add_on_another_network_appends_profile_and_reuses_address() {
     bed.assert_nothing_left(&[&cid]);
 }
 
+/// Calico v1 failure history, row 33: container ids sharing their first 11 characters got one
+/// host veth name, and v1.7+ deleted the other container's veth.
 #[test]
 #[ignore = "root: real etcd and netns"]
 fn containers_sharing_id_prefix_get_distinct_working_veths() {

@@ -87,9 +87,11 @@ fn add_fails_and_releases_address_when_ifname_exists_in_container() {
     bed.assert_nothing_left(&[&cid]);
 }
 
+/// Calico v1 failure history, row 15: after a node reboot, ADD failed with `failed to move veth to
+/// host netns: file exists` because a stale host veth had the same deterministic name.
 #[test]
 #[ignore = "root: real etcd and netns"]
-fn add_replaces_stale_host_veth_left_by_earlier_attempt() {
+fn add_succeeds_when_a_stale_host_veth_of_the_same_name_exists() {
     let bed = TestBed::new();
     let netns = Netns::new();
     let cid = names::container_id();

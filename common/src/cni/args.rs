@@ -206,8 +206,10 @@ mod tests {
         assert_eq!(asked.k8s_pod_name.as_deref(), Some("p"));
     }
 
+    /// Calico v1 failure history, row 31: IPAM plugins rejected the kubelet's `K8S_POD_*` keys in
+    /// `CNI_ARGS`; the plugin adds `IgnoreUnknown=1` for them.
     #[test]
-    fn delegate_args_get_ignore_unknown_once() {
+    fn ipam_plugins_get_ignore_unknown_so_they_accept_k8s_args() {
         let cases = [
             ("", "IgnoreUnknown=1"),
             ("K8S_POD_NAME=p", "IgnoreUnknown=1;K8S_POD_NAME=p"),

@@ -462,6 +462,45 @@ mod tests {
         add_host_routes(host_index, host.name(), &addrs).unwrap();
     }
 
+    /// Calico v1 failure history, row 21: ADD failed with `failed to add route file exists`
+    /// when the host route to the workload was already there (added by Felix, or left over).
+    /// A route to the address through the host veth itself, as another writer would add it, is
+    /// accepted.
+    #[test]
+    #[ignore = "needs root"]
+    fn host_route_already_present_on_the_veth_is_accepted_not_file_exists() {
+        let ns = TestNetns::new("rhave");
+        let host = HostLink::new(unique_ifname("cr"));
+        let mut guard = create_veth(&VethRequest::new(host.name(), "eth0", ns.path())).unwrap();
+        guard.commit();
+        host.ip(&["link", "set", host.name(), "up"]);
+        host.ip(&[
+            "route",
+            "add",
+            "10.68.0.4/32",
+            "dev",
+            host.name(),
+            "scope",
+            "link",
+            "proto",
+            "static",
+        ]);
+        host.ip(&["-6", "route", "add", "fd00:68::4/128", "dev", host.name()]);
+
+        let addrs = [
+            "10.68.0.4/32".parse().unwrap(),
+            "fd00:68::4/128".parse().unwrap(),
+        ];
+        add_host_routes(guard.host_index(), host.name(), &addrs).unwrap();
+        let routes = list_routes(guard.host_index()).unwrap();
+        for addr in &addrs {
+            let found = routes.iter().filter(|r| r.destination == *addr).count();
+            assert_eq!(found, 1, "{addr}: {routes:?}");
+        }
+    }
+
+    /// Calico v1 failure history, row 21 (the corrected comparison, 2864afa): a host route to the
+    /// address through another interface is still refused.
     #[test]
     #[ignore = "needs root"]
     fn host_route_on_another_link_is_already_exists() {

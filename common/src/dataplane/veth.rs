@@ -487,9 +487,11 @@ mod tests {
         ip_json(&args)[0].clone()
     }
 
+    /// Calico v1 failure history, row 23: the kernel-generated host veth MAC "fails some
+    /// times"; the host end has `ee:ee:ee:ee:ee:ee` from creation on.
     #[test]
     #[ignore = "needs root"]
-    fn veth_is_born_with_final_names_mac_mtu_and_up() {
+    fn host_veth_is_born_with_the_fixed_mac_not_a_kernel_generated_one() {
         let ns = TestNetns::new("veth");
         let host = HostLink::new(unique_ifname("cv"));
         let mut req = VethRequest::new(host.name(), "eth0", ns.path());

@@ -551,8 +551,10 @@ mod tests {
         assert_eq!(String::from_utf8(block.to_json()).unwrap(), GO_BLOCK);
     }
 
+    /// Calico v1 failure history, row 6: Go wrote `hostAffinity` where Python (and Calico's compat
+    /// layer) read `affinity: "host:<node>"`, so each saw the other's blocks as unowned.
     #[test]
-    fn new_block_json_has_go_field_names() {
+    fn block_affinity_is_written_as_affinity_host_not_host_affinity() {
         let block = AllocationBlock::new_affine(net("fd00::/122"), "n", false, net("fd00::/64"));
         let v: serde_json::Value = serde_json::from_slice(&block.to_json()).unwrap();
         assert_eq!(v["cidr"], "fd00::/122");

@@ -427,10 +427,13 @@ fn bad_ipam_annotations_fail_with_code_7_and_leave_nothing() {
     }
 }
 
+/// Calico v1 failure history, row 11: with `subnet: usePodCidr`, DEL passed the literal
+/// `usePodCidr` to host-local, which failed, and the address leaked.
+///
 /// `usePodCidr`: the node is read under `nodename`, or under `kubernetes.node_name` when set.
 #[test]
 #[ignore = "root: real etcd, netns and API server"]
-fn use_pod_cidr_allocates_from_the_node_pod_cidr_and_del_needs_no_api() {
+fn use_pod_cidr_del_releases_the_address_without_the_api() {
     for node_name in [None, Some("k8s-node-a")] {
         let pb = PodBed::new();
         let api_node = node_name.map_or(pb.bed.node.clone(), str::to_string);

@@ -335,8 +335,10 @@ fn pool_smaller_than_a_block_hands_out_only_its_addresses() {
     assert_eq!(blocks(&store).len(), 1);
 }
 
+/// Calico v1 failure history, row 10: every host scanned each pool from its first block (claim
+/// contention), and the first randomised walk could miss a block.
 #[test]
-fn block_walk_visits_each_block_once_from_a_node_seeded_start() {
+fn nodes_start_claiming_at_different_blocks_and_skip_none() {
     let pool = net("10.0.0.0/22");
     let a: Vec<IpNetwork> = BlockWalk::new(pool, "node-a").unwrap().collect();
     assert_eq!(a.len(), 16);
@@ -370,8 +372,10 @@ fn block_walk_visits_each_block_once_from_a_node_seeded_start() {
     assert_eq!(huge.prefix(), 122);
 }
 
+/// Calico v1 failure history, row 8: blocks were written without compare-and-swap, so concurrent
+/// assignments handed out one address twice.
 #[test]
-fn concurrent_assignments_on_one_node_are_distinct_and_share_blocks() {
+fn concurrent_assignments_never_hand_out_one_address_twice() {
     let store = store_with_pools(&["10.0.0.0/16"]);
     let addrs: Vec<IpAddr> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..8)
