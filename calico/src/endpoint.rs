@@ -316,7 +316,8 @@ pub fn write_endpoint<'a>(
         .with_context(|| format!("write endpoint {key}"))?;
     // The datastore repeats a transaction whose answer was lost (a timeout, then failover);
     // finding exactly this value means the first attempt was applied.
-    let applied_before = outcome.current.first().is_some_and(|e| e.value == value);
+    let applied_before =
+        outcome.resent && outcome.current.first().is_some_and(|e| e.value == value);
     if !outcome.committed && !applied_before {
         return Err(Error::new(
             codes::CONFLICT,

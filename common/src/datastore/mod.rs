@@ -137,6 +137,10 @@ pub struct TxnOutcome {
     /// When not committed: the current entries of `reads_on_failure` that exist, in request
     /// order. Missing keys have no entry. Empty when committed.
     pub current: Vec<Entry>,
+    /// True when the transaction was sent more than once (after a timeout or a broken
+    /// connection), so an earlier attempt may have been applied and its answer lost: only then
+    /// may a failed outcome whose keys already hold what was written count as this run's own.
+    pub resent: bool,
 }
 
 /// What the requests of one run share: a client per endpoint once built, the endpoint that
@@ -378,7 +382,9 @@ impl Datastore {
         check_keys(txn_keys(txn))?;
         let log_key = txn_log_key(txn);
         let request = etcd_txn(txn)?;
+        let sent = AtomicU64::new(0);
         let resp = self.request("txn", log_key, Mode::Serial, |mut kv| {
+            sent.fetch_add(1, Ordering::Relaxed);
             let request = request.clone();
             async move { kv.txn(request).await }
         })?;
@@ -391,7 +397,11 @@ impl Datastore {
                 }
             }
         }
-        Ok(TxnOutcome { committed, current })
+        Ok(TxnOutcome {
+            committed,
+            current,
+            resent: sent.load(Ordering::Relaxed) > 1,
+        })
     }
 
     /// Sends one request, failing over to other endpoints on transient failures, within what is
@@ -1476,7 +1486,8 @@ mod tests {
             outcome,
             TxnOutcome {
                 committed: true,
-                current: vec![]
+                current: vec![],
+                resent: false
             }
         );
 
@@ -1519,7 +1530,8 @@ mod tests {
             ds.txn(&missing).unwrap(),
             TxnOutcome {
                 committed: false,
-                current: vec![]
+                current: vec![],
+                resent: false
             }
         );
     }
@@ -1622,7 +1634,8 @@ mod tests {
             outcome,
             TxnOutcome {
                 committed: true,
-                current: vec![]
+                current: vec![],
+                resent: false
             }
         );
         assert_eq!(ds.requests_made(), 3);

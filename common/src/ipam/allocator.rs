@@ -887,12 +887,14 @@ impl<'s> Allocator<'s> {
         })
     }
 
-    /// Runs a transaction. A transaction that etcd applied but whose answer was lost is retried
+    /// Runs a transaction. A transaction that etcd applied but whose answer was lost is resent
     /// by the datastore and then fails its conditions; when everything it wrote reads back
-    /// exactly as written, it is treated as done so that nothing is assigned twice.
+    /// exactly as written, it is treated as done so that nothing is assigned twice. Only a
+    /// resent one: another writer of the same handle may have written exactly the same values,
+    /// and taking its write for ours would hand one address to both.
     fn commit(&self, txn: &Txn) -> Result<Commit> {
         let outcome = self.store.txn(txn)?;
-        if outcome.committed || already_applied(txn, &outcome.current) {
+        if outcome.committed || (outcome.resent && already_applied(txn, &outcome.current)) {
             return Ok(Commit::Done);
         }
         Ok(Commit::Conflict(outcome.current))

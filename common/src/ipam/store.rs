@@ -163,12 +163,14 @@ impl Store for MemoryStore {
             return Ok(TxnOutcome {
                 committed: false,
                 current,
+                resent: false,
             });
         }
         if txn.writes.is_empty() {
             return Ok(TxnOutcome {
                 committed: true,
                 current: Vec::new(),
+                resent: false,
             });
         }
         state.revision += 1;
@@ -208,6 +210,7 @@ impl Store for MemoryStore {
         Ok(TxnOutcome {
             committed: true,
             current: Vec::new(),
+            resent: false,
         })
     }
 }

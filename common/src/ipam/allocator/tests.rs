@@ -399,6 +399,31 @@ fn concurrent_assignments_never_hand_out_one_address_twice() {
     assert_handles_match_blocks(&store);
 }
 
+#[test]
+fn concurrent_assignments_under_one_handle_never_share_an_address() {
+    let store = store_with_pools(&["10.0.0.0/16"]);
+    let addrs: Vec<IpAddr> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                let store = &store;
+                s.spawn(move || {
+                    let ipam = Allocator::new(store, "node-1");
+                    (0..10)
+                        .map(|_| ipam.auto_assign(&v4("same")).unwrap()[0])
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    assert_eq!(addrs.iter().collect::<BTreeSet<_>>().len(), 80, "{addrs:?}");
+    assert_eq!(handle_total(&store, "same"), 80);
+    assert_handles_match_blocks(&store);
+}
+
 /// Changes the block a transaction is conditional on right before it runs, like a faster
 /// writer on another node.
 struct AlwaysRaced(MemoryStore);
@@ -459,7 +484,10 @@ impl Store for LostAnswers {
         if txn.writes.is_empty() || !first.committed {
             return Ok(first);
         }
-        self.0.txn(txn)
+        Ok(TxnOutcome {
+            resent: true,
+            ..self.0.txn(txn)?
+        })
     }
 }
 
