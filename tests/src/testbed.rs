@@ -126,6 +126,24 @@ impl TestBed {
         self.fixture("calico-host-local.conf", network)
     }
 
+    /// `calico-ipam pool add <cidr>` against this bed's etcd.
+    pub fn add_pool(&self, cidr: &str) {
+        let out = std::process::Command::new(crate::plugin::binary("calico-ipam"))
+            .env_clear()
+            .env("ETCD_ENDPOINTS", self.etcd.endpoint())
+            .args(["pool", "add", cidr])
+            .output()
+            .expect("run calico-ipam pool add");
+        assert!(out.status.success(), "pool add {cidr}: {out:?}");
+    }
+
+    /// Adds this bed's subnet as a calico-ipam pool and returns
+    /// `tests/fixtures/calico-ipam.conf` for this bed's network.
+    pub fn calico_ipam_conf(&self) -> NetConf {
+        self.add_pool(&self.subnet.cidr());
+        self.fixture("calico-ipam.conf", &self.network)
+    }
+
     /// Any fixture file with this bed's placeholders filled in.
     pub fn fixture(&self, file: &str, network: &str) -> NetConf {
         NetConf::fixture(

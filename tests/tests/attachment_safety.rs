@@ -16,15 +16,7 @@ use tests::{NetConf, Netns, TempDir, TestBed, host_veth_name, names, run_plugin}
 /// A bed whose network delegates to `calico-ipam`, with the bed's subnet as the pool.
 fn ipam_bed() -> (TestBed, NetConf) {
     let bed = TestBed::new();
-    let pool = bed.subnet.cidr();
-    let out = Command::new(tests::plugin::binary("calico-ipam"))
-        .env_clear()
-        .env("ETCD_ENDPOINTS", bed.etcd.endpoint())
-        .args(["pool", "add", &pool])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "pool add {pool}: {out:?}");
-    let conf = bed.fixture("calico-ipam.conf", &bed.network);
+    let conf = bed.calico_ipam_conf();
     (bed, conf)
 }
 

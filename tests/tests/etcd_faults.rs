@@ -21,14 +21,7 @@ const HUNG_MEMBER_BOUND: Duration = Duration::from_secs(3);
 #[ignore = "root: real etcd and netns"]
 fn add_and_del_finish_quickly_with_stopped_members_listed_first() {
     let bed = TestBed::new();
-    let pool = bed.subnet.cidr();
-    let out = std::process::Command::new(tests::plugin::binary("calico-ipam"))
-        .env_clear()
-        .env("ETCD_ENDPOINTS", bed.etcd.endpoint())
-        .args(["pool", "add", &pool])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "pool add {pool}: {out:?}");
+    bed.calico_ipam_conf();
     // Members that accept connections but never answer: stopped single-member clusters.
     let mut hung = [Etcd::start(), Etcd::start()];
     for etcd in &mut hung {

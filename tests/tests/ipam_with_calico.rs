@@ -12,18 +12,7 @@ use tests::{Netns, TestBed, names};
 fn calico_with_calico_ipam_adds_and_deletes() {
     let bed = TestBed::new();
     let pool = bed.subnet.cidr();
-    let out = std::process::Command::new(tests::plugin::binary("calico-ipam"))
-        .env_clear()
-        .env("ETCD_ENDPOINTS", bed.etcd.endpoint())
-        .args(["pool", "add", &pool])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pool add {pool}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let conf = bed.fixture("calico-ipam.conf", &bed.network);
+    let conf = bed.calico_ipam_conf();
     let netns = Netns::new();
     let cid = names::container_id();
 

@@ -15,7 +15,6 @@ use bed::{PodBed, Sandbox, TOKEN, container_ip, result_ip};
 use ipam_support::check_datastore;
 use serde_json::{Value, json};
 use tests::kernel::{eventually, host_link, netns_link, ping};
-use tests::plugin::binary;
 use tests::{NetConf, Netns, TestBed, host_veth_name, names, run_plugin};
 
 const K8S_CONF: &str = "calico-k8s.conf";
@@ -84,21 +83,6 @@ impl Drop for HostRoute {
             .args(["route", "del", &self.0, "dev", "lo"])
             .output();
     }
-}
-
-/// `calico-ipam pool add <cidr>` against `etcd_endpoint`.
-fn add_pool(etcd_endpoint: &str, cidr: &str) {
-    let out = Command::new(binary("calico-ipam"))
-        .env_clear()
-        .env("ETCD_ENDPOINTS", etcd_endpoint)
-        .args(["pool", "add", cidr])
-        .output()
-        .expect("run calico-ipam pool add");
-    assert!(
-        out.status.success(),
-        "pool add {cidr}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// An IPv6 /120 as private to this bed as its IPv4 /24: `fd00:213:<n>::/120`.
@@ -296,7 +280,7 @@ fn containers_started_at_once_all_get_their_veth_without_rename_failures() {
 #[ignore = "root: real etcd, netns and API server"]
 fn pod_del_releases_the_address_under_the_handle_its_add_used() {
     let pb = PodBed::new();
-    add_pool(pb.bed.etcd.endpoint(), &pb.bed.subnet.cidr());
+    pb.bed.add_pool(&pb.bed.subnet.cidr());
     let pod = pb.add_pod(&[("app", "web")], &[]);
     let sandbox = Sandbox::new();
     let conf = pb.conf(K8S_IPAM_CONF);
@@ -379,7 +363,7 @@ fn ipv6_container_gets_a_default_route_via_the_host_veths_link_local() {
 #[ignore = "root: real etcd and netns"]
 fn calico_ipam_claims_blocks_under_the_nodename_calico_uses() {
     let bed = TestBed::new();
-    add_pool(bed.etcd.endpoint(), &bed.subnet.cidr());
+    bed.add_pool(&bed.subnet.cidr());
     let netns = Netns::new();
     let cid = names::container_id();
     let old_name = names::unique("hostname");
@@ -503,7 +487,7 @@ fn ipam_addresses_are_released_when_its_result_is_unusable() {
 #[ignore = "root: real etcd, netns and API server"]
 fn failed_repeated_add_never_leaves_an_endpoint_naming_a_released_address() {
     let pb = PodBed::new();
-    add_pool(pb.bed.etcd.endpoint(), &pb.bed.subnet.cidr());
+    pb.bed.add_pool(&pb.bed.subnet.cidr());
     let pod = pb.add_pod(&[("app", "web")], &[]);
     let conf = pb.conf(K8S_IPAM_CONF);
     let first = Sandbox::new();
