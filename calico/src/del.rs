@@ -75,8 +75,12 @@ pub fn gc(req: &Request) -> Result<()> {
     for record in records.into_iter().filter(|r| !is_valid(r)) {
         // An ADD or DEL of the attachment is running right now: it is not garbage yet, and
         // tearing it down under that verb would leave half of it. The next GC looks again.
-        let Some(_lock) =
-            AttachmentLock::try_acquire("calico", &record.container_id, &record.ifname)?
+        let Some(_lock) = AttachmentLock::try_acquire(
+            &req.lock_dir,
+            "calico",
+            &record.container_id,
+            &record.ifname,
+        )?
         else {
             common::cni::log::info(&format!(
                 "gc: attachment {}/{} is busy: skipping it",

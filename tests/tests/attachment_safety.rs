@@ -5,10 +5,11 @@
 mod ipam_support;
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::cni::lock::AttachmentLock;
+use common::cni::lock::{AttachmentLock, LOCK_DIR};
 use ipam_support::check_datastore;
 use tests::kernel::{host_link, netns_ipv4_addrs, netns_link};
 use tests::{NetConf, Netns, TempDir, TestBed, host_veth_name, names, run_plugin};
@@ -390,7 +391,7 @@ fn gc_leaves_an_attachment_whose_verb_is_still_running() {
     bed.add(&conf, &cid, &netns.path(), "eth0").result();
     let lock = format!("/run/calico/cni/calico:{cid}:eth0.lock");
     // Another verb of the attachment, as far as the plugin can tell: it holds the lock.
-    let holder = AttachmentLock::acquire("calico", &cid, "eth0").unwrap();
+    let holder = AttachmentLock::acquire(Path::new(LOCK_DIR), "calico", &cid, "eth0").unwrap();
     let gc = || {
         let env = tests::Env::new()
             .set("CNI_COMMAND", "GC")

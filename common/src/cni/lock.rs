@@ -22,6 +22,10 @@ use crate::{Context, Error, Result};
 /// Where the lock files live: a runtime directory, emptied at boot like the locks themselves.
 pub const LOCK_DIR: &str = "/run/calico/cni";
 
+/// Names another directory for the lock files (tests, or a host whose `/run` is elsewhere).
+/// Every plugin process on the node must see the same value, or verbs are not serialised.
+pub const LOCK_DIR_ENV: &str = "CALICO_CNI_LOCK_DIR";
+
 /// How long a verb waits for the one before it. Longer than the etcd deadline of a verb, so a
 /// slow but healthy predecessor is waited for; a hung one is reported as "try again later".
 const WAIT: Duration = Duration::from_secs(30);
@@ -38,20 +42,28 @@ pub struct AttachmentLock {
 }
 
 impl AttachmentLock {
-    /// Takes the lock of `plugin`'s verbs on (`container_id`, `ifname`) in [`LOCK_DIR`],
-    /// waiting for the verb that holds it.
-    pub fn acquire(plugin: &str, container_id: &str, ifname: &str) -> Result<AttachmentLock> {
-        let path = Path::new(LOCK_DIR).join(lock_file_name(plugin, container_id, ifname));
-        acquire_at(&path, WAIT)
+    /// Takes the lock of `plugin`'s verbs on (`container_id`, `ifname`) in `dir`, waiting for
+    /// the verb that holds it.
+    pub fn acquire(
+        dir: &Path,
+        plugin: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<AttachmentLock> {
+        acquire_at(
+            &dir.join(lock_file_name(plugin, container_id, ifname)),
+            WAIT,
+        )
     }
 
     /// Takes the lock only if nobody holds it; `None` when a verb holds it now.
     pub fn try_acquire(
+        dir: &Path,
         plugin: &str,
         container_id: &str,
         ifname: &str,
     ) -> Result<Option<AttachmentLock>> {
-        let path = Path::new(LOCK_DIR).join(lock_file_name(plugin, container_id, ifname));
+        let path = dir.join(lock_file_name(plugin, container_id, ifname));
         match acquire_at(&path, Duration::ZERO) {
             Ok(lock) => Ok(Some(lock)),
             Err(err) if err.code() == Code::TryAgainLater => Ok(None),

@@ -46,6 +46,8 @@ pub struct Request {
     pub version: CniVersion,
     /// The stdin bytes as received, forwarded unchanged to the IPAM plugin.
     pub raw_config: Vec<u8>,
+    /// Where the attachments' lock files live: [`lock::LOCK_DIR`], or `CALICO_CNI_LOCK_DIR`.
+    pub lock_dir: PathBuf,
 }
 
 impl Request {
@@ -221,6 +223,9 @@ fn dispatch(
         config,
         version,
         raw_config,
+        lock_dir: env(lock::LOCK_DIR_ENV)
+            .filter(|dir| !dir.is_empty())
+            .map_or_else(|| PathBuf::from(lock::LOCK_DIR), PathBuf::from),
     };
     log::debug(&format!(
         "{} {} container {} ifname {}",
@@ -231,8 +236,13 @@ fn dispatch(
     ));
     let _attachment_lock = match command {
         Command::Add | Command::Del | Command::Check => Some(
-            lock::AttachmentLock::acquire(plugin.name(), &req.container_id, &req.ifname)
-                .map_err(fail)?,
+            lock::AttachmentLock::acquire(
+                &req.lock_dir,
+                plugin.name(),
+                &req.container_id,
+                &req.ifname,
+            )
+            .map_err(fail)?,
         ),
         Command::Status | Command::Gc | Command::Version => None,
     };
@@ -369,6 +379,7 @@ mod tests {
             config: NetConf::parse(raw.as_bytes(), &|_| None).unwrap(),
             version: CniVersion::V1_0_0,
             raw_config: raw.into_bytes(),
+            lock_dir: PathBuf::from(lock::LOCK_DIR),
         }
     }
 
@@ -398,13 +409,19 @@ mod tests {
     }
 
     fn invoke(pairs: &[(&str, &str)], stdin: &str) -> (i32, Value) {
-        let map: HashMap<String, String> = pairs
+        // Lock files in a directory of the test's own, so that the tests need no root.
+        let lock_dir =
+            std::env::temp_dir().join(format!("calico-cni-locks-{}", std::process::id()));
+        let mut map: HashMap<String, String> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        map.insert(lock::LOCK_DIR_ENV.into(), lock_dir.display().to_string());
         let env = move |k: &str| map.get(k).cloned();
         let mut out = Vec::new();
         let status = run(&Nothing, &env, &mut stdin.as_bytes(), &mut out);
+        // Another test may still be using it; the last one removes it.
+        let _ = std::fs::remove_dir(&lock_dir);
         (status, serde_json::from_slice(&out).unwrap_or(Value::Null))
     }
 
