@@ -5,7 +5,7 @@
 use common::cni::Request;
 use common::dataplane::veth;
 use common::datastore::model::{AttachmentRecord, HostVethClaim};
-use common::datastore::{Condition, Datastore, Entry, Txn, Write, keys};
+use common::datastore::{self, Condition, Datastore, Entry, Txn, Write, keys};
 use common::error::{RollbackLog, codes};
 use common::{Context, Error, Result};
 
@@ -183,6 +183,7 @@ fn claim_host_veth(
                 Condition::Revision(claim_key.clone(), entry.mod_revision)
             }
         };
+        datastore::log_conflict(&txn, &outcome.current);
     }
     Err(Error::new(
         codes::CONFLICT,

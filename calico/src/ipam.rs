@@ -1,7 +1,6 @@
 //! The addresses, from the IPAM plugin named in `ipam.type` (or, for a pod annotated with
 //! `ipAddrsNoIpam`, as given).
 
-
 use common::Result;
 use common::cni::{CniResult, Command, IpConfig, Request, delegate};
 use common::error::RollbackLog;
