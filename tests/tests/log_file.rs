@@ -204,3 +204,27 @@ fn secrets_never_reach_the_log_file() {
         assert!(!failed.stdout.contains(secret), "{secret} on stdout");
     }
 }
+
+#[test]
+#[ignore = "needs etcd"]
+fn warning_logged_while_parsing_the_config_reaches_the_log_file() {
+    let bed = bed_with_pool();
+    let dir = TempDir::new("log-early");
+    let log = dir.join("cni.log");
+    // The deprecated key is reported while the config is parsed, before the file is known.
+    let conf = logging_conf(&bed, &log)
+        .without("nodename")
+        .set("hostname", bed.node.as_str());
+    let cid = names::container_id();
+    bed.add(&conf, &cid).result();
+    let text = read(&log);
+    assert_entries(&text);
+    let warning = text
+        .lines()
+        .find(|l| l.contains("'hostname' is deprecated"))
+        .unwrap_or_else(|| panic!("no deprecation warning in {text}"));
+    assert!(
+        warning.contains(&format!(" warning calico-ipam container={cid}: ")),
+        "{warning}"
+    );
+}
