@@ -66,10 +66,10 @@ impl Drop for AttachmentGuard<'_> {
             return;
         }
         if self.rollback.failed() {
-            eprintln!(
-                "calico: rollback incomplete: keeping attachment record {} for DEL or GC",
+            common::cni::log::warn(&format!(
+                "rollback incomplete: keeping attachment record {} for DEL or GC",
                 self.keys[0]
-            );
+            ));
             return;
         }
         let txn = Txn {
@@ -77,10 +77,10 @@ impl Drop for AttachmentGuard<'_> {
             ..Txn::default()
         };
         if let Err(err) = self.store.txn(&txn) {
-            eprintln!(
-                "calico: rollback: failed to delete attachment record {}: {err}",
+            common::cni::log::error(&format!(
+                "rollback: failed to delete attachment record {}: {err}",
                 self.keys[0]
-            );
+            ));
         }
     }
 }

@@ -273,10 +273,10 @@ impl Drop for EndpointGuard<'_> {
         };
         if let Err(err) = undone {
             self.rollback.record_failure();
-            eprintln!(
-                "calico: rollback: failed to restore endpoint {}: {err}",
+            common::cni::log::error(&format!(
+                "rollback: failed to restore endpoint {}: {err}",
                 self.key
-            );
+            ));
         }
     }
 }

@@ -107,7 +107,10 @@ impl Drop for VethGuard {
             return;
         }
         if let Err(err) = delete_link(&self.host_ifname) {
-            eprintln!("rollback: delete host veth {}: {err}", self.host_ifname);
+            crate::cni::log::error(&format!(
+                "rollback: delete host veth {}: {err}",
+                self.host_ifname
+            ));
             if let Some(log) = &self.rollback_log {
                 log.record_failure();
             }
