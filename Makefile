@@ -12,7 +12,7 @@ RKT_PLUGIN_DIR ?= $(PREFIX)/lib/rkt/plugins/net
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 BINARIES := calico calico-ipam
 
-.PHONY: all build release test demo bench install clean
+.PHONY: all build release test demo bench fuzz install clean
 
 all: build
 
@@ -30,6 +30,10 @@ demo:
 
 bench:
 	scripts/bench.sh
+
+# Not part of test or CI: needs nightly and runs for FUZZ_SECONDS (default 60) per target.
+fuzz:
+	scripts/fuzz.sh
 
 install: release
 	install -d $(DESTDIR)$(CNI_BIN_DIR) $(DESTDIR)$(RKT_PLUGIN_DIR)

@@ -90,10 +90,10 @@ impl Drop for Lease<'_> {
         }
         for addr in &self.addresses {
             if let Err(err) = self.ipam.release_address(&self.handle, *addr) {
-                eprintln!(
-                    "calico-ipam: rollback: failed to release {addr} of handle {}: {err}",
+                cni::log::error(&format!(
+                    "rollback: failed to release {addr} of handle {}: {err}",
                     self.handle
-                );
+                ));
             }
         }
     }

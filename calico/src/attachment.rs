@@ -6,7 +6,7 @@ use common::cni::Request;
 use common::dataplane::veth;
 use common::datastore::model::{AttachmentRecord, HostVethClaim};
 use common::datastore::undo::{WrittenKey, undo_writes};
-use common::datastore::{Condition, Datastore, Entry, Txn, Write, keys};
+use common::datastore::{self, Condition, Datastore, Entry, Txn, Write, keys};
 use common::error::{RollbackLog, codes};
 use common::{Context, Error, Result};
 
@@ -68,9 +68,9 @@ impl Drop for AttachmentGuard<'_> {
         }
         let record_key = &self.written[0].key;
         if self.rollback.failed() {
-            eprintln!(
-                "calico: rollback incomplete: keeping attachment record {record_key} for DEL or GC"
-            );
+            common::cni::log::warn(&format!(
+                "rollback incomplete: keeping attachment record {record_key} for DEL or GC"
+            ));
             return;
         }
         // A pod's next sandbox may have taken the claim over meanwhile: it keeps it.
@@ -80,9 +80,9 @@ impl Drop for AttachmentGuard<'_> {
                 "rollback: leaving {}: changed by another writer",
                 left.join(", ")
             )),
-            Err(err) => eprintln!(
-                "calico: rollback: failed to delete attachment record {record_key}: {err}"
-            ),
+            Err(err) => common::cni::log::error(&format!(
+                "rollback: failed to delete attachment record {record_key}: {err}"
+            )),
         }
     }
 }
@@ -202,6 +202,7 @@ fn claim_host_veth(
                 Condition::Revision(claim_key.clone(), entry.mod_revision)
             }
         };
+        datastore::log_conflict(&txn, &outcome.current);
     }
     Err(Error::new(
         codes::CONFLICT,

@@ -3,7 +3,7 @@
 use common::cni::Request;
 use common::datastore::model::{Profile, WorkloadEndpoint};
 use common::datastore::undo::{WrittenKey, undo_writes};
-use common::datastore::{Condition, Datastore, Entry, Read, Txn, Write, keys};
+use common::datastore::{self, Condition, Datastore, Entry, Read, Txn, Write, keys};
 use common::error::{RollbackLog, codes};
 use common::{Context, Error, Result};
 
@@ -203,16 +203,18 @@ fn update_endpoint(
         if !change(&mut updated) {
             return Ok(Some(updated));
         }
+        let txn = Txn {
+            conditions: vec![Condition::Revision(stored.key.clone(), stored.revision)],
+            writes: vec![Write::Put(stored.key.clone(), updated.to_json()?)],
+            reads_on_failure: vec![stored.key.clone()],
+        };
         let outcome = store
-            .txn(&Txn {
-                conditions: vec![Condition::Revision(stored.key.clone(), stored.revision)],
-                writes: vec![Write::Put(stored.key.clone(), updated.to_json()?)],
-                reads_on_failure: vec![stored.key.clone()],
-            })
+            .txn(&txn)
             .with_context(|| format!("{what} endpoint {}", stored.key))?;
         if outcome.committed {
             return Ok(Some(updated));
         }
+        datastore::log_conflict(&txn, &outcome.current);
         let Some(current) = outcome.current.into_iter().next() else {
             return Ok(None);
         };
@@ -273,7 +275,9 @@ impl Drop for EndpointGuard<'_> {
             )),
             Err(err) => {
                 self.rollback.record_failure();
-                eprintln!("calico: rollback: failed to restore endpoint {key}: {err}");
+                common::cni::log::error(&format!(
+                    "rollback: failed to restore endpoint {key}: {err}"
+                ));
             }
         }
     }
@@ -319,6 +323,7 @@ pub fn write_endpoint<'a>(
     let applied_before =
         outcome.resent && outcome.current.first().is_some_and(|e| e.value == value);
     if !outcome.committed && !applied_before {
+        datastore::log_conflict(&txn, &outcome.current);
         return Err(Error::new(
             codes::CONFLICT,
             format!("endpoint {key} was changed by another writer"),
@@ -382,13 +387,15 @@ pub fn delete_endpoint(
     }
     let what = stored.map_or_else(|| also.join(", "), |s| s.key.clone());
     let reads_on_failure = stored.map(|s| s.key.clone()).into_iter().collect();
-    let outcome = store
-        .txn(&Txn {
-            conditions,
-            writes,
-            reads_on_failure,
-        })
-        .with_context(|| format!("delete {what}"))?;
+    let txn = Txn {
+        conditions,
+        writes,
+        reads_on_failure,
+    };
+    let outcome = store.txn(&txn).with_context(|| format!("delete {what}"))?;
+    if !outcome.committed {
+        datastore::log_conflict(&txn, &outcome.current);
+    }
     match (outcome.committed, stored) {
         (true, _) | (false, None) => Ok(()),
         (false, Some(_)) if outcome.current.is_empty() => delete_endpoint(store, None, also),

@@ -33,10 +33,10 @@ impl Drop for IpamLease<'_> {
             && let Err(err) = release(self.req)
         {
             self.rollback.record_failure();
-            eprintln!(
-                "calico: rollback: failed to release addresses of {}: {err}",
+            common::cni::log::error(&format!(
+                "rollback: failed to release addresses of {}: {err}",
                 self.req.container_id
-            );
+            ));
         }
     }
 }

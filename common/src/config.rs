@@ -55,6 +55,9 @@ pub struct NetConf {
     pub etcd: EtcdSettings,
     /// `log_level`.
     pub log_level: LogLevel,
+    /// `log_file` (or later Calico's `log_file_path`): an absolute path that entries are
+    /// appended to as well as stderr; `None` for stderr only.
+    pub log_file: Option<PathBuf>,
     /// `datastore_type` (only `etcdv2`, meaning Calico's v1 data model, is served).
     pub datastore_type: String,
     /// The `policy` section.
@@ -144,6 +147,8 @@ struct RawNetConf {
     #[serde(flatten)]
     etcd: EtcdConfigKeys,
     log_level: Option<String>,
+    log_file: Option<String>,
+    log_file_path: Option<String>,
     datastore_type: Option<String>,
     #[serde(default)]
     policy: RawPolicy,
@@ -250,6 +255,7 @@ impl NetConf {
                 .as_deref()
                 .map(LogLevel::parse)
                 .unwrap_or_default(),
+            log_file: log_file(raw.log_file, raw.log_file_path)?,
             datastore_type: datastore_type(raw.datastore_type)?,
             policy: PolicyConf {
                 policy_type: raw.policy.policy_type,
@@ -337,6 +343,27 @@ fn mistyped_key(config: &Value) -> Option<String> {
             .is_err()
             .then(|| key.clone())
     })
+}
+
+/// `log_file` wins over `log_file_path`, the key later Calico versions read; an empty value
+/// means no file. The path must be absolute: a relative one would depend on the directory the
+/// runtime happens to start the plugin in.
+fn log_file(log_file: Option<String>, log_file_path: Option<String>) -> Result<Option<PathBuf>> {
+    let keyed = [("log_file", log_file), ("log_file_path", log_file_path)];
+    let Some((key, path)) = keyed
+        .into_iter()
+        .find_map(|(key, value)| value.filter(|v| !v.is_empty()).map(|v| (key, v)))
+    else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(path);
+    if !path.is_absolute() {
+        return Err(invalid(format!(
+            "{key} {:?} is not an absolute path",
+            path.display().to_string()
+        )));
+    }
+    Ok(Some(path))
 }
 
 /// Calico v1's `etcdv2` data model (kept on etcd v3 here) is the only datastore; the
@@ -510,6 +537,7 @@ mod netconf_tests {
         assert_eq!(conf.mtu, None);
         assert_eq!(conf.nodename, "n1");
         assert_eq!(conf.log_level, LogLevel::Warning);
+        assert_eq!(conf.log_file, None);
         assert_eq!(conf.etcd.endpoints, ["http://127.0.0.1:2379"]);
     }
 
@@ -664,6 +692,35 @@ mod netconf_tests {
     }
 
     #[test]
+    fn log_file_is_read_from_either_key() {
+        let cases = [
+            ("", None),
+            (r#","log_file":"""#, None),
+            (
+                r#","log_file":"/var/log/cni.log""#,
+                Some("/var/log/cni.log"),
+            ),
+            (
+                r#","log_file_path":"/var/log/a.log""#,
+                Some("/var/log/a.log"),
+            ),
+            (
+                r#","log_file":"/var/log/a.log","log_file_path":"/var/log/b.log""#,
+                Some("/var/log/a.log"),
+            ),
+            (
+                r#","log_file":"","log_file_path":"/var/log/b.log""#,
+                Some("/var/log/b.log"),
+            ),
+        ];
+        for (key, want) in cases {
+            let json = format!(r#"{{"name":"n","ipam":{{"type":"x"}}{key}}}"#);
+            let conf = parse(&json).unwrap();
+            assert_eq!(conf.log_file, want.map(PathBuf::from), "{key}");
+        }
+    }
+
+    #[test]
     fn mistyped_values_name_their_key() {
         for (keys, named) in [
             (r#""mtu":"1500""#, "\"mtu\""),
@@ -700,6 +757,24 @@ mod netconf_tests {
             assert!(
                 err.msg().contains("ipam.block_hint_dir") && err.msg().contains(dir),
                 "{}",
+                err.msg()
+            );
+        }
+    }
+
+    #[test]
+    fn relative_log_file_is_code_7_naming_the_key() {
+        let cases = [
+            (r#""log_file":"cni.log""#, "log_file \"cni.log\""),
+            (r#""log_file_path":"./x.log""#, "log_file_path \"./x.log\""),
+        ];
+        for (key, named) in cases {
+            let json = format!(r#"{{"name":"n","ipam":{{"type":"x"}},{key}}}"#);
+            let err = parse(&json).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidConfig, "{key}");
+            assert!(
+                err.msg().contains(named),
+                "{} should name {named}",
                 err.msg()
             );
         }

@@ -48,7 +48,9 @@ pub fn ipam_add(req: &Request) -> Result<CniResult> {
     let stdout = exec_ipam(req, Command::Add, &req.raw_config)?;
     usable_result(&stdout).map_err(|err| {
         if let Err(del_err) = ipam_exec(req, Command::Del, &req.raw_config) {
-            eprintln!("rollback: ipam plugin {plugin} DEL failed: {del_err}");
+            log::error(&format!(
+                "rollback: ipam plugin {plugin} DEL failed: {del_err}"
+            ));
         }
         err.with_code(codes::IPAM)
             .context(format!("ipam plugin {plugin} ADD"))

@@ -150,6 +150,7 @@ pub fn run(
     stdin: &mut dyn Read,
     stdout: &mut dyn Write,
 ) -> i32 {
+    log::set_context(log_context(plugin.name(), env));
     let with_1_1 = plugin.supports_1_1_0();
     let newest = *CniVersion::supported(with_1_1)
         .last()
@@ -178,6 +179,22 @@ pub fn run(
             let _ = write_json(stdout, &err.to_json(&version));
             1
         }
+    }
+}
+
+/// Who every log entry of this request names: read leniently from the raw variables, so that
+/// entries about a malformed environment still carry the container.
+fn log_context(plugin: &str, env: &dyn Fn(&str) -> Option<String>) -> log::LogContext {
+    let pod = env("CNI_ARGS")
+        .and_then(|raw| CniArgs::parse(&raw).ok())
+        .and_then(|args| {
+            args.k8s_pod()
+                .map(|(namespace, name)| format!("{namespace}/{name}"))
+        });
+    log::LogContext {
+        plugin: plugin.to_string(),
+        container_id: env("CNI_CONTAINERID").filter(|id| !id.is_empty()),
+        pod,
     }
 }
 
@@ -211,6 +228,7 @@ fn dispatch(
     let config_version = config.cni_version.clone();
     let fail = |err: Error| (err, config_version.clone());
     log::set_level(config.log_level);
+    log::set_file(config.log_file.as_deref());
     let version =
         check_version(&config.cni_version, command, plugin.supports_1_1_0()).map_err(fail)?;
     let req = Request {

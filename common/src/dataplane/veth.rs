@@ -109,7 +109,10 @@ impl Drop for VethGuard {
         // By index, and only while it still has the name this run gave it: a link another
         // writer created under the name meanwhile is not this run's to delete.
         if let Err(err) = delete_link_at(self.host_index, &self.host_ifname) {
-            eprintln!("rollback: delete host veth {}: {err}", self.host_ifname);
+            crate::cni::log::error(&format!(
+                "rollback: delete host veth {}: {err}",
+                self.host_ifname
+            ));
             if let Some(log) = &self.rollback_log {
                 log.record_failure();
             }

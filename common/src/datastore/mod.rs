@@ -143,6 +143,47 @@ pub struct TxnOutcome {
     pub resent: bool,
 }
 
+impl Txn {
+    /// The keys whose condition the failure reads `current` show broken: created, changed or
+    /// deleted since they were read. Conditions on keys that were not read back cannot be
+    /// judged and are left out.
+    pub fn conflicting_keys(&self, current: &[Entry]) -> Vec<&str> {
+        let now = |key: &str| current.iter().find(|e| e.key == key);
+        let read_back = |key: &str| self.reads_on_failure.iter().any(|k| k == key);
+        self.conditions
+            .iter()
+            .filter_map(|condition| match condition {
+                Condition::Absent(key) => now(key).is_some().then_some(key.as_str()),
+                Condition::Revision(key, revision) => (read_back(key)
+                    && now(key).is_none_or(|e| e.mod_revision != *revision))
+                .then_some(key.as_str()),
+            })
+            .collect()
+    }
+}
+
+/// Logs, at info, a compare-and-swap lost to another writer, naming the keys that changed
+/// since they were read (every key of a condition when the transaction read nothing back).
+pub fn log_conflict(txn: &Txn, current: &[Entry]) {
+    let mut keys = txn.conflicting_keys(current);
+    let which = if keys.is_empty() {
+        keys = txn
+            .conditions
+            .iter()
+            .map(|c| match c {
+                Condition::Absent(key) | Condition::Revision(key, _) => key.as_str(),
+            })
+            .collect();
+        "one of"
+    } else {
+        "changed:"
+    };
+    crate::cni::log::info(&format!(
+        "compare-and-swap conflict, {which} {}",
+        keys.join(", ")
+    ));
+}
+
 /// What the requests of one run share: a client per endpoint once built, the endpoint that
 /// answered last, and how much of the time budget is spent.
 struct State {
@@ -1413,6 +1454,39 @@ mod tests {
             assert!(err.msg().contains("etcd key"), "{err:?}");
         }
         assert_eq!(ds.requests_made(), 0);
+    }
+
+    #[test]
+    fn conflicting_keys_are_the_ones_changed_since_read() {
+        let entry = |key: &str, mod_revision| Entry {
+            key: key.to_string(),
+            value: Vec::new(),
+            mod_revision,
+            create_revision: 1,
+        };
+        let txn = Txn {
+            conditions: vec![
+                Condition::Revision("/same".into(), 5),
+                Condition::Revision("/changed".into(), 5),
+                Condition::Revision("/deleted".into(), 5),
+                Condition::Absent("/created".into()),
+                Condition::Absent("/still-absent".into()),
+                Condition::Revision("/not-read".into(), 5),
+            ],
+            writes: Vec::new(),
+            reads_on_failure: ["/same", "/changed", "/deleted", "/created", "/still-absent"]
+                .map(String::from)
+                .to_vec(),
+        };
+        let current = [
+            entry("/same", 5),
+            entry("/changed", 9),
+            entry("/created", 9),
+        ];
+        assert_eq!(
+            txn.conflicting_keys(&current),
+            ["/changed", "/deleted", "/created"]
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::pool::{IpPool, IpamConfig, StoredPool, list_pools, read_ipam_config};
 use super::store::{Store, read_many};
 use crate::cni::log;
 use crate::datastore::keys::{self, IpFamily};
-use crate::datastore::{Condition, Entry, Txn, Write};
+use crate::datastore::{self, Condition, Entry, Txn, Write};
 use crate::error::{Code, Error, Kind, Result, codes};
 
 /// Conflicting compare-and-swap attempts allowed per operation before giving up (Calico v1
@@ -897,6 +897,7 @@ impl<'s> Allocator<'s> {
         if outcome.committed || (outcome.resent && already_applied(txn, &outcome.current)) {
             return Ok(Commit::Done);
         }
+        datastore::log_conflict(txn, &outcome.current);
         Ok(Commit::Conflict(outcome.current))
     }
 

@@ -215,6 +215,16 @@ impl AllocationBlock {
                 "unallocated ordinal {bad} is out of range or allocated"
             )));
         }
+        // A free ordinal listed twice would be handed out twice.
+        let mut listed = [false; BLOCK_SIZE];
+        if let Some(twice) = unallocated
+            .iter()
+            .find(|&&o| std::mem::replace(&mut listed[o], true))
+        {
+            return Err(invalid(format!(
+                "unallocated ordinal {twice} is listed twice"
+            )));
+        }
         Ok(AllocationBlock {
             cidr,
             affinity,
@@ -596,5 +606,21 @@ mod tests {
             let err = AllocationBlock::from_json("/calico/x", case.as_bytes()).unwrap_err();
             assert!(err.msg().contains("/calico/x"), "{}", err.msg());
         }
+    }
+    /// Found by the `ipam_block` fuzz target: a free list naming ordinal 53 twice made
+    /// `assign_next` hand out the same address to two containers.
+    #[test]
+    fn free_ordinal_listed_twice_is_refused_not_handed_out_twice() {
+        let alloc = serde_json::to_string(&vec![None::<usize>; 64]).unwrap();
+        let json = format!(
+            r#"{{"cidr":"10.0.0.0/26","allocations":{alloc},"unallocated":[52,53,54,53],"attributes":[]}}"#
+        );
+        let err = AllocationBlock::from_json("/calico/x", json.as_bytes()).unwrap_err();
+        assert_eq!(err.code(), codes::DATASTORE);
+        assert!(
+            err.msg().contains("/calico/x") && err.msg().contains("ordinal 53 is listed twice"),
+            "{}",
+            err.msg()
+        );
     }
 }

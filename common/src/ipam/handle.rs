@@ -66,7 +66,10 @@ impl AllocationHandle {
                     format!("invalid block {cidr:?} in handle at etcd key {key}: {e}"),
                 )
             })?;
-            *blocks.entry(net).or_insert(0) += count;
+            // Two spellings of one CIDR (`::1/128`, `0::1/128`) add up; counts written by
+            // another tool may be anything, and must not overflow.
+            let total: &mut u64 = blocks.entry(net).or_insert(0);
+            *total = total.saturating_add(count);
         }
         Ok(AllocationHandle {
             id: id.to_string(),
@@ -96,7 +99,8 @@ impl AllocationHandle {
 
     /// Records `n` more addresses in `block`.
     pub fn increment(&mut self, block: IpNetwork, n: u64) {
-        *self.blocks.entry(block).or_insert(0) += n;
+        let count = self.blocks.entry(block).or_insert(0);
+        *count = count.saturating_add(n);
     }
 
     /// Records `n` fewer addresses in `block`, forgetting the block at zero. A count that would
@@ -112,7 +116,9 @@ impl AllocationHandle {
 
     /// Total addresses recorded.
     pub fn total(&self) -> u64 {
-        self.blocks.values().sum()
+        self.blocks
+            .values()
+            .fold(0, |total, &count| total.saturating_add(count))
     }
 
     /// True when the handle holds nothing and its key should be deleted.
@@ -193,6 +199,23 @@ mod tests {
                 "{}",
                 err.msg()
             );
+        }
+    }
+
+    /// The `ipam_handle` fuzz target panicked on these: counts near `u64::MAX` (a corrupt or
+    /// hostile handle) overflowed when one CIDR was spelled twice, and when they were summed.
+    #[test]
+    fn huge_counts_saturate_instead_of_overflowing() {
+        let cases = [
+            r#"{"block":{"::1/128":18446744073709551615,"0::1/128":1}}"#,
+            r#"{"block":{"10.0.0.0/26":18446744073709551615,"10.0.0.64/26":1}}"#,
+        ];
+        for json in cases {
+            let mut handle = AllocationHandle::from_json("h", "/k", json.as_bytes()).unwrap();
+            assert_eq!(handle.total(), u64::MAX, "{json}");
+            let first = *handle.blocks.keys().next().unwrap();
+            handle.increment(first, 1);
+            assert_eq!(handle.blocks[&first], u64::MAX, "{json}");
         }
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::block::{AllocationBlock, block_prefix, family_name, is_network_address};
 use super::store::Store;
 use crate::datastore::keys::{self, IpFamily};
-use crate::datastore::{Condition, Entry, Txn, Write};
+use crate::datastore::{self, Condition, Entry, Txn, Write};
 use crate::error::{Code, Error, Kind, Result, codes};
 
 /// Felix's global switch for IP-in-IP, set when a pool with IP-in-IP is added (as calicoctl v1
@@ -392,11 +392,15 @@ fn delete_disabled_pool(
     let mut writes = vec![Write::Delete(key.to_string())];
     writes.extend(blocks.iter().map(|b| Write::Delete(b.key.clone())));
     writes.extend(affinities.into_iter().map(Write::Delete));
-    let outcome = store.txn(&Txn {
+    let txn = Txn {
         conditions,
         writes,
         reads_on_failure: Vec::new(),
-    })?;
+    };
+    let outcome = store.txn(&txn)?;
+    if !outcome.committed {
+        datastore::log_conflict(&txn, &outcome.current);
+    }
     Ok(outcome.committed)
 }
 
