@@ -292,7 +292,7 @@ fn pod_del_releases_the_address_under_the_handle_its_add_used() {
     );
     assert_eq!(
         pb.bed.etcd.keys("/calico/ipam/v2/handle/"),
-        [handle.clone()]
+        std::slice::from_ref(&handle)
     );
     let held: Vec<String> = check_datastore(&pb.bed.etcd)
         .into_iter()
