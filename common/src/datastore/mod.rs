@@ -595,8 +595,7 @@ impl Datastore {
                         Err(Failure::Fatal(err)) => return RoundEnd::Fatal(err),
                         Err(Failure::Transient(reason)) => {
                             state.clients[index] = None;
-                            self.note_failover(index, &reason, verb, key);
-                            failures.push(format!("{}: {reason}", self.endpoints[index]));
+                            self.note_failover(index, &reason, verb, key, failures);
                             if launched < count {
                                 give_up_at = launch!();
                             } else if in_flight
@@ -612,8 +611,7 @@ impl Datastore {
                                         state.preferred = (silent + 1) % count;
                                     }
                                     let reason = format!("no answer within {HEDGE_DELAY:?}");
-                                    self.note_failover(silent, &reason, verb, key);
-                                    failures.push(format!("{}: {reason}", self.endpoints[silent]));
+                                    self.note_failover(silent, &reason, verb, key, failures);
                                 }
                                 return RoundEnd::AllFailed;
                             }
@@ -639,8 +637,7 @@ impl Datastore {
                                  answers",
                                 self.endpoints[index]
                             );
-                            self.note_failover(silent, &reason, verb, key);
-                            failures.push(format!("{}: {reason}", self.endpoints[silent]));
+                            self.note_failover(silent, &reason, verb, key, failures);
                         }
                         if let Some(position) = order[launched..].iter().position(|&i| i == index) {
                             order.swap(launched, launched + position);
@@ -657,8 +654,7 @@ impl Datastore {
                     if now >= deadline {
                         for &index in &in_flight {
                             let reason = "no answer before the time budget ran out";
-                            self.note_failover(index, reason, verb, key);
-                            failures.push(format!("{}: {reason}", self.endpoints[index]));
+                            self.note_failover(index, reason, verb, key, failures);
                         }
                         return RoundEnd::OutOfTime;
                     }
@@ -680,8 +676,7 @@ impl Datastore {
                             for index in in_flight.drain(..) {
                                 state.clients[index] = None;
                                 let reason = "no answer in time";
-                                self.note_failover(index, reason, verb, key);
-                                failures.push(format!("{}: {reason}", self.endpoints[index]));
+                                self.note_failover(index, reason, verb, key, failures);
                             }
                             if launched < count {
                                 give_up_at = launch!();
@@ -708,12 +703,21 @@ impl Datastore {
         }
     }
 
-    /// Logs that `index` failed a request and the next endpoint gets it.
-    fn note_failover(&self, index: usize, reason: &str, verb: &str, key: &str) {
+    /// Logs that `index` failed a request and the next endpoint gets it, and keeps the reason
+    /// as `<endpoint>: <reason>` in `failures` for the error should every endpoint fail.
+    fn note_failover(
+        &self,
+        index: usize,
+        reason: &str,
+        verb: &str,
+        key: &str,
+        failures: &mut Vec<String>,
+    ) {
+        let endpoint = &self.endpoints[index];
         log::info(&format!(
-            "etcd endpoint {} failed {verb} {key}: {reason}; failing over",
-            self.endpoints[index]
+            "etcd endpoint {endpoint} failed {verb} {key}: {reason}; failing over"
         ));
+        failures.push(format!("{endpoint}: {reason}"));
     }
 
     /// One attempt of a request against the endpoint at `index`, building its client first
