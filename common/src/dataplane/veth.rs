@@ -337,27 +337,23 @@ pub fn host_link_exists(name: &str) -> Result<bool> {
     Ok(read_link(name)?.is_some())
 }
 
-/// Deletes the host interface called `name` (for a veth, the whole pair). Returns false when
-/// there is no such interface.
-pub fn delete_host_link(name: &str) -> Result<bool> {
-    delete_link(name)
-}
-
 /// Deletes the host veth called `name`, and with it its container end wherever that is.
 /// Returns false when there is no such link. A link of that name that is not a veth is not one
 /// the plugin made: it is left, and that is an error naming it.
 pub fn delete_host_veth(name: &str) -> Result<bool> {
-    match read_link(name)? {
-        None => Ok(false),
-        Some(link) if !link.is_veth() => Err(Error::new(
-            DATAPLANE,
-            format!(
-                "host link {name} is a {} link, not a veth: leaving it",
-                link.kind.as_deref().unwrap_or("kernel")
-            ),
-        )),
-        Some(link) => delete_link_at(link.index, name),
-    }
+    with_netlink(|handle| async move {
+        match get_link(&handle, name).await? {
+            None => Ok(false),
+            Some(link) if !link.is_veth() => Err(Error::new(
+                DATAPLANE,
+                format!(
+                    "host link {name} is a {} link, not a veth: leaving it",
+                    link.kind.as_deref().unwrap_or("kernel")
+                ),
+            )),
+            Some(link) => delete_index(&handle, link.index, name).await,
+        }
+    })
 }
 
 /// The interface `ifname` in the netns at `netns`, when it exists there and is the container
@@ -404,29 +400,19 @@ fn delete_link_at(index: u32, name: &str) -> Result<bool> {
         if current.name != name {
             return Ok(false);
         }
-        match handle.link().del(index).execute().await {
-            Ok(()) => Ok(true),
-            Err(e) => match netlink_error(e, format_args!("delete link {name}")) {
-                err if err.is_not_found() => Ok(false),
-                err => Err(err),
-            },
-        }
+        delete_index(&handle, index, name).await
     })
 }
 
-fn delete_link(name: &str) -> Result<bool> {
-    with_netlink(|handle| async move {
-        let Some(link) = get_link(&handle, name).await? else {
-            return Ok(false);
-        };
-        match handle.link().del(link.index).execute().await {
-            Ok(()) => Ok(true),
-            Err(e) => match netlink_error(e, format_args!("delete link {name}")) {
-                err if err.is_not_found() => Ok(false),
-                err => Err(err),
-            },
-        }
-    })
+/// Deletes the link at `index`, called `name` in messages; false when it is gone already.
+async fn delete_index(handle: &Handle, index: u32, name: &str) -> Result<bool> {
+    match handle.link().del(index).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) => match netlink_error(e, format_args!("delete link {name}")) {
+            err if err.is_not_found() => Ok(false),
+            err => Err(err),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -607,7 +593,7 @@ mod tests {
             "deleting the host end removes the container end"
         );
         assert!(!delete_host_veth(host.name()).unwrap());
-        assert!(!delete_host_link(host.name()).unwrap());
+        assert!(!host_link_exists(host.name()).unwrap());
         for gone in [
             "/run/netns/calico-test-gone",
             "/proc/self/status",
