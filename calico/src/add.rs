@@ -1,6 +1,7 @@
 //! ADD: addresses from IPAM, the veth pair, the endpoint and profile in etcd.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use common::Result;
 use common::cni::{CniResult, Interface, IpConfig, Reply, Request};
@@ -32,13 +33,15 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
             }
             // Set up afresh: a failure after IPAM must not release addresses that an endpoint
             // left in place still names.
-            remove_attachment_left_elsewhere(req, &found)?;
+            remove_attachment_left_elsewhere(req, netns_path, &found)?;
             None
         }
         Some(found) if !ids.is_kubernetes() => return join_network(&store, req, found, reply),
-        other => other,
+        other => {
+            network::refuse_existing_interface(req, netns_path)?;
+            other
+        }
     };
-    let netns_path = network::validate_container_side(req)?;
     // A pod's new sandbox gets new addresses and takes over the pod's endpoint.
     let replaced =
         existing.filter(|e| ids.is_kubernetes() && e.key == endpoint::endpoint_key(&ids));
@@ -91,16 +94,17 @@ fn is_this_attachment(req: &Request, ids: &WorkloadIds, found: &StoredEndpoint) 
 /// container up again in a new netns after a DEL that failed. What the old attachment left (its
 /// veth pair, addresses, endpoint and record) is torn down as DEL would, so that the ADD can
 /// start afresh; an interface of that name in the new netns that is not ours stops it first.
-fn remove_attachment_left_elsewhere(req: &Request, found: &StoredEndpoint) -> Result<()> {
-    network::validate_container_side(req)?;
+fn remove_attachment_left_elsewhere(
+    req: &Request,
+    netns_path: &Path,
+    found: &StoredEndpoint,
+) -> Result<()> {
+    network::refuse_existing_interface(req, netns_path)?;
     common::cni::log::info(&format!(
         "endpoint {} has no interface {} in netns {}: removing what it left before setting it up again",
         found.key,
         req.ifname,
-        req.netns
-            .as_deref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default()
+        netns_path.display()
     ));
     crate::del::del(req)
 }

@@ -14,9 +14,8 @@ use crate::attachment;
 use crate::crash;
 
 /// Before a new attachment changes anything: no interface called `CNI_IFNAME` may exist in
-/// the netns yet (the spec requires ADD to fail then). Returns the netns path.
-pub fn validate_container_side(req: &Request) -> Result<&Path> {
-    let path = validate_netns(req)?;
+/// the netns at `path` ([`validate_netns`]'s) yet (the spec requires ADD to fail then).
+pub fn refuse_existing_interface(req: &Request, path: &Path) -> Result<()> {
     if netns::with_netns(path, || veth::read_link(&req.ifname))?.is_some() {
         return Err(Error::new(
             codes::DATAPLANE,
@@ -28,7 +27,7 @@ pub fn validate_container_side(req: &Request) -> Result<&Path> {
         )
         .with_kind(common::Kind::AlreadyExists));
     }
-    Ok(path)
+    Ok(())
 }
 
 /// The netns must exist and be a network namespace before anything is changed.
