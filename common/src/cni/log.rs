@@ -297,13 +297,12 @@ impl LogFile {
     /// appends the entry with one `write`. A failed rotation is returned after the entry was
     /// written to the unrotated file.
     pub fn append(&self, line: &[u8]) -> std::io::Result<()> {
-        let mut file = open_for_append(&self.path)?;
-        let size = file.metadata()?.len();
+        let (mut file, size) = open_for_append(&self.path)?;
         let mut rotation = Ok(false);
         if size > 0 && size + line.len() as u64 > self.rotation.max_bytes {
             rotation = self.rotate(&file);
             if let Ok(true) = rotation {
-                file = open_for_append(&self.path)?;
+                file = open_for_append(&self.path)?.0;
             }
         }
         file.write_all(line)?;
@@ -375,20 +374,21 @@ impl LogFile {
     }
 }
 
-/// Opens `path` for appending, creating it with mode 0600 (an existing file keeps its mode).
-/// `O_NONBLOCK` keeps a FIFO without a reader from blocking the plugin; anything but a regular
-/// file (FIFO, device, directory) is refused.
-fn open_for_append(path: &Path) -> std::io::Result<File> {
+/// Opens `path` for appending, creating it with mode 0600 (an existing file keeps its mode), and
+/// returns it with its size. `O_NONBLOCK` keeps a FIFO without a reader from blocking the
+/// plugin; anything but a regular file (FIFO, device, directory) is refused.
+fn open_for_append(path: &Path) -> std::io::Result<(File, u64)> {
     let file = OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
         .custom_flags((OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).bits())
         .open(path)?;
-    if !file.metadata()?.is_file() {
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
-    Ok(file)
+    Ok((file, metadata.len()))
 }
 
 #[cfg(test)]
