@@ -222,7 +222,8 @@ impl NetConf {
                 "failed to load network config: not a JSON object",
             ));
         }
-        let raw: RawNetConf = serde_json::from_value(value.clone()).map_err(|e| {
+        // Read through a reference: the value is needed again only to name a mistyped key.
+        let raw = RawNetConf::deserialize(&value).map_err(|e| {
             let key = mistyped_key(&value)
                 .map(|key| format!("key {key:?}: "))
                 .unwrap_or_default();
