@@ -124,13 +124,13 @@ fn refuse_self(plugin: &str, path: &Path) -> Result<()> {
 }
 
 fn refuse_deep_delegation(plugin: &str) -> Result<()> {
-    if delegation_depth() >= MAX_DELEGATION_DEPTH {
+    let depth = delegation_depth();
+    if depth >= MAX_DELEGATION_DEPTH {
         return Err(Error::new(
             Code::InvalidConfig,
             format!(
-                "ipam type {plugin:?}: plugins already delegated {} levels deep \
-                 ({DELEGATION_DEPTH_ENV}); an IPAM plugin that delegates again is refused",
-                delegation_depth()
+                "ipam type {plugin:?}: plugins already delegated {depth} levels deep \
+                 ({DELEGATION_DEPTH_ENV}); an IPAM plugin that delegates again is refused"
             ),
         ));
     }
