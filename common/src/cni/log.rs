@@ -395,32 +395,9 @@ fn open_for_append(path: &Path) -> std::io::Result<(File, u64)> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-    use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
-    static DIRS: AtomicUsize = AtomicUsize::new(0);
-
-    /// A fresh directory, removed when dropped.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(label: &str) -> TempDir {
-            let dir = std::env::temp_dir().join(format!(
-                "log-{label}-{}-{}",
-                std::process::id(),
-                DIRS.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::file::Scratch;
 
     fn at(secs: u64, millis: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis)
@@ -505,7 +482,7 @@ mod tests {
 
     #[test]
     fn new_file_is_private_and_existing_mode_is_kept() {
-        let dir = TempDir::new("mode");
+        let dir = Scratch::new("log-mode");
         let fresh = dir.0.join("new.log");
         LogFile::new(fresh.clone(), Rotation::default())
             .append(b"one\n")
@@ -524,7 +501,7 @@ mod tests {
 
     #[test]
     fn full_file_rotates_and_only_keep_generations_stay() {
-        let dir = TempDir::new("rotate");
+        let dir = Scratch::new("log-rotate");
         let path = dir.0.join("cni.log");
         let log = LogFile::new(
             path.clone(),
@@ -546,7 +523,7 @@ mod tests {
 
     #[test]
     fn an_entry_larger_than_the_limit_still_gets_written() {
-        let dir = TempDir::new("large");
+        let dir = Scratch::new("log-large");
         let path = dir.0.join("cni.log");
         let log = LogFile::new(
             path.clone(),
@@ -563,7 +540,7 @@ mod tests {
 
     #[test]
     fn fifo_device_and_directory_are_refused_without_blocking() {
-        let dir = TempDir::new("special");
+        let dir = Scratch::new("log-special");
         let fifo = dir.0.join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         // With a reader attached the open succeeds; it must still be refused.
@@ -584,7 +561,7 @@ mod tests {
 
     #[test]
     fn unwritable_file_is_reported_once() {
-        let dir = TempDir::new("report");
+        let dir = Scratch::new("log-report");
         let mut log = LogFile::new(dir.0.join("missing/cni.log"), Rotation::default());
         let mut stderr = Vec::new();
         for _ in 0..3 {
@@ -597,7 +574,7 @@ mod tests {
 
     #[test]
     fn concurrent_writers_lose_and_split_no_entry_while_rotating() {
-        let dir = TempDir::new("concurrent");
+        let dir = Scratch::new("log-concurrent");
         let path = dir.0.join("cni.log");
         let rotation = Rotation {
             max_bytes: 2_000,
