@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cni::lock::{AttachmentLock, LOCK_DIR};
-use ipam_support::check_datastore;
+use ipam_support::{assert_no_allocations, check_datastore};
 use tests::kernel::{host_link, netns_ipv4_addrs, netns_link};
 use tests::{NetConf, Netns, TempDir, TestBed, host_veth_name, names, run_plugin};
 
@@ -220,11 +220,7 @@ fn the_same_container_added_twice_at_once_keeps_the_winners_attachment() {
         bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
         bed.assert_nothing_left(&[&cid]);
     }
-    assert!(
-        check_datastore(&bed.etcd)
-            .iter()
-            .all(|b| b.allocated.is_empty())
-    );
+    assert_no_allocations(&bed.etcd, "after the last DEL");
 }
 
 #[test]
@@ -253,12 +249,7 @@ fn del_racing_add_ends_fully_attached_or_fully_gone() {
             );
         }
         bed.assert_nothing_left(&[&cid]);
-        assert!(
-            check_datastore(&bed.etcd)
-                .iter()
-                .all(|b| b.allocated.is_empty()),
-            "an address outlived its container"
-        );
+        assert_no_allocations(&bed.etcd, "an address outlived its container");
     }
 }
 
@@ -322,11 +313,7 @@ fn a_repeated_add_under_a_new_netns_sets_the_container_up_there() {
 
     bed.del(&conf, &cid, &new.path(), "eth0").assert_success();
     bed.assert_nothing_left(&[&cid]);
-    assert!(
-        check_datastore(&bed.etcd)
-            .iter()
-            .all(|b| b.allocated.is_empty())
-    );
+    assert_no_allocations(&bed.etcd, "after the last DEL");
 }
 
 #[test]

@@ -4,7 +4,9 @@
 
 mod ipam_support;
 
-use ipam_support::{IpamBed, check_datastore, requests_of, result_addresses};
+use ipam_support::{
+    IpamBed, assert_no_allocations, check_datastore, requests_of, result_addresses,
+};
 use serde_json::{Value, json};
 use tests::{TempDir, names};
 
@@ -94,11 +96,7 @@ fn ipv6_is_assigned_only_when_assign_ipv6_asks_for_it() {
             "{name}: handle released"
         );
     }
-    assert!(
-        check_datastore(&bed.etcd)
-            .iter()
-            .all(|b| b.allocated.is_empty())
-    );
+    assert_no_allocations(&bed.etcd, "after the last DEL");
 }
 
 #[test]
@@ -158,12 +156,7 @@ fn missing_pool_is_an_error_naming_it_and_writes_nothing() {
         assert!(err.msg.contains(missing), "{key}: {}", err.msg);
         assert_eq!(bed.etcd.get(&bed.handle_key(&cid)), None, "{key}");
     }
-    assert!(
-        check_datastore(&bed.etcd)
-            .iter()
-            .all(|b| b.allocated.is_empty()),
-        "nothing half-written"
-    );
+    assert_no_allocations(&bed.etcd, "nothing half-written");
 }
 
 #[test]

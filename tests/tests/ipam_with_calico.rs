@@ -3,7 +3,7 @@
 
 mod ipam_support;
 
-use ipam_support::check_datastore;
+use ipam_support::assert_no_allocations;
 use tests::kernel::netns_ipv4_addrs;
 use tests::{Netns, TestBed, names};
 
@@ -39,9 +39,5 @@ fn calico_with_calico_ipam_adds_and_deletes() {
     bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
     bed.assert_nothing_left(&[&cid]);
     assert_eq!(bed.etcd.get(&handle), None);
-    assert!(
-        check_datastore(&bed.etcd)
-            .iter()
-            .all(|b| b.allocated.is_empty())
-    );
+    assert_no_allocations(&bed.etcd, "after the last DEL");
 }

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bed::{PodBed, Sandbox, TOKEN, container_ip, result_ip};
-use ipam_support::check_datastore;
+use ipam_support::{assert_no_allocations, check_datastore};
 use serde_json::{Value, json};
 use tests::kernel::{eventually, host_link, netns_link, ping};
 use tests::{NetConf, Netns, TestBed, host_veth_name, names, run_plugin};
@@ -307,12 +307,7 @@ fn pod_del_releases_the_address_under_the_handle_its_add_used() {
         Vec::<String>::new(),
         "handle left after DEL"
     );
-    assert!(
-        check_datastore(&pb.bed.etcd)
-            .iter()
-            .all(|b| b.allocated.is_empty()),
-        "{ip} is still allocated after DEL"
-    );
+    assert_no_allocations(&pb.bed.etcd, &format!("{ip} is still allocated after DEL"));
     pb.assert_nothing_left(&[&pod]);
 }
 
@@ -511,12 +506,7 @@ fn failed_repeated_add_never_leaves_an_endpoint_naming_a_released_address() {
 
     drop(blocker);
     pb.del(&conf, &pod, &first).assert_success();
-    assert!(
-        check_datastore(&pb.bed.etcd)
-            .iter()
-            .all(|b| b.allocated.is_empty()),
-        "allocations left"
-    );
+    assert_no_allocations(&pb.bed.etcd, "allocations left");
     pb.assert_nothing_left(&[&pod]);
 }
 

@@ -172,6 +172,20 @@ pub struct BlockState {
     pub allocated: BTreeMap<usize, String>,
 }
 
+/// Checks the datastore ([`check_datastore`]) and asserts that no block holds an address any
+/// more; `context` says what should have released them.
+pub fn assert_no_allocations(etcd: &Etcd, context: &str) {
+    let blocks = check_datastore(etcd);
+    let held: Vec<(&str, &str)> = blocks
+        .iter()
+        .flat_map(|b| b.allocated.values().map(|h| (b.cidr.as_str(), h.as_str())))
+        .collect();
+    assert!(
+        held.is_empty(),
+        "{context}: addresses still allocated (block, handle): {held:?}"
+    );
+}
+
 /// Checks everything IPAM wrote and returns the blocks:
 /// - every block decodes into the documented Go v1 shape, with a consistent free list and
 ///   compacted attributes;
