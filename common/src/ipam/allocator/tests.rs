@@ -372,19 +372,21 @@ fn nodes_start_claiming_at_different_blocks_and_skip_none() {
     assert_eq!(huge.prefix(), 122);
 }
 
-/// Calico v1 failure history, row 8: blocks were written without compare-and-swap, so concurrent
-/// assignments handed out one address twice.
-#[test]
-fn concurrent_assignments_never_hand_out_one_address_twice() {
-    let store = store_with_pools(&["10.0.0.0/16"]);
-    let addrs: Vec<IpAddr> = std::thread::scope(|s| {
+/// Eight threads of node-1 each assign one IPv4 address `per_thread` times at once, round `i`
+/// of thread `t` under the handle `handle(t, i)`; returns every address handed out.
+fn assign_from_eight_threads(
+    store: &MemoryStore,
+    per_thread: usize,
+    handle: impl Fn(usize, usize) -> String + Sync,
+) -> Vec<IpAddr> {
+    std::thread::scope(|s| {
         let workers: Vec<_> = (0..8)
             .map(|t| {
-                let store = &store;
+                let handle = &handle;
                 s.spawn(move || {
                     let ipam = Allocator::new(store, "node-1");
-                    (0..20)
-                        .map(|i| ipam.auto_assign(&v4(&format!("h{t}.{i}"))).unwrap()[0])
+                    (0..per_thread)
+                        .map(|i| ipam.auto_assign(&v4(&handle(t, i))).unwrap()[0])
                         .collect::<Vec<_>>()
                 })
             })
@@ -393,7 +395,15 @@ fn concurrent_assignments_never_hand_out_one_address_twice() {
             .into_iter()
             .flat_map(|w| w.join().unwrap())
             .collect()
-    });
+    })
+}
+
+/// Calico v1 failure history, row 8: blocks were written without compare-and-swap, so concurrent
+/// assignments handed out one address twice.
+#[test]
+fn concurrent_assignments_never_hand_out_one_address_twice() {
+    let store = store_with_pools(&["10.0.0.0/16"]);
+    let addrs = assign_from_eight_threads(&store, 20, |t, i| format!("h{t}.{i}"));
     assert_eq!(addrs.iter().collect::<BTreeSet<_>>().len(), 160);
     assert_eq!(blocks(&store).len(), 3, "160 addresses fit in 3 blocks");
     assert_handles_match_blocks(&store);
@@ -402,23 +412,7 @@ fn concurrent_assignments_never_hand_out_one_address_twice() {
 #[test]
 fn concurrent_assignments_under_one_handle_never_share_an_address() {
     let store = store_with_pools(&["10.0.0.0/16"]);
-    let addrs: Vec<IpAddr> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..8)
-            .map(|_| {
-                let store = &store;
-                s.spawn(move || {
-                    let ipam = Allocator::new(store, "node-1");
-                    (0..10)
-                        .map(|_| ipam.auto_assign(&v4("same")).unwrap()[0])
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
-            .collect()
-    });
+    let addrs = assign_from_eight_threads(&store, 10, |_, _| "same".to_string());
     assert_eq!(addrs.iter().collect::<BTreeSet<_>>().len(), 80, "{addrs:?}");
     assert_eq!(handle_total(&store, "same"), 80);
     assert_handles_match_blocks(&store);
