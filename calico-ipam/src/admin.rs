@@ -98,7 +98,9 @@ fn execute(
 ) -> Result<()> {
     match action {
         Action::Help => write!(out, "{USAGE}").context("write usage"),
-        Action::Version => writeln!(out, "{}", env!("CARGO_PKG_VERSION")).context("write version"),
+        Action::Version => {
+            writeln!(out, "{}", common::version_line("calico-ipam")).context("write version")
+        }
         Action::PoolAdd(spec) => {
             let store = connect(&line, env)?;
             let pool = ipam::add_pool(&store, &spec)?;
