@@ -7,6 +7,7 @@
 //! member that accepts connections but never answers (stopped, partitioned) costs a read
 //! [`HEDGE_DELAY`], not a timeout (see [`Datastore`]).
 
+pub mod endpoint;
 pub mod keys;
 pub mod model;
 pub mod undo;
