@@ -63,7 +63,8 @@ By hand:
   calico --help | --version
 
 Operator commands live in calico-ipam (see calico-ipam --help):
-  calico-ipam pool add|list|rm        manage IP pools
+  calico-ipam pool add <cidr> | pool list | pool rm <cidr>
+                                      manage IP pools
   calico-ipam show [--ip <addr>]      pools, nodes' blocks, or who holds one address
   calico-ipam check                   report allocations, handles, affinities and records
                                       that disagree with each other

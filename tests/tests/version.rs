@@ -111,3 +111,33 @@ fn version_flag_names_the_crate_version_and_the_commit_built_from() {
         );
     }
 }
+
+#[test]
+#[ignore = "runs the built plugin binaries"]
+fn help_lists_every_cni_verb_and_every_admin_command() {
+    for plugin in PLUGINS {
+        let help = run_by_hand(plugin, &["--help"]);
+        for word in [
+            "ADD",
+            "DEL",
+            "CHECK",
+            "STATUS",
+            "GC",
+            "VERSION",
+            "pool add",
+            "pool list",
+            "pool rm",
+            "show",
+            "check",
+            "release --ip",
+            "--handle",
+            "gc --node",
+            "--dry-run",
+        ] {
+            assert!(
+                help.contains(word),
+                "{plugin} --help lacks {word:?}:\n{help}"
+            );
+        }
+    }
+}
