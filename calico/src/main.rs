@@ -54,7 +54,8 @@ Run by a container runtime with CNI_COMMAND set and the network config on stdin:
   ADD      creates the veth pair, gets addresses from the IPAM plugin, writes the endpoint
   DEL      releases the addresses and removes the veth, endpoint and attachment record
   CHECK    compares the veth, addresses, routes and endpoint with prevResult
-  STATUS   reports whether etcd is reachable and the IPAM plugin has room (cniVersion 1.1.0)
+  STATUS   fails while etcd is unreachable or not Ready, then asks the IPAM plugin
+           (cniVersion 1.1.0)
   GC       tears down the attachments of the network on the node that are not in
            cni.dev/valid-attachments, then runs the IPAM plugin's GC (cniVersion 1.1.0)
   VERSION  prints the supported CNI versions
