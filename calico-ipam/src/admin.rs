@@ -1,8 +1,10 @@
-//! The admin mode: `calico-ipam pool add|list|rm`, so operators can manage IP pools without
-//! other Calico tools. etcd is found as the plugin finds it: flags, else the `etcd_*` keys of a
-//! network config file (`--config`), else the `ETCD_*` variables.
+//! The admin mode: `calico-ipam pool add|list|rm`, `show`, `check`, `release` and `gc`, so
+//! operators can manage IP pools and find and repair what a crashed or never-run DEL left
+//! without other Calico tools. etcd is found as the plugin finds it: flags, else the `etcd_*`
+//! keys of a network config file (`--config`), else the `ETCD_*` variables.
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::path::Path;
 
 use common::config::{EtcdConfigKeys, etcd_settings};
@@ -14,23 +16,47 @@ use common::{Code, Context, Error, Result};
 use ipnetwork::IpNetwork;
 use serde_json::Value;
 
+use crate::{collect, operate};
+
 const USAGE: &str = "\
 calico-ipam: Calico IP address management
 
 CNI plugin mode (CNI_COMMAND set, network config on stdin):
-  ADD  assigns one IPv4 address (ipam.assign_ipv4, default \"true\") and/or one IPv6 address
-       (ipam.assign_ipv6, default \"false\") from the node's blocks of the enabled pools, or
-       the address in CNI_ARGS IP=<addr>; optional ipam.ipv4_pools / ipam.ipv6_pools limit the
-       pools. Addresses are recorded under the handle <network name>.<CNI_CONTAINERID>.
-  DEL  releases every address of that handle (and of the pre-v1.11.2 workload handle).
-  VERSION prints the supported CNI versions.
+  ADD      assigns one IPv4 address (ipam.assign_ipv4, default \"true\") and/or one IPv6
+           address (ipam.assign_ipv6, default \"false\") from the node's blocks of the enabled
+           pools, or the address in CNI_ARGS IP=<addr>; optional ipam.ipv4_pools /
+           ipam.ipv6_pools limit the pools. Addresses are recorded under the handle
+           <network name>.<CNI_CONTAINERID> (for an interface other than eth0,
+           <network name>.<CNI_CONTAINERID>:<CNI_IFNAME>).
+  DEL      releases every address of that handle (and of the pre-v1.11.2 workload handle).
+  CHECK    compares the handle's addresses with prevResult.
+  STATUS   reports an unreachable etcd or pools without room (cniVersion 1.1.0).
+  GC       releases the handles of the network on the node that no attachment in
+           cni.dev/valid-attachments holds (cniVersion 1.1.0).
+  VERSION  prints the supported CNI versions.
 
 Admin mode (no CNI_COMMAND, arguments given):
   calico-ipam [etcd options] pool add <cidr> [--disabled] [--ipip] [--nat-outgoing]
   calico-ipam [etcd options] pool list
   calico-ipam [etcd options] pool rm <cidr>     (refused while addresses are allocated)
+  calico-ipam [etcd options] show [--json]
+        per pool: size, allocated, free, blocks, disabled; per node: its affine blocks
+  calico-ipam [etcd options] show --ip <addr> [--json]
+        the address's block, handle and the workload endpoints listing it
+  calico-ipam [etcd options] check [--json]
+        reports allocations no endpoint lists (leaks), endpoint addresses not allocated,
+        handle counts that disagree with the blocks, allocations outside every pool,
+        affinities of nodes without endpoints and attachment records without endpoint;
+        exits 1 when it finds anything
+  calico-ipam [etcd options] release --ip <addr> | --handle <id> [--json]
+        frees that address (from its handle) or every address of that handle
+  calico-ipam [etcd options] gc --node <node> --network <name> [--dry-run] [--json]
+        on that node, tears down the attachments of that network whose netns is gone:
+        releases the handle, deletes the host veth (when its claim is the container's),
+        the endpoint, the attachment record and the claim; for runtimes that never send GC
   calico-ipam --help | --version
 
+  Exit status: 0 done, 1 failed (or check found something), 2 usage error.
   Pools must be at least one block (/26 for IPv4, /122 for IPv6), must not overlap each other
   and must not overlap loopback, link-local, multicast, 0.0.0.0/8, 240.0.0.0/4, ::, ::1 or
   IPv4-mapped addresses.
@@ -54,6 +80,12 @@ struct CommandLine {
     disabled: bool,
     ipip: bool,
     nat_outgoing: bool,
+    json: bool,
+    ip: Option<String>,
+    handle: Option<String>,
+    node: Option<String>,
+    network: Option<String>,
+    dry_run: bool,
     help: bool,
     version: bool,
 }
@@ -66,6 +98,23 @@ enum Action {
     PoolAdd(PoolSpec),
     PoolList,
     PoolRemove(IpNetwork),
+    Show,
+    ShowAddress(IpAddr),
+    Check,
+    ReleaseAddress(IpAddr),
+    ReleaseHandle(String),
+    Gc(GcTarget),
+}
+
+/// The attachments `gc` looks at.
+#[derive(Debug, PartialEq, Eq)]
+pub struct GcTarget {
+    /// The node whose attachments are examined.
+    pub node: String,
+    /// The network's config `name`.
+    pub network: String,
+    /// Only report what would be torn down.
+    pub dry_run: bool,
 }
 
 /// Runs the admin command; returns the exit status (0 ok, 1 failed, 2 usage error).
@@ -83,7 +132,7 @@ pub fn run(
         }
     };
     match execute(action, env, out) {
-        Ok(()) => 0,
+        Ok(status) => status,
         Err(e) => {
             let _ = writeln!(err, "calico-ipam: {e}");
             1
@@ -91,14 +140,45 @@ pub fn run(
     }
 }
 
+/// Runs an action; the exit status is 0, or 1 when `check` found something.
 fn execute(
+    (action, line): (Action, CommandLine),
+    env: &dyn Fn(&str) -> Option<String>,
+    out: &mut dyn Write,
+) -> Result<i32> {
+    let json = line.json;
+    match action {
+        Action::Show => operate::show(&connect(&line, env)?, json, out).map(|()| 0),
+        Action::ShowAddress(addr) => {
+            operate::show_address(&connect(&line, env)?, addr, json, out).map(|()| 0)
+        }
+        Action::Check => operate::check(&connect(&line, env)?, json, out),
+        Action::ReleaseAddress(addr) => {
+            operate::release_address(&connect(&line, env)?, addr, json, out).map(|()| 0)
+        }
+        Action::ReleaseHandle(id) => {
+            operate::release_handle(&connect(&line, env)?, &id, json, out).map(|()| 0)
+        }
+        Action::Gc(target) => {
+            let lock_dir = env(common::cni::lock::LOCK_DIR_ENV)
+                .unwrap_or_else(|| common::cni::lock::LOCK_DIR.to_string());
+            let store = connect(&line, env)?;
+            collect::gc(&store, &target, Path::new(&lock_dir), json, out).map(|()| 0)
+        }
+        other => execute_pool((other, line), env, out).map(|()| 0),
+    }
+}
+
+fn execute_pool(
     (action, line): (Action, CommandLine),
     env: &dyn Fn(&str) -> Option<String>,
     out: &mut dyn Write,
 ) -> Result<()> {
     match action {
         Action::Help => write!(out, "{USAGE}").context("write usage"),
-        Action::Version => writeln!(out, "{}", env!("CARGO_PKG_VERSION")).context("write version"),
+        Action::Version => {
+            writeln!(out, "{}", common::version_line("calico-ipam")).context("write version")
+        }
         Action::PoolAdd(spec) => {
             let store = connect(&line, env)?;
             let pool = ipam::add_pool(&store, &spec)?;
@@ -119,6 +199,7 @@ fn execute(
             ipam::remove_pool(&store, cidr)?;
             writeln!(out, "removed pool {cidr}").context("write output")
         }
+        _ => Ok(()),
     }
 }
 
@@ -147,6 +228,12 @@ fn parse_command_line(args: &[String]) -> Result<CommandLine> {
             "--etcd-cert-file" => line.etcd.etcd_cert_file = Some(value(name)?),
             "--etcd-ca-cert-file" => line.etcd.etcd_ca_cert_file = Some(value(name)?),
             "--config" => line.config_file = Some(value(name)?),
+            "--json" => line.json = true,
+            "--dry-run" => line.dry_run = true,
+            "--ip" => line.ip = Some(value(name)?),
+            "--handle" => line.handle = Some(value(name)?),
+            "--node" => line.node = Some(value(name)?),
+            "--network" => line.network = Some(value(name)?),
             other if other.starts_with('-') => {
                 return Err(usage_error(format!("unknown option {other}")));
             }
@@ -165,6 +252,25 @@ fn action(line: &CommandLine) -> Result<Action> {
     }
     let words: Vec<&str> = line.words.iter().map(String::as_str).collect();
     let pool_flags = line.disabled || line.ipip || line.nat_outgoing;
+    if let Some(action) = operator_action(line, &words)? {
+        if pool_flags {
+            return Err(usage_error(
+                "--disabled, --ipip and --nat-outgoing apply to pool add only".into(),
+            ));
+        }
+        return Ok(action);
+    }
+    let operator_flags = line.ip.is_some()
+        || line.handle.is_some()
+        || line.node.is_some()
+        || line.network.is_some()
+        || line.dry_run;
+    if operator_flags {
+        return Err(usage_error(
+            "--ip, --handle, --node, --network and --dry-run apply to show, release and gc only"
+                .into(),
+        ));
+    }
     match words.as_slice() {
         ["pool", "add", cidr] => {
             let cidr = parse_cidr(cidr)?;
@@ -193,6 +299,77 @@ fn action(line: &CommandLine) -> Result<Action> {
             words.join(" ")
         ))),
     }
+}
+
+/// The `show`, `check`, `release` and `gc` commands; `None` for another command.
+fn operator_action(line: &CommandLine, words: &[&str]) -> Result<Option<Action>> {
+    let refuse = |flags: &[(&str, bool)]| -> Result<()> {
+        match flags.iter().find(|(_, given)| *given) {
+            Some((flag, _)) => Err(usage_error(format!(
+                "{flag} does not apply to {}",
+                words.join(" ")
+            ))),
+            None => Ok(()),
+        }
+    };
+    let (ip, handle) = (line.ip.as_deref(), line.handle.as_deref());
+    let gc_flags = [
+        ("--node", line.node.is_some()),
+        ("--network", line.network.is_some()),
+        ("--dry-run", line.dry_run),
+    ];
+    let action = match words {
+        ["show"] => {
+            refuse(&gc_flags)?;
+            refuse(&[("--handle", handle.is_some())])?;
+            match ip {
+                Some(ip) => Action::ShowAddress(parse_addr(ip)?),
+                None => Action::Show,
+            }
+        }
+        ["check"] => {
+            refuse(&gc_flags)?;
+            refuse(&[("--ip", ip.is_some()), ("--handle", handle.is_some())])?;
+            Action::Check
+        }
+        ["release"] => {
+            refuse(&gc_flags)?;
+            match (ip, handle) {
+                (Some(ip), None) => Action::ReleaseAddress(parse_addr(ip)?),
+                (None, Some(id)) if !id.is_empty() => Action::ReleaseHandle(id.to_string()),
+                _ => {
+                    return Err(usage_error(
+                        "release needs exactly one of --ip <addr> and --handle <id>".into(),
+                    ));
+                }
+            }
+        }
+        ["gc"] => {
+            refuse(&[("--ip", ip.is_some()), ("--handle", handle.is_some())])?;
+            let (Some(node), Some(network)) = (&line.node, &line.network) else {
+                return Err(usage_error(
+                    "gc needs --node <node> and --network <name>".into(),
+                ));
+            };
+            if node.is_empty() || network.is_empty() {
+                return Err(usage_error(
+                    "gc: --node and --network must not be empty".into(),
+                ));
+            }
+            Action::Gc(GcTarget {
+                node: node.clone(),
+                network: network.clone(),
+                dry_run: line.dry_run,
+            })
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(action))
+}
+
+fn parse_addr(text: &str) -> Result<IpAddr> {
+    text.parse()
+        .map_err(|e| usage_error(format!("invalid address {text:?}: {e}")))
 }
 
 fn parse_cidr(text: &str) -> Result<IpNetwork> {
@@ -292,11 +469,23 @@ fn list_pools(store: &Datastore, out: &mut dyn Write) -> Result<()> {
             allocated.to_string(),
         ]);
     }
-    let widths: Vec<usize> = (0..5)
-        .map(|c| table.iter().map(|row| row[c].len()).max().unwrap_or(0))
+    print_table(out, &table)
+}
+
+/// Prints rows as columns two spaces apart, each as wide as its widest cell.
+pub fn print_table<R: AsRef<[String]>>(out: &mut dyn Write, rows: &[R]) -> Result<()> {
+    let columns = rows.iter().map(|r| r.as_ref().len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .map(|row| row.as_ref().get(c).map_or(0, String::len))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
-    for row in &table {
+    for row in rows {
         let cells: Vec<String> = row
+            .as_ref()
             .iter()
             .zip(&widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
@@ -351,6 +540,28 @@ mod tests {
             parse(&["pool", "rm", "10.0.0.0/16"]).unwrap(),
             Action::PoolRemove(net("10.0.0.0/16"))
         );
+        assert_eq!(parse(&["show", "--json"]).unwrap(), Action::Show);
+        assert_eq!(
+            parse(&["show", "--ip", "10.0.0.1"]).unwrap(),
+            Action::ShowAddress("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(parse(&["check"]).unwrap(), Action::Check);
+        assert_eq!(
+            parse(&["release", "--ip=fd00::1"]).unwrap(),
+            Action::ReleaseAddress("fd00::1".parse().unwrap())
+        );
+        assert_eq!(
+            parse(&["release", "--handle", "net.c1:eth1"]).unwrap(),
+            Action::ReleaseHandle("net.c1:eth1".into())
+        );
+        assert_eq!(
+            parse(&["gc", "--node", "n1", "--network", "net", "--dry-run"]).unwrap(),
+            Action::Gc(GcTarget {
+                node: "n1".into(),
+                network: "net".into(),
+                dry_run: true
+            })
+        );
         assert_eq!(parse(&["--help"]).unwrap(), Action::Help);
         assert_eq!(parse(&["pool", "list", "-h"]).unwrap(), Action::Help);
         assert_eq!(parse(&["-v"]).unwrap(), Action::Version);
@@ -358,7 +569,17 @@ mod tests {
 
     #[test]
     fn bad_command_lines_are_usage_errors() {
-        let cases: [&[&str]; 8] = [
+        let cases: [&[&str]; 18] = [
+            &["show", "--ip", "10.0.0.0/24"],
+            &["show", "--handle", "h"],
+            &["check", "--ip", "10.0.0.1"],
+            &["check", "--dry-run"],
+            &["release"],
+            &["release", "--ip", "10.0.0.1", "--handle", "h"],
+            &["release", "--handle", ""],
+            &["gc", "--node", "n1"],
+            &["gc", "--network", "net", "--node", ""],
+            &["pool", "list", "--ip", "10.0.0.1"],
             &["pool"],
             &["pool", "add"],
             &["pool", "add", "not-a-cidr"],

@@ -1,10 +1,12 @@
 //! `calico-ipam`: Calico's IPAM plugin. Under `CNI_COMMAND` it serves the CNI verbs (ADD, DEL,
-//! CHECK, STATUS, GC, VERSION); run by hand with arguments it is a small admin command for IP
-//! pools.
+//! CHECK, STATUS, GC, VERSION); run by hand with arguments it is the operator's command for IP
+//! pools, usage, consistency checks, releases and GC.
 
 mod admin;
 mod check;
+mod collect;
 mod gc;
+mod operate;
 mod plugin;
 mod status;
 

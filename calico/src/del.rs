@@ -153,7 +153,7 @@ fn teardown(
 ) -> Result<()> {
     let owned = stored
         .as_ref()
-        .is_none_or(|s| owned_by(s, &req.container_id));
+        .is_none_or(|s| s.owned_by(&req.container_id));
     let stored = stored.filter(|_| owned);
     let claim_is_ours = host_veth
         .claim
@@ -188,20 +188,6 @@ fn leave_network(store: &Datastore, req: &Request, stored: StoredEndpoint) -> Re
     let released = ipam::release(req);
     endpoint::remove_profile(store, stored, &req.config.name)?;
     released
-}
-
-/// An endpoint without an active instance (plain CNI, or written by an older plugin) belongs to
-/// whoever deletes it; a pod's belongs to the sandbox that last set it up.
-fn owned_by(stored: &StoredEndpoint, container_id: &str) -> bool {
-    let active = &stored.endpoint.active_instance_id;
-    if active.is_empty() || active == container_id {
-        return true;
-    }
-    common::cni::log::warn(&format!(
-        "CNI_CONTAINERID {container_id} does not match the active instance {active} of endpoint {}: leaving it",
-        stored.key
-    ));
-    false
 }
 
 /// The request DEL would have had for a recorded attachment.

@@ -9,19 +9,10 @@ use common::{Context, Error, Result};
 
 use crate::workload::WorkloadIds;
 
+pub use common::datastore::endpoint::{StoredEndpoint, delete_endpoint, read_endpoint_at};
+
 /// How often a compare-and-swap on an endpoint is retried after losing to another writer.
 const CAS_ATTEMPTS: usize = 10;
-
-/// An endpoint as stored, with the revision a compare-and-swap needs.
-#[derive(Debug, Clone)]
-pub struct StoredEndpoint {
-    /// Its key.
-    pub key: String,
-    /// Its value.
-    pub endpoint: WorkloadEndpoint,
-    /// Its `mod_revision`.
-    pub revision: i64,
-}
 
 /// Refuses to work while Calico's Ready flag is explicitly `false` (an upgrade is in progress).
 /// An absent flag means ready, so the plugin works without calico/node.
@@ -77,7 +68,11 @@ pub fn read_for_del(
         .into_iter()
         .map(|entries| entries.into_iter().next());
     check_ready(firsts.next().flatten().as_ref())?;
-    let endpoint = firsts.next().flatten().map(stored_endpoint).transpose()?;
+    let endpoint = firsts
+        .next()
+        .flatten()
+        .map(StoredEndpoint::from_entry)
+        .transpose()?;
     Ok((endpoint, firsts.collect()))
 }
 
@@ -85,17 +80,7 @@ fn single_endpoint(mut entries: Vec<Entry>) -> Result<Option<StoredEndpoint>> {
     if entries.len() != 1 {
         return Ok(None);
     }
-    stored_endpoint(entries.remove(0)).map(Some)
-}
-
-fn stored_endpoint(entry: Entry) -> Result<StoredEndpoint> {
-    let endpoint = WorkloadEndpoint::from_json(&entry.value)
-        .with_context(|| format!("decode endpoint {}", entry.key))?;
-    Ok(StoredEndpoint {
-        key: entry.key,
-        endpoint,
-        revision: entry.mod_revision,
-    })
+    StoredEndpoint::from_entry(entries.remove(0)).map(Some)
 }
 
 /// The workload's endpoint, when it has exactly one (as Calico's List does; several would be
@@ -115,15 +100,6 @@ pub fn find_workload_endpoint(
 /// The endpoint of this exact attachment, if stored.
 pub fn read_endpoint(store: &Datastore, ids: &WorkloadIds) -> Result<Option<StoredEndpoint>> {
     read_endpoint_at(store, &endpoint_key(ids))
-}
-
-/// The endpoint stored at `key`, if any.
-pub fn read_endpoint_at(store: &Datastore, key: &str) -> Result<Option<StoredEndpoint>> {
-    store
-        .get(key)
-        .with_context(|| format!("read endpoint {key}"))?
-        .map(stored_endpoint)
-        .transpose()
 }
 
 /// Removes `profile` from an endpoint's profiles; an endpoint deleted meanwhile is fine.
@@ -369,43 +345,4 @@ pub fn ensure_profile(store: &Datastore, profile: &Profile) -> Result<()> {
         })
         .with_context(|| format!("create profile {}", profile.name))?;
     Ok(())
-}
-
-/// Deletes this attachment's endpoint if it is still the revision that was read, so that an
-/// endpoint rewritten meanwhile survives (and the DEL fails, to be retried), together with the
-/// keys in `also`, in one transaction. An endpoint already gone is fine.
-pub fn delete_endpoint(
-    store: &Datastore,
-    stored: Option<&StoredEndpoint>,
-    also: &[String],
-) -> Result<()> {
-    let mut writes: Vec<Write> = also.iter().map(|k| Write::Delete(k.clone())).collect();
-    let mut conditions = Vec::new();
-    if let Some(stored) = stored {
-        conditions.push(Condition::Revision(stored.key.clone(), stored.revision));
-        writes.push(Write::Delete(stored.key.clone()));
-    }
-    let what = stored.map_or_else(|| also.join(", "), |s| s.key.clone());
-    let reads_on_failure = stored.map(|s| s.key.clone()).into_iter().collect();
-    let txn = Txn {
-        conditions,
-        writes,
-        reads_on_failure,
-    };
-    let outcome = store.txn(&txn).with_context(|| format!("delete {what}"))?;
-    if !outcome.committed {
-        datastore::log_conflict(&txn, &outcome.current);
-    }
-    match (outcome.committed, stored) {
-        (true, _) | (false, None) => Ok(()),
-        (false, Some(_)) if outcome.current.is_empty() => delete_endpoint(store, None, also),
-        (false, Some(stored)) => Err(Error::new(
-            codes::CONFLICT,
-            format!(
-                "endpoint {} was modified before it could be deleted",
-                stored.key
-            ),
-        )
-        .with_kind(common::Kind::CasConflict)),
-    }
 }

@@ -12,3 +12,15 @@ pub mod kubernetes;
 pub mod special_ranges;
 
 pub use error::{Code, Context, Error, Kind, Result};
+
+/// The git commit the binaries were built from (`git rev-parse --short HEAD` at build time), or
+/// `unknown` when the source had no git history.
+pub const GIT_COMMIT: &str = env!("CALICO_GIT_COMMIT");
+
+/// What `--version` prints for `binary`: its name, the crate version and [`GIT_COMMIT`].
+pub fn version_line(binary: &str) -> String {
+    format!(
+        "{binary} {} (commit {GIT_COMMIT})",
+        env!("CARGO_PKG_VERSION")
+    )
+}

@@ -79,3 +79,65 @@ fn version_advertises_1_1_0_last_since_status_and_gc_work() {
         assert_eq!(supported.last(), Some(&json!("1.1.0")), "{plugin}\n{out}");
     }
 }
+
+/// The output of `binary args`, which must exit 0.
+fn run_by_hand(binary: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(tests::plugin::binary(binary))
+        .env_clear()
+        .args(args)
+        .output()
+        .expect("run the plugin binary");
+    assert!(out.status.success(), "{binary} {args:?}: {out:?}");
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+#[test]
+#[ignore = "runs the built plugin binaries"]
+fn version_flag_names_the_crate_version_and_the_commit_built_from() {
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(tests::workspace_dir())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string());
+    for plugin in PLUGINS {
+        let line = run_by_hand(plugin, &["--version"]);
+        assert_eq!(
+            line.trim(),
+            format!("{plugin} {} (commit {head})", env!("CARGO_PKG_VERSION")),
+            "the binary is stale when the commit differs: rebuild it"
+        );
+    }
+}
+
+#[test]
+#[ignore = "runs the built plugin binaries"]
+fn help_lists_every_cni_verb_and_every_admin_command() {
+    for plugin in PLUGINS {
+        let help = run_by_hand(plugin, &["--help"]);
+        for word in [
+            "ADD",
+            "DEL",
+            "CHECK",
+            "STATUS",
+            "GC",
+            "VERSION",
+            "pool add",
+            "pool list",
+            "pool rm",
+            "show",
+            "check",
+            "release --ip",
+            "--handle",
+            "gc --node",
+            "--dry-run",
+        ] {
+            assert!(
+                help.contains(word),
+                "{plugin} --help lacks {word:?}:\n{help}"
+            );
+        }
+    }
+}

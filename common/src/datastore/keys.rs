@@ -27,8 +27,12 @@ pub const ATTACHMENTS_PREFIX: &str = "/calico/cni/v1/attachment/";
 /// Prefix of this plugin's claims on host veth names.
 pub const HOST_VETH_CLAIMS_PREFIX: &str = "/calico/cni/v1/hostveth/";
 
-const HOSTS_PREFIX: &str = "/calico/v1/host/";
-const IPAM_HOSTS_PREFIX: &str = "/calico/ipam/v2/host/";
+/// Prefix of every node's Calico v1 data, workload endpoints among it.
+pub const HOSTS_PREFIX: &str = "/calico/v1/host/";
+
+/// Prefix of every node's IPAM data (its block affinities).
+pub const IPAM_HOSTS_PREFIX: &str = "/calico/ipam/v2/host/";
+
 const BLOCKS_ROOT: &str = "/calico/ipam/v2/assignment/";
 
 /// The IP family a pool, block or affinity key belongs to.

@@ -7,6 +7,7 @@
 //! member that accepts connections but never answers (stopped, partitioned) costs a read
 //! [`HEDGE_DELAY`], not a timeout (see [`Datastore`]).
 
+pub mod endpoint;
 pub mod keys;
 pub mod model;
 pub mod undo;
@@ -320,6 +321,40 @@ impl Datastore {
             async move { kv.get(prefix, Some(GetOptions::new().with_prefix())).await }
         })?;
         Ok(resp.take_kvs().into_iter().map(entry).collect())
+    }
+
+    /// Reads every key under a prefix, sorted by key, `page` entries per request, all at the
+    /// revision of the first page: a listing too large for one answer (gRPC refuses messages
+    /// over 4 MiB) still reads as one consistent snapshot.
+    pub fn list_paged(&self, prefix: &str, page: i64) -> Result<Vec<Entry>> {
+        check_keys([prefix])?;
+        let end = prefix_end(prefix.as_bytes());
+        let mut found: Vec<Entry> = Vec::new();
+        let mut revision = 0;
+        loop {
+            // After the last key read: the smallest key greater than it.
+            let start = match found.last() {
+                Some(last) => format!("{}\0", last.key),
+                None => prefix.to_owned(),
+            };
+            let mut resp = self.request("list", prefix, Mode::Hedged, |mut kv| {
+                let options = GetOptions::new()
+                    .with_range(end.clone())
+                    .with_limit(page)
+                    .with_revision(revision);
+                let start = start.clone();
+                async move { kv.get(start, Some(options)).await }
+            })?;
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision());
+            }
+            let more = resp.more();
+            let before = found.len();
+            found.extend(resp.take_kvs().into_iter().map(entry));
+            if !more || found.len() == before {
+                return Ok(found);
+            }
+        }
     }
 
     /// Lists the keys under a prefix without their values, sorted.
@@ -834,6 +869,22 @@ fn describe(err: &etcd_client::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// The end of the key range of `prefix` as etcd defines it: the prefix with its last byte below
+/// 0xff incremented (and what follows dropped); `\0` (every key) when there is none.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(&last) = end.last() {
+        if last < 0xff {
+            if let Some(byte) = end.last_mut() {
+                *byte += 1;
+            }
+            return end;
+        }
+        end.pop();
+    }
+    vec![0]
 }
 
 fn entry(kv: etcd_client::KeyValue) -> Entry {
@@ -1537,6 +1588,36 @@ mod tests {
         assert_eq!(ds.get("/calico/t/a/1").unwrap(), None);
         assert_eq!(ds.list("/calico/none/").unwrap(), []);
         assert_eq!(ds.requests_made(), 14);
+    }
+
+    #[test]
+    #[ignore = "starts etcd"]
+    fn paged_listing_reads_every_key_once_at_the_first_page_revision() {
+        let etcd = EtcdServer::start();
+        let ds = Datastore::connect(&etcd.settings()).unwrap();
+        for i in 0..7 {
+            ds.put(&format!("/calico/t/p/{i}"), b"v").unwrap();
+        }
+        ds.put("/calico/t/p0", b"outside").unwrap();
+        ds.put("/calico/t/q", b"outside").unwrap();
+        let before = ds.requests_made();
+        let keys: Vec<String> = ds
+            .list_paged("/calico/t/p/", 3)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        let want: Vec<String> = (0..7).map(|i| format!("/calico/t/p/{i}")).collect();
+        assert_eq!(keys, want);
+        assert_eq!(ds.requests_made() - before, 3);
+        assert_eq!(ds.list_paged("/calico/none/", 3).unwrap(), []);
+    }
+
+    #[test]
+    fn prefix_end_is_the_first_key_after_the_prefix() {
+        assert_eq!(prefix_end(b"/a/"), b"/a0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), b"\0");
     }
 
     #[test]

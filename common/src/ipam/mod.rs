@@ -6,6 +6,7 @@
 //! together, so the two can never disagree.
 
 pub mod allocator;
+pub mod audit;
 pub mod block;
 pub mod check;
 pub mod gc;

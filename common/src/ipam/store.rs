@@ -14,6 +14,12 @@ pub trait Store: Sync {
     fn get(&self, key: &str) -> Result<Option<Entry>>;
     /// Every entry whose key starts with `prefix`, in key order.
     fn list(&self, prefix: &str) -> Result<Vec<Entry>>;
+    /// Like [`Store::list`], for prefixes that may hold more than one answer can carry: read
+    /// in pages of `page` entries at one revision.
+    fn list_paged(&self, prefix: &str, page: i64) -> Result<Vec<Entry>> {
+        let _ = page;
+        self.list(prefix)
+    }
     /// Every key that starts with `prefix`, in key order.
     fn list_keys(&self, prefix: &str) -> Result<Vec<String>>;
     /// Runs a transaction: all writes when every condition holds, else the failure reads.
@@ -27,6 +33,10 @@ impl Store for Datastore {
 
     fn list(&self, prefix: &str) -> Result<Vec<Entry>> {
         Datastore::list(self, prefix)
+    }
+
+    fn list_paged(&self, prefix: &str, page: i64) -> Result<Vec<Entry>> {
+        Datastore::list_paged(self, prefix, page)
     }
 
     fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
