@@ -26,7 +26,8 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let ids = WorkloadIds::for_request(req);
     let netns_path = network::validate_netns(req)?;
     let store = Datastore::connect(&req.config.etcd)?;
-    let existing = match endpoint::read_for_add(&store, &ids)? {
+    let (found, record) = endpoint::read_for_add(&store, &ids, &attachment::attachment_key(req))?;
+    let existing = match found {
         Some(found) if is_this_attachment(req, &ids, &found) => {
             if veth::container_end_of(netns_path, &req.ifname, &found.endpoint.name)?.is_some() {
                 return reply.send(&endpoint_result(req, &found.key, &found.endpoint));
@@ -38,6 +39,9 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
         }
         Some(found) if !ids.is_kubernetes() => return join_network(&store, req, found, reply),
         other => {
+            if record.is_some() {
+                remove_unfinished_attachment(req)?;
+            }
             network::refuse_existing_interface(req, netns_path)?;
             other
         }
@@ -105,6 +109,17 @@ fn remove_attachment_left_elsewhere(
         found.key,
         req.ifname,
         netns_path.display()
+    ));
+    crate::del::del(req)
+}
+
+/// This attachment has a record but no endpoint: an earlier ADD of it was killed before it
+/// finished (or its undo failed). What it left (addresses, veth, record, claim) is removed as DEL
+/// would, so that the retried ADD neither fails on its interface nor holds a second address.
+fn remove_unfinished_attachment(req: &Request) -> Result<()> {
+    common::cni::log::info(&format!(
+        "attachment {}/{} has a record but no endpoint: removing what an unfinished ADD left",
+        req.container_id, req.ifname
     ));
     crate::del::del(req)
 }

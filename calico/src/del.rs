@@ -35,6 +35,14 @@ pub fn del(req: &Request) -> Result<()> {
         .as_ref()
         .map(attachment::decode_record)
         .transpose()?;
+    // Without this network's record, a plain container's endpoint is this network's only when
+    // the network made it (its first profile): a DEL of a network the container never joined,
+    // or a repeated DEL of one it left, must not tear down another network's attachment.
+    let stored = stored.filter(|s| {
+        record.is_some()
+            || ids.is_kubernetes()
+            || s.endpoint.profile_ids.first() == Some(&req.config.name)
+    });
     let host_veth = stored
         .as_ref()
         .map(|s| s.endpoint.name.clone())

@@ -34,21 +34,28 @@ fn check_ready(flag: Option<&Entry>) -> Result<()> {
     }
 }
 
-/// ADD's first read, one request: the Ready flag (refusing when it is `false`) and the
+/// ADD's first read, one request: the Ready flag (refusing when it is `false`), the
 /// workload's endpoint when it has exactly one (as Calico's List does; several would be
-/// ambiguous and count as none).
-pub fn read_for_add(store: &Datastore, ids: &WorkloadIds) -> Result<Option<StoredEndpoint>> {
+/// ambiguous and count as none), and the entry at `record_key` (this attachment's record).
+pub fn read_for_add(
+    store: &Datastore,
+    ids: &WorkloadIds,
+    record_key: &str,
+) -> Result<(Option<StoredEndpoint>, Option<Entry>)> {
     let prefix = keys::workload_endpoints_prefix(&ids.node, &ids.orchestrator, &ids.workload);
     let reads = [
         Read::Key(keys::READY.to_string()),
         Read::Prefix(prefix.clone()),
+        Read::Key(record_key.to_string()),
     ];
     let mut answers = store
         .read(&reads)
-        .with_context(|| format!("read the Ready flag and {prefix}"))?
+        .with_context(|| format!("read the Ready flag, {prefix} and {record_key}"))?
         .into_iter();
     check_ready(answers.next().unwrap_or_default().first())?;
-    single_endpoint(answers.next().unwrap_or_default())
+    let endpoint = single_endpoint(answers.next().unwrap_or_default())?;
+    let record = answers.next().unwrap_or_default().into_iter().next();
+    Ok((endpoint, record))
 }
 
 /// DEL's first read, one request: the Ready flag (refusing when it is `false`), this

@@ -401,3 +401,68 @@ fn gc_leaves_an_attachment_whose_verb_is_still_running() {
     assert!(!std::path::Path::new(&lock).exists(), "lock file left");
     bed.assert_nothing_left(&[&cid]);
 }
+
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn del_of_a_network_the_container_is_not_on_leaves_the_other_networks_attachment() {
+    let (bed, conf) = ipam_bed();
+    let other = conf.clone().set("name", names::unique("net"));
+    let netns = Netns::new();
+    let cid = names::container_id();
+    bed.add(&conf, &cid, &netns.path(), "eth0").result();
+
+    // Never added to `other`, then joined and left twice (a retried DEL).
+    bed.del(&other, &cid, &netns.path(), "eth0")
+        .assert_success();
+    assert_fully_attached(&bed, &cid, &netns);
+    bed.add(&other, &cid, &netns.path(), "eth0").result();
+    bed.del(&other, &cid, &netns.path(), "eth0")
+        .assert_success();
+    bed.del(&other, &cid, &netns.path(), "eth0")
+        .assert_success();
+    assert_fully_attached(&bed, &cid, &netns);
+    assert_eq!(
+        bed.endpoint(&cid, "eth0").unwrap()["profile_ids"],
+        serde_json::json!([bed.network])
+    );
+
+    bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
+    bed.assert_nothing_left(&[&cid]);
+}
+
+#[test]
+#[ignore = "root: real etcd and netns, plugins built with crash-points"]
+fn an_add_retried_after_a_kill_midway_ends_with_one_address_and_one_interface() {
+    let (bed, conf) = ipam_bed();
+    for step in ["after-record", "after-ipam", "after-veth", "after-routes"] {
+        let netns = Netns::new();
+        let cid = names::container_id();
+        let env = bed
+            .env("ADD", &cid, &netns.path(), "eth0")
+            .set("CALICO_CRASH_AT", step);
+        let killed = run_plugin("calico", &env, &conf.to_bytes());
+        assert!(
+            !killed.status.success(),
+            "{step}: ADD was not killed\n{killed}"
+        );
+
+        let retried = bed.add(&conf, &cid, &netns.path(), "eth0");
+        assert!(retried.status.success(), "{step}: retry failed\n{retried}");
+        assert_fully_attached(&bed, &cid, &netns);
+        let handle = bed
+            .etcd
+            .get_json(&format!("/calico/ipam/v2/handle/{}.{cid}", bed.network))
+            .unwrap_or_else(|| panic!("{step}: no handle"));
+        let held: u64 = handle["block"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter_map(serde_json::Value::as_u64)
+            .sum();
+        assert_eq!(held, 1, "{step}: the retry left a second address: {handle}");
+
+        bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
+        bed.assert_nothing_left(&[&cid]);
+    }
+    assert_no_allocations(&bed.etcd, "after every retried ADD was deleted");
+}

@@ -69,6 +69,8 @@ impl World {
         };
         std::fs::write(world.regular_file(), b"not a namespace").expect("write scratch file");
         std::fs::create_dir_all(world.directory()).expect("create scratch dir");
+        // An IPAM "plugin" that cannot be executed: a plain file without the exec bit.
+        std::fs::write(world.scratch.join("notexec"), b"#!/bin/sh\n").expect("write notexec");
         let made = Command::new("mkfifo")
             .arg(world.fifo())
             .status()
@@ -309,7 +311,15 @@ fn listed_rows() -> Vec<Row> {
             cid,
         ));
     }
-    for ifname in ["", "eth:0", "eth 0", "eth\t0", "eth\n0"] {
+    for ifname in [
+        "",
+        "eth:0",
+        "eth 0",
+        "eth\t0",
+        "eth\n0",
+        "et\u{1}h",
+        "eth\u{7f}",
+    ] {
         rows.push(row(
             format!("CNI_IFNAME {ifname:?}"),
             move |w| w.add_with_env("CNI_IFNAME", ifname),
@@ -769,6 +779,16 @@ fn single_rows() -> Vec<Row> {
             },
             Code(103),
             "host's own network namespace",
+        ),
+        row(
+            "ipam.type a file without the exec bit",
+            |w| {
+                let path = format!("{}:{}", w.scratch.path_str(), w.bed.cni_path.path());
+                let conf = w.conf().set_ipam("type", "notexec");
+                w.calico(w.env("ADD").set("CNI_PATH", &path), conf)
+            },
+            Code(101),
+            "notexec",
         ),
         row(
             "ipam.type naming the plugin itself",

@@ -191,7 +191,8 @@ fn exec_plugin(path: &Path, command: Command, req: &Request, stdin: &[u8]) -> Re
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("execute ipam plugin {}", path.display()))?;
+        .with_context(|| format!("execute ipam plugin {}", path.display()))
+        .code(codes::IPAM)?;
     if let Some(mut input) = child.stdin.take() {
         // A plugin that exits without reading stdin closes the pipe; its exit status tells.
         let _ = input.write_all(stdin);

@@ -189,6 +189,10 @@ pub fn ifname_problem(name: &str) -> Option<&'static str> {
         .any(|c| c == '/' || c == ':' || c.is_whitespace())
     {
         Some("contains '/', ':' or white space")
+    } else if name.chars().any(char::is_control) {
+        // The kernel would take them, but a name that cannot be printed or become a key
+        // segment is no interface name an operator could ever address.
+        Some("contains a control character")
     } else {
         None
     }
