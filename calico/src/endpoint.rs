@@ -34,21 +34,24 @@ fn check_ready(flag: Option<&Entry>) -> Result<()> {
     }
 }
 
-/// ADD's first read, one request: the Ready flag (refusing when it is `false`) and the
-/// workload's endpoint when it has exactly one (as Calico's List does; several would be
-/// ambiguous and count as none).
+/// ADD's first read, one request: the Ready flag (refusing when it is `false`) and this
+/// `CNI_IFNAME`'s endpoint of the workload. Endpoints of the workload's other interfaces do not
+/// matter: each interface name is an attachment of its own, with its own veth.
 pub fn read_for_add(store: &Datastore, ids: &WorkloadIds) -> Result<Option<StoredEndpoint>> {
-    let prefix = keys::workload_endpoints_prefix(&ids.node, &ids.orchestrator, &ids.workload);
-    let reads = [
-        Read::Key(keys::READY.to_string()),
-        Read::Prefix(prefix.clone()),
-    ];
+    let key = endpoint_key(ids);
+    let reads = [Read::Key(keys::READY.to_string()), Read::Key(key.clone())];
     let mut answers = store
         .read(&reads)
-        .with_context(|| format!("read the Ready flag and {prefix}"))?
+        .with_context(|| format!("read the Ready flag and {key}"))?
         .into_iter();
     check_ready(answers.next().unwrap_or_default().first())?;
-    single_endpoint(answers.next().unwrap_or_default())
+    answers
+        .next()
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+        .map(StoredEndpoint::from_entry)
+        .transpose()
 }
 
 /// DEL's first read, one request: the Ready flag (refusing when it is `false`), this
@@ -76,27 +79,6 @@ pub fn read_for_del(
     Ok((endpoint, firsts.collect()))
 }
 
-fn single_endpoint(mut entries: Vec<Entry>) -> Result<Option<StoredEndpoint>> {
-    if entries.len() != 1 {
-        return Ok(None);
-    }
-    StoredEndpoint::from_entry(entries.remove(0)).map(Some)
-}
-
-/// The workload's endpoint, when it has exactly one (as Calico's List does; several would be
-/// ambiguous and are treated as none).
-pub fn find_workload_endpoint(
-    store: &Datastore,
-    ids: &WorkloadIds,
-) -> Result<Option<StoredEndpoint>> {
-    let prefix = keys::workload_endpoints_prefix(&ids.node, &ids.orchestrator, &ids.workload);
-    single_endpoint(
-        store
-            .list(&prefix)
-            .with_context(|| format!("list endpoints under {prefix}"))?,
-    )
-}
-
 /// The endpoint of this exact attachment, if stored.
 pub fn read_endpoint(store: &Datastore, ids: &WorkloadIds) -> Result<Option<StoredEndpoint>> {
     read_endpoint_at(store, &endpoint_key(ids))
@@ -114,27 +96,23 @@ pub fn remove_profile(store: &Datastore, stored: StoredEndpoint, profile: &str) 
 }
 
 /// The endpoint this network only joined, if that is the situation: plain CNI (a pod's
-/// endpoint belongs to its pod), made by another network's ADD, carrying this network's
-/// profile. When this `CNI_IFNAME` has no endpoint of its own, the workload's only endpoint is
-/// looked at, since a join under another interface name shares it.
+/// endpoint belongs to its pod), this `CNI_IFNAME`'s endpoint `own` made by another network's
+/// ADD, carrying this network's profile. Only the same interface name joins: another name has
+/// an endpoint of its own.
 pub fn joined_endpoint(
-    store: &Datastore,
     req: &Request,
     ids: &WorkloadIds,
     own: Option<&StoredEndpoint>,
-) -> Result<Option<StoredEndpoint>> {
+) -> Option<StoredEndpoint> {
     if ids.is_kubernetes() {
-        return Ok(None);
+        return None;
     }
-    let candidate = match own {
-        Some(stored) => Some(stored.clone()),
-        None => find_workload_endpoint(store, ids)?,
-    };
     let network = &req.config.name;
-    Ok(candidate.filter(|s| {
+    own.filter(|s| {
         let profiles = &s.endpoint.profile_ids;
         profiles.len() > 1 && profiles.first() != Some(network) && profiles.contains(network)
-    }))
+    })
+    .cloned()
 }
 
 /// The key of this attachment's endpoint.
