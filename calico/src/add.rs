@@ -7,8 +7,8 @@ use common::Result;
 use common::cni::{CniResult, Interface, IpConfig, Reply, Request};
 use common::dataplane::format_mac;
 use common::dataplane::veth::{self, HOST_MAC, VethGuard};
+use common::datastore::Datastore;
 use common::datastore::model::{Profile, WorkloadEndpoint};
-use common::datastore::{Datastore, keys};
 use common::error::RollbackLog;
 use ipnetwork::IpNetwork;
 
@@ -30,7 +30,7 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let existing = match found {
         Some(found) if is_this_attachment(req, &ids, &found) => {
             if veth::container_end_of(netns_path, &req.ifname, &found.endpoint.name)?.is_some() {
-                return reply.send(&endpoint_result(req, &found.key, &found.endpoint));
+                return reply.send(&endpoint_result(req, &found.endpoint));
             }
             // Set up afresh: a failure after IPAM must not release addresses that an endpoint
             // left in place still names.
@@ -47,8 +47,7 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
         }
     };
     // A pod's new sandbox gets new addresses and takes over the pod's endpoint.
-    let replaced =
-        existing.filter(|e| ids.is_kubernetes() && e.key == endpoint::endpoint_key(&ids));
+    let replaced = existing.filter(|_| ids.is_kubernetes());
     let setup = pod::prepare(req, &ids)?;
     let req = &setup.request;
     let rollback = RollbackLog::default();
@@ -82,16 +81,16 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Whether `found` is the endpoint this very attachment made: for a plain container, this
-/// network's (rather than another network's that this one joins); for a pod, this sandbox's
-/// (rather than an earlier sandbox's that this one replaces).
+/// Whether `found`, this `CNI_IFNAME`'s endpoint, is the one this very attachment made: for a
+/// plain container, this network's (rather than another network's that this one joins under
+/// the same interface name); for a pod, this sandbox's (rather than an earlier sandbox's that
+/// this one replaces).
 fn is_this_attachment(req: &Request, ids: &WorkloadIds, found: &StoredEndpoint) -> bool {
-    found.key == endpoint::endpoint_key(ids)
-        && if ids.is_kubernetes() {
-            found.endpoint.active_instance_id == req.container_id
-        } else {
-            found.endpoint.profile_ids.first() == Some(&req.config.name)
-        }
+    if ids.is_kubernetes() {
+        found.endpoint.active_instance_id == req.container_id
+    } else {
+        found.endpoint.profile_ids.first() == Some(&req.config.name)
+    }
 }
 
 /// The attachment exists, but its interface is not in `CNI_NETNS`: the runtime set the
@@ -144,7 +143,8 @@ fn release_replaced_addresses(
     }
 }
 
-/// The workload has its endpoint already (it is joining a second network, or ADD is
+/// The workload has an endpoint under this `CNI_IFNAME` already, made by another network (it
+/// joins a second network under the same interface name, as Calico v1 does, or that ADD is
 /// repeated): add this network's profile and answer with the endpoint's addresses, without
 /// IPAM or interface work.
 fn join_network(
@@ -153,12 +153,11 @@ fn join_network(
     existing: StoredEndpoint,
     reply: &mut Reply<'_>,
 ) -> Result<()> {
-    let key = existing.key.clone();
     let updated = endpoint::append_profile(store, existing, &req.config.name)?;
     if let Some(profile) = network_profile(req, &WorkloadIds::for_request(req)) {
         endpoint::ensure_profile(store, &profile)?;
     }
-    reply.send(&endpoint_result(req, &key, &updated))
+    reply.send(&endpoint_result(req, &updated))
 }
 
 /// The profile the plugin maintains for the network, unless a policy type manages profiles:
@@ -252,7 +251,7 @@ fn attachment_result(
     }
 }
 
-fn endpoint_result(req: &Request, key: &str, endpoint: &WorkloadEndpoint) -> CniResult {
+fn endpoint_result(req: &Request, endpoint: &WorkloadEndpoint) -> CniResult {
     CniResult {
         interfaces: vec![
             Interface {
@@ -261,10 +260,7 @@ fn endpoint_result(req: &Request, key: &str, endpoint: &WorkloadEndpoint) -> Cni
                 sandbox: None,
             },
             Interface {
-                // The interface belongs to the network that made it; a join under another
-                // CNI_IFNAME reports the real one.
-                name: keys::parse_workload_endpoint(key)
-                    .map_or_else(|| req.ifname.clone(), |k| k.endpoint_id),
+                name: req.ifname.clone(),
                 mac: Some(endpoint.mac.clone()),
                 sandbox: req.netns.as_ref().map(|p| p.display().to_string()),
             },

@@ -34,7 +34,7 @@ pub fn check(req: &Request) -> Result<()> {
     // A network the container only joined owns nothing but its profile on the endpoint of the
     // network that made the interface, and finding that profile is what makes it a join; the
     // other network's CHECK covers the rest.
-    if endpoint::joined_endpoint(&store, req, &ids, own.as_ref())?.is_some() {
+    if endpoint::joined_endpoint(req, &ids, own.as_ref()).is_some() {
         return Ok(());
     }
     let expected = expected_state(req)?;

@@ -18,7 +18,8 @@ use crate::workload::WorkloadIds;
 
 /// Handles DEL. The endpoint is read first, with the Ready flag, the record and the claim on the
 /// usual host veth name, in one request: when etcd cannot say what exists, nothing is touched.
-/// A container that joined this network on top of another one only leaves it.
+/// A container that joined this network on top of another one under the same `CNI_IFNAME`
+/// only leaves it.
 pub fn del(req: &Request) -> Result<()> {
     let ids = WorkloadIds::for_request(req);
     let store = Datastore::connect(&req.config.etcd)?;
@@ -28,7 +29,7 @@ pub fn del(req: &Request) -> Result<()> {
         keys::host_veth_claim(&req.config.nodename, &usual),
     ];
     let (stored, found) = endpoint::read_for_del(&store, &ids, &also)?;
-    if let Some(joined) = endpoint::joined_endpoint(&store, req, &ids, stored.as_ref())? {
+    if let Some(joined) = endpoint::joined_endpoint(req, &ids, stored.as_ref()) {
         return leave_network(&store, req, joined);
     }
     let record = found[0]

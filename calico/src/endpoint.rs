@@ -34,26 +34,33 @@ fn check_ready(flag: Option<&Entry>) -> Result<()> {
     }
 }
 
-/// ADD's first read, one request: the Ready flag (refusing when it is `false`), the
-/// workload's endpoint when it has exactly one (as Calico's List does; several would be
-/// ambiguous and count as none), and the entry at `record_key` (this attachment's record).
+/// ADD's first read, one request: the Ready flag (refusing when it is `false`), this
+/// `CNI_IFNAME`'s endpoint of the workload, and the entry at `record_key` (this attachment's
+/// record). Endpoints of the workload's other interfaces do not matter: each interface name is
+/// an attachment of its own, with its own veth.
 pub fn read_for_add(
     store: &Datastore,
     ids: &WorkloadIds,
     record_key: &str,
 ) -> Result<(Option<StoredEndpoint>, Option<Entry>)> {
-    let prefix = keys::workload_endpoints_prefix(&ids.node, &ids.orchestrator, &ids.workload);
+    let key = endpoint_key(ids);
     let reads = [
         Read::Key(keys::READY.to_string()),
-        Read::Prefix(prefix.clone()),
+        Read::Key(key.clone()),
         Read::Key(record_key.to_string()),
     ];
     let mut answers = store
         .read(&reads)
-        .with_context(|| format!("read the Ready flag, {prefix} and {record_key}"))?
+        .with_context(|| format!("read the Ready flag, {key} and {record_key}"))?
         .into_iter();
     check_ready(answers.next().unwrap_or_default().first())?;
-    let endpoint = single_endpoint(answers.next().unwrap_or_default())?;
+    let endpoint = answers
+        .next()
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+        .map(StoredEndpoint::from_entry)
+        .transpose()?;
     let record = answers.next().unwrap_or_default().into_iter().next();
     Ok((endpoint, record))
 }
@@ -83,27 +90,6 @@ pub fn read_for_del(
     Ok((endpoint, firsts.collect()))
 }
 
-fn single_endpoint(mut entries: Vec<Entry>) -> Result<Option<StoredEndpoint>> {
-    if entries.len() != 1 {
-        return Ok(None);
-    }
-    StoredEndpoint::from_entry(entries.remove(0)).map(Some)
-}
-
-/// The workload's endpoint, when it has exactly one (as Calico's List does; several would be
-/// ambiguous and are treated as none).
-pub fn find_workload_endpoint(
-    store: &Datastore,
-    ids: &WorkloadIds,
-) -> Result<Option<StoredEndpoint>> {
-    let prefix = keys::workload_endpoints_prefix(&ids.node, &ids.orchestrator, &ids.workload);
-    single_endpoint(
-        store
-            .list(&prefix)
-            .with_context(|| format!("list endpoints under {prefix}"))?,
-    )
-}
-
 /// The endpoint of this exact attachment, if stored.
 pub fn read_endpoint(store: &Datastore, ids: &WorkloadIds) -> Result<Option<StoredEndpoint>> {
     read_endpoint_at(store, &endpoint_key(ids))
@@ -121,27 +107,23 @@ pub fn remove_profile(store: &Datastore, stored: StoredEndpoint, profile: &str) 
 }
 
 /// The endpoint this network only joined, if that is the situation: plain CNI (a pod's
-/// endpoint belongs to its pod), made by another network's ADD, carrying this network's
-/// profile. When this `CNI_IFNAME` has no endpoint of its own, the workload's only endpoint is
-/// looked at, since a join under another interface name shares it.
+/// endpoint belongs to its pod), this `CNI_IFNAME`'s endpoint `own` made by another network's
+/// ADD, carrying this network's profile. Only the same interface name joins: another name has
+/// an endpoint of its own.
 pub fn joined_endpoint(
-    store: &Datastore,
     req: &Request,
     ids: &WorkloadIds,
     own: Option<&StoredEndpoint>,
-) -> Result<Option<StoredEndpoint>> {
+) -> Option<StoredEndpoint> {
     if ids.is_kubernetes() {
-        return Ok(None);
+        return None;
     }
-    let candidate = match own {
-        Some(stored) => Some(stored.clone()),
-        None => find_workload_endpoint(store, ids)?,
-    };
     let network = &req.config.name;
-    Ok(candidate.filter(|s| {
+    own.filter(|s| {
         let profiles = &s.endpoint.profile_ids;
         profiles.len() > 1 && profiles.first() != Some(network) && profiles.contains(network)
-    }))
+    })
+    .cloned()
 }
 
 /// The key of this attachment's endpoint.

@@ -3,6 +3,9 @@
 use common::cni::Request;
 use common::config::NetConf;
 
+/// The interface name runtimes give a workload's first (usually only) interface.
+const FIRST_IFNAME: &str = "eth0";
+
 /// Calico's identifiers of one attachment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkloadIds {
@@ -57,12 +60,14 @@ impl WorkloadIds {
     }
 
     /// The host veth name: per pod in Kubernetes (so a new sandbox of the pod takes over the
-    /// name), per container otherwise.
+    /// name), per container otherwise. `eth0` keeps the name Calico v1 gives the workload's
+    /// only interface, so attachments made before a workload could have several keep theirs;
+    /// every other `CNI_IFNAME` gets its own name hashed from `<workload>:<ifname>`.
     pub fn host_veth_name(&self, container_id: &str) -> String {
-        if self.is_kubernetes() {
-            hashed_host_veth_name(&self.workload)
-        } else {
-            host_veth_name(container_id)
+        match (self.is_kubernetes(), self.endpoint.as_str()) {
+            (true, FIRST_IFNAME) => hashed_host_veth_name(&self.workload),
+            (false, FIRST_IFNAME) => host_veth_name(container_id),
+            (_, ifname) => hashed_host_veth_name(&format!("{}:{ifname}", self.workload)),
         }
     }
 }
@@ -99,6 +104,47 @@ mod tests {
         assert_ne!(
             hashed,
             hashed_host_veth_name("cnitool-9e2a0df27c8e4475aa91")
+        );
+    }
+
+    #[test]
+    fn every_ifname_but_eth0_gets_its_own_hashed_host_veth() {
+        let ids = |k8s: bool, ifname: &str| WorkloadIds {
+            node: "node".to_string(),
+            orchestrator: if k8s { "k8s" } else { "cni" }.to_string(),
+            workload: if k8s {
+                "default.nginx"
+            } else {
+                "0123456789abcdef"
+            }
+            .to_string(),
+            endpoint: ifname.to_string(),
+            pod: k8s.then(|| ("default".to_string(), "nginx".to_string())),
+        };
+        let cid = "0123456789abcdef";
+        let cases = [
+            (false, "eth0", "cali0123456789a".to_string()),
+            (
+                false,
+                "eth1",
+                hashed_host_veth_name("0123456789abcdef:eth1"),
+            ),
+            (
+                false,
+                "net1",
+                hashed_host_veth_name("0123456789abcdef:net1"),
+            ),
+            (true, "eth0", "calic440f455693".to_string()),
+            (true, "net1", hashed_host_veth_name("default.nginx:net1")),
+        ];
+        for (k8s, ifname, want) in cases {
+            let name = ids(k8s, ifname).host_veth_name(cid);
+            assert_eq!(name, want, "{ifname}");
+            assert_eq!(name.len(), 15, "{name}");
+        }
+        assert_ne!(
+            ids(false, "eth1").host_veth_name(cid),
+            ids(false, "eth2").host_veth_name(cid)
         );
     }
 

@@ -44,6 +44,8 @@ pub struct Route {
     pub dev: Option<String>,
     /// `scope` (absent means global).
     pub scope: Option<String>,
+    /// `metric` (absent means 0).
+    pub metric: u64,
 }
 
 /// A host link, if it exists.
@@ -231,6 +233,7 @@ fn routes(v: Option<Value>) -> Vec<Route> {
             gateway: text(r, "gateway"),
             dev: text(r, "dev"),
             scope: text(r, "scope"),
+            metric: r["metric"].as_u64().unwrap_or(0),
         })
         .collect()
 }

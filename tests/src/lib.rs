@@ -52,6 +52,30 @@ pub fn host_veth_name(container_id: &str) -> String {
     format!("cali{prefix}")
 }
 
+/// The host veth name of a container's interface `ifname`: [`host_veth_name`] for `eth0`, else
+/// `cali` + the first 11 hex digits of the SHA-1 of `<container id>:<ifname>` (computed with
+/// `sha1sum`, independently of the plugin).
+pub fn host_veth_name_for(container_id: &str, ifname: &str) -> String {
+    if ifname == "eth0" {
+        return host_veth_name(container_id);
+    }
+    use std::io::Write;
+    let mut child = std::process::Command::new("sha1sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sha1sum");
+    child
+        .stdin
+        .take()
+        .expect("sha1sum stdin")
+        .write_all(format!("{container_id}:{ifname}").as_bytes())
+        .expect("write to sha1sum");
+    let out = child.wait_with_output().expect("sha1sum output");
+    let digest = String::from_utf8_lossy(&out.stdout);
+    format!("cali{}", &digest[..11])
+}
+
 /// The workspace root (the parent of this crate).
 pub fn workspace_dir() -> std::path::PathBuf {
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -5,7 +5,10 @@ use serde_json::{Value, json};
 use tests::kernel::{
     host_link, host_routes_to, netns_ipv4_addrs, netns_ipv4_routes, netns_link, ping, sysctl,
 };
-use tests::{DEFAULT_CNI_VERSION, GATEWAY, HOST_VETH_MAC, Netns, TestBed, host_veth_name, names};
+use tests::{
+    DEFAULT_CNI_VERSION, GATEWAY, HOST_VETH_MAC, Netns, TestBed, host_veth_name,
+    host_veth_name_for, names,
+};
 
 const MTU: u64 = 1450; // `mtu` of tests/fixtures/calico-host-local.conf
 
@@ -241,7 +244,7 @@ fn add_writes_endpoint_without_null_labels_and_the_network_profile() {
         endpoint,
         json!({
             "state": "active",
-            "name": host_veth_name(&cid),
+            "name": host_veth_name_for(&cid, ifname),
             "active_instance_id": "",
             "mac": container_mac,
             "profile_ids": [bed.network],

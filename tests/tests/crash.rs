@@ -1,5 +1,6 @@
 //! Crash safety: a `calico` ADD killed with SIGKILL at any step leaves state that a later DEL of
-//! the same attachment, or a GC that does not list it, removes completely.
+//! the same attachment, or a GC that does not list it, removes completely; when the crashed ADD
+//! was a second interface of the container, its first interface stays fully attached.
 //!
 //! Needs the binaries built with `--features calico/crash-points` (`make test` does that): the
 //! feature lets `CALICO_CRASH_AT` name the step at which the plugin kills itself.
@@ -7,7 +8,8 @@
 use std::os::unix::process::ExitStatusExt;
 
 use serde_json::{Value, json};
-use tests::{NetConf, Netns, PluginOutput, TestBed, names, run_plugin};
+use tests::kernel::{host_link, netns_link};
+use tests::{NetConf, Netns, PluginOutput, Subnet, TestBed, host_veth_name_for, names, run_plugin};
 
 /// Every crash point of ADD, in the order ADD reaches them.
 const CRASH_POINTS: [&str; 6] = [
@@ -33,6 +35,38 @@ enum Cleanup {
     Gc,
 }
 
+/// The interface ADD is killed in: the container's first, or a second one on another network
+/// while the first (on the bed's network, under eth0) is attached.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Interface {
+    First,
+    Second,
+}
+
+impl Interface {
+    fn ifname(self) -> &'static str {
+        match self {
+            Interface::First => "eth0",
+            Interface::Second => "eth1",
+        }
+    }
+}
+
+/// The config of the network ADD is killed in: the bed's for the first interface; for the
+/// second, another network, from a subnet of its own with host-local.
+fn crashing_conf(bed: &TestBed, ipam: Ipam, interface: Interface, subnet: &Subnet) -> NetConf {
+    let conf = conf_for(bed, ipam);
+    match (interface, ipam) {
+        (Interface::First, _) => conf,
+        (Interface::Second, Ipam::HostLocal) => bed
+            .conf_for_network(&names::unique("net2"))
+            .set_ipam("ranges", json!([[{ "subnet": subnet.cidr() }]])),
+        (Interface::Second, Ipam::CalicoIpam) => {
+            bed.fixture("calico-ipam.conf", &names::unique("net2"))
+        }
+    }
+}
+
 fn conf_for(bed: &TestBed, ipam: Ipam) -> NetConf {
     match ipam {
         Ipam::HostLocal => bed.conf(),
@@ -40,7 +74,9 @@ fn conf_for(bed: &TestBed, ipam: Ipam) -> NetConf {
             let pool = bed.subnet.cidr();
             let pool_key = format!("/calico/v1/ipam/v4/pool/{}", pool.replace('/', "-"));
             let pool_json = json!({"cidr": pool, "ipip": "", "ipip_mode": "", "masquerade": false, "ipam": true, "disabled": false});
-            bed.etcd.put(&pool_key, &pool_json.to_string());
+            if bed.etcd.get(&pool_key).is_none() {
+                bed.etcd.put(&pool_key, &pool_json.to_string());
+            }
             bed.fixture("calico-ipam.conf", &bed.network)
         }
     }
@@ -51,10 +87,11 @@ fn add_killed_at(
     conf: &NetConf,
     cid: &str,
     netns: &Netns,
+    ifname: &str,
     step: &str,
 ) -> PluginOutput {
     let env = bed
-        .env("ADD", cid, &netns.path(), "eth0")
+        .env("ADD", cid, &netns.path(), ifname)
         .set("CALICO_CRASH_AT", step);
     let out = run_plugin("calico", &env, &conf.to_bytes());
     assert_eq!(
@@ -65,11 +102,24 @@ fn add_killed_at(
     out
 }
 
-fn collect(bed: &TestBed, conf: &NetConf, cid: &str, netns: &Netns, cleanup: Cleanup) {
+fn collect(
+    bed: &TestBed,
+    conf: &NetConf,
+    cid: &str,
+    netns: &Netns,
+    ifname: &str,
+    cleanup: Cleanup,
+) {
     match cleanup {
-        Cleanup::Del => bed.del(conf, cid, &netns.path(), "eth0").assert_success(),
+        Cleanup::Del => bed.del(conf, cid, &netns.path(), ifname).assert_success(),
         Cleanup::Gc => {
-            let keep = names::container_id();
+            // Any other container's eth0 is valid, and so is this container's: only a crashed
+            // eth1 is garbage then.
+            let keep = if ifname == "eth0" {
+                names::container_id()
+            } else {
+                cid.to_string()
+            };
             let gc_conf = conf.clone().set("cniVersion", "1.1.0").set(
                 "cni.dev/valid-attachments",
                 json!([{"containerID": keep, "ifname": "eth0"}]),
@@ -97,37 +147,104 @@ fn assert_no_allocations(bed: &TestBed) {
     }
 }
 
-fn crash_then_collect(ipam: Ipam, cleanup: Cleanup) {
+fn crash_then_collect(ipam: Ipam, cleanup: Cleanup, interface: Interface) {
+    let ifname = interface.ifname();
     for step in CRASH_POINTS {
         let bed = TestBed::new();
+        let subnet = Subnet::claim();
         let netns = Netns::new();
         let cid = names::container_id();
-        let conf = conf_for(&bed, ipam);
-        add_killed_at(&bed, &conf, &cid, &netns, step);
-        collect(&bed, &conf, &cid, &netns, cleanup);
+        let first = conf_for(&bed, ipam);
+        if interface == Interface::Second {
+            bed.add(&first, &cid, &netns.path(), "eth0").result();
+        }
+        let conf = crashing_conf(&bed, ipam, interface, &subnet);
+        add_killed_at(&bed, &conf, &cid, &netns, ifname, step);
+        collect(&bed, &conf, &cid, &netns, ifname, cleanup);
+        let veth = host_veth_name_for(&cid, ifname);
+        assert!(
+            tests::kernel::eventually(std::time::Duration::from_secs(5), || host_link(&veth)
+                .is_none()),
+            "host veth {veth} left after a crash at {step}"
+        );
+        assert!(
+            netns_link(netns.name(), ifname).is_none(),
+            "container interface {ifname} left after a crash at {step}"
+        );
+        if interface == Interface::Second {
+            assert_first_interface_attached(&bed, &cid, &netns, step);
+            if let Ipam::CalicoIpam = ipam {
+                let handle = format!("/calico/ipam/v2/handle/{}.{cid}", bed.network);
+                assert!(
+                    bed.etcd.get(&handle).is_some(),
+                    "eth0's IPAM handle {handle} gone after a crash of eth1 at {step}"
+                );
+            }
+            bed.del(&first, &cid, &netns.path(), "eth0")
+                .assert_success();
+        }
         bed.assert_nothing_left(&[&cid]);
         assert_no_allocations(&bed);
         assert!(
-            tests::kernel::netns_link(netns.name(), "eth0").is_none(),
+            netns_link(netns.name(), "eth0").is_none(),
             "container interface left after a crash at {step}"
         );
     }
 }
 
+/// The container's eth0 survived the crash of its eth1 and what collected it: its endpoint,
+/// its host veth, its address in the container, and the address answers ping.
+fn assert_first_interface_attached(bed: &TestBed, cid: &str, netns: &Netns, step: &str) {
+    let endpoint = bed
+        .endpoint(cid, "eth0")
+        .unwrap_or_else(|| panic!("eth0's endpoint gone after a crash of eth1 at {step}"));
+    let veth = host_veth_name_for(cid, "eth0");
+    assert_eq!(endpoint["name"], json!(veth));
+    assert!(host_link(&veth).is_some(), "eth0's host veth gone ({step})");
+    let addrs = tests::kernel::netns_ipv4_addrs(netns.name(), "eth0");
+    assert_eq!(addrs.len(), 1, "eth0's address after a crash at {step}");
+    assert_eq!(
+        endpoint["ipv4_nets"],
+        json!([format!("{}/32", addrs[0].local)])
+    );
+    assert!(
+        tests::kernel::ping(&addrs[0].local),
+        "eth0 does not answer ping after a crash of eth1 at {step}"
+    );
+}
+
 #[test]
 #[ignore = "root: real etcd and netns"]
 fn del_after_a_crash_anywhere_in_add_removes_everything_with_host_local() {
-    crash_then_collect(Ipam::HostLocal, Cleanup::Del);
+    crash_then_collect(Ipam::HostLocal, Cleanup::Del, Interface::First);
 }
 
 #[test]
 #[ignore = "root: real etcd and netns"]
 fn del_after_a_crash_anywhere_in_add_removes_everything_with_calico_ipam() {
-    crash_then_collect(Ipam::CalicoIpam, Cleanup::Del);
+    crash_then_collect(Ipam::CalicoIpam, Cleanup::Del, Interface::First);
 }
 
 #[test]
 #[ignore = "root: real etcd and netns"]
 fn gc_after_a_crash_anywhere_in_add_removes_everything_with_calico_ipam() {
-    crash_then_collect(Ipam::CalicoIpam, Cleanup::Gc);
+    crash_then_collect(Ipam::CalicoIpam, Cleanup::Gc, Interface::First);
+}
+
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn del_after_a_crash_anywhere_in_add_of_a_second_interface_removes_only_it_with_host_local() {
+    crash_then_collect(Ipam::HostLocal, Cleanup::Del, Interface::Second);
+}
+
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn del_after_a_crash_anywhere_in_add_of_a_second_interface_removes_only_it_with_calico_ipam() {
+    crash_then_collect(Ipam::CalicoIpam, Cleanup::Del, Interface::Second);
+}
+
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn gc_after_a_crash_anywhere_in_add_of_a_second_interface_removes_only_it_with_calico_ipam() {
+    crash_then_collect(Ipam::CalicoIpam, Cleanup::Gc, Interface::Second);
 }

@@ -427,3 +427,66 @@ fn mesos_labels_with_unicode_are_sanitised_instead_of_refused() {
     bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
     bed.assert_nothing_left(&[&cid]);
 }
+
+/// A pod's further interface (Multus-style `net1`, on a second network) gets its own hashed
+/// host veth, address and endpoint owned by the sandbox, and its DEL leaves `eth0` serving.
+#[test]
+#[ignore = "root: real etcd, netns and API server"]
+fn a_pods_further_interface_gets_its_own_veth_and_endpoint() {
+    let pb = PodBed::new();
+    let pod = pb.add_pod(&[("app", "web")], &[]);
+    let sandbox = Sandbox::new();
+    let conf = pb.conf(K8S_CONF);
+    let subnet2 = tests::Subnet::claim();
+    let net2 = names::unique("net2");
+    let conf2 = pb
+        .conf(K8S_CONF)
+        .set("name", net2.as_str())
+        .set_ipam("ranges", json!([[{ "subnet": subnet2.cidr() }]]));
+    let net1 = |command: &str| {
+        let env = pb
+            .bed
+            .env(
+                command,
+                &sandbox.container_id,
+                &sandbox.netns.path(),
+                "net1",
+            )
+            .set("CNI_ARGS", &pod.cni_args(&sandbox.container_id));
+        tests::run_plugin("calico", &env, &conf2.to_bytes())
+    };
+
+    let ip = result_ip(&pb.add(&conf, &pod, &sandbox));
+    let out = net1("ADD");
+    let ip2 = result_ip(&out);
+    let veth2 = tests::host_veth_name_for(&pod.workload(), "net1");
+    assert_ne!(veth2, pod.host_veth());
+    assert_eq!(out.result()["interfaces"][0]["name"], json!(veth2), "{out}");
+    assert!(subnet2.contains(&ip2), "{ip2} not in {}", subnet2.cidr());
+    let key2 = pb
+        .endpoint_key(&pod)
+        .replace("/endpoint/eth0", "/endpoint/net1");
+    let endpoint2 = pb.bed.etcd.get_json(&key2).expect("net1's endpoint");
+    assert_eq!(endpoint2["name"], json!(veth2), "{endpoint2}");
+    assert_eq!(endpoint2["active_instance_id"], json!(sandbox.container_id));
+    assert_eq!(endpoint2["ipv4_nets"], json!([format!("{ip2}/32")]));
+    let routes = host_routes_to(&ip2);
+    assert_eq!(routes[0].dev.as_deref(), Some(veth2.as_str()), "{routes:?}");
+    assert!(ping(&ip2), "net1's address {ip2} does not answer ping");
+    assert_pod_served_by(&pb, &pod, &sandbox, &ip);
+
+    net1("DEL").assert_success();
+    assert_eq!(pb.bed.etcd.get_json(&key2), None);
+    assert!(netns_link(sandbox.netns.name(), "net1").is_none());
+    assert!(
+        tests::kernel::eventually(std::time::Duration::from_secs(5), || host_link(&veth2)
+            .is_none()),
+        "host veth {veth2} left"
+    );
+    assert!(host_routes_to(&ip2).is_empty());
+    assert_eq!(pb.bed.reservations(&net2), vec![]);
+    assert_pod_served_by(&pb, &pod, &sandbox, &ip);
+
+    pb.del(&conf, &pod, &sandbox).assert_success();
+    pb.assert_nothing_left(&[&pod]);
+}

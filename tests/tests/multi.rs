@@ -1,9 +1,10 @@
-//! More than one ADD touching the same names: a container joining a second network, a
-//! repeated ADD, and two containers whose ids share the first 11 characters.
+//! More than one ADD touching the same names: a container joining a second network under the
+//! same interface name, a repeated ADD, and two containers whose ids share the first 11
+//! characters.
 
 use serde_json::{Value, json};
 use tests::kernel::{eventually, host_link, host_routes_to, netns_ipv4_addrs, netns_links, ping};
-use tests::{Netns, TestBed, host_veth_name, names, run_plugin};
+use tests::{Netns, TestBed, host_veth_name, names};
 
 const TEARDOWN: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -221,49 +222,4 @@ fn late_del_without_netns_leaves_the_link_of_a_container_sharing_the_prefix() {
     bed.del(&conf, &cid_b, &netns_b.path(), "eth0")
         .assert_success();
     bed.assert_nothing_left(&[&cid_a, &cid_b]);
-}
-
-/// Joining a second network under another interface name: the result names the interface the
-/// container really has, CHECK of the joined network passes, and its DEL only removes its
-/// profile.
-#[test]
-#[ignore = "root: real etcd and netns"]
-fn join_under_another_ifname_reports_the_real_interface_and_leaves_cleanly() {
-    let bed = TestBed::new();
-    let netns = Netns::new();
-    let cid = names::container_id();
-    let conf1 = bed.conf().set("cniVersion", "1.0.0");
-    let net2 = names::unique("net");
-    let conf2 = bed.conf_for_network(&net2).set("cniVersion", "1.0.0");
-    bed.add(&conf1, &cid, &netns.path(), "eth0").result();
-
-    let joined = bed.add(&conf2, &cid, &netns.path(), "eth1");
-    let result = joined.result().clone();
-    assert_eq!(result["interfaces"][1]["name"], json!("eth0"), "{joined}");
-    let check_conf = conf2.clone().set("prevResult", result);
-    run_plugin(
-        "calico",
-        &bed.env("CHECK", &cid, &netns.path(), "eth1"),
-        &check_conf.to_bytes(),
-    )
-    .assert_success();
-
-    bed.del(&conf2, &cid, &netns.path(), "eth1")
-        .assert_success();
-    let endpoint = bed
-        .endpoint(&cid, "eth0")
-        .expect("endpoint of the first network");
-    assert_eq!(
-        endpoint["profile_ids"],
-        json!([bed.network]),
-        "joined profile left on the endpoint"
-    );
-    assert!(
-        netns_ipv4_addrs(netns.name(), "eth0").len() == 1,
-        "the first network's interface was touched"
-    );
-
-    bed.del(&conf1, &cid, &netns.path(), "eth0")
-        .assert_success();
-    bed.assert_nothing_left(&[&cid]);
 }

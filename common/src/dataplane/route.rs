@@ -20,6 +20,9 @@ use crate::{Error, Kind, Result};
 /// for it through proxy ARP, so all the container's traffic is routed by the host.
 pub const IPV4_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 
+/// The metric the kernel gives an IPv6 route added without one.
+const IPV6_DEFAULT_METRIC: u32 = 1024;
+
 /// The scope of a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -120,6 +123,12 @@ fn table_of(msg: &RouteMessage) -> u32 {
 /// namespace. When `addrs` holds IPv4: `169.254.1.1/32 scope link` and a default route via
 /// 169.254.1.1. When it holds IPv6: `::/0 via ipv6_gateway` (the host end's link-local address),
 /// which must then be given. The address families decide, not the number of addresses.
+///
+/// The container's first interface of a family routes by default. When the namespace has a
+/// default route of that family already (an earlier interface's), this interface's routes of
+/// the family get a metric above the kernel's default: they can sit next to the first
+/// interface's routes (IPv4 refuses a second route to one destination at one metric) without
+/// taking traffic from it, and take over only when it is removed.
 pub fn add_container_routes(
     ifindex: u32,
     addrs: &[IpNetwork],
@@ -134,40 +143,55 @@ pub fn add_container_routes(
         ));
     }
     with_netlink(|handle| async move {
+        let routes = main_table_routes(&handle).await?;
+        let routed_by_default = |v6: bool| {
+            routes
+                .iter()
+                .any(|r| r.destination.prefix() == 0 && r.is_ipv6() == v6)
+        };
         if ipv4 {
-            let gateway_route = RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(IPV4_GATEWAY, 32)
-                .output_interface(ifindex)
-                .scope(RouteScope::Link)
-                .protocol(RouteProtocol::Boot)
-                .build();
+            let metric = routed_by_default(false).then_some(ifindex);
+            let with_metric = |builder: RouteMessageBuilder<Ipv4Addr>| match metric {
+                Some(metric) => builder.priority(metric),
+                None => builder,
+            };
+            let gateway_route = with_metric(
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(IPV4_GATEWAY, 32)
+                    .output_interface(ifindex)
+                    .scope(RouteScope::Link)
+                    .protocol(RouteProtocol::Boot),
+            );
             add_route(
                 &handle,
-                gateway_route,
+                gateway_route.build(),
                 format_args!("add route {IPV4_GATEWAY}/32 dev {ifindex} in the container"),
             )
             .await?;
-            let default_route = RouteMessageBuilder::<Ipv4Addr>::new()
-                .gateway(IPV4_GATEWAY)
-                .output_interface(ifindex)
-                .protocol(RouteProtocol::Boot)
-                .build();
+            let default_route = with_metric(
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .gateway(IPV4_GATEWAY)
+                    .output_interface(ifindex)
+                    .protocol(RouteProtocol::Boot),
+            );
             add_route(
                 &handle,
-                default_route,
+                default_route.build(),
                 format_args!("add default route via {IPV4_GATEWAY} dev {ifindex} in the container"),
             )
             .await?;
         }
         if let (true, Some(gateway)) = (ipv6, ipv6_gateway) {
-            let default_route = RouteMessageBuilder::<Ipv6Addr>::new()
+            let mut default_route = RouteMessageBuilder::<Ipv6Addr>::new()
                 .gateway(gateway)
                 .output_interface(ifindex)
-                .protocol(RouteProtocol::Boot)
-                .build();
+                .protocol(RouteProtocol::Boot);
+            if routed_by_default(true) {
+                default_route = default_route.priority(IPV6_DEFAULT_METRIC.saturating_add(ifindex));
+            }
             add_route(
                 &handle,
-                default_route,
+                default_route.build(),
                 format_args!("add default route via {gateway} dev {ifindex} in the container"),
             )
             .await?;
@@ -273,6 +297,18 @@ async fn main_table_routes(handle: &Handle) -> Result<Vec<RouteState>> {
         }
     }
     Ok(out)
+}
+
+/// The main-table default routes of both families in the current namespace, whatever their
+/// interface.
+pub fn list_default_routes() -> Result<Vec<RouteState>> {
+    with_netlink(|handle| async move {
+        let routes = main_table_routes(&handle).await?;
+        Ok(routes
+            .into_iter()
+            .filter(|r| r.destination.prefix() == 0)
+            .collect())
+    })
 }
 
 /// The main-table routes (both families) whose output interface is `ifindex`, in the current
@@ -411,6 +447,55 @@ mod tests {
 
         // The same route again (as if Felix had added it) is accepted.
         add_host_routes(host_index, host.name(), &addrs).unwrap();
+    }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn a_second_interface_routes_behind_the_first_instead_of_replacing_it() {
+        let addrs: [IpNetwork; 2] = [
+            "10.66.1.9/32".parse().unwrap(),
+            "fd00:66:1::9/128".parse().unwrap(),
+        ];
+        let (ns, _host, _, first) = configured_pair("r2nd", &addrs);
+        let host = HostLink::new(unique_ifname("cr"));
+        let mut guard = create_veth(&VethRequest::new(host.name(), "eth1", ns.path())).unwrap();
+        guard.commit();
+        let ll = addr::host_link_local_address(host.name()).unwrap();
+        let second = guard.container_index();
+        let more: [IpNetwork; 2] = [
+            "10.66.2.9/32".parse().unwrap(),
+            "fd00:66:2::9/128".parse().unwrap(),
+        ];
+        with_netns(ns.path(), || {
+            configure_container_interface(second, &more, Some(ll))
+        })
+        .unwrap();
+
+        let v4 = ip_json(&["-n", ns.name(), "-4", "route", "show"]);
+        let v4 = v4.as_array().unwrap();
+        let metric = |r: &serde_json::Value| r["metric"].as_u64().unwrap_or(0);
+        let defaults: Vec<_> = v4.iter().filter(|r| r["dst"] == "default").collect();
+        assert_eq!(defaults.len(), 2, "{v4:?}");
+        let best = defaults.iter().min_by_key(|r| metric(r)).unwrap();
+        assert_eq!(best["dev"], "eth0", "{v4:?}");
+        assert!(
+            v4.iter().any(|r| r["dst"] == "169.254.1.1"
+                && r["dev"] == "eth1"
+                && metric(r) == u64::from(second)),
+            "{v4:?}"
+        );
+        let v6 = ip_json(&["-n", ns.name(), "-6", "route", "show", "default"]);
+        let v6 = v6.as_array().unwrap();
+        let best6 = v6.iter().min_by_key(|r| metric(r)).unwrap();
+        assert_eq!(best6["dev"], "eth0", "{v6:?}");
+        assert_eq!(v6.len(), 2, "{v6:?}");
+
+        // Without the first interface, the second one's routes carry the traffic.
+        ns.ip(&["link", "del", "eth0"]);
+        let left = ip_json(&["-n", ns.name(), "-4", "route", "show", "default"]);
+        assert_eq!(left.as_array().unwrap().len(), 1, "{left}");
+        assert_eq!(left[0]["dev"], "eth1", "{left}");
+        assert_ne!(first, second);
     }
 
     #[test]
