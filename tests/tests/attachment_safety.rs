@@ -466,3 +466,40 @@ fn an_add_retried_after_a_kill_midway_ends_with_one_address_and_one_interface() 
     }
     assert_no_allocations(&bed.etcd, "after every retried ADD was deleted");
 }
+
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn ipam_gc_keeps_the_handle_of_an_attachment_whose_add_is_still_running() {
+    let (bed, conf) = ipam_bed();
+    let conf = conf.set("cniVersion", "1.1.0");
+    let netns = Netns::new();
+    let cid = names::container_id();
+    bed.add(&conf, &cid, &netns.path(), "eth0").result();
+    let handle = format!("/calico/ipam/v2/handle/{}.{cid}", bed.network);
+    let ipam_gc = || {
+        let env = tests::Env::new()
+            .set("CNI_COMMAND", "GC")
+            .set("CNI_PATH", &bed.cni_path.path());
+        let body = conf
+            .clone()
+            .set("cni.dev/valid-attachments", serde_json::json!([]));
+        run_plugin("calico-ipam", &env, &body.to_bytes())
+    };
+    // calico's ADD of the attachment is still running: it holds the attachment's lock.
+    let adding = AttachmentLock::acquire(Path::new(LOCK_DIR), "calico", &cid, "eth0").unwrap();
+
+    ipam_gc().assert_success();
+    assert!(
+        bed.etcd.get(&handle).is_some(),
+        "GC freed the address of an ADD in flight"
+    );
+
+    drop(adding);
+    ipam_gc().assert_success();
+    assert!(
+        bed.etcd.get(&handle).is_none(),
+        "GC kept an unlisted handle"
+    );
+    bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
+    bed.assert_nothing_left(&[&cid]);
+}

@@ -9,8 +9,8 @@
 
 use super::allocator::Allocator;
 use super::handle::AllocationHandle;
-use super::parse_handle_id;
 use super::store::Store;
+use super::{PRIMARY_IFNAME, parse_handle_id};
 use crate::datastore::keys;
 use crate::error::{Error, Result};
 
@@ -44,6 +44,20 @@ pub fn release_unlisted_handles(
     scope: &GcScope,
     valid: &[(&str, &str)],
 ) -> Result<GcOutcome> {
+    release_unlisted_idle_handles(store, scope, valid, |_, _| Ok(Some(())))
+}
+
+/// [`release_unlisted_handles`], for attachments that no verb is working on right now: before a
+/// handle is released, `hold` is asked for the attachment (container id, interface name; eth0
+/// for Calico's form). It answers a guard that keeps other verbs of the attachment out while the
+/// handle is released, or `None` when a verb holds the attachment (an ADD that allocated after
+/// the runtime made its list): that handle is left for the next GC.
+pub fn release_unlisted_idle_handles<G>(
+    store: &dyn Store,
+    scope: &GcScope,
+    valid: &[(&str, &str)],
+    hold: impl Fn(&str, &str) -> Result<Option<G>>,
+) -> Result<GcOutcome> {
     let listed = store.list(&keys::handle(&format!("{}.", scope.network)))?;
     let ipam = Allocator::new(store, scope.node);
     let selected = |h: &AllocationHandle| h.belongs_to(scope.node, scope.network);
@@ -57,10 +71,13 @@ pub fn release_unlisted_handles(
         let Some(id) = keys::parse_handle(&entry.key).map(str::to_string) else {
             continue;
         };
-        match parse_handle_id(scope.network, &id) {
-            Some((container_id, ifname)) if !is_valid(container_id, ifname) => {}
+        let (container_id, ifname) = match parse_handle_id(scope.network, &id) {
+            Some((container_id, ifname)) if !is_valid(container_id, ifname) => (
+                container_id.to_string(),
+                ifname.unwrap_or(PRIMARY_IFNAME).to_string(),
+            ),
             _ => continue,
-        }
+        };
         match AllocationHandle::from_json(&id, &entry.key, &entry.value) {
             Ok(handle) if !selected(&handle) => continue,
             Ok(_) => {}
@@ -69,6 +86,21 @@ pub fn release_unlisted_handles(
                 continue;
             }
         }
+        let _held = match hold(&container_id, &ifname) {
+            Ok(Some(guard)) => guard,
+            Ok(None) => {
+                crate::cni::log::info(&format!(
+                    "gc: attachment {container_id}/{ifname} is busy: keeping handle {id}"
+                ));
+                continue;
+            }
+            Err(err) => {
+                outcome
+                    .failures
+                    .push(err.context(format!("release handle {id}")));
+                continue;
+            }
+        };
         match ipam.release_listed_handle(entry, &selected) {
             Ok(0) => {}
             Ok(n) => outcome.released.push((id, n)),
@@ -241,5 +273,19 @@ mod tests {
         let outcome = release_unlisted_handles(&store, &SCOPE, &[("c", "eth1")]).unwrap();
         assert!(outcome.released.is_empty());
         assert_eq!(handles(&store), ["net.c"]);
+    }
+
+    #[test]
+    fn a_handle_whose_attachment_is_busy_is_kept_for_the_next_gc() {
+        let store = store_with_pool();
+        add(&store, "n1", "net", "busy");
+        add(&store, "n1", "net", "idle");
+        let hold = |container_id: &str, ifname: &str| {
+            assert_eq!(ifname, "eth0");
+            Ok((container_id != "busy").then_some(()))
+        };
+        let outcome = release_unlisted_idle_handles(&store, &SCOPE, &[], hold).unwrap();
+        assert_eq!(outcome.released, [("net.idle".to_string(), 1)]);
+        assert_eq!(handles(&store), ["net.busy"]);
     }
 }

@@ -19,7 +19,7 @@ pub mod store;
 pub use allocator::{Allocator, AutoAssign, BlockWalk};
 pub use block::{AllocationAttribute, AllocationBlock, BLOCK_SIZE};
 pub use check::handle_mismatches;
-pub use gc::{GcOutcome, GcScope, release_unlisted_handles};
+pub use gc::{GcOutcome, GcScope, release_unlisted_handles, release_unlisted_idle_handles};
 pub use handle::AllocationHandle;
 pub use hint::BlockHints;
 pub use pool::{
