@@ -73,6 +73,7 @@ pub fn del(req: &Request) -> Result<()> {
 pub fn gc(req: &Request) -> Result<()> {
     let store = Datastore::connect(&req.config.etcd)?;
     endpoint::ensure_ready(&store)?;
+    sweep_lock_files(req);
     let valid = req.config.valid_attachments.clone().unwrap_or_default();
     let is_valid = |r: &AttachmentRecord| {
         valid
@@ -207,5 +208,17 @@ fn request_for(req: &Request, record: &AttachmentRecord) -> Request {
         netns: Some(PathBuf::from(&record.netns)).filter(|p| !p.as_os_str().is_empty()),
         args: CniArgs::default(),
         ..req.clone()
+    }
+}
+
+/// Lock files that verbs killed before their end left behind go with GC.
+fn sweep_lock_files(req: &Request) {
+    match common::cni::lock::sweep_abandoned(&req.lock_dir) {
+        Ok(0) => {}
+        Ok(n) => common::cni::log::info(&format!(
+            "gc: removed {n} abandoned lock files from {}",
+            req.lock_dir.display()
+        )),
+        Err(err) => common::cni::log::warn(&format!("gc: {err}")),
     }
 }

@@ -503,3 +503,23 @@ fn ipam_gc_keeps_the_handle_of_an_attachment_whose_add_is_still_running() {
     bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
     bed.assert_nothing_left(&[&cid]);
 }
+
+#[test]
+#[ignore = "root: real etcd"]
+fn gc_removes_the_lock_files_that_killed_verbs_left() {
+    let (bed, conf) = ipam_bed();
+    let conf = conf.set("cniVersion", "1.1.0");
+    let cid = names::container_id();
+    // A verb SIGKILLed before its end leaves its lock file, unlocked.
+    let abandoned = Path::new(LOCK_DIR).join(format!("calico:{cid}:eth0.lock"));
+    std::fs::create_dir_all(LOCK_DIR).unwrap();
+    std::fs::write(&abandoned, b"").unwrap();
+    let env = tests::Env::new()
+        .set("CNI_COMMAND", "GC")
+        .set("CNI_PATH", &bed.cni_path.path());
+    let body = conf.set("cni.dev/valid-attachments", serde_json::json!([]));
+
+    run_plugin("calico", &env, &body.to_bytes()).assert_success();
+
+    assert!(!abandoned.exists(), "{} left", abandoned.display());
+}

@@ -72,6 +72,35 @@ impl AttachmentLock {
     }
 }
 
+/// Removes the lock files in `dir` that no verb holds: a verb killed before it finished leaves
+/// its file behind. Taking such a file's lock and dropping it removes it; a verb that opened the
+/// file meanwhile notices it was removed and starts over on a new one. Returns how many went.
+pub fn sweep_abandoned(dir: &Path) -> Result<usize> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(err) => {
+            return Err(Error::from(err).context(format!("list lock directory {}", dir.display())));
+        }
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|ext| ext != "lock") {
+            continue;
+        }
+        match acquire_at(&path, Duration::ZERO) {
+            Ok(lock) => {
+                drop(lock);
+                removed += 1;
+            }
+            Err(err) if err.code() == Code::TryAgainLater => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(removed)
+}
+
 impl Drop for AttachmentLock {
     fn drop(&mut self) {
         // Removed while still locked: whoever opens the path next gets a new file.
@@ -204,6 +233,23 @@ mod tests {
         drop(second);
         assert!(!path.exists());
         std::fs::remove_dir(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_sweep_removes_abandoned_lock_files_and_keeps_held_ones() {
+        let held = temp_lock("sweep.lock");
+        let dir = held.parent().unwrap().to_path_buf();
+        let holder = acquire_at(&held, WAIT).unwrap();
+        // What a verb killed before its end leaves: a file nobody holds.
+        std::fs::write(dir.join("calico:dead:eth0.lock"), b"").unwrap();
+        std::fs::write(dir.join("not-a-lock"), b"").unwrap();
+        assert_eq!(sweep_abandoned(&dir).unwrap(), 1);
+        assert!(held.exists() && !dir.join("calico:dead:eth0.lock").exists());
+        assert!(dir.join("not-a-lock").exists());
+        drop(holder);
+        std::fs::remove_file(dir.join("not-a-lock")).unwrap();
+        std::fs::remove_dir(&dir).unwrap();
+        assert_eq!(sweep_abandoned(&dir).unwrap(), 0);
     }
 
     #[test]
