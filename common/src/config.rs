@@ -71,7 +71,13 @@ pub struct NetConf {
     /// GC's list of attachments to keep: `cni.dev/valid-attachments`, or the older
     /// `cni.dev/attachments`; `None` when neither key is present.
     pub valid_attachments: Option<Vec<Attachment>>,
+    /// `interface_prefix`: the start of every host veth name (default
+    /// [`DEFAULT_INTERFACE_PREFIX`]); Felix's `InterfacePrefix` must be the same.
+    pub interface_prefix: String,
 }
+
+/// The default of `interface_prefix`, Calico's and Felix's.
+pub const DEFAULT_INTERFACE_PREFIX: &str = "cali";
 
 /// The `ipam` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +167,7 @@ struct RawNetConf {
     valid_attachments: Option<Value>,
     #[serde(rename = "cni.dev/attachments")]
     attachments: Option<Value>,
+    interface_prefix: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -274,6 +281,7 @@ impl NetConf {
             mesos_labels: mesos_labels(raw.args.as_ref()),
             prev_result: raw.prev_result,
             valid_attachments: gc_attachments(raw.valid_attachments, raw.attachments)?,
+            interface_prefix: interface_prefix(raw.interface_prefix)?,
         })
     }
 }
@@ -321,6 +329,25 @@ fn gc_attachments(valid: Option<Value>, older: Option<Value>) -> Result<Option<V
         })
         .collect::<Result<Vec<_>>>()
         .map(Some)
+}
+
+/// The host veth is the prefix and at least one character of the container's id (or hash), so
+/// the prefix may take 14 of the kernel's 15 bytes, and must itself be a valid interface name.
+fn interface_prefix(raw: Option<String>) -> Result<String> {
+    let Some(prefix) = raw else {
+        return Ok(DEFAULT_INTERFACE_PREFIX.to_string());
+    };
+    let problem = match ifname_problem(&prefix) {
+        Some(problem) => Some(problem),
+        None if prefix.len() > 14 => Some("is longer than 14 bytes"),
+        None => None,
+    };
+    match problem {
+        Some(problem) => Err(invalid(format!(
+            "interface_prefix {prefix:?} {problem}: it must be 1-14 bytes of a valid interface name"
+        ))),
+        None => Ok(prefix),
+    }
 }
 
 /// `kubernetes.node_name` is a segment of the API path of the Node that is read.
@@ -822,6 +849,39 @@ mod netconf_tests {
         let conf =
             parse(r#"{"name":"n","ipam":{"type":"x"},"cni.dev/valid-attachments":null}"#).unwrap();
         assert_eq!(conf.valid_attachments, None);
+    }
+
+    #[test]
+    fn interface_prefix_defaults_to_cali_and_must_fit_an_interface_name() {
+        let with_prefix = |prefix: &str| {
+            let json =
+                serde_json::json!({"name": "n", "ipam": {"type": "x"}, "interface_prefix": prefix});
+            parse(&json.to_string())
+        };
+        let conf = parse(r#"{"name":"n","ipam":{"type":"x"}}"#).unwrap();
+        assert_eq!(conf.interface_prefix, "cali");
+        for good in ["tap", "c", "abcdefghijklmn", "veth-x.1"] {
+            assert_eq!(with_prefix(good).unwrap().interface_prefix, good);
+        }
+        let too_long_in_bytes = "\u{e9}".repeat(7) + "x";
+        for bad in [
+            "",
+            "abcdefghijklmno",
+            "a/b",
+            "a:b",
+            "a b",
+            "tab\t",
+            "..",
+            &too_long_in_bytes,
+        ] {
+            let err = with_prefix(bad).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidConfig, "{bad:?}");
+            assert!(
+                err.msg().contains("interface_prefix"),
+                "{bad:?}: {}",
+                err.msg()
+            );
+        }
     }
 
     #[test]

@@ -284,6 +284,14 @@ fn listed_rows() -> Vec<Row> {
             "name",
         ));
     }
+    for prefix in ["", "fifteen-bytes-x", "a/b", "a:b", "a b"] {
+        rows.push(row(
+            format!("interface_prefix {prefix:?}"),
+            move |w| w.add(w.conf().set("interface_prefix", prefix)),
+            Code(7),
+            "interface_prefix",
+        ));
+    }
     for command in ["FOO", "ADDX", "del"] {
         rows.push(row(
             format!("CNI_COMMAND {command}"),

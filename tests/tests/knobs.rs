@@ -1,0 +1,81 @@
+//! The config keys that change what ADD makes: `interface_prefix`, `create_profiles`,
+//! `label_endpoints`, and the host's IPv6 forwarding, through the binary against a real etcd
+//! and real network namespaces.
+
+use serde_json::{Value, json};
+use tests::kernel::{eventually, host_link};
+use tests::{Env, NetConf, Netns, PluginOutput, TestBed, names, run_plugin};
+
+const TEARDOWN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A prefix no other test uses, so a leftover link would be this file's.
+const PREFIX: &str = "knob";
+
+fn run(bed: &TestBed, command: &str, conf: &NetConf, cid: &str, netns: &Netns) -> PluginOutput {
+    run_plugin(
+        "calico",
+        &bed.env(command, cid, &netns.path(), "eth0"),
+        &conf.to_bytes(),
+    )
+}
+
+/// `PREFIX` + the first 11 characters of the container id, cut to 15 bytes.
+fn prefixed_veth(cid: &str) -> String {
+    let mut name = PREFIX.to_string();
+    name.extend(cid.chars().take(15 - PREFIX.len()));
+    name
+}
+
+fn gc_keeping_nothing(bed: &TestBed, conf: &NetConf) -> PluginOutput {
+    let env = Env::new()
+        .set("CNI_COMMAND", "GC")
+        .set("CNI_PATH", &bed.cni_path.path());
+    let conf = conf
+        .clone()
+        .set("cni.dev/valid-attachments", Value::Array(Vec::new()));
+    run_plugin("calico", &env, &conf.to_bytes())
+}
+
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn add_check_del_and_gc_all_follow_the_interface_prefix() {
+    let bed = TestBed::new();
+    let conf = bed
+        .calico_ipam_conf()
+        .set("cniVersion", "1.1.0")
+        .set("interface_prefix", PREFIX);
+    let (netns, cid) = (Netns::new(), names::container_id());
+    let veth = prefixed_veth(&cid);
+
+    let out = run(&bed, "ADD", &conf, &cid, &netns);
+    let result = out.result().clone();
+    assert_eq!(result["interfaces"][0]["name"], json!(veth), "{out}");
+    assert!(host_link(&veth).is_some(), "no host veth {veth}\n{out}");
+    let endpoint = bed.endpoint(&cid, "eth0").expect("endpoint");
+    assert_eq!(endpoint["name"], json!(veth), "{endpoint}");
+    run(
+        &bed,
+        "CHECK",
+        &conf.clone().set("prevResult", result),
+        &cid,
+        &netns,
+    )
+    .assert_success();
+    run(&bed, "DEL", &conf, &cid, &netns).assert_success();
+    assert!(
+        eventually(TEARDOWN, || host_link(&veth).is_none()),
+        "DEL left host veth {veth}"
+    );
+
+    // GC finds the veth of an attachment through its record, whatever the prefix.
+    let (gone_ns, gone) = (Netns::new(), names::container_id());
+    let gone_veth = prefixed_veth(&gone);
+    run(&bed, "ADD", &conf, &gone, &gone_ns).result();
+    assert!(host_link(&gone_veth).is_some(), "no host veth {gone_veth}");
+    gc_keeping_nothing(&bed, &conf).assert_success();
+    assert!(
+        eventually(TEARDOWN, || host_link(&gone_veth).is_none()),
+        "GC left host veth {gone_veth}"
+    );
+    bed.assert_nothing_left(&[&cid, &gone]);
+}
