@@ -146,12 +146,13 @@ fn join_network(
     reply.send(&endpoint_result(req, &key, &updated))
 }
 
-/// The profile the plugin maintains for the network, unless a policy type manages profiles:
-/// inbound only from the network's own endpoints, or (Kubernetes without policy) everything.
+/// The profile the plugin maintains for the network, unless a policy type or the operator
+/// (`create_profiles: false`) manages profiles: inbound only from the network's own endpoints,
+/// or (Kubernetes without policy) everything.
 fn network_profile(req: &Request, ids: &WorkloadIds) -> Option<Profile> {
     let name = &req.config.name;
     match (
-        req.config.policy.policy_type.is_empty(),
+        req.config.policy.policy_type.is_empty() && req.config.create_profiles,
         ids.is_kubernetes(),
     ) {
         (false, _) => None,

@@ -74,6 +74,9 @@ pub struct NetConf {
     /// `interface_prefix`: the start of every host veth name (default
     /// [`DEFAULT_INTERFACE_PREFIX`]); Felix's `InterfacePrefix` must be the same.
     pub interface_prefix: String,
+    /// `create_profiles` (default true): whether ADD creates the network's profile. When false
+    /// the endpoint still names it, but an operator creates and maintains it.
+    pub create_profiles: bool,
 }
 
 /// The default of `interface_prefix`, Calico's and Felix's.
@@ -168,6 +171,7 @@ struct RawNetConf {
     #[serde(rename = "cni.dev/attachments")]
     attachments: Option<Value>,
     interface_prefix: Option<String>,
+    create_profiles: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -282,6 +286,7 @@ impl NetConf {
             prev_result: raw.prev_result,
             valid_attachments: gc_attachments(raw.valid_attachments, raw.attachments)?,
             interface_prefix: interface_prefix(raw.interface_prefix)?,
+            create_profiles: flag(raw.create_profiles.as_ref(), "create_profiles", true)?,
         })
     }
 }
@@ -882,6 +887,23 @@ mod netconf_tests {
                 err.msg()
             );
         }
+    }
+
+    #[test]
+    fn create_profiles_defaults_to_true_and_takes_booleans_or_strings() {
+        let cases = [
+            ("", true),
+            (r#","create_profiles":false"#, false),
+            (r#","create_profiles":"false""#, false),
+            (r#","create_profiles":true"#, true),
+        ];
+        for (key, want) in cases {
+            let json = format!(r#"{{"name":"n","ipam":{{"type":"x"}}{key}}}"#);
+            assert_eq!(parse(&json).unwrap().create_profiles, want, "{key}");
+        }
+        let err = parse(r#"{"name":"n","ipam":{"type":"x"},"create_profiles":0}"#).unwrap_err();
+        assert_eq!(err.code(), Code::InvalidConfig);
+        assert!(err.msg().contains("create_profiles"), "{}", err.msg());
     }
 
     #[test]

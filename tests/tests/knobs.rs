@@ -79,3 +79,42 @@ fn add_check_del_and_gc_all_follow_the_interface_prefix() {
     );
     bed.assert_nothing_left(&[&cid, &gone]);
 }
+
+/// With `create_profiles: false` the operator owns profiles: a first ADD creates none, an ADD
+/// that joins a second network creates none either, and a profile the operator wrote is left
+/// exactly as it was; the endpoint still names the network's profile.
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn create_profiles_false_names_the_profile_but_never_writes_one() {
+    let bed = TestBed::new();
+    let conf = bed
+        .calico_ipam_conf()
+        .set("cniVersion", "1.1.0")
+        .set("create_profiles", false);
+    let operators = format!("/calico/v1/policy/profile/{}/rules", bed.network);
+    let rules = r#"{"inbound_rules":[{"action":"deny"}],"outbound_rules":[]}"#;
+    bed.etcd.put(&operators, rules);
+    let other_network = names::unique("net");
+    let other_conf = conf.clone().set("name", other_network.as_str());
+    let (netns, cid) = (Netns::new(), names::container_id());
+
+    run(&bed, "ADD", &conf, &cid, &netns).result();
+    run(&bed, "ADD", &other_conf, &cid, &netns).result();
+
+    let endpoint = bed.endpoint(&cid, "eth0").expect("endpoint");
+    assert_eq!(
+        endpoint["profile_ids"],
+        json!([bed.network, other_network]),
+        "{endpoint}"
+    );
+    assert_eq!(
+        bed.etcd.keys("/calico/v1/policy/profile/"),
+        [operators.clone()],
+        "a profile key was written"
+    );
+    assert_eq!(bed.etcd.get(&operators).as_deref(), Some(rules));
+
+    run(&bed, "DEL", &other_conf, &cid, &netns).assert_success();
+    run(&bed, "DEL", &conf, &cid, &netns).assert_success();
+    bed.assert_nothing_left(&[&cid]);
+}
