@@ -292,6 +292,21 @@ fn listed_rows() -> Vec<Row> {
             "interface_prefix",
         ));
     }
+    for labels in [
+        json!("role=db"),
+        json!([{"key": "org.projectcalico.label.role"}]),
+        json!([["org.projectcalico.label.role", "db"]]),
+    ] {
+        rows.push(row(
+            format!("args.cni.labels {labels}"),
+            move |w| {
+                let conf = w.conf().set("label_endpoints", true);
+                w.add(conf.set("args", json!({"cni": {"labels": labels.clone()}})))
+            },
+            Code(7),
+            "args.cni.labels",
+        ));
+    }
     for command in ["FOO", "ADDX", "del"] {
         rows.push(row(
             format!("CNI_COMMAND {command}"),

@@ -118,3 +118,34 @@ fn create_profiles_false_names_the_profile_but_never_writes_one() {
     run(&bed, "DEL", &conf, &cid, &netns).assert_success();
     bed.assert_nothing_left(&[&cid]);
 }
+
+/// `label_endpoints` copies the `args.cni.labels` under `org.projectcalico.label.` onto the
+/// endpoint without that prefix; other labels, and all of them without the key, stay off it.
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn label_endpoints_copies_only_the_calico_prefixed_cni_labels() {
+    let bed = TestBed::new();
+    let labels = json!({"cni": {"labels": [
+        {"key": "org.projectcalico.label.role", "value": "db"},
+        {"key": "org.projectcalico.label.team", "value": "storage"},
+        {"key": "com.docker.compose.project", "value": "shop"},
+    ]}});
+    let base = bed.calico_ipam_conf().set("args", labels);
+    let cases = [
+        (
+            base.clone().set("label_endpoints", true),
+            json!({"role": "db", "team": "storage"}),
+        ),
+        (base.clone(), Value::Null),
+    ];
+    for (conf, want) in cases {
+        let (netns, cid) = (Netns::new(), names::container_id());
+        run(&bed, "ADD", &conf, &cid, &netns).result();
+        let endpoint = bed.endpoint(&cid, "eth0").expect("endpoint");
+        let got = endpoint.get("labels").cloned().unwrap_or(Value::Null);
+        let got = if got == json!({}) { Value::Null } else { got };
+        assert_eq!(got, want, "{endpoint}");
+        run(&bed, "DEL", &conf, &cid, &netns).assert_success();
+        bed.assert_nothing_left(&[&cid]);
+    }
+}
