@@ -149,3 +149,61 @@ fn label_endpoints_copies_only_the_calico_prefixed_cni_labels() {
         bed.assert_nothing_left(&[&cid]);
     }
 }
+
+const HOST_IPV6_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+
+/// Puts the host's `net.ipv6.conf.all.forwarding` back as it was, on drop.
+struct RestoreIpv6Forwarding(String);
+
+impl RestoreIpv6Forwarding {
+    fn set(value: &str) -> RestoreIpv6Forwarding {
+        let before = std::fs::read_to_string(HOST_IPV6_FORWARDING).expect("read forwarding");
+        std::fs::write(HOST_IPV6_FORWARDING, value).expect("write forwarding");
+        RestoreIpv6Forwarding(before.trim().to_string())
+    }
+}
+
+impl Drop for RestoreIpv6Forwarding {
+    fn drop(&mut self) {
+        let _ = std::fs::write(HOST_IPV6_FORWARDING, &self.0);
+    }
+}
+
+fn host_ipv6_forwarding() -> String {
+    std::fs::read_to_string(HOST_IPV6_FORWARDING)
+        .expect("read forwarding")
+        .trim()
+        .to_string()
+}
+
+/// The kernel forwards a container's IPv6 only with `all.forwarding` on: ADD of a container
+/// with an IPv6 address turns it on in the host namespace, an IPv4-only one leaves it alone.
+#[test]
+#[ignore = "root: real etcd and netns; changes the host's IPv6 forwarding and restores it"]
+fn ipv6_container_turns_on_host_ipv6_forwarding_and_ipv4_only_does_not() {
+    let bed = TestBed::new();
+    let third = bed
+        .subnet
+        .cidr()
+        .split('.')
+        .nth(2)
+        .unwrap_or_default()
+        .to_string();
+    let ipv6_subnet = format!("fd00:213:{third}::/120");
+    let ipam = |subnets: &[&str]| {
+        let ranges: Vec<Value> = subnets.iter().map(|s| json!([{ "subnet": s }])).collect();
+        json!({"type": "host-local", "ranges": ranges, "dataDir": bed.data_dir.path_str()})
+    };
+    let cases = [
+        (bed.conf().set("ipam", ipam(&[&bed.subnet.cidr()])), "0"),
+        (bed.conf().set("ipam", ipam(&[&ipv6_subnet])), "1"),
+    ];
+    let _restore = RestoreIpv6Forwarding::set("0");
+    for (conf, want) in cases {
+        let (netns, cid) = (Netns::new(), names::container_id());
+        run(&bed, "ADD", &conf, &cid, &netns).result();
+        assert_eq!(host_ipv6_forwarding(), want, "{}", conf.value()["ipam"]);
+        run(&bed, "DEL", &conf, &cid, &netns).assert_success();
+        bed.assert_nothing_left(&[&cid]);
+    }
+}
