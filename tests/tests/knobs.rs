@@ -3,7 +3,7 @@
 //! and real network namespaces.
 
 use serde_json::{Value, json};
-use tests::kernel::{eventually, host_link};
+use tests::kernel::{HostIpv6Forwarding, eventually, host_ipv6_forwarding, host_link};
 use tests::{Env, NetConf, Netns, PluginOutput, TestBed, names, run_plugin};
 
 const TEARDOWN: std::time::Duration = std::time::Duration::from_secs(5);
@@ -150,32 +150,6 @@ fn label_endpoints_copies_only_the_calico_prefixed_cni_labels() {
     }
 }
 
-const HOST_IPV6_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
-
-/// Puts the host's `net.ipv6.conf.all.forwarding` back as it was, on drop.
-struct RestoreIpv6Forwarding(String);
-
-impl RestoreIpv6Forwarding {
-    fn set(value: &str) -> RestoreIpv6Forwarding {
-        let before = std::fs::read_to_string(HOST_IPV6_FORWARDING).expect("read forwarding");
-        std::fs::write(HOST_IPV6_FORWARDING, value).expect("write forwarding");
-        RestoreIpv6Forwarding(before.trim().to_string())
-    }
-}
-
-impl Drop for RestoreIpv6Forwarding {
-    fn drop(&mut self) {
-        let _ = std::fs::write(HOST_IPV6_FORWARDING, &self.0);
-    }
-}
-
-fn host_ipv6_forwarding() -> String {
-    std::fs::read_to_string(HOST_IPV6_FORWARDING)
-        .expect("read forwarding")
-        .trim()
-        .to_string()
-}
-
 /// The kernel forwards a container's IPv6 only with `all.forwarding` on: ADD of a container
 /// with an IPv6 address turns it on in the host namespace, an IPv4-only one leaves it alone.
 #[test]
@@ -198,7 +172,8 @@ fn ipv6_container_turns_on_host_ipv6_forwarding_and_ipv4_only_does_not() {
         (bed.conf().set("ipam", ipam(&[&bed.subnet.cidr()])), "0"),
         (bed.conf().set("ipam", ipam(&[&ipv6_subnet])), "1"),
     ];
-    let _restore = RestoreIpv6Forwarding::set("0");
+    let forwarding = HostIpv6Forwarding::keep();
+    forwarding.set("0");
     for (conf, want) in cases {
         let (netns, cid) = (Netns::new(), names::container_id());
         run(&bed, "ADD", &conf, &cid, &netns).result();
