@@ -19,8 +19,20 @@ all: build
 build:
 	$(CARGO) build --workspace --locked
 
+# The release binaries are files with their sources as prerequisites, so `make install` runs
+# cargo only when a binary is missing or older than a source: on a machine without a Rust
+# toolchain it installs binaries built elsewhere (copied into $(TARGET_DIR)/release/).
+RELEASE_BINARIES := $(addprefix $(TARGET_DIR)/release/,$(BINARIES))
+SOURCES := Cargo.toml Cargo.lock $(shell find common calico calico-ipam \
+	-name '*.rs' -o -name Cargo.toml -o -name '*.proto')
+
 release:
 	$(CARGO) build --release --locked -p calico -p calico-ipam
+
+# cargo leaves a binary alone when a change (a comment) does not alter it: touch marks it current.
+$(RELEASE_BINARIES) &: $(SOURCES)
+	$(CARGO) build --release --locked -p calico -p calico-ipam
+	touch $(RELEASE_BINARIES)
 
 test:
 	scripts/test.sh
@@ -35,7 +47,7 @@ bench:
 fuzz:
 	scripts/fuzz.sh
 
-install: release
+install: $(RELEASE_BINARIES)
 	install -d $(DESTDIR)$(CNI_BIN_DIR) $(DESTDIR)$(RKT_PLUGIN_DIR)
 	install -m 0755 $(addprefix $(TARGET_DIR)/release/,$(BINARIES)) $(DESTDIR)$(CNI_BIN_DIR)/
 	install -m 0755 $(addprefix $(TARGET_DIR)/release/,$(BINARIES)) $(DESTDIR)$(RKT_PLUGIN_DIR)/

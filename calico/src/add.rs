@@ -160,12 +160,13 @@ fn join_network(
     reply.send(&endpoint_result(req, &updated))
 }
 
-/// The profile the plugin maintains for the network, unless a policy type manages profiles:
-/// inbound only from the network's own endpoints, or (Kubernetes without policy) everything.
+/// The profile the plugin maintains for the network, unless a policy type or the operator
+/// (`create_profiles: false`) manages profiles: inbound only from the network's own endpoints,
+/// or (Kubernetes without policy) everything.
 fn network_profile(req: &Request, ids: &WorkloadIds) -> Option<Profile> {
     let name = &req.config.name;
     match (
-        req.config.policy.policy_type.is_empty(),
+        req.config.policy.policy_type.is_empty() && req.config.create_profiles,
         ids.is_kubernetes(),
     ) {
         (false, _) => None,
@@ -208,13 +209,20 @@ fn workload_endpoint(
     }
 }
 
-/// A pod's labels from the API, or a plain container's Mesos labels.
+/// A pod's labels from the API, or a plain container's Mesos labels; then the config's
+/// `label_endpoints` labels, where the orchestrator has not set the same key (its labels are
+/// what Kubernetes policy selects on).
 fn endpoint_labels(setup: &PodSetup, ids: &WorkloadIds) -> BTreeMap<String, String> {
-    if ids.is_kubernetes() {
+    let config = &setup.request.config;
+    let mut labels = if ids.is_kubernetes() {
         setup.labels.clone()
     } else {
-        labels::mesos_labels(&setup.request.config.mesos_labels)
+        labels::mesos_labels(&config.mesos_labels)
+    };
+    for (key, value) in &config.endpoint_labels {
+        labels.entry(key.clone()).or_insert_with(|| value.clone());
     }
+    labels
 }
 
 /// Host end first, then the container end every address belongs to. No gateway: the

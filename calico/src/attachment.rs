@@ -88,7 +88,7 @@ impl Drop for AttachmentGuard<'_> {
 }
 
 /// Claims a host veth name and records the attachment under it, in one transaction each try.
-/// The usual name (`cali` + 11 characters of the container id, or of the pod's hash) is taken
+/// The usual name (`interface_prefix` + 11 characters of the container id, or of the pod's hash) is taken
 /// unless another workload holds it; then, outside Kubernetes, the name hashed from the full
 /// container id.
 pub fn record_attachment<'a>(
@@ -101,7 +101,7 @@ pub fn record_attachment<'a>(
     let usual = ids.host_veth_name(&req.container_id);
     let mut candidates = vec![usual.clone()];
     if !ids.is_kubernetes() {
-        candidates.push(hashed_host_veth_name(&req.container_id));
+        candidates.push(hashed_host_veth_name(&ids.veth_prefix, &req.container_id));
     }
     for name in candidates {
         let record = AttachmentRecord {

@@ -62,6 +62,9 @@ pub fn create_workload_interfaces(
     let has_ipv4 = addresses.iter().any(IpNetwork::is_ipv4);
     let has_ipv6 = addresses.iter().any(IpNetwork::is_ipv6);
     sysctl::configure_host_veth(host_ifname, has_ipv4, has_ipv6)?;
+    if has_ipv6 {
+        sysctl::enable_ipv6_forwarding()?;
+    }
     let ipv6_gateway = if has_ipv6 {
         Some(addr::host_link_local_address(host_ifname)?)
     } else {

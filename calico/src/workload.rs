@@ -19,6 +19,8 @@ pub struct WorkloadIds {
     pub endpoint: String,
     /// The pod as `(namespace, name)` in Kubernetes mode.
     pub pod: Option<(String, String)>,
+    /// The config's `interface_prefix`, which starts every host veth name.
+    pub veth_prefix: String,
 }
 
 impl WorkloadIds {
@@ -27,6 +29,7 @@ impl WorkloadIds {
     pub fn for_request(req: &Request) -> WorkloadIds {
         let node = req.config.nodename.clone();
         let endpoint = req.ifname.clone();
+        let veth_prefix = req.config.interface_prefix.clone();
         match req.args.k8s_pod() {
             Some((namespace, pod)) => WorkloadIds {
                 node,
@@ -34,6 +37,7 @@ impl WorkloadIds {
                 workload: format!("{namespace}.{pod}"),
                 endpoint,
                 pod: Some((namespace.to_string(), pod.to_string())),
+                veth_prefix,
             },
             None => WorkloadIds {
                 node,
@@ -41,6 +45,7 @@ impl WorkloadIds {
                 workload: req.container_id.clone(),
                 endpoint,
                 pod: None,
+                veth_prefix,
             },
         }
     }
@@ -65,24 +70,43 @@ impl WorkloadIds {
     /// every other `CNI_IFNAME` gets its own name hashed from `<workload>:<ifname>`.
     pub fn host_veth_name(&self, container_id: &str) -> String {
         match (self.is_kubernetes(), self.endpoint.as_str()) {
-            (true, FIRST_IFNAME) => hashed_host_veth_name(&self.workload),
-            (false, FIRST_IFNAME) => host_veth_name(container_id),
-            (_, ifname) => hashed_host_veth_name(&format!("{}:{ifname}", self.workload)),
+            (true, FIRST_IFNAME) => hashed_host_veth_name(&self.veth_prefix, &self.workload),
+            (false, FIRST_IFNAME) => host_veth_name(&self.veth_prefix, container_id),
+            (_, ifname) => {
+                hashed_host_veth_name(&self.veth_prefix, &format!("{}:{ifname}", self.workload))
+            }
         }
     }
 }
 
-/// `cali` + the first 11 characters of the container id: 15 characters, the kernel's limit.
-pub fn host_veth_name(container_id: &str) -> String {
-    format!("cali{}", container_id.chars().take(11).collect::<String>())
+/// The kernel's limit on an interface name, in bytes.
+const MAX_IFNAME_LEN: usize = 15;
+
+/// `prefix` (`cali` by default) + the first 11 characters of the container id, cut to the
+/// kernel's 15 bytes: with `cali` exactly Calico's name.
+pub fn host_veth_name(prefix: &str, container_id: &str) -> String {
+    veth_name(prefix, container_id)
 }
 
-/// `cali` + the first 11 hex digits of the SHA-1 of `id`: Calico's name for a pod's veth
-/// (`id` = `<namespace>.<pod>`), and the fallback when [`host_veth_name`] belongs to another
-/// live container whose id shares the first 11 characters.
-pub fn hashed_host_veth_name(id: &str) -> String {
+/// `prefix` + the first 11 hex digits of the SHA-1 of `id`, cut to 15 bytes: Calico's name for
+/// a pod's veth (`id` = `<namespace>.<pod>`), and the fallback when [`host_veth_name`] belongs
+/// to another live container whose id shares the first 11 characters.
+pub fn hashed_host_veth_name(prefix: &str, id: &str) -> String {
     let digest = sha1_smol::Sha1::from(id).digest().to_string();
-    format!("cali{}", &digest[..11])
+    veth_name(prefix, &digest)
+}
+
+/// `prefix` + up to 11 characters of `id`, as many as fit the 15 bytes; the config's
+/// validation leaves at least one byte for `id`.
+fn veth_name(prefix: &str, id: &str) -> String {
+    let mut name = prefix.to_string();
+    for c in id.chars().take(11) {
+        if name.len() + c.len_utf8() > MAX_IFNAME_LEN {
+            break;
+        }
+        name.push(c);
+    }
+    name
 }
 
 #[cfg(test)]
@@ -97,13 +121,13 @@ mod tests {
             ("cnitool-9e2a0df27c8e4475aa90", "calicnitool-9e2"),
         ];
         for (id, want) in cases {
-            assert_eq!(host_veth_name(id), want);
+            assert_eq!(host_veth_name("cali", id), want);
         }
-        let hashed = hashed_host_veth_name("cnitool-9e2a0df27c8e4475aa90");
+        let hashed = hashed_host_veth_name("cali", "cnitool-9e2a0df27c8e4475aa90");
         assert_eq!(hashed.len(), 15);
         assert_ne!(
             hashed,
-            hashed_host_veth_name("cnitool-9e2a0df27c8e4475aa91")
+            hashed_host_veth_name("cali", "cnitool-9e2a0df27c8e4475aa91")
         );
     }
 
@@ -120,6 +144,7 @@ mod tests {
             .to_string(),
             endpoint: ifname.to_string(),
             pod: k8s.then(|| ("default".to_string(), "nginx".to_string())),
+            veth_prefix: "cali".to_string(),
         };
         let cid = "0123456789abcdef";
         let cases = [
@@ -127,15 +152,19 @@ mod tests {
             (
                 false,
                 "eth1",
-                hashed_host_veth_name("0123456789abcdef:eth1"),
+                hashed_host_veth_name("cali", "0123456789abcdef:eth1"),
             ),
             (
                 false,
                 "net1",
-                hashed_host_veth_name("0123456789abcdef:net1"),
+                hashed_host_veth_name("cali", "0123456789abcdef:net1"),
             ),
             (true, "eth0", "calic440f455693".to_string()),
-            (true, "net1", hashed_host_veth_name("default.nginx:net1")),
+            (
+                true,
+                "net1",
+                hashed_host_veth_name("cali", "default.nginx:net1"),
+            ),
         ];
         for (k8s, ifname, want) in cases {
             let name = ids(k8s, ifname).host_veth_name(cid);
@@ -151,6 +180,30 @@ mod tests {
     #[test]
     fn pod_veth_name_is_sha1_of_namespace_dot_pod() {
         // `printf default.nginx | sha1sum` = c440f455693b69cdd…
-        assert_eq!(hashed_host_veth_name("default.nginx"), "calic440f455693");
+        assert_eq!(
+            hashed_host_veth_name("cali", "default.nginx"),
+            "calic440f455693"
+        );
+    }
+
+    #[test]
+    fn other_prefixes_keep_what_fits_of_the_eleven_characters() {
+        let cases = [
+            ("tap", "0123456789abcdef", "tap0123456789a"),
+            ("veth", "abc", "vethabc"),
+            ("calico", "0123456789abcdef", "calico012345678"),
+            ("abcdefghijklmn", "0123", "abcdefghijklmn0"),
+        ];
+        for (prefix, id, want) in cases {
+            assert_eq!(host_veth_name(prefix, id), want, "{prefix}");
+        }
+        assert_eq!(
+            hashed_host_veth_name("calico", "default.nginx"),
+            "calicoc440f4556"
+        );
+        assert_eq!(
+            hashed_host_veth_name("tap", "default.nginx"),
+            "tapc440f455693"
+        );
     }
 }

@@ -71,7 +71,23 @@ pub struct NetConf {
     /// GC's list of attachments to keep: `cni.dev/valid-attachments`, or the older
     /// `cni.dev/attachments`; `None` when neither key is present.
     pub valid_attachments: Option<Vec<Attachment>>,
+    /// `interface_prefix`: the start of every host veth name (default
+    /// [`DEFAULT_INTERFACE_PREFIX`]); Felix's `InterfacePrefix` must be the same.
+    pub interface_prefix: String,
+    /// `create_profiles` (default true): whether ADD creates the network's profile. When false
+    /// the endpoint still names it, but an operator creates and maintains it.
+    pub create_profiles: bool,
+    /// The labels `args.cni.labels` gives under [`ENDPOINT_LABEL_PREFIX`], prefix removed, when
+    /// `label_endpoints` is true; empty otherwise.
+    pub endpoint_labels: Vec<(String, String)>,
 }
+
+/// The start of the `args.cni.labels` keys that `label_endpoints` copies onto the endpoint (the
+/// libnetwork plugin's prefix for container labels).
+pub const ENDPOINT_LABEL_PREFIX: &str = "org.projectcalico.label.";
+
+/// The default of `interface_prefix`, Calico's and Felix's.
+pub const DEFAULT_INTERFACE_PREFIX: &str = "cali";
 
 /// The `ipam` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +177,9 @@ struct RawNetConf {
     valid_attachments: Option<Value>,
     #[serde(rename = "cni.dev/attachments")]
     attachments: Option<Value>,
+    interface_prefix: Option<String>,
+    create_profiles: Option<Value>,
+    label_endpoints: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -274,6 +293,13 @@ impl NetConf {
             mesos_labels: mesos_labels(raw.args.as_ref()),
             prev_result: raw.prev_result,
             valid_attachments: gc_attachments(raw.valid_attachments, raw.attachments)?,
+            interface_prefix: interface_prefix(raw.interface_prefix)?,
+            create_profiles: flag(raw.create_profiles.as_ref(), "create_profiles", true)?,
+            endpoint_labels: if flag(raw.label_endpoints.as_ref(), "label_endpoints", false)? {
+                endpoint_labels(raw.args.as_ref())?
+            } else {
+                Vec::new()
+            },
         })
     }
 }
@@ -321,6 +347,25 @@ fn gc_attachments(valid: Option<Value>, older: Option<Value>) -> Result<Option<V
         })
         .collect::<Result<Vec<_>>>()
         .map(Some)
+}
+
+/// The host veth is the prefix and at least one character of the container's id (or hash), so
+/// the prefix may take 14 of the kernel's 15 bytes, and must itself be a valid interface name.
+fn interface_prefix(raw: Option<String>) -> Result<String> {
+    let Some(prefix) = raw else {
+        return Ok(DEFAULT_INTERFACE_PREFIX.to_string());
+    };
+    let problem = match ifname_problem(&prefix) {
+        Some(problem) => Some(problem),
+        None if prefix.len() > 14 => Some("is longer than 14 bytes"),
+        None => None,
+    };
+    match problem {
+        Some(problem) => Err(invalid(format!(
+            "interface_prefix {prefix:?} {problem}: it must be 1-14 bytes of a valid interface name"
+        ))),
+        None => Ok(prefix),
+    }
 }
 
 /// `kubernetes.node_name` is a segment of the API path of the Node that is read.
@@ -513,6 +558,39 @@ fn mesos_labels(args: Option<&Value>) -> Vec<(String, String)> {
             Some((key.to_string(), value.to_string()))
         })
         .collect()
+}
+
+/// The CNI conventions' `args.cni.labels`, `[{"key","value"}]`: the entries whose key starts
+/// with [`ENDPOINT_LABEL_PREFIX`], without it; other keys belong to other consumers. Only read
+/// when `label_endpoints` asks for them, so a runtime's labels never fail a config that does
+/// not use them; then a list of another shape is refused rather than half read.
+fn endpoint_labels(args: Option<&Value>) -> Result<Vec<(String, String)>> {
+    const KEY: &str = "args.cni.labels";
+    let Some(list) = args.and_then(|a| a.pointer("/cni/labels")) else {
+        return Ok(Vec::new());
+    };
+    let Value::Array(entries) = list else {
+        return Err(invalid(format!("{KEY} must be a list, not {list}")));
+    };
+    let mut labels = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let field = |name: &str| entry.get(name).and_then(Value::as_str);
+        let (Some(key), Some(value)) = (field("key"), field("value")) else {
+            return Err(invalid(format!(
+                "{KEY}[{i}] must be an object with string key and value, not {entry}"
+            )));
+        };
+        let Some(label) = key.strip_prefix(ENDPOINT_LABEL_PREFIX) else {
+            continue;
+        };
+        if label.is_empty() {
+            return Err(invalid(format!(
+                "{KEY}[{i}]: key {key:?} names no label after {ENDPOINT_LABEL_PREFIX:?}"
+            )));
+        }
+        labels.push((label.to_string(), value.to_string()));
+    }
+    Ok(labels)
 }
 
 fn invalid(msg: String) -> Error {
@@ -822,6 +900,109 @@ mod netconf_tests {
         let conf =
             parse(r#"{"name":"n","ipam":{"type":"x"},"cni.dev/valid-attachments":null}"#).unwrap();
         assert_eq!(conf.valid_attachments, None);
+    }
+
+    #[test]
+    fn interface_prefix_defaults_to_cali_and_must_fit_an_interface_name() {
+        let with_prefix = |prefix: &str| {
+            let json =
+                serde_json::json!({"name": "n", "ipam": {"type": "x"}, "interface_prefix": prefix});
+            parse(&json.to_string())
+        };
+        let conf = parse(r#"{"name":"n","ipam":{"type":"x"}}"#).unwrap();
+        assert_eq!(conf.interface_prefix, "cali");
+        for good in ["tap", "c", "abcdefghijklmn", "veth-x.1"] {
+            assert_eq!(with_prefix(good).unwrap().interface_prefix, good);
+        }
+        let too_long_in_bytes = "\u{e9}".repeat(7) + "x";
+        for bad in [
+            "",
+            "abcdefghijklmno",
+            "a/b",
+            "a:b",
+            "a b",
+            "tab\t",
+            "..",
+            &too_long_in_bytes,
+        ] {
+            let err = with_prefix(bad).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidConfig, "{bad:?}");
+            assert!(
+                err.msg().contains("interface_prefix"),
+                "{bad:?}: {}",
+                err.msg()
+            );
+        }
+    }
+
+    #[test]
+    fn create_profiles_defaults_to_true_and_takes_booleans_or_strings() {
+        let cases = [
+            ("", true),
+            (r#","create_profiles":false"#, false),
+            (r#","create_profiles":"false""#, false),
+            (r#","create_profiles":true"#, true),
+        ];
+        for (key, want) in cases {
+            let json = format!(r#"{{"name":"n","ipam":{{"type":"x"}}{key}}}"#);
+            assert_eq!(parse(&json).unwrap().create_profiles, want, "{key}");
+        }
+        let err = parse(r#"{"name":"n","ipam":{"type":"x"},"create_profiles":0}"#).unwrap_err();
+        assert_eq!(err.code(), Code::InvalidConfig);
+        assert!(err.msg().contains("create_profiles"), "{}", err.msg());
+    }
+
+    #[test]
+    fn endpoint_labels_are_the_prefixed_cni_labels_when_asked_for() {
+        let args = r#""args":{"cni":{"labels":[
+            {"key":"org.projectcalico.label.role","value":"db"},
+            {"key":"com.example.team","value":"x"},
+            {"key":"org.projectcalico.label.tier","value":""}]}}"#;
+        let cases = [
+            ("", vec![]),
+            (r#""label_endpoints":false,"#, vec![]),
+            (
+                r#""label_endpoints":true,"#,
+                vec![("role", "db"), ("tier", "")],
+            ),
+        ];
+        for (flag, want) in cases {
+            let json = format!(r#"{{"name":"n","ipam":{{"type":"x"}},{flag}{args}}}"#);
+            let got = parse(&json).unwrap().endpoint_labels;
+            let want: Vec<(String, String)> = want
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            assert_eq!(got, want, "{flag}");
+        }
+        let without_args = r#"{"name":"n","ipam":{"type":"x"},"label_endpoints":true}"#;
+        assert!(parse(without_args).unwrap().endpoint_labels.is_empty());
+    }
+
+    #[test]
+    fn malformed_cni_labels_are_refused_naming_them_only_when_used() {
+        let cases = [
+            r#"{"labels":{"key":"a","value":"b"}}"#,
+            r#"{"labels":"role=db"}"#,
+            r#"{"labels":[{"key":"org.projectcalico.label.a"}]}"#,
+            r#"{"labels":[{"key":"org.projectcalico.label.a","value":1}]}"#,
+            r#"{"labels":[["org.projectcalico.label.a","b"]]}"#,
+            r#"{"labels":[{"key":"org.projectcalico.label.","value":"b"}]}"#,
+        ];
+        for cni in cases {
+            let json = format!(
+                r#"{{"name":"n","ipam":{{"type":"x"}},"label_endpoints":true,"args":{{"cni":{cni}}}}}"#
+            );
+            let err = parse(&json).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidConfig, "{cni}");
+            assert!(
+                err.msg().contains("args.cni.labels"),
+                "{cni}: {}",
+                err.msg()
+            );
+            let unused = json.replace(r#""label_endpoints":true"#, r#""label_endpoints":false"#);
+            assert!(parse(&unused).is_ok(), "{cni}");
+        }
     }
 
     #[test]

@@ -95,14 +95,40 @@ pub fn conf_examples_dir() -> PathBuf {
     crate::workspace_dir().join("conf-examples")
 }
 
-/// Every `*.conf` file of `conf-examples/`, sorted.
+/// Every `*.conf` and `*.conflist` file of `conf-examples/`, sorted.
 pub fn conf_examples() -> Vec<PathBuf> {
     let dir = conf_examples_dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|ext| ext == "conf"))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|ext| ext == "conf" || ext == "conflist")
+        })
         .collect();
     files.sort();
     files
+}
+
+/// The config `calico` gets from a conf example: a `.conf` as it is; from a `.conflist`, its
+/// `calico` entry with the list's `name` and `cniVersion` added, as libcni does. Panics when a
+/// list has no `calico` entry or it is not the first (chained plugins need its result).
+pub fn calico_conf_of_example(path: &Path) -> NetConf {
+    let file = NetConf::load(path, &[]);
+    if path.extension().is_none_or(|ext| ext != "conflist") {
+        return file;
+    }
+    let list = file.value();
+    let plugins = list["plugins"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}: no plugins list", path.display()));
+    let first = plugins
+        .first()
+        .filter(|p| p["type"] == "calico")
+        .unwrap_or_else(|| panic!("{}: calico is not the first plugin", path.display()));
+    let mut conf = NetConf(first.clone()).set("name", list["name"].clone());
+    if let Some(version) = list.get("cniVersion") {
+        conf = conf.set("cniVersion", version.clone());
+    }
+    conf
 }

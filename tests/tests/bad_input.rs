@@ -286,6 +286,29 @@ fn listed_rows() -> Vec<Row> {
             "name",
         ));
     }
+    for prefix in ["", "fifteen-bytes-x", "a/b", "a:b", "a b"] {
+        rows.push(row(
+            format!("interface_prefix {prefix:?}"),
+            move |w| w.add(w.conf().set("interface_prefix", prefix)),
+            Code(7),
+            "interface_prefix",
+        ));
+    }
+    for labels in [
+        json!("role=db"),
+        json!([{"key": "org.projectcalico.label.role"}]),
+        json!([["org.projectcalico.label.role", "db"]]),
+    ] {
+        rows.push(row(
+            format!("args.cni.labels {labels}"),
+            move |w| {
+                let conf = w.conf().set("label_endpoints", true);
+                w.add(conf.set("args", json!({"cni": {"labels": labels.clone()}})))
+            },
+            Code(7),
+            "args.cni.labels",
+        ));
+    }
     for command in ["FOO", "ADDX", "del"] {
         rows.push(row(
             format!("CNI_COMMAND {command}"),

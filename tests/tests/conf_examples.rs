@@ -1,8 +1,9 @@
-//! Every file of `conf-examples/` is a config the plugin accepts.
+//! Every file of `conf-examples/` is a config the plugin accepts (a `.conflist`: its `calico`
+//! entry, as libcni hands it over, and every other entry a plugin with a type).
 
 use serde_json::Value;
 use tests::etcd::free_port;
-use tests::netconf::conf_examples;
+use tests::netconf::{calico_conf_of_example, conf_examples};
 use tests::{NetConf, SUPPORTED_VERSIONS, TempDir, TestBed, names};
 
 fn is_valid_network_name(name: &str) -> bool {
@@ -18,7 +19,7 @@ fn every_conf_example_is_a_complete_calico_config() {
     assert!(files.len() >= 2, "expected conf examples, found {files:?}");
     let mut ipam_types = Vec::new();
     for file in &files {
-        let conf = NetConf::load(file, &[]);
+        let conf = calico_conf_of_example(file);
         let v = conf.value();
         let shown = file.display();
         let name = v["name"].as_str().unwrap_or_default();
@@ -61,6 +62,31 @@ fn every_conf_example_is_a_complete_calico_config() {
     );
 }
 
+/// A `.conflist` chains plugins after `calico`; each must name its type, and `portmap` must
+/// ask for the port mappings a runtime passes (hostPort), or it is never given any.
+#[test]
+fn every_conflist_example_chains_typed_plugins_after_calico() {
+    let lists: Vec<_> = conf_examples()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "conflist"))
+        .collect();
+    assert!(!lists.is_empty(), "expected a .conflist example");
+    for file in lists {
+        let list = NetConf::load(&file, &[]);
+        let shown = file.display();
+        for plugin in list.value()["plugins"].as_array().into_iter().flatten() {
+            let plugin_type = plugin["type"].as_str().unwrap_or_default();
+            assert!(!plugin_type.is_empty(), "{shown}: plugin without type");
+            if plugin_type == "portmap" {
+                assert_eq!(
+                    plugin["capabilities"]["portMappings"], true,
+                    "{shown}: portmap without the portMappings capability"
+                );
+            }
+        }
+    }
+}
+
 /// Each example, with only its etcd location and data dir pointed somewhere harmless, gets past
 /// config validation: the ADD fails on the missing netns, never with code 1, 6 or 7.
 #[test]
@@ -70,7 +96,7 @@ fn every_conf_example_passes_config_validation() {
     let data_dir = TempDir::new("example-data");
     let closed = format!("http://127.0.0.1:{}", free_port());
     for file in conf_examples() {
-        let mut conf = NetConf::load(&file, &[]).set("etcd_endpoints", closed.as_str());
+        let mut conf = calico_conf_of_example(&file).set("etcd_endpoints", closed.as_str());
         conf = conf.set("nodename", names::unique("node").as_str());
         if conf.value()["ipam"]["type"] == "host-local" {
             conf = conf.set_ipam("dataDir", data_dir.path_str());

@@ -44,8 +44,9 @@ pub fn read(path: &str) -> Result<String> {
 
 /// The sysctls Calico sets on a host veth (v1.8.0+, IPv6 from v1.11.0). With IPv4: proxy ARP
 /// without delay, so the host answers the container's ARP for the fake gateway 169.254.1.1,
-/// and forwarding. With IPv6: IPv6 on, proxy NDP and forwarding (per-interface forwarding is
-/// what makes the host route the container's traffic when `all.forwarding` is off).
+/// and forwarding (per-interface forwarding is what makes the host route the container's IPv4
+/// when `ip_forward` is off). With IPv6: IPv6 on, proxy NDP and forwarding; IPv6 is only
+/// forwarded at all when [`enable_ipv6_forwarding`] has run too.
 pub fn configure_host_veth(host_ifname: &str, ipv4: bool, ipv6: bool) -> Result<()> {
     if ipv4 {
         write(&format!("net/ipv4/conf/{host_ifname}/proxy_arp"), "1")?;
@@ -56,6 +57,19 @@ pub fn configure_host_veth(host_ifname: &str, ipv4: bool, ipv6: bool) -> Result<
         write(&format!("net/ipv6/conf/{host_ifname}/disable_ipv6"), "0")?;
         write(&format!("net/ipv6/conf/{host_ifname}/proxy_ndp"), "1")?;
         write(&format!("net/ipv6/conf/{host_ifname}/forwarding"), "1")?;
+    }
+    Ok(())
+}
+
+/// Sets `net.ipv6.conf.all.forwarding=1` in the current namespace (the host's, for a
+/// container with IPv6), as the reference `ptp` plugin does: the kernel forwards IPv6 only when
+/// `all.forwarding` is on, whatever an interface's own `forwarding` says. Written only when it
+/// is off, because every write also sets each interface's `forwarding`, and with it the
+/// router behaviour of every interface (RAs are then ignored where `accept_ra` is 1).
+pub fn enable_ipv6_forwarding() -> Result<()> {
+    const ALL_FORWARDING: &str = "net/ipv6/conf/all/forwarding";
+    if read(ALL_FORWARDING)? != "1" {
+        write(ALL_FORWARDING, "1")?;
     }
     Ok(())
 }
@@ -141,6 +155,24 @@ mod tests {
             read(&format!("net/ipv6/conf/{name}/forwarding")).unwrap(),
             "1"
         );
+    }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn ipv6_forwarding_is_turned_on_for_the_namespace_and_kept_on() {
+        let ns = TestNetns::new("fwd6");
+        let host_before = read("net/ipv6/conf/all/forwarding").unwrap();
+        with_netns(ns.path(), || {
+            write("net/ipv6/conf/all/forwarding", "0")?;
+            enable_ipv6_forwarding()?;
+            assert_eq!(read("net/ipv6/conf/all/forwarding")?, "1");
+            assert_eq!(read("net/ipv6/conf/lo/forwarding")?, "1");
+            enable_ipv6_forwarding()?;
+            assert_eq!(read("net/ipv6/conf/all/forwarding")?, "1");
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(read("net/ipv6/conf/all/forwarding").unwrap(), host_before);
     }
 
     #[test]
