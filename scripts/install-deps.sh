@@ -5,9 +5,10 @@
 set -euo pipefail
 
 PACKAGES=(etcd-server etcd-client protobuf-compiler containernetworking-plugins iproute2 iputils-ping)
-# The container runtime of tests/tests/runtime_podman.rs, installed without its recommends
-# (buildah, slirp4netns, fuse-overlayfs, ...), which a rootful podman on CNI does not use.
-PACKAGES_NO_RECOMMENDS=(podman runc busybox-static)
+# The container runtimes of tests/tests/runtime_podman.rs and runtime_containerd.rs, installed
+# without their recommends (buildah, slirp4netns, fuse-overlayfs, ...), which a rootful podman
+# on CNI and containerd's CRI do not use.
+PACKAGES_NO_RECOMMENDS=(podman containerd runc busybox-static)
 
 is_missing() {
     ! dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'

@@ -1,5 +1,6 @@
 //! A real container runtime runs `calico`: podman with its CNI backend (libcni) reads a
 //! `.conflist` naming `calico`, calls ADD when a container starts and DEL when it is removed.
+//! A container on two networks gets one ADD per network, under `eth0` and `eth1`.
 //!
 //! Podman is kept apart from the machine's own setup: its storage, run and temp dirs,
 //! `containers.conf` (given by `CONTAINERS_CONF`), network config dir and rootfs all live in
@@ -9,13 +10,17 @@
 //! container runtime is `runc` with explicit ulimits (`scripts/install-deps.sh` installs the
 //! packages).
 
+mod ipam_support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
+use ipam_support::assert_no_allocations;
 use serde_json::Value;
-use tests::kernel::{host_routes_to, ping};
+use tests::kernel::{eventually, host_link, host_routes_to, ping};
 use tests::plugin::HOST_LOCAL;
-use tests::{GATEWAY, TempDir, TestBed, host_veth_name, names};
+use tests::{GATEWAY, TempDir, TestBed, host_veth_name, host_veth_name_for, names};
 
 const PODMAN: &str = "/usr/bin/podman";
 const BUSYBOX: &str = "/bin/busybox";
@@ -306,5 +311,190 @@ fn podman_runs_calico_for_add_and_del() {
 
     podman.ok(&["rm", "--force", "--time", "0", &cid]);
     bed.assert_nothing_left(&[&cid]);
+    assert_eq!(podman.ok(&["ps", "--all", "--quiet"]).trim(), "");
+}
+
+/// An IPv6 pool as private to this bed as its IPv4 /24: `fd00:213:<n>::/120` (a ULA, outside
+/// every special range).
+fn ipv6_pool(bed: &TestBed) -> String {
+    let cidr = bed.subnet.cidr();
+    let third = cidr.split('.').nth(2).unwrap_or_default();
+    format!("fd00:213:{third}::/120")
+}
+
+/// `calico` + `calico-ipam` with IPv4 and IPv6 for `network`, as the single plugin of a 1.0.0
+/// conflist.
+fn dual_stack_conflist(bed: &TestBed, network: &str) -> Value {
+    let plugin = bed
+        .fixture("calico-ipam.conf", network)
+        .set("cniVersion", "1.0.0")
+        .set_ipam("assign_ipv6", "true");
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": network,
+        "plugins": [plugin.value()],
+    })
+}
+
+/// The global addresses (`ip`, prefix) of `ifname` in the netns named `netns`, both families.
+fn global_addrs(netns: &str, ifname: &str) -> Vec<(String, u64)> {
+    let out = Command::new("ip")
+        .args([
+            "-j", "-n", netns, "addr", "show", "dev", ifname, "scope", "global",
+        ])
+        .output()
+        .expect("run ip addr");
+    assert!(
+        out.status.success(),
+        "ip -n {netns} addr show {ifname}: {out:?}"
+    );
+    let links: Value = serde_json::from_slice(&out.stdout).expect("ip -j prints JSON");
+    let mut addrs: Vec<(String, u64)> = links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|link| link["addr_info"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| Some((a["local"].as_str()?.to_string(), a["prefixlen"].as_u64()?)))
+        .collect();
+    addrs.sort();
+    addrs
+}
+
+/// The host's IPv6 routes into `pool` (`fd00:213:<n>::/120`).
+fn host_ipv6_routes_into(pool: &str) -> Vec<String> {
+    let prefix = pool.trim_end_matches(":/120");
+    let out = Command::new("ip")
+        .args(["-6", "route", "show"])
+        .output()
+        .expect("run ip -6 route");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+#[ignore = "root: podman, real etcd"]
+fn podman_container_on_two_dual_stack_networks_gets_an_interface_per_network() {
+    let bed = TestBed::new();
+    let pool6 = ipv6_pool(&bed);
+    bed.add_pool(&bed.subnet.cidr());
+    bed.add_pool(&pool6);
+    let networks = [bed.network.clone(), names::unique("net")];
+    // Declared after the bed, so it is dropped first: its DELs still reach etcd.
+    let podman = Podman::new(&bed.cni_path.path());
+    for network in &networks {
+        podman.add_network(&dual_stack_conflist(&bed, network));
+    }
+    let rootfs = podman.busybox_rootfs();
+
+    let name = names::unique("ctr");
+    let cid = podman
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            &networks[0],
+            "--network",
+            &networks[1],
+            "--rootfs",
+            &rootfs,
+            "/bin/sleep",
+            "60",
+        ])
+        .trim()
+        .to_string();
+    let inspect: Value =
+        serde_json::from_str(&podman.ok(&["inspect", &cid])).expect("podman inspect prints JSON");
+    let sandbox = inspect[0]["NetworkSettings"]["SandboxKey"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no SandboxKey: {inspect}"));
+    let netns = Path::new(sandbox)
+        .file_name()
+        .expect("netns name")
+        .to_string_lossy()
+        .into_owned();
+
+    // Each network: its own endpoint, interface, host veth and addresses of both families.
+    let mut seen = Vec::new();
+    for ifname in ["eth0", "eth1"] {
+        let key = bed.endpoint_key(&cid, ifname);
+        let endpoint = bed
+            .endpoint(&cid, ifname)
+            .unwrap_or_else(|| panic!("no endpoint at {key}"));
+        let network = endpoint["profile_ids"][0]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key}: {endpoint}"))
+            .to_string();
+        assert!(networks.contains(&network), "{key}: {endpoint}");
+        assert_eq!(
+            endpoint["profile_ids"],
+            serde_json::json!([network]),
+            "{key}: {endpoint}"
+        );
+        let settings = &inspect[0]["NetworkSettings"]["Networks"][&network];
+        let ip4 = settings["IPAddress"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let ip6 = settings["GlobalIPv6Address"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(bed.subnet.contains(&ip4), "{ip4} of {network}: {settings}");
+        assert!(
+            ip6.starts_with(pool6.trim_end_matches(":/120")),
+            "{ip6} of {network} not in {pool6}: {settings}"
+        );
+        assert_eq!(
+            endpoint["ipv4_nets"],
+            serde_json::json!([format!("{ip4}/32")]),
+            "{key}: {endpoint}"
+        );
+        assert_eq!(
+            endpoint["ipv6_nets"],
+            serde_json::json!([format!("{ip6}/128")]),
+            "{key}: {endpoint}"
+        );
+        let mut expected = vec![(ip4.clone(), 32), (ip6.clone(), 128)];
+        expected.sort();
+        assert_eq!(
+            global_addrs(&netns, ifname),
+            expected,
+            "{ifname} in {netns}"
+        );
+        let veth = host_veth_name_for(&cid, ifname);
+        assert_eq!(endpoint["name"].as_str(), Some(veth.as_str()), "{key}");
+        let routes = host_routes_to(&ip4);
+        assert_eq!(routes.len(), 1, "one host route to {ip4}: {routes:?}");
+        assert_eq!(routes[0].dev.as_deref(), Some(veth.as_str()));
+        assert!(
+            ping(&ip4),
+            "{ip4} ({ifname}) does not answer ping from the host"
+        );
+        assert!(
+            ping(&ip6),
+            "{ip6} ({ifname}) does not answer ping from the host"
+        );
+        seen.push(network);
+    }
+    seen.sort();
+    let mut expected = networks.to_vec();
+    expected.sort();
+    assert_eq!(seen, expected, "one interface per network");
+    assert_eq!(bed.node_keys().len(), 2, "{:?}", bed.node_keys());
+
+    podman.ok(&["rm", "--force", "--time", "0", &cid]);
+    bed.assert_nothing_left(&[&cid]);
+    let eth1_veth = host_veth_name_for(&cid, "eth1");
+    assert!(
+        eventually(Duration::from_secs(5), || host_link(&eth1_veth).is_none()),
+        "host veth {eth1_veth} of eth1 is left"
+    );
+    assert_eq!(host_ipv6_routes_into(&pool6), Vec::<String>::new());
+    assert_no_allocations(&bed.etcd, "after podman rm");
     assert_eq!(podman.ok(&["ps", "--all", "--quiet"]).trim(), "");
 }
