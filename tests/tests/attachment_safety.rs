@@ -21,6 +21,18 @@ fn ipam_bed() -> (TestBed, NetConf) {
     (bed, conf)
 }
 
+/// GC of `plugin` with an empty `cni.dev/valid-attachments`: no attachment of the network is
+/// valid any more.
+fn gc_keeping_nothing(plugin: &str, bed: &TestBed, conf: &NetConf) -> tests::PluginOutput {
+    let env = tests::Env::new()
+        .set("CNI_COMMAND", "GC")
+        .set("CNI_PATH", &bed.cni_path.path());
+    let body = conf
+        .clone()
+        .set("cni.dev/valid-attachments", serde_json::json!([]));
+    run_plugin(plugin, &env, &body.to_bytes())
+}
+
 /// The container's IPv4 address on `ifname`, if it has exactly one.
 fn address_in(netns: &Netns, ifname: &str) -> Option<String> {
     let addrs = netns_ipv4_addrs(netns.name(), ifname);
@@ -379,15 +391,7 @@ fn gc_leaves_an_attachment_whose_verb_is_still_running() {
     let lock = format!("/run/calico/cni/calico:{cid}:eth0.lock");
     // Another verb of the attachment, as far as the plugin can tell: it holds the lock.
     let holder = AttachmentLock::acquire(Path::new(LOCK_DIR), "calico", &cid, "eth0").unwrap();
-    let gc = || {
-        let env = tests::Env::new()
-            .set("CNI_COMMAND", "GC")
-            .set("CNI_PATH", &bed.cni_path.path());
-        let body = conf
-            .clone()
-            .set("cni.dev/valid-attachments", serde_json::json!([]));
-        run_plugin("calico", &env, &body.to_bytes())
-    };
+    let gc = || gc_keeping_nothing("calico", &bed, &conf);
 
     gc().assert_success();
     assert_fully_attached(&bed, &cid, &netns);
@@ -476,15 +480,7 @@ fn ipam_gc_keeps_the_handle_of_an_attachment_whose_add_is_still_running() {
     let cid = names::container_id();
     bed.add(&conf, &cid, &netns.path(), "eth0").result();
     let handle = format!("/calico/ipam/v2/handle/{}.{cid}", bed.network);
-    let ipam_gc = || {
-        let env = tests::Env::new()
-            .set("CNI_COMMAND", "GC")
-            .set("CNI_PATH", &bed.cni_path.path());
-        let body = conf
-            .clone()
-            .set("cni.dev/valid-attachments", serde_json::json!([]));
-        run_plugin("calico-ipam", &env, &body.to_bytes())
-    };
+    let ipam_gc = || gc_keeping_nothing("calico-ipam", &bed, &conf);
     // calico's ADD of the attachment is still running: it holds the attachment's lock.
     let adding = AttachmentLock::acquire(Path::new(LOCK_DIR), "calico", &cid, "eth0").unwrap();
 
@@ -514,12 +510,8 @@ fn gc_removes_the_lock_files_that_killed_verbs_left() {
     let abandoned = Path::new(LOCK_DIR).join(format!("calico:{cid}:eth0.lock"));
     std::fs::create_dir_all(LOCK_DIR).unwrap();
     std::fs::write(&abandoned, b"").unwrap();
-    let env = tests::Env::new()
-        .set("CNI_COMMAND", "GC")
-        .set("CNI_PATH", &bed.cni_path.path());
-    let body = conf.set("cni.dev/valid-attachments", serde_json::json!([]));
 
-    run_plugin("calico", &env, &body.to_bytes()).assert_success();
+    gc_keeping_nothing("calico", &bed, &conf).assert_success();
 
     assert!(!abandoned.exists(), "{} left", abandoned.display());
 }
