@@ -109,7 +109,7 @@ fn create_profiles_false_names_the_profile_but_never_writes_one() {
     );
     assert_eq!(
         bed.etcd.keys("/calico/v1/policy/profile/"),
-        [operators.clone()],
+        std::slice::from_ref(&operators),
         "a profile key was written"
     );
     assert_eq!(bed.etcd.get(&operators).as_deref(), Some(rules));

@@ -511,22 +511,13 @@ fn record_findings(inv: &Inventory) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipam::pool::{PoolSpec, add_pool};
     use crate::ipam::store::MemoryStore;
     use crate::ipam::{Allocator, AutoAssign, handle_id};
 
     const NODE: &str = "n1";
 
     fn store_with_pool() -> MemoryStore {
-        let store = MemoryStore::new();
-        let spec = PoolSpec {
-            cidr: "10.9.0.0/16".parse().unwrap(),
-            disabled: false,
-            ipip: false,
-            nat_outgoing: false,
-        };
-        add_pool(&store, &spec).unwrap();
-        store
+        MemoryStore::with_pools(&["10.9.0.0/16"])
     }
 
     /// What an ADD of `container` leaves: an allocation, its endpoint and its record.

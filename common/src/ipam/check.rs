@@ -93,7 +93,6 @@ fn count_mismatches(handle: &AllocationHandle, blocks: &[AllocationBlock]) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipam::pool::{PoolSpec, add_pool};
     use crate::ipam::store::MemoryStore;
     use crate::ipam::{Allocator, AutoAssign};
 
@@ -102,15 +101,7 @@ mod tests {
     }
 
     fn store_with_pool() -> MemoryStore {
-        let store = MemoryStore::new();
-        let spec = PoolSpec {
-            cidr: "10.7.0.0/16".parse().unwrap(),
-            disabled: false,
-            ipip: false,
-            nat_outgoing: false,
-        };
-        add_pool(&store, &spec).unwrap();
-        store
+        MemoryStore::with_pools(&["10.7.0.0/16"])
     }
 
     fn assign(store: &MemoryStore, handle: &str) -> IpAddr {

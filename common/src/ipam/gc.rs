@@ -116,20 +116,11 @@ pub fn release_unlisted_idle_handles<G>(
 mod tests {
     use super::*;
     use crate::ipam::handle_id;
-    use crate::ipam::pool::{PoolSpec, add_pool};
     use crate::ipam::store::MemoryStore;
     use crate::ipam::{AutoAssign, block::AllocationBlock};
 
     fn store_with_pool() -> MemoryStore {
-        let store = MemoryStore::new();
-        let spec = PoolSpec {
-            cidr: "10.8.0.0/16".parse().unwrap(),
-            disabled: false,
-            ipip: false,
-            nat_outgoing: false,
-        };
-        add_pool(&store, &spec).unwrap();
-        store
+        MemoryStore::with_pools(&["10.8.0.0/16"])
     }
 
     /// An ADD of `container` on `network` at `node`, as the plugin makes it.

@@ -95,6 +95,22 @@ impl MemoryStore {
         MemoryStore::default()
     }
 
+    /// A store holding these enabled pools and nothing else (test setup).
+    #[cfg(test)]
+    pub fn with_pools(pools: &[&str]) -> Self {
+        let store = MemoryStore::new();
+        for cidr in pools {
+            let spec = super::pool::PoolSpec {
+                cidr: cidr.parse().expect("pool CIDR"),
+                disabled: false,
+                ipip: false,
+                nat_outgoing: false,
+            };
+            super::pool::add_pool(&store, &spec).expect("add pool");
+        }
+        store
+    }
+
     /// Sets a key outside any transaction (test setup).
     pub fn put(&self, key: &str, value: &[u8]) {
         let mut state = self.lock();

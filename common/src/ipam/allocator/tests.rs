@@ -14,20 +14,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn store_with_pools(pools: &[&str]) -> MemoryStore {
-    let store = MemoryStore::new();
-    for cidr in pools {
-        add_pool(
-            &store,
-            &PoolSpec {
-                cidr: net(cidr),
-                disabled: false,
-                ipip: false,
-                nat_outgoing: false,
-            },
-        )
-        .unwrap();
-    }
-    store
+    MemoryStore::with_pools(pools)
 }
 
 fn v4(handle: &str) -> AutoAssign<'_> {
