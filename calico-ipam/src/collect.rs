@@ -10,8 +10,8 @@ use std::path::Path;
 
 use common::cni::lock::AttachmentLock;
 use common::dataplane::veth;
-use common::datastore::endpoint::{delete_endpoint, read_endpoint_at};
-use common::datastore::model::{AttachmentRecord, HostVethClaim};
+use common::datastore::endpoint::{Teardown, read_claim, read_endpoint_at};
+use common::datastore::model::AttachmentRecord;
 use common::datastore::{Datastore, keys};
 use common::ipam::{Allocator, handle_id};
 use common::{Context, Error, Result};
@@ -113,8 +113,7 @@ fn still_in_use(record: &AttachmentRecord) -> Option<String> {
 }
 
 /// Releases the handle and removes the host veth, then deletes endpoint, record and claim as
-/// calico's DEL does: the record and the claim only when everything else went; the endpoint
-/// only while it still is the revision read and belongs to this container.
+/// calico's DEL does, with the same ownership rule ([`Teardown`]).
 fn teardown(
     store: &Datastore,
     target: &GcTarget,
@@ -123,48 +122,30 @@ fn teardown(
     handle: &str,
 ) -> Result<usize> {
     let stored = read_endpoint_at(store, &record.endpoint)?;
-    let owned = stored
-        .as_ref()
-        .is_none_or(|s| s.owned_by(&record.container_id));
-    let stored = stored.filter(|_| owned);
-    let claim_key = keys::host_veth_claim(&target.node, &record.host_veth);
-    let claim: Option<HostVethClaim> = store
-        .get(&claim_key)
-        .with_context(|| format!("read claim {claim_key}"))?
-        .map(|e| serde_json::from_slice(&e.value))
-        .transpose()
-        .with_context(|| format!("decode claim {claim_key}"))?;
-    let claim_is_ours = claim
-        .as_ref()
-        .is_none_or(|c| c.container_id == record.container_id);
+    let claim = read_claim(store, &target.node, &record.host_veth)?;
+    let plan = Teardown::plan(
+        &record.container_id,
+        stored,
+        Some(record.host_veth.clone()),
+        claim.as_ref(),
+    );
+    let mut failures = Vec::new();
     let released = if record.without_ipam {
-        Ok(0)
+        0
     } else {
         Allocator::new(store, &target.node)
             .release_handles(&[handle])
             .with_context(|| format!("release handle {handle}"))
+            .unwrap_or_else(|e| {
+                failures.push(e);
+                0
+            })
     };
-    let removed = if owned && claim_is_ours {
-        veth::delete_host_veth(&record.host_veth).map(|_| ())
-    } else {
-        Ok(())
-    };
-    let mut failures: Vec<Error> = removed.err().into_iter().collect();
-    let released = released.unwrap_or_else(|e| {
-        failures.push(e);
-        0
-    });
-    let also = if failures.is_empty() {
-        let mut keys = vec![record_key.to_string()];
-        keys.extend((claim.is_some() && claim_is_ours).then_some(claim_key));
-        keys
-    } else {
-        Vec::new()
-    };
-    if stored.is_some() || !also.is_empty() {
-        failures.extend(delete_endpoint(store, stored.as_ref(), &also).err());
+    if let Some(name) = &plan.host_veth {
+        failures.extend(veth::delete_host_veth(name).err());
     }
-    Error::combine(failures).map(|()| released)
+    plan.finish(store, &target.node, record_key, failures)
+        .map(|()| released)
 }
 
 fn report(

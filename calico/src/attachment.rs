@@ -254,22 +254,6 @@ pub fn decode_record(entry: &Entry) -> Result<AttachmentRecord> {
         .with_context(|| format!("decode attachment record {}", entry.key))
 }
 
-/// Who holds the claim on `name` on this node, if anyone.
-pub fn read_claim(store: &Datastore, node: &str, name: &str) -> Result<Option<HostVethClaim>> {
-    let key = keys::host_veth_claim(node, name);
-    store
-        .get(&key)
-        .with_context(|| format!("read claim {key}"))?
-        .as_ref()
-        .map(decode_claim)
-        .transpose()
-}
-
-/// The claim stored in `entry`.
-pub fn decode_claim(entry: &Entry) -> Result<HostVethClaim> {
-    serde_json::from_slice(&entry.value).with_context(|| format!("decode claim {}", entry.key))
-}
-
 /// Every record of this network on this node. A record that cannot be read is reported and
 /// skipped, so that one broken record does not stop a GC.
 pub fn list_attachments(
@@ -289,12 +273,4 @@ pub fn list_attachments(
         }
     }
     Ok((records, broken))
-}
-
-/// The keys that go with the attachment once everything else is gone: its record, and the
-/// claim on `claimed_host_veth` (which the caller found held by this container).
-pub fn attachment_keys(req: &Request, claimed_host_veth: Option<&str>) -> Vec<String> {
-    let mut keys = vec![attachment_key(req)];
-    keys.extend(claimed_host_veth.map(|name| keys::host_veth_claim(&req.config.nodename, name)));
-    keys
 }

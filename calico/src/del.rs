@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use common::cni::lock::AttachmentLock;
 use common::cni::{CniArgs, Command, Request, delegate};
+use common::datastore::endpoint::{Teardown, decode_claim, read_claim};
 use common::datastore::model::AttachmentRecord;
 use common::datastore::model::HostVethClaim;
 use common::datastore::{Datastore, keys};
@@ -49,11 +50,8 @@ pub fn del(req: &Request) -> Result<()> {
         .map(|s| s.endpoint.name.clone())
         .or(record.map(|r| r.host_veth));
     let claim = match host_veth.as_deref() {
-        Some(name) if name == usual => found[1]
-            .as_ref()
-            .map(attachment::decode_claim)
-            .transpose()?,
-        Some(name) => attachment::read_claim(&store, &req.config.nodename, name)?,
+        Some(name) if name == usual => found[1].as_ref().map(decode_claim).transpose()?,
+        Some(name) => read_claim(&store, &req.config.nodename, name)?,
         None => None,
     };
     teardown(
@@ -101,7 +99,7 @@ pub fn gc(req: &Request) -> Result<()> {
         };
         let attachment_req = request_for(req, &record);
         let outcome = endpoint::read_endpoint_at(&store, &record.endpoint).and_then(|stored| {
-            let claim = attachment::read_claim(&store, &req.config.nodename, &record.host_veth)?;
+            let claim = read_claim(&store, &req.config.nodename, &record.host_veth)?;
             let host_veth = HostVethState {
                 name: Some(record.host_veth.clone()),
                 claim,
@@ -161,35 +159,21 @@ fn teardown(
     stored: Option<StoredEndpoint>,
     host_veth: HostVethState,
 ) -> Result<()> {
-    let owned = stored
-        .as_ref()
-        .is_none_or(|s| s.owned_by(&req.container_id));
-    let stored = stored.filter(|_| owned);
-    let claim_is_ours = host_veth
-        .claim
-        .as_ref()
-        .is_none_or(|c| c.container_id == req.container_id);
-    let removable_host_veth = host_veth.name.as_deref().filter(|_| owned && claim_is_ours);
-    let mut failures: Vec<Error> = [
+    let plan = Teardown::plan(
+        &req.container_id,
+        stored,
+        host_veth.name,
+        host_veth.claim.as_ref(),
+    );
+    let failures: Vec<Error> = [
         ipam::release(req),
-        network::remove_workload_interfaces(req, removable_host_veth),
+        network::remove_workload_interfaces(req, plan.host_veth.as_deref()),
     ]
     .into_iter()
     .filter_map(Result::err)
     .collect();
-    let also = if failures.is_empty() {
-        let held_claim = host_veth
-            .name
-            .as_deref()
-            .filter(|_| host_veth.claim.is_some() && claim_is_ours);
-        attachment::attachment_keys(req, held_claim)
-    } else {
-        Vec::new()
-    };
-    if stored.is_some() || !also.is_empty() {
-        failures.extend(endpoint::delete_endpoint(store, stored.as_ref(), &also).err());
-    }
-    Error::combine(failures)
+    let record_key = attachment::attachment_key(req);
+    plan.finish(store, &req.config.nodename, &record_key, failures)
 }
 
 /// Leaving a network the container joined later: drop its profile, release whatever the IPAM

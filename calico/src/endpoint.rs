@@ -9,7 +9,7 @@ use common::{Context, Error, Result};
 
 use crate::workload::WorkloadIds;
 
-pub use common::datastore::endpoint::{StoredEndpoint, delete_endpoint, read_endpoint_at};
+pub use common::datastore::endpoint::{StoredEndpoint, read_endpoint_at};
 
 /// How often a compare-and-swap on an endpoint is retried after losing to another writer.
 const CAS_ATTEMPTS: usize = 10;

@@ -2,8 +2,8 @@
 //! plugin's DEL and GC and by `calico-ipam gc`, so that every teardown removes an endpoint the
 //! same way.
 
-use super::model::WorkloadEndpoint;
-use super::{Condition, Datastore, Entry, Txn, Write, log_conflict};
+use super::model::{HostVethClaim, WorkloadEndpoint};
+use super::{Condition, Datastore, Entry, Txn, Write, keys, log_conflict};
 use crate::error::{Context, Error, Kind, Result, codes};
 
 /// An endpoint as stored, with the revision a compare-and-swap needs.
@@ -90,5 +90,136 @@ pub fn delete_endpoint(
             ),
         )
         .with_kind(Kind::CasConflict)),
+    }
+}
+
+/// Who holds the claim on the host veth name `name` on `node`, if anyone.
+pub fn read_claim(store: &Datastore, node: &str, name: &str) -> Result<Option<HostVethClaim>> {
+    let key = keys::host_veth_claim(node, name);
+    store
+        .get(&key)
+        .with_context(|| format!("read claim {key}"))?
+        .as_ref()
+        .map(decode_claim)
+        .transpose()
+}
+
+/// The claim stored in `entry`.
+pub fn decode_claim(entry: &Entry) -> Result<HostVethClaim> {
+    serde_json::from_slice(&entry.value).with_context(|| format!("decode claim {}", entry.key))
+}
+
+/// What the teardown of one attachment may remove, decided from what it owns: the endpoint
+/// when the container owns it (see [`StoredEndpoint::owned_by`]), the host veth only when the
+/// container owns the endpoint and nobody else holds the claim on the name, and the claim only
+/// when the container holds it. One rule for calico's DEL and GC and `calico-ipam gc`.
+#[derive(Debug)]
+pub struct Teardown {
+    /// The endpoint to delete, at the revision read.
+    pub endpoint: Option<StoredEndpoint>,
+    /// The host veth to delete (with its container end).
+    pub host_veth: Option<String>,
+    /// The host veth name whose claim goes with the record.
+    held_claim: Option<String>,
+}
+
+impl Teardown {
+    /// Decides for `container_id`, given its endpoint as read, the host veth its endpoint or
+    /// record names, and who holds the claim on that name.
+    pub fn plan(
+        container_id: &str,
+        stored: Option<StoredEndpoint>,
+        host_veth: Option<String>,
+        claim: Option<&HostVethClaim>,
+    ) -> Teardown {
+        let owned = stored.as_ref().is_none_or(|s| s.owned_by(container_id));
+        let claim_is_ours = claim.is_none_or(|c| c.container_id == container_id);
+        Teardown {
+            endpoint: stored.filter(|_| owned),
+            held_claim: host_veth
+                .clone()
+                .filter(|_| claim.is_some() && claim_is_ours),
+            host_veth: host_veth.filter(|_| owned && claim_is_ours),
+        }
+    }
+
+    /// The last step, after the addresses and interfaces: deletes the endpoint and, only when
+    /// nothing failed before (`failures` is empty), the record at `record_key` and the held
+    /// claim, in one transaction; the record stays otherwise, so that a retry finds it. All
+    /// failures are returned together.
+    pub fn finish(
+        self,
+        store: &Datastore,
+        node: &str,
+        record_key: &str,
+        mut failures: Vec<Error>,
+    ) -> Result<()> {
+        let also = if failures.is_empty() {
+            let mut also = vec![record_key.to_string()];
+            also.extend(
+                self.held_claim
+                    .as_deref()
+                    .map(|name| keys::host_veth_claim(node, name)),
+            );
+            also
+        } else {
+            Vec::new()
+        };
+        if self.endpoint.is_some() || !also.is_empty() {
+            failures.extend(delete_endpoint(store, self.endpoint.as_ref(), &also).err());
+        }
+        Error::combine(failures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(active_instance_id: &str) -> StoredEndpoint {
+        StoredEndpoint {
+            key: "/calico/v1/host/n/workload/k8s/ns.pod/endpoint/eth0".into(),
+            endpoint: WorkloadEndpoint {
+                active_instance_id: active_instance_id.into(),
+                ..WorkloadEndpoint::default()
+            },
+            revision: 7,
+        }
+    }
+
+    fn claim(container_id: &str) -> HostVethClaim {
+        HostVethClaim {
+            endpoint: "/calico/v1/host/n/workload/k8s/ns.pod/endpoint/eth0".into(),
+            container_id: container_id.into(),
+        }
+    }
+
+    #[test]
+    fn a_teardown_removes_only_what_the_container_owns() {
+        let veth = || Some("cali0123456789a".to_string());
+        // (endpoint's active instance, claim holder) → (endpoint, host veth, claim) removed
+        let cases = [
+            (Some("a"), Some("a"), (true, true, true)),
+            (Some(""), None, (true, true, false)),
+            (None, Some("a"), (false, true, true)),
+            // A pod's newer sandbox owns endpoint and name: a late teardown of `a` keeps both.
+            (Some("b"), Some("b"), (false, false, false)),
+            // The name went to another container: the endpoint goes, the link and claim stay.
+            (Some("a"), Some("b"), (true, false, false)),
+        ];
+        for (active, holder, want) in cases {
+            let plan = Teardown::plan(
+                "a",
+                active.map(endpoint),
+                veth(),
+                holder.map(claim).as_ref(),
+            );
+            let got = (
+                plan.endpoint.is_some(),
+                plan.host_veth.is_some(),
+                plan.held_claim.is_some(),
+            );
+            assert_eq!(got, want, "{active:?} {holder:?}");
+        }
     }
 }
