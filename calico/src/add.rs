@@ -12,10 +12,11 @@ use common::datastore::model::{Profile, WorkloadEndpoint};
 use common::error::RollbackLog;
 use ipnetwork::IpNetwork;
 
-use crate::attachment;
+use crate::attachment::{self, AttachmentGuard};
+use crate::combined;
 use crate::crash;
 use crate::endpoint::{self, EndpointWrite, StoredEndpoint};
-use crate::ipam;
+use crate::ipam::{self, IpamLease};
 use crate::labels;
 use crate::network;
 use crate::pod::{self, AddressSource, PodSetup};
@@ -26,7 +27,9 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let ids = WorkloadIds::for_request(req);
     let netns_path = network::validate_netns(req)?;
     let store = Datastore::connect(&req.config.etcd)?;
-    let (found, record) = endpoint::read_for_add(&store, &ids, &attachment::attachment_key(req))?;
+    let wanted = combined::first_read_keys(req, &ids);
+    let first = endpoint::read_for_add(&store, &ids, &attachment::attachment_key(req), &wanted)?;
+    let (found, record) = (first.endpoint, first.record);
     let existing = match found {
         Some(found) if is_this_attachment(req, &ids, &found) => {
             if veth::container_end_of(netns_path, &req.ifname, &found.endpoint.name)?.is_some() {
@@ -51,11 +54,20 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let setup = pod::prepare(req, &ids)?;
     let req = &setup.request;
     let rollback = RollbackLog::default();
-    let mut recorded =
-        attachment::record_attachment(&store, req, &ids, &setup.addresses, &rollback)?;
-    crash::point("after-record");
-    release_replaced_addresses(req, &setup.addresses, replaced.as_ref())?;
-    let mut lease = ipam::allocate(req, &setup.addresses, &rollback)?;
+    // Where the ADD removed an old attachment above, these answers are stale: the commit's
+    // conditions then fail and the separate steps (or a fresh read) take over.
+    let read = (wanted.as_slice(), first.also.as_slice());
+    let (mut recorded, mut lease) = match combined::record_and_allocate(
+        &store,
+        req,
+        &ids,
+        &setup.addresses,
+        read,
+        &rollback,
+    )? {
+        Some(both) => both,
+        None => record_then_allocate(&store, req, &ids, &setup, replaced.as_ref(), &rollback)?,
+    };
     let addresses = ipam::workload_addresses(&lease.result);
     crash::point("after-ipam");
     let host_veth = recorded.host_veth();
@@ -79,6 +91,22 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     lease.commit();
     recorded.commit();
     Ok(())
+}
+
+/// The separate steps: the record and claim in one transaction, then the addresses.
+fn record_then_allocate<'a>(
+    store: &'a Datastore,
+    req: &'a Request,
+    ids: &WorkloadIds,
+    setup: &PodSetup,
+    replaced: Option<&StoredEndpoint>,
+    rollback: &RollbackLog,
+) -> Result<(AttachmentGuard<'a>, IpamLease<'a>)> {
+    let recorded = attachment::record_attachment(store, req, ids, &setup.addresses, rollback)?;
+    crash::point("after-record");
+    release_replaced_addresses(store, req, &setup.addresses, replaced)?;
+    let lease = ipam::allocate(store, req, &setup.addresses, rollback)?;
+    Ok((recorded, lease))
 }
 
 /// Whether `found`, this `CNI_IFNAME`'s endpoint, is the one this very attachment made: for a
@@ -127,6 +155,7 @@ fn remove_unfinished_attachment(req: &Request) -> Result<()> {
 /// sandbox's addresses are released first, as Calico does, or the new request would find them
 /// taken.
 fn release_replaced_addresses(
+    store: &Datastore,
     req: &Request,
     source: &AddressSource,
     replaced: Option<&StoredEndpoint>,
@@ -135,10 +164,13 @@ fn release_replaced_addresses(
         .map(|r| r.endpoint.active_instance_id.as_str())
         .filter(|id| !id.is_empty() && *id != req.container_id);
     match (source, previous) {
-        (AddressSource::IpamRequested(_), Some(previous)) => ipam::release(&Request {
-            container_id: previous.to_string(),
-            ..req.clone()
-        }),
+        (AddressSource::IpamRequested(_), Some(previous)) => ipam::release(
+            store,
+            &Request {
+                container_id: previous.to_string(),
+                ..req.clone()
+            },
+        ),
         _ => Ok(()),
     }
 }

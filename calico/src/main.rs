@@ -3,6 +3,7 @@
 mod add;
 mod attachment;
 mod check;
+mod combined;
 mod crash;
 mod del;
 mod endpoint;
@@ -11,6 +12,7 @@ mod labels;
 mod network;
 mod pod;
 mod status;
+mod teardown_commit;
 mod workload;
 
 use common::cni::{self, Plugin, Reply, Request};

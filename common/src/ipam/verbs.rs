@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use super::allocator::hinted_read;
 use super::node_lock::{NodeIpamLock, newest_of};
 use super::preread::{CompanionOutcome, Preread};
 use super::{
@@ -13,6 +14,7 @@ use super::{
 };
 use crate::cni::lock::AttachmentLock;
 use crate::cni::{CniResult, IpConfig, Request, log};
+use crate::datastore::keys::{self, IpFamily};
 use crate::datastore::{Datastore, Entry, Txn};
 use crate::error::{Code, Context, Error, Kind, Result, codes};
 use ipnetwork::IpNetwork;
@@ -71,6 +73,25 @@ pub fn assign_under_node_lock(store: &Datastore, req: &Request, inputs: AssignIn
         addresses,
         companion: preread.companion_outcome(),
     }
+}
+
+/// The keys an ADD's assignment reads first when the node's block hint names blocks: what
+/// `calico` folds into its own first read. Empty without hints, or for an `IP=` request.
+pub fn first_read_keys(req: &Request) -> Vec<String> {
+    let conf = &req.config.ipam;
+    let (Some(dir), None) = (conf.block_hint_dir.as_deref(), req.args.ip) else {
+        return Vec::new();
+    };
+    let (family, pools) = if conf.assign_ipv4 {
+        (IpFamily::V4, &conf.ipv4_pools)
+    } else {
+        (IpFamily::V6, &conf.ipv6_pools)
+    };
+    let node = &req.config.nodename;
+    let hints = BlockHints::new(dir, node);
+    let handle_key = keys::handle(&request_handle(req));
+    let (cidrs, wanted) = hinted_read(&hints, node, &handle_key, family, pools);
+    if cidrs.is_empty() { Vec::new() } else { wanted }
 }
 
 /// Takes the node's IPAM lock, with the block copy beside the node's block hints.
