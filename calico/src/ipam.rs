@@ -263,6 +263,33 @@ pub fn workload_addresses(result: &CniResult) -> Vec<IpNetwork> {
 mod tests {
     use super::*;
 
+    fn request(raw: &serde_json::Value) -> Request {
+        let raw_config = raw.to_string().into_bytes();
+        Request {
+            command: Command::Add,
+            container_id: "c1".into(),
+            netns: None,
+            ifname: "eth0".into(),
+            cni_path: Vec::new(),
+            args: Default::default(),
+            config: common::config::NetConf::parse(&raw_config, &|_| None).unwrap(),
+            version: common::cni::CniVersion::V1_0_0,
+            raw_config,
+            lock_dir: std::path::PathBuf::from("/nonexistent"),
+        }
+    }
+
+    #[test]
+    fn calico_ipam_in_process_takes_a_pods_pools_from_the_rewritten_config() {
+        let conf = |pools: &[&str]| serde_json::json!({"name": "n", "ipam": {"type": "calico-ipam", "ipv4_pools": pools}});
+        let mut req = request(&conf(&["10.0.0.0/16"]));
+        // pod::prepare rewrites only the raw config for a pod's pools annotation.
+        req.raw_config = conf(&["10.1.0.0/16"]).to_string().into_bytes();
+        let pools = ipam_request(&req).config.ipam.ipv4_pools;
+        assert_eq!(pools, ["10.1.0.0/16".parse::<IpNetwork>().unwrap()]);
+        assert!(ipam_request(&req).config.ipam.ipv6_pools.is_empty());
+    }
+
     #[test]
     fn addresses_become_host_routes() {
         let result = CniResult {
