@@ -7,8 +7,8 @@ use common::Result;
 use common::cni::{CniResult, Interface, IpConfig, Reply, Request};
 use common::dataplane::format_mac;
 use common::dataplane::veth::{self, HOST_MAC, VethGuard};
-use common::datastore::Datastore;
 use common::datastore::model::{Profile, WorkloadEndpoint};
+use common::datastore::{Datastore, Entry};
 use common::error::RollbackLog;
 use ipnetwork::IpNetwork;
 
@@ -54,20 +54,9 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let setup = pod::prepare(req, &ids)?;
     let req = &setup.request;
     let rollback = RollbackLog::default();
-    // Where the ADD removed an old attachment above, these answers are stale: the commit's
-    // conditions then fail and the separate steps (or a fresh read) take over.
     let read = (wanted.as_slice(), first.also.as_slice());
-    let (mut recorded, mut lease) = match combined::record_and_allocate(
-        &store,
-        req,
-        &ids,
-        &setup.addresses,
-        read,
-        &rollback,
-    )? {
-        Some(both) => both,
-        None => record_then_allocate(&store, req, &ids, &setup, replaced.as_ref(), &rollback)?,
-    };
+    let (mut recorded, mut lease) =
+        record_and_allocate(&store, &setup, read, replaced.as_ref(), &rollback)?;
     let addresses = ipam::workload_addresses(&lease.result);
     crash::point("after-ipam");
     let host_veth = recorded.host_veth();
@@ -93,16 +82,23 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     Ok(())
 }
 
-/// The separate steps: the record and claim in one transaction, then the addresses.
-fn record_then_allocate<'a>(
+/// The attachment record, the claim on its host veth name and the addresses: in one
+/// transaction where [`combined`] can, else the record and claim first, then the addresses.
+/// `read` is what ADD's first read found for [`combined::first_read_keys`]; where the ADD
+/// removed an old attachment since, it is stale, and the commit's conditions catch that.
+fn record_and_allocate<'a>(
     store: &'a Datastore,
-    req: &'a Request,
-    ids: &WorkloadIds,
-    setup: &PodSetup,
+    setup: &'a PodSetup,
+    read: (&[String], &[Option<Entry>]),
     replaced: Option<&StoredEndpoint>,
     rollback: &RollbackLog,
 ) -> Result<(AttachmentGuard<'a>, IpamLease<'a>)> {
-    let recorded = attachment::record_attachment(store, req, ids, &setup.addresses, rollback)?;
+    if let Some(both) = combined::record_and_allocate(store, setup, read, rollback)? {
+        return Ok(both);
+    }
+    let req = &setup.request;
+    let ids = WorkloadIds::for_request(req);
+    let recorded = attachment::record_attachment(store, req, &ids, &setup.addresses, rollback)?;
     crash::point("after-record");
     release_replaced_addresses(store, req, &setup.addresses, replaced)?;
     let lease = ipam::allocate(store, req, &setup.addresses, rollback)?;

@@ -17,7 +17,7 @@ use common::ipam::verbs::{self, AssignInputs};
 use crate::attachment::{self, AttachmentGuard};
 use crate::crash;
 use crate::ipam::{self, IpamLease};
-use crate::pod::AddressSource;
+use crate::pod::{AddressSource, PodSetup};
 use crate::workload::WorkloadIds;
 
 /// The keys this step wants in ADD's first read: the claim on the usual host veth name, then
@@ -39,17 +39,17 @@ pub fn first_read_keys(req: &Request, ids: &WorkloadIds) -> Vec<String> {
 /// `wanted` and `found` are [`first_read_keys`] and what the first read found for them.
 pub fn record_and_allocate<'a>(
     store: &'a Datastore,
-    req: &'a Request,
-    ids: &WorkloadIds,
-    source: &AddressSource,
+    setup: &'a PodSetup,
     (wanted, found): (&[String], &[Option<Entry>]),
     rollback: &RollbackLog,
 ) -> Result<Option<(AttachmentGuard<'a>, IpamLease<'a>)>> {
+    let (req, source) = (&setup.request, &setup.addresses);
     if !ipam::in_process(req) || *source != AddressSource::Ipam {
         return Ok(None);
     }
+    let ids = WorkloadIds::for_request(req);
     let claim = found.first().cloned().flatten();
-    let Some(pending) = attachment::pending_claim(req, ids, source, claim.as_ref())? else {
+    let Some(pending) = attachment::pending_claim(req, &ids, source, claim.as_ref())? else {
         return Ok(None);
     };
     let prefetched: HashMap<String, Option<Entry>> = wanted
