@@ -14,3 +14,7 @@ FEATURES=calico/crash-points
 cargo build --workspace --locked --features "$FEATURES"
 # --no-fail-fast: report the failures of every test binary, not only the first one.
 cargo test --workspace --locked --no-fail-fast --features "$FEATURES" -- --include-ignored
+# The same integration tests with calico executing calico-ipam instead of running Calico IPAM
+# in its own process: both paths must keep every behaviour (tests/src/plugin.rs passes the
+# variable on to every plugin run).
+CALICO_IPAM_EXEC=1 cargo test -p tests --locked --no-fail-fast -- --include-ignored

@@ -3,12 +3,9 @@
 //! pools, usage, consistency checks, releases and GC.
 
 mod admin;
-mod check;
 mod collect;
-mod gc;
 mod operate;
 mod plugin;
-mod status;
 
 use common::cni;
 

@@ -7,15 +7,16 @@ use common::Result;
 use common::cni::{CniResult, Interface, IpConfig, Reply, Request};
 use common::dataplane::format_mac;
 use common::dataplane::veth::{self, HOST_MAC, VethGuard};
-use common::datastore::Datastore;
 use common::datastore::model::{Profile, WorkloadEndpoint};
+use common::datastore::{Datastore, Entry};
 use common::error::RollbackLog;
 use ipnetwork::IpNetwork;
 
-use crate::attachment;
+use crate::attachment::{self, AttachmentGuard};
+use crate::combined;
 use crate::crash;
 use crate::endpoint::{self, EndpointWrite, StoredEndpoint};
-use crate::ipam;
+use crate::ipam::{self, IpamLease};
 use crate::labels;
 use crate::network;
 use crate::pod::{self, AddressSource, PodSetup};
@@ -26,7 +27,9 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let ids = WorkloadIds::for_request(req);
     let netns_path = network::validate_netns(req)?;
     let store = Datastore::connect(&req.config.etcd)?;
-    let (found, record) = endpoint::read_for_add(&store, &ids, &attachment::attachment_key(req))?;
+    let wanted = combined::first_read_keys(req, &ids);
+    let first = endpoint::read_for_add(&store, &ids, &attachment::attachment_key(req), &wanted)?;
+    let (found, record) = (first.endpoint, first.record);
     let existing = match found {
         Some(found) if is_this_attachment(req, &ids, &found) => {
             if veth::container_end_of(netns_path, &req.ifname, &found.endpoint.name)?.is_some() {
@@ -51,11 +54,9 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let setup = pod::prepare(req, &ids)?;
     let req = &setup.request;
     let rollback = RollbackLog::default();
-    let mut recorded =
-        attachment::record_attachment(&store, req, &ids, &setup.addresses, &rollback)?;
-    crash::point("after-record");
-    release_replaced_addresses(req, &setup.addresses, replaced.as_ref())?;
-    let mut lease = ipam::allocate(req, &setup.addresses, &rollback)?;
+    let read = (wanted.as_slice(), first.also.as_slice());
+    let (mut recorded, mut lease) =
+        record_and_allocate(&store, &setup, read, replaced.as_ref(), &rollback)?;
     let addresses = ipam::workload_addresses(&lease.result);
     crash::point("after-ipam");
     let host_veth = recorded.host_veth();
@@ -79,6 +80,29 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     lease.commit();
     recorded.commit();
     Ok(())
+}
+
+/// The attachment record, the claim on its host veth name and the addresses: in one
+/// transaction where [`combined`] can, else the record and claim first, then the addresses.
+/// `read` is what ADD's first read found for [`combined::first_read_keys`]; where the ADD
+/// removed an old attachment since, it is stale, and the commit's conditions catch that.
+fn record_and_allocate<'a>(
+    store: &'a Datastore,
+    setup: &'a PodSetup,
+    read: (&[String], &[Option<Entry>]),
+    replaced: Option<&StoredEndpoint>,
+    rollback: &RollbackLog,
+) -> Result<(AttachmentGuard<'a>, IpamLease<'a>)> {
+    if let Some(both) = combined::record_and_allocate(store, setup, read, rollback)? {
+        return Ok(both);
+    }
+    let req = &setup.request;
+    let ids = WorkloadIds::for_request(req);
+    let recorded = attachment::record_attachment(store, req, &ids, &setup.addresses, rollback)?;
+    crash::point("after-record");
+    release_replaced_addresses(store, req, &setup.addresses, replaced)?;
+    let lease = ipam::allocate(store, req, &setup.addresses, rollback)?;
+    Ok((recorded, lease))
 }
 
 /// Whether `found`, this `CNI_IFNAME`'s endpoint, is the one this very attachment made: for a
@@ -127,6 +151,7 @@ fn remove_unfinished_attachment(req: &Request) -> Result<()> {
 /// sandbox's addresses are released first, as Calico does, or the new request would find them
 /// taken.
 fn release_replaced_addresses(
+    store: &Datastore,
     req: &Request,
     source: &AddressSource,
     replaced: Option<&StoredEndpoint>,
@@ -135,10 +160,13 @@ fn release_replaced_addresses(
         .map(|r| r.endpoint.active_instance_id.as_str())
         .filter(|id| !id.is_empty() && *id != req.container_id);
     match (source, previous) {
-        (AddressSource::IpamRequested(_), Some(previous)) => ipam::release(&Request {
-            container_id: previous.to_string(),
-            ..req.clone()
-        }),
+        (AddressSource::IpamRequested(_), Some(previous)) => ipam::release(
+            store,
+            &Request {
+                container_id: previous.to_string(),
+                ..req.clone()
+            },
+        ),
         _ => Ok(()),
     }
 }

@@ -104,18 +104,7 @@ pub fn record_attachment<'a>(
         candidates.push(hashed_host_veth_name(&ids.veth_prefix, &req.container_id));
     }
     for name in candidates {
-        let record = AttachmentRecord {
-            container_id: req.container_id.clone(),
-            ifname: req.ifname.clone(),
-            netns: req
-                .netns
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            host_veth: name.clone(),
-            endpoint: endpoint::endpoint_key(ids),
-            without_ipam: matches!(addresses, AddressSource::NoIpam(_)),
-        };
+        let record = attachment_record(req, ids, addresses, &name);
         if let Some((host_veth, written)) = claim_host_veth(store, req, ids, &record)? {
             return Ok(AttachmentGuard {
                 store,
@@ -130,6 +119,114 @@ pub fn record_attachment<'a>(
         codes::DATAPLANE,
         format!("host link {usual} belongs to another workload"),
     ))
+}
+
+/// The claim on the usual host veth name and the record, as writes still to commit: added to
+/// the first IPAM transaction, so that record, claim and addresses land together.
+pub struct PendingClaim {
+    /// The claim's condition, the two puts, and the claim read back on failure.
+    pub txn: Txn,
+    written: Vec<WrittenKey>,
+    host_veth: HostVeth,
+}
+
+impl PendingClaim {
+    /// The guard of the record and claim, once the transaction carrying them committed.
+    pub fn committed<'a>(
+        self,
+        store: &'a Datastore,
+        rollback: &RollbackLog,
+    ) -> AttachmentGuard<'a> {
+        AttachmentGuard {
+            store,
+            written: self.written,
+            host_veth: self.host_veth,
+            rollback: rollback.clone(),
+            committed: false,
+        }
+    }
+}
+
+/// The record and the claim on the usual host veth name as writes to commit with the
+/// addresses, given the claim as the first read found it (`claim`). `None` when the usual name
+/// needs [`record_attachment`]'s own steps: another workload holds it, or a link of that name
+/// exists that nobody claimed (it may belong to a container set up before claims existed).
+pub fn pending_claim(
+    req: &Request,
+    ids: &WorkloadIds,
+    addresses: &AddressSource,
+    claim: Option<&Entry>,
+) -> Result<Option<PendingClaim>> {
+    let name = ids.host_veth_name(&req.container_id);
+    let record = attachment_record(req, ids, addresses, &name);
+    let claim_key = keys::host_veth_claim(&ids.node, &name);
+    let condition = match claim {
+        None => Condition::Absent(claim_key.clone()),
+        Some(entry) => {
+            let holder: HostVethClaim = serde_json::from_slice(&entry.value)
+                .with_context(|| format!("decode claim {claim_key}"))?;
+            if holder.endpoint != record.endpoint {
+                return Ok(None);
+            }
+            Condition::Revision(claim_key.clone(), entry.mod_revision)
+        }
+    };
+    let exists = veth::host_link_exists(&name)?;
+    if exists && claim.is_none() {
+        return Ok(None);
+    }
+    let claim_value = serde_json::to_vec(&HostVethClaim {
+        endpoint: record.endpoint.clone(),
+        container_id: req.container_id.clone(),
+    })?;
+    let record_value = serde_json::to_vec(&record)?;
+    Ok(Some(PendingClaim {
+        txn: Txn {
+            conditions: vec![condition],
+            writes: vec![
+                Write::Put(claim_key.clone(), claim_value.clone()),
+                Write::Put(attachment_key(req), record_value.clone()),
+            ],
+            reads_on_failure: vec![claim_key.clone()],
+        },
+        // Under the attachment's lock nobody else writes its record: it was absent.
+        written: vec![
+            WrittenKey {
+                key: attachment_key(req),
+                written: record_value,
+                previous: None,
+            },
+            WrittenKey {
+                key: claim_key,
+                written: claim_value,
+                previous: claim.map(|e| e.value.clone()),
+            },
+        ],
+        host_veth: HostVeth {
+            name,
+            replaces_stale_link: exists,
+        },
+    }))
+}
+
+fn attachment_record(
+    req: &Request,
+    ids: &WorkloadIds,
+    addresses: &AddressSource,
+    host_veth: &str,
+) -> AttachmentRecord {
+    AttachmentRecord {
+        container_id: req.container_id.clone(),
+        ifname: req.ifname.clone(),
+        netns: req
+            .netns
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        host_veth: host_veth.to_string(),
+        endpoint: endpoint::endpoint_key(ids),
+        without_ipam: matches!(addresses, AddressSource::NoIpam(_)),
+    }
 }
 
 /// Claims `record.host_veth` and writes the record, or `None` when another workload owns the

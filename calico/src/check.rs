@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use common::cni::{Command, Request, delegate};
+use common::cni::Request;
 use common::dataplane::route::{IPV4_GATEWAY, RouteState, Scope};
 use common::dataplane::{addr, netns, route, sysctl, veth};
 use common::datastore::Datastore;
@@ -40,7 +40,7 @@ pub fn check(req: &Request) -> Result<()> {
     let expected = expected_state(req)?;
     let record = attachment::read_attachment(&store, req)?;
     if !record.is_some_and(|r| r.without_ipam) {
-        delegate::ipam_exec(req, Command::Check, &req.raw_config)?;
+        ipam::check(&store, req)?;
     }
     let mut mismatches = check_container(netns_path, &req.ifname, &expected)?;
     mismatches.extend(check_host(&expected)?);

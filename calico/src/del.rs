@@ -1,20 +1,23 @@
 //! DEL and GC: release the addresses, delete the endpoint, remove the interfaces, then the
 //! attachment record. Idempotent.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use common::cni::lock::AttachmentLock;
-use common::cni::{CniArgs, Command, Request, delegate};
+use common::cni::{CniArgs, Request};
+use common::config::Attachment;
 use common::datastore::endpoint::{Teardown, decode_claim, read_claim};
 use common::datastore::model::AttachmentRecord;
 use common::datastore::model::HostVethClaim;
-use common::datastore::{Datastore, keys};
+use common::datastore::{Datastore, Entry, keys};
 use common::{Error, Result};
 
 use crate::attachment;
 use crate::endpoint::{self, StoredEndpoint};
 use crate::ipam;
 use crate::network;
+use crate::teardown_commit::{self, TeardownRead};
 use crate::workload::WorkloadIds;
 
 /// Handles DEL. The endpoint is read first, with the Ready flag, the record and the claim on the
@@ -25,11 +28,14 @@ pub fn del(req: &Request) -> Result<()> {
     let ids = WorkloadIds::for_request(req);
     let store = Datastore::connect(&req.config.etcd)?;
     let usual = ids.host_veth_name(&req.container_id);
-    let also = [
+    let mut also = vec![
         attachment::attachment_key(req),
         keys::host_veth_claim(&req.config.nodename, &usual),
     ];
+    also.extend(teardown_commit::first_read_keys(req));
     let (stored, found) = endpoint::read_for_del(&store, &ids, &also)?;
+    let ipam_read = also.iter().cloned().zip(found.iter().cloned()).skip(2);
+    let ipam_read = ipam_read.collect();
     if let Some(joined) = endpoint::joined_endpoint(req, &ids, stored.as_ref()) {
         return leave_network(&store, req, joined);
     }
@@ -62,6 +68,7 @@ pub fn del(req: &Request) -> Result<()> {
             name: host_veth,
             claim,
         },
+        ipam_read,
     )
 }
 
@@ -104,7 +111,7 @@ pub fn gc(req: &Request) -> Result<()> {
                 name: Some(record.host_veth.clone()),
                 claim,
             };
-            teardown(&store, &attachment_req, stored, host_veth)
+            teardown(&store, &attachment_req, stored, host_veth, HashMap::new())
         });
         let context = format!(
             "collect attachment {}/{}",
@@ -112,34 +119,15 @@ pub fn gc(req: &Request) -> Result<()> {
         );
         failures.extend(outcome.err().map(|e| e.context(context)));
     }
-    let ipam_config = config_keeping(&req.raw_config, &busy)?;
-    failures.extend(delegate::ipam_exec(req, Command::Gc, &ipam_config).err());
+    let busy: Vec<Attachment> = busy
+        .into_iter()
+        .map(|r| Attachment {
+            container_id: r.container_id,
+            ifname: r.ifname,
+        })
+        .collect();
+    failures.extend(ipam::gc(&store, req, &busy).err());
     Error::combine(failures)
-}
-
-/// The config for the IPAM plugin's GC, with the attachments skipped as busy added to its valid
-/// list, so that their addresses stay with them too.
-fn config_keeping(raw_config: &[u8], busy: &[AttachmentRecord]) -> Result<Vec<u8>> {
-    if busy.is_empty() {
-        return Ok(raw_config.to_vec());
-    }
-    let mut config: serde_json::Value = serde_json::from_slice(raw_config)?;
-    let Some(object) = config.as_object_mut() else {
-        return Ok(raw_config.to_vec());
-    };
-    for key in ["cni.dev/valid-attachments", "cni.dev/attachments"] {
-        let listed = object
-            .entry(key)
-            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
-        if let Some(listed) = listed.as_array_mut() {
-            listed.extend(
-                busy.iter().map(
-                    |r| serde_json::json!({"containerID": r.container_id, "ifname": r.ifname}),
-                ),
-            );
-        }
-    }
-    Ok(serde_json::to_vec(&config)?)
 }
 
 /// The host veth an attachment used, and who holds the claim on its name now.
@@ -149,7 +137,9 @@ struct HostVethState {
 }
 
 /// Releases the addresses, removes the interfaces, then deletes the endpoint (and, when all
-/// went well, the record and the claim) in one transaction. A pod's endpoint owned by another
+/// went well, the record and the claim) in one transaction; with Calico IPAM in this process,
+/// the interfaces go first and that one transaction releases the addresses too
+/// (`ipam_read`: what the first read found of the IPAM keys, see [`teardown_commit`]). A pod's endpoint owned by another
 /// sandbox (a late DEL of an older one) is left alone, and so is a host veth whose name another
 /// sandbox or container holds now; this sandbox's addresses and container interface go all the
 /// same. The record stays when something failed, so a retry finds it.
@@ -158,6 +148,7 @@ fn teardown(
     req: &Request,
     stored: Option<StoredEndpoint>,
     host_veth: HostVethState,
+    ipam_read: HashMap<String, Option<Entry>>,
 ) -> Result<()> {
     let plan = Teardown::plan(
         &req.container_id,
@@ -165,8 +156,16 @@ fn teardown(
         host_veth.name,
         host_veth.claim.as_ref(),
     );
+    if ipam::in_process(req) {
+        let removed = network::remove_workload_interfaces(req, plan.host_veth.as_deref());
+        let read = TeardownRead {
+            plan,
+            ipam: ipam_read,
+        };
+        return teardown_commit::commit(store, req, read, removed.err().into_iter().collect());
+    }
     let failures: Vec<Error> = [
-        ipam::release(req),
+        ipam::release(store, req),
         network::remove_workload_interfaces(req, plan.host_veth.as_deref()),
     ]
     .into_iter()
@@ -179,7 +178,7 @@ fn teardown(
 /// Leaving a network the container joined later: drop its profile, release whatever the IPAM
 /// plugin may hold for it; the interface stays with the network that made it.
 fn leave_network(store: &Datastore, req: &Request, stored: StoredEndpoint) -> Result<()> {
-    let released = ipam::release(req);
+    let released = ipam::release(store, req);
     endpoint::remove_profile(store, stored, &req.config.name)?;
     released
 }

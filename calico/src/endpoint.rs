@@ -35,34 +35,50 @@ fn check_ready(flag: Option<&Entry>) -> Result<()> {
 }
 
 /// ADD's first read, one request: the Ready flag (refusing when it is `false`), this
-/// `CNI_IFNAME`'s endpoint of the workload, and the entry at `record_key` (this attachment's
-/// record). Endpoints of the workload's other interfaces do not matter: each interface name is
-/// an attachment of its own, with its own veth.
+/// `CNI_IFNAME`'s endpoint of the workload, the entry at `record_key` (this attachment's
+/// record), and the entries at `also` (in that order; `None` when absent). Endpoints of the
+/// workload's other interfaces do not matter: each interface name is an attachment of its own,
+/// with its own veth.
 pub fn read_for_add(
     store: &Datastore,
     ids: &WorkloadIds,
     record_key: &str,
-) -> Result<(Option<StoredEndpoint>, Option<Entry>)> {
+    also: &[String],
+) -> Result<FirstRead> {
     let key = endpoint_key(ids);
-    let reads = [
+    let mut reads = vec![
         Read::Key(keys::READY.to_string()),
         Read::Key(key.clone()),
         Read::Key(record_key.to_string()),
     ];
+    reads.extend(also.iter().map(|k| Read::Key(k.clone())));
     let mut answers = store
         .read(&reads)
         .with_context(|| format!("read the Ready flag, {key} and {record_key}"))?
-        .into_iter();
-    check_ready(answers.next().unwrap_or_default().first())?;
+        .into_iter()
+        .map(|entries| entries.into_iter().next());
+    check_ready(answers.next().flatten().as_ref())?;
     let endpoint = answers
         .next()
-        .unwrap_or_default()
-        .into_iter()
-        .next()
+        .flatten()
         .map(StoredEndpoint::from_entry)
         .transpose()?;
-    let record = answers.next().unwrap_or_default().into_iter().next();
-    Ok((endpoint, record))
+    let record = answers.next().flatten();
+    Ok(FirstRead {
+        endpoint,
+        record,
+        also: answers.collect(),
+    })
+}
+
+/// What [`read_for_add`] found.
+pub struct FirstRead {
+    /// This `CNI_IFNAME`'s endpoint of the workload.
+    pub endpoint: Option<StoredEndpoint>,
+    /// This attachment's record.
+    pub record: Option<Entry>,
+    /// The further keys asked for, in order.
+    pub also: Vec<Option<Entry>>,
 }
 
 /// DEL's first read, one request: the Ready flag (refusing when it is `false`), this

@@ -1,22 +1,48 @@
-//! The addresses, from the IPAM plugin named in `ipam.type` (or, for a pod annotated with
-//! `ipAddrsNoIpam`, as given).
+//! The addresses: from Calico IPAM run in this process (`ipam.type: calico-ipam`), from the
+//! IPAM plugin named in `ipam.type`, or, for a pod annotated with `ipAddrsNoIpam`, as given.
+
+use std::net::IpAddr;
 
 use common::Result;
 use common::cni::{CniResult, Command, IpConfig, Request, delegate};
+use common::config::Attachment;
+use common::datastore::Datastore;
 use common::error::RollbackLog;
+use common::ipam::verbs;
 use ipnetwork::IpNetwork;
 
 use crate::pod::{self, AddressSource};
 
-/// Addresses held for the attachment; dropping the lease releases them (IPAM DEL) unless it was
-/// committed. Addresses given without IPAM are not released.
+/// Set to `1` (or `true`), `calico` executes the `calico-ipam` binary for Calico IPAM, as an
+/// interface plugin does for any other IPAM plugin, instead of running it in its own process.
+pub const IPAM_EXEC_ENV: &str = "CALICO_IPAM_EXEC";
+
+/// Whether Calico IPAM runs in this process: `ipam.type` is `calico-ipam`, and neither the
+/// config (`ipam_in_process: false`) nor [`IPAM_EXEC_ENV`] asks for the binary.
+pub fn in_process(req: &Request) -> bool {
+    req.config.ipam.plugin_type == "calico-ipam"
+        && req.config.ipam_in_process
+        && !std::env::var(IPAM_EXEC_ENV).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+/// Addresses held for the attachment; dropping the lease releases them unless it was
+/// committed: with IPAM DEL when the IPAM plugin assigned them, address by address (only while
+/// the attachment's handle still holds each) when this process did. Addresses given without
+/// IPAM are not released.
 pub struct IpamLease<'a> {
     req: &'a Request,
     /// The addresses and DNS settings.
     pub result: CniResult,
-    from_ipam: bool,
+    undo: Undo<'a>,
     rollback: RollbackLog,
     committed: bool,
+}
+
+/// How a lease gives its addresses back.
+enum Undo<'a> {
+    Nothing,
+    IpamDel,
+    Release(&'a Datastore, Vec<IpAddr>),
 }
 
 impl IpamLease<'_> {
@@ -28,10 +54,17 @@ impl IpamLease<'_> {
 
 impl Drop for IpamLease<'_> {
     fn drop(&mut self) {
-        if self.from_ipam
-            && !self.committed
-            && let Err(err) = release(self.req)
-        {
+        if self.committed {
+            return;
+        }
+        let released = match &self.undo {
+            Undo::Nothing => Ok(()),
+            Undo::IpamDel => release_with_ipam_plugin(self.req),
+            Undo::Release(store, addresses) => {
+                verbs::release_assigned(store, &ipam_request(self.req), addresses)
+            }
+        };
+        if let Err(err) = released {
             self.rollback.record_failure();
             common::cni::log::error(&format!(
                 "rollback: failed to release addresses of {}: {err}",
@@ -41,39 +74,41 @@ impl Drop for IpamLease<'_> {
     }
 }
 
+/// The lease of addresses this process assigned (and committed) for `req`.
+pub fn assigned_lease<'a>(
+    store: &'a Datastore,
+    req: &'a Request,
+    addresses: Vec<IpAddr>,
+    rollback: &RollbackLog,
+) -> IpamLease<'a> {
+    IpamLease {
+        req,
+        result: verbs::ipam_result(&addresses),
+        undo: Undo::Release(store, addresses),
+        rollback: rollback.clone(),
+        committed: false,
+    }
+}
+
 /// Gets the addresses: IPAM ADD, one IPAM ADD per requested address, or none at all.
 pub fn allocate<'a>(
+    store: &'a Datastore,
     req: &'a Request,
     source: &AddressSource,
     rollback: &RollbackLog,
 ) -> Result<IpamLease<'a>> {
-    // Nothing to release until the IPAM plugin has answered an ADD: one that failed cleaned up
-    // after itself.
+    // Nothing to release until IPAM has answered an ADD: one that failed cleaned up after
+    // itself.
     let mut lease = IpamLease {
         req,
         result: CniResult::default(),
-        from_ipam: false,
+        undo: Undo::Nothing,
         rollback: rollback.clone(),
         committed: false,
     };
-    match source {
-        AddressSource::Ipam => {
-            lease.result = delegate::ipam_add(req)?;
-            lease.from_ipam = true;
-        }
-        AddressSource::IpamRequested(addresses) => {
-            // The lease exists before the second call, so a failure there releases the first.
-            for &address in addresses {
-                let asking = Request {
-                    args: req.args.with_ip(address),
-                    ..req.clone()
-                };
-                let answer = delegate::ipam_add(&asking)?;
-                lease.from_ipam = true;
-                lease.result.ips.extend(answer.ips.into_iter().take(1));
-                lease.result.dns = answer.dns;
-            }
-        }
+    let requested: Vec<Option<IpAddr>> = match source {
+        AddressSource::Ipam => vec![None],
+        AddressSource::IpamRequested(addresses) => addresses.iter().copied().map(Some).collect(),
         AddressSource::NoIpam(addresses) => {
             lease.result.ips = addresses
                 .iter()
@@ -83,15 +118,135 @@ pub fn allocate<'a>(
                     interface: None,
                 })
                 .collect();
+            return Ok(lease);
+        }
+    };
+    // The lease exists before the second request, so a failure there releases the first.
+    for address in requested {
+        let asking = match address {
+            Some(address) => Request {
+                args: req.args.with_ip(address),
+                ..req.clone()
+            },
+            None => req.clone(),
+        };
+        if in_process(req) {
+            let ipam_req = ipam_request(&asking);
+            let assigned = verbs::assign_under_node_lock(store, &ipam_req, Default::default());
+            let addresses = assigned.addresses?;
+            lease.result.ips.extend(verbs::ipam_result(&addresses).ips);
+            match &mut lease.undo {
+                Undo::Release(_, held) => held.extend(addresses),
+                undo => *undo = Undo::Release(store, addresses),
+            }
+        } else {
+            let answer = delegate::ipam_add(&asking)?;
+            lease.undo = Undo::IpamDel;
+            let take = if address.is_some() {
+                1
+            } else {
+                answer.ips.len()
+            };
+            lease.result.ips.extend(answer.ips.into_iter().take(take));
+            lease.result.dns = answer.dns;
         }
     }
     Ok(lease)
 }
 
-/// IPAM DEL with the same container id as the ADD, so only this attachment's addresses are
-/// released.
-pub fn release(req: &Request) -> Result<()> {
+/// Releases what IPAM holds for this attachment (the same container id and interface as the
+/// ADD, so only this attachment's addresses go): in this process, or with IPAM DEL.
+pub fn release(store: &Datastore, req: &Request) -> Result<()> {
+    if in_process(req) {
+        verbs::release(store, &ipam_request(req))
+    } else {
+        release_with_ipam_plugin(req)
+    }
+}
+
+/// IPAM CHECK of the attachment's addresses.
+pub fn check(store: &Datastore, req: &Request) -> Result<()> {
+    if in_process(req) {
+        verbs::check(store, req)
+    } else {
+        delegate::ipam_exec(req, Command::Check, &req.raw_config)
+    }
+}
+
+/// IPAM STATUS.
+pub fn status(store: &Datastore, req: &Request) -> Result<()> {
+    if in_process(req) {
+        verbs::status(store, req)
+    } else {
+        delegate::ipam_exec(req, Command::Status, &req.raw_config)
+    }
+}
+
+/// IPAM GC, keeping the addresses of the `busy` attachments too (a verb is working on them).
+pub fn gc(store: &Datastore, req: &Request, busy: &[Attachment]) -> Result<()> {
+    if in_process(req) {
+        let mut keeping = req.clone();
+        if !busy.is_empty() {
+            keeping
+                .config
+                .valid_attachments
+                .get_or_insert_with(Vec::new)
+                .extend(busy.iter().cloned());
+        }
+        verbs::gc(store, &keeping)
+    } else {
+        delegate::ipam_exec(req, Command::Gc, &config_keeping(&req.raw_config, busy)?)
+    }
+}
+
+/// The config for the IPAM plugin's GC, with `busy` added to its valid list.
+fn config_keeping(raw_config: &[u8], busy: &[Attachment]) -> Result<Vec<u8>> {
+    if busy.is_empty() {
+        return Ok(raw_config.to_vec());
+    }
+    let mut config: serde_json::Value = serde_json::from_slice(raw_config)?;
+    let Some(object) = config.as_object_mut() else {
+        return Ok(raw_config.to_vec());
+    };
+    for key in ["cni.dev/valid-attachments", "cni.dev/attachments"] {
+        let listed = object
+            .entry(key)
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        if let Some(listed) = listed.as_array_mut() {
+            listed.extend(
+                busy.iter().map(
+                    |a| serde_json::json!({"containerID": a.container_id, "ifname": a.ifname}),
+                ),
+            );
+        }
+    }
+    Ok(serde_json::to_vec(&config)?)
+}
+
+fn release_with_ipam_plugin(req: &Request) -> Result<()> {
     delegate::ipam_exec(req, Command::Del, &pod::config_for_release(req)?)
+}
+
+/// The request as Calico IPAM sees it: a pod's pool annotations rewrite the `ipam` section of
+/// the config the IPAM plugin is given (see `pod::prepare`), so the pools come from there.
+pub fn ipam_request(req: &Request) -> Request {
+    let mut ipam_req = req.clone();
+    let raw: serde_json::Value = serde_json::from_slice(&req.raw_config).unwrap_or_default();
+    let pools = |field: &str| -> Option<Vec<IpNetwork>> {
+        raw.get("ipam")?
+            .get(field)?
+            .as_array()?
+            .iter()
+            .map(|v| v.as_str()?.parse().ok())
+            .collect()
+    };
+    if let Some(v4) = pools("ipv4_pools") {
+        ipam_req.config.ipam.ipv4_pools = v4;
+    }
+    if let Some(v6) = pools("ipv6_pools") {
+        ipam_req.config.ipam.ipv6_pools = v6;
+    }
+    ipam_req
 }
 
 /// The workload's addresses: every IPAM address as a /32 or /128, because Calico routes each
@@ -107,6 +262,33 @@ pub fn workload_addresses(result: &CniResult) -> Vec<IpNetwork> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn request(raw: &serde_json::Value) -> Request {
+        let raw_config = raw.to_string().into_bytes();
+        Request {
+            command: Command::Add,
+            container_id: "c1".into(),
+            netns: None,
+            ifname: "eth0".into(),
+            cni_path: Vec::new(),
+            args: Default::default(),
+            config: common::config::NetConf::parse(&raw_config, &|_| None).unwrap(),
+            version: common::cni::CniVersion::V1_0_0,
+            raw_config,
+            lock_dir: std::path::PathBuf::from("/nonexistent"),
+        }
+    }
+
+    #[test]
+    fn calico_ipam_in_process_takes_a_pods_pools_from_the_rewritten_config() {
+        let conf = |pools: &[&str]| serde_json::json!({"name": "n", "ipam": {"type": "calico-ipam", "ipv4_pools": pools}});
+        let mut req = request(&conf(&["10.0.0.0/16"]));
+        // pod::prepare rewrites only the raw config for a pod's pools annotation.
+        req.raw_config = conf(&["10.1.0.0/16"]).to_string().into_bytes();
+        let pools = ipam_request(&req).config.ipam.ipv4_pools;
+        assert_eq!(pools, ["10.1.0.0/16".parse::<IpNetwork>().unwrap()]);
+        assert!(ipam_request(&req).config.ipam.ipv6_pools.is_empty());
+    }
 
     #[test]
     fn addresses_become_host_routes() {

@@ -3,6 +3,7 @@
 mod add;
 mod attachment;
 mod check;
+mod combined;
 mod crash;
 mod del;
 mod endpoint;
@@ -11,6 +12,7 @@ mod labels;
 mod network;
 mod pod;
 mod status;
+mod teardown_commit;
 mod workload;
 
 use common::cni::{self, Plugin, Reply, Request};
@@ -51,7 +53,8 @@ const USAGE: &str = "\
 calico: the Calico CNI plugin (veth, routes and workload endpoint in etcd)
 
 Run by a container runtime with CNI_COMMAND set and the network config on stdin:
-  ADD      creates the veth pair, gets addresses from the IPAM plugin, writes the endpoint
+  ADD      creates the veth pair, gets addresses from IPAM (calico-ipam runs in process
+           unless CALICO_IPAM_EXEC=1 or ipam_in_process is false), writes the endpoint
   DEL      releases the addresses and removes the veth, endpoint and attachment record
   CHECK    compares the veth, addresses, routes and endpoint with prevResult
   STATUS   fails while etcd is unreachable or not Ready, then asks the IPAM plugin

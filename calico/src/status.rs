@@ -1,6 +1,6 @@
 //! STATUS: can an ADD succeed now?
 
-use common::cni::{Command, Request, delegate};
+use common::cni::Request;
 use common::datastore::Datastore;
 use common::{Code, Result};
 
@@ -11,5 +11,5 @@ use crate::endpoint;
 pub fn status(req: &Request) -> Result<()> {
     let store = Datastore::connect(&req.config.etcd)?;
     endpoint::ensure_ready(&store).map_err(|e| e.with_code(Code::NotAvailable))?;
-    delegate::ipam_exec(req, Command::Status, &req.raw_config)
+    crate::ipam::status(&store, req)
 }

@@ -77,6 +77,10 @@ pub struct NetConf {
     /// `create_profiles` (default true): whether ADD creates the network's profile. When false
     /// the endpoint still names it, but an operator creates and maintains it.
     pub create_profiles: bool,
+    /// `ipam_in_process` (default true): with `ipam.type: calico-ipam`, `calico` runs Calico
+    /// IPAM in its own process over its own etcd connection; false executes the `calico-ipam`
+    /// binary as for any other IPAM plugin.
+    pub ipam_in_process: bool,
     /// The labels `args.cni.labels` gives under [`ENDPOINT_LABEL_PREFIX`], prefix removed, when
     /// `label_endpoints` is true; empty otherwise.
     pub endpoint_labels: Vec<(String, String)>,
@@ -179,6 +183,7 @@ struct RawNetConf {
     attachments: Option<Value>,
     interface_prefix: Option<String>,
     create_profiles: Option<Value>,
+    ipam_in_process: Option<Value>,
     label_endpoints: Option<Value>,
 }
 
@@ -295,6 +300,7 @@ impl NetConf {
             valid_attachments: gc_attachments(raw.valid_attachments, raw.attachments)?,
             interface_prefix: interface_prefix(raw.interface_prefix)?,
             create_profiles: flag(raw.create_profiles.as_ref(), "create_profiles", true)?,
+            ipam_in_process: flag(raw.ipam_in_process.as_ref(), "ipam_in_process", true)?,
             endpoint_labels: if flag(raw.label_endpoints.as_ref(), "label_endpoints", false)? {
                 endpoint_labels(raw.args.as_ref())?
             } else {
@@ -946,6 +952,8 @@ mod netconf_tests {
         for (key, want) in cases {
             let json = format!(r#"{{"name":"n","ipam":{{"type":"x"}}{key}}}"#);
             assert_eq!(parse(&json).unwrap().create_profiles, want, "{key}");
+            let json = json.replace("create_profiles", "ipam_in_process");
+            assert_eq!(parse(&json).unwrap().ipam_in_process, want, "{key}");
         }
         let err = parse(r#"{"name":"n","ipam":{"type":"x"},"create_profiles":0}"#).unwrap_err();
         assert_eq!(err.code(), Code::InvalidConfig);

@@ -203,10 +203,23 @@ pub fn run_plugin(binary_name: &str, env: &Env, stdin: &[u8]) -> PluginOutput {
     run_binary(&binary(binary_name), env, stdin)
 }
 
+/// Passed from the test process's environment to every plugin run (unless the test sets it):
+/// `CALICO_IPAM_EXEC=1` runs the whole suite with `calico` executing `calico-ipam` instead of
+/// running Calico IPAM in its own process.
+pub const IPAM_EXEC_ENV: &str = "CALICO_IPAM_EXEC";
+
+/// Whether this test run forces the exec path (see [`IPAM_EXEC_ENV`]).
+pub fn ipam_exec_forced() -> bool {
+    std::env::var(IPAM_EXEC_ENV).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
 /// Runs any executable the way [`run_plugin`] does.
 pub fn run_binary(path: &Path, env: &Env, stdin: &[u8]) -> PluginOutput {
     let mut cmd = Command::new(path);
     cmd.env_clear().env("PATH", PLUGIN_PATH);
+    if let Ok(value) = std::env::var(IPAM_EXEC_ENV) {
+        cmd.env(IPAM_EXEC_ENV, value);
+    }
     for (k, v) in &env.0 {
         cmd.env(k, v);
     }

@@ -143,6 +143,28 @@ impl Teardown {
         }
     }
 
+    /// [`Teardown::finish`]'s transaction, for a caller that adds its own writes to it:
+    /// conditional on the endpoint's revision, it deletes the endpoint and, unless
+    /// `keep_record`, the record at `record_key` and the held claim.
+    pub fn txn(&self, node: &str, record_key: &str, keep_record: bool) -> Txn {
+        let mut txn = Txn::default();
+        if !keep_record {
+            txn.writes.push(Write::Delete(record_key.to_string()));
+            txn.writes.extend(
+                self.held_claim
+                    .as_deref()
+                    .map(|name| Write::Delete(keys::host_veth_claim(node, name))),
+            );
+        }
+        if let Some(stored) = &self.endpoint {
+            txn.conditions
+                .push(Condition::Revision(stored.key.clone(), stored.revision));
+            txn.writes.push(Write::Delete(stored.key.clone()));
+            txn.reads_on_failure.push(stored.key.clone());
+        }
+        txn
+    }
+
     /// The last step, after the addresses and interfaces: deletes the endpoint and, only when
     /// nothing failed before (`failures` is empty), the record at `record_key` and the held
     /// claim, in one transaction; the record stays otherwise, so that a retry finds it. All

@@ -34,7 +34,9 @@ use crate::config::EtcdSettings;
 use crate::error::{Code, Context, Error, Kind, Result, codes};
 use crate::file::{MAX_PEM_FILE_LEN, read_config_file};
 
-/// Environment variable naming a file to which every etcd request appends `<verb> <key>`.
+/// Environment variable naming a file to which every etcd request appends `<verb> <key>`:
+/// `txn` for a transaction that writes (committed or not), `read` for reads (a transaction
+/// without writes included), `get`, `list`, `put`, `delete` for the single-key calls.
 ///
 /// The plugins run as separate processes; tests and benchmarks count the lines.
 pub const REQUEST_LOG_ENV: &str = "CALICO_ETCD_REQUEST_LOG";
@@ -142,6 +144,10 @@ pub struct TxnOutcome {
     /// connection), so an earlier attempt may have been applied and its answer lost: only then
     /// may a failed outcome whose keys already hold what was written count as this run's own.
     pub resent: bool,
+    /// The store's revision after the transaction: when it committed writes, the
+    /// `mod_revision` they now carry (what a later compare-and-swap on them compares); 0 when
+    /// unknown.
+    pub revision: i64,
 }
 
 impl Txn {
@@ -459,12 +465,16 @@ impl Datastore {
         let log_key = txn_log_key(txn);
         let request = etcd_txn(txn)?;
         let sent = AtomicU64::new(0);
-        let resp = self.request("txn", log_key, Mode::Serial, |mut kv| {
+        // A transaction without writes only reads (see `ipam::store::read_many`): the request
+        // log says so, so that counting "txn" lines counts write transactions.
+        let verb = if txn.writes.is_empty() { "read" } else { "txn" };
+        let resp = self.request(verb, log_key, Mode::Serial, |mut kv| {
             sent.fetch_add(1, Ordering::Relaxed);
             let request = request.clone();
             async move { kv.txn(request).await }
         })?;
         let committed = resp.succeeded();
+        let revision = resp.header().map_or(0, |h| h.revision());
         let mut current = Vec::new();
         if !committed {
             for op in resp.op_responses() {
@@ -477,6 +487,7 @@ impl Datastore {
             committed,
             current,
             resent: sent.load(Ordering::Relaxed) > 1,
+            revision,
         })
     }
 
@@ -1641,14 +1652,8 @@ mod tests {
             reads_on_failure: vec![block.into(), handle.into()],
         };
         let outcome = ds.txn(&create).unwrap();
-        assert_eq!(
-            outcome,
-            TxnOutcome {
-                committed: true,
-                current: vec![],
-                resent: false
-            }
-        );
+        assert!(outcome.committed && outcome.current.is_empty() && !outcome.resent);
+        assert!(outcome.revision > 0, "the commit's revision is known");
 
         // The same create again fails and returns both current values.
         let outcome = ds.txn(&create).unwrap();
@@ -1685,14 +1690,8 @@ mod tests {
             writes: vec![Write::Put("/calico/t/missing".into(), b"x".to_vec())],
             reads_on_failure: vec!["/calico/t/missing".into()],
         };
-        assert_eq!(
-            ds.txn(&missing).unwrap(),
-            TxnOutcome {
-                committed: false,
-                current: vec![],
-                resent: false
-            }
-        );
+        let outcome = ds.txn(&missing).unwrap();
+        assert!(!outcome.committed && outcome.current.is_empty() && !outcome.resent);
     }
 
     /// Keys and values of entries, for comparing answers.
@@ -1789,14 +1788,7 @@ mod tests {
 
         // Present: the group is skipped, the rest still commits.
         let outcome = ds.txn(&with_profile(b"ep2", b"rules2")).unwrap();
-        assert_eq!(
-            outcome,
-            TxnOutcome {
-                committed: true,
-                current: vec![],
-                resent: false
-            }
-        );
+        assert!(outcome.committed && outcome.current.is_empty() && !outcome.resent);
         assert_eq!(ds.requests_made(), 3);
         assert_eq!(ds.get(endpoint).unwrap().unwrap().value, b"ep2");
         assert_eq!(ds.get(profile).unwrap().unwrap().value, b"rules1");

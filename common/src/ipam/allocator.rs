@@ -296,18 +296,9 @@ impl<'s> Allocator<'s> {
         let Some(hints) = &self.hints else {
             return Ok(None);
         };
-        let cidrs: Vec<IpNetwork> = hints
-            .read(family)
-            .into_iter()
-            .filter(|cidr| in_requested_pools(*cidr, requested))
-            .collect();
+        let (cidrs, wanted) = hinted_read(hints, &self.node, &handle.key, family, requested);
         if cidrs.is_empty() {
             return Ok(None);
-        }
-        let mut wanted = vec![handle.key.clone()];
-        for cidr in &cidrs {
-            wanted.push(keys::block(cidr));
-            wanted.push(keys::host_affinity(&self.node, cidr));
         }
         let found = read_many(self.store, &wanted)?;
         handle.entry = found[0].clone();
@@ -806,15 +797,8 @@ impl<'s> Allocator<'s> {
     /// exist are simply forgotten.
     pub fn release_handles(&self, handles: &[&str]) -> Result<usize> {
         self.conflicts.set(0);
-        let handle_keys: Vec<String> = handles.iter().map(|h| keys::handle(h)).collect();
         loop {
-            let stored = read_many(self.store, &handle_keys)?;
-            let mut held = Vec::new();
-            for ((id, key), entry) in handles.iter().zip(&handle_keys).zip(stored) {
-                if let Some(entry) = entry {
-                    held.push((AllocationHandle::from_json(id, key, &entry.value)?, entry));
-                }
-            }
+            let held = self.read_handles(handles)?;
             if held.is_empty() {
                 return Ok(0);
             }
@@ -823,6 +807,19 @@ impl<'s> Allocator<'s> {
             }
             self.conflicted(&format!("handle {}", handles.join(", ")), true)?;
         }
+    }
+
+    /// The handles of `handles` that exist, as read (one request).
+    pub fn read_handles(&self, handles: &[&str]) -> Result<Vec<(AllocationHandle, Entry)>> {
+        let handle_keys: Vec<String> = handles.iter().map(|h| keys::handle(h)).collect();
+        let stored = read_many(self.store, &handle_keys)?;
+        let mut held = Vec::new();
+        for ((id, key), entry) in handles.iter().zip(&handle_keys).zip(stored) {
+            if let Some(entry) = entry {
+                held.push((AllocationHandle::from_json(id, key, &entry.value)?, entry));
+            }
+        }
+        Ok(held)
     }
 
     /// Releases one handle found by a listing (GC), using the listed entry as the first read.
@@ -856,6 +853,17 @@ impl<'s> Allocator<'s> {
     /// One attempt at releasing handles as read: frees their addresses in their blocks and
     /// deletes them, in one transaction conditional on everything read. `None` on a conflict.
     fn release_held(&self, held: &[(AllocationHandle, Entry)]) -> Result<Option<usize>> {
+        let (txn, released) = self.release_txn(held)?;
+        Ok(match self.commit(&txn)? {
+            Commit::Done => Some(released),
+            Commit::Conflict(_) => None,
+        })
+    }
+
+    /// The transaction that releases handles as read: their addresses freed in their blocks
+    /// (read now, one request) and the handles deleted, conditional on everything read; with
+    /// the number of addresses it frees. A caller may add its own writes before sending it.
+    pub fn release_txn(&self, held: &[(AllocationHandle, Entry)]) -> Result<(Txn, usize)> {
         let mut cidrs: Vec<IpNetwork> = held
             .iter()
             .flat_map(|(h, _)| h.blocks.keys().copied())
@@ -881,10 +889,7 @@ impl<'s> Allocator<'s> {
                 .push(Condition::Revision(entry.key.clone(), entry.mod_revision));
             txn.writes.push(Write::Delete(entry.key.clone()));
         }
-        Ok(match self.commit(&txn)? {
-            Commit::Done => Some(released),
-            Commit::Conflict(_) => None,
-        })
+        Ok((txn, released))
     }
 
     /// Runs a transaction. A transaction that etcd applied but whose answer was lost is resent
@@ -959,6 +964,29 @@ fn handle_write(key: &str, handle: &AllocationHandle) -> Write {
     } else {
         Write::Put(key.to_string(), handle.to_json())
     }
+}
+
+/// The keys the first read of an assignment with a block hint reads, in its order: the handle,
+/// then each hinted block of `family` (within `requested` pools) and the node's affinity key
+/// for it; with the hinted blocks. A caller can read them ahead, with its own first read.
+pub fn hinted_read(
+    hints: &BlockHints,
+    node: &str,
+    handle_key: &str,
+    family: IpFamily,
+    requested: &[IpNetwork],
+) -> (Vec<IpNetwork>, Vec<String>) {
+    let cidrs: Vec<IpNetwork> = hints
+        .read(family)
+        .into_iter()
+        .filter(|cidr| in_requested_pools(*cidr, requested))
+        .collect();
+    let mut wanted = vec![handle_key.to_string()];
+    for cidr in &cidrs {
+        wanted.push(keys::block(cidr));
+        wanted.push(keys::host_affinity(node, cidr));
+    }
+    (cidrs, wanted)
 }
 
 /// True when a block belongs to one of the requested pools, or when no pool was requested.

@@ -43,6 +43,11 @@ impl BlockHints {
         }
     }
 
+    /// The node's block copy beside its hint files (see `ipam::node_lock`).
+    pub fn block_copy_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.blocks", self.file_stem))
+    }
+
     /// The hint file of a family.
     pub fn path(&self, family: IpFamily) -> PathBuf {
         self.dir

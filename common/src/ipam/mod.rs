@@ -12,9 +12,12 @@ pub mod check;
 pub mod gc;
 pub mod handle;
 pub mod hint;
+pub mod node_lock;
 pub mod pool;
+pub mod preread;
 pub mod status;
 pub mod store;
+pub mod verbs;
 
 pub use allocator::{Allocator, AutoAssign, BlockWalk};
 pub use block::{AllocationAttribute, AllocationBlock, BLOCK_SIZE};

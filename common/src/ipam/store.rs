@@ -190,6 +190,7 @@ impl Store for MemoryStore {
                 committed: false,
                 current,
                 resent: false,
+                revision: state.revision,
             });
         }
         if txn.writes.is_empty() {
@@ -197,6 +198,7 @@ impl Store for MemoryStore {
                 committed: true,
                 current: Vec::new(),
                 resent: false,
+                revision: state.revision,
             });
         }
         state.revision += 1;
@@ -237,6 +239,7 @@ impl Store for MemoryStore {
             committed: true,
             current: Vec::new(),
             resent: false,
+            revision,
         })
     }
 }

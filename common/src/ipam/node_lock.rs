@@ -1,0 +1,217 @@
+//! One IPAM read-modify-write at a time per node, and a copy of the node's blocks beside the
+//! lock.
+//!
+//! Without the lock, concurrent ADDs on one node all read the node's block, assign its first
+//! free address and race to write it back: all but one lose the compare-and-swap, and a failed
+//! conditional write still costs etcd a consensus round and an fsync. Holding an `flock` in the
+//! attachment locks' directory from reading the block to committing it makes them take turns
+//! instead; another node's writer can still race, which the compare-and-swap still catches.
+//!
+//! The copy (`<node>.blocks` beside the node's block hint files, JSON) holds the blocks and
+//! affinity keys as the last holder of the lock left them, with their revisions. It lives with
+//! the hints rather than in the lock directory, which by design holds files only while a verb
+//! runs. It is written only under the lock, after a successful commit, so the next holder can
+//! use it in place of a read made before it waited for the lock (which would be stale by
+//! then). It serves the first attempt only: when another node changed a block meanwhile, the
+//! commit fails and the allocator reads etcd again. A copy that is missing, unreadable or
+//! corrupt is ignored; without a hint directory there is no copy, only the lock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+use crate::cni::lock::AttachmentLock;
+use crate::cni::log;
+use crate::datastore::Entry;
+
+/// The held IPAM lock of one node. Dropping it releases the lock.
+pub struct NodeIpamLock {
+    _lock: AttachmentLock,
+    copy_path: Option<PathBuf>,
+}
+
+/// One entry of the copy.
+#[derive(Debug, Serialize, Deserialize)]
+struct CopiedEntry {
+    key: String,
+    value: String,
+    mod_revision: i64,
+    create_revision: i64,
+}
+
+impl NodeIpamLock {
+    /// Takes the IPAM lock of `node` in `lock_dir`, waiting for its holder; the block copy is
+    /// kept at `copy_path`, if given.
+    pub fn acquire(
+        lock_dir: &Path,
+        node: &str,
+        copy_path: Option<PathBuf>,
+    ) -> Result<NodeIpamLock> {
+        // The attachment lock's file rules (flock, removed by its holder) serve as they are:
+        // "ipam" is no plugin name and "blocks" no interface name, so no attachment shares it.
+        let lock = AttachmentLock::acquire(lock_dir, "ipam", node, "blocks")?;
+        Ok(NodeIpamLock {
+            _lock: lock,
+            copy_path,
+        })
+    }
+
+    /// The copy as the last holder left it, by key; empty when missing or unusable.
+    pub fn read_copy(&self) -> HashMap<String, Entry> {
+        let Some(path) = &self.copy_path else {
+            return HashMap::new();
+        };
+        let Ok(bytes) = std::fs::read(path) else {
+            return HashMap::new();
+        };
+        match serde_json::from_slice::<Vec<CopiedEntry>>(&bytes) {
+            Ok(entries) => entries
+                .into_iter()
+                .map(|e| {
+                    let entry = Entry {
+                        key: e.key.clone(),
+                        value: e.value.into_bytes(),
+                        mod_revision: e.mod_revision,
+                        create_revision: e.create_revision,
+                    };
+                    (e.key, entry)
+                })
+                .collect(),
+            Err(err) => {
+                log::debug(&format!("ignoring block copy {}: {err}", path.display()));
+                HashMap::new()
+            }
+        }
+    }
+
+    /// Replaces the copy with `copy` updated by what this run saw and wrote (`seen`; `None`
+    /// for a key found absent or deleted). Call only after a successful commit. A failure is
+    /// logged: the next holder then reads etcd.
+    pub fn write_copy(&self, copy: HashMap<String, Entry>, seen: &BTreeMap<String, Option<Entry>>) {
+        let Some(path) = &self.copy_path else {
+            return;
+        };
+        let mut merged: BTreeMap<String, Entry> = copy.into_iter().collect();
+        for (key, entry) in seen {
+            match entry {
+                Some(entry)
+                    if merged
+                        .get(key)
+                        .is_none_or(|old| old.mod_revision <= entry.mod_revision) =>
+                {
+                    merged.insert(key.clone(), entry.clone());
+                }
+                Some(_) => {}
+                None => {
+                    merged.remove(key);
+                }
+            }
+        }
+        let entries: Vec<CopiedEntry> = merged
+            .into_values()
+            .filter_map(|e| {
+                Some(CopiedEntry {
+                    value: String::from_utf8(e.value).ok()?,
+                    key: e.key,
+                    mod_revision: e.mod_revision,
+                    create_revision: e.create_revision,
+                })
+            })
+            .collect();
+        if let Err(err) = write_atomically(path, &entries) {
+            log::debug(&format!(
+                "cannot write block copy {}: {err}",
+                path.display()
+            ));
+        }
+    }
+}
+
+/// `known` (entries read before the lock was taken; `None` for keys found absent) with the
+/// copy's entries where the copy is newer or the key was not read.
+pub fn newest_of(
+    known: &HashMap<String, Option<Entry>>,
+    copy: &HashMap<String, Entry>,
+) -> HashMap<String, Option<Entry>> {
+    let mut merged = known.clone();
+    for (key, copied) in copy {
+        let newer = match known.get(key) {
+            Some(Some(read)) => read.mod_revision < copied.mod_revision,
+            // Absent when read, yet copied: whichever is wrong fails the compare-and-swap.
+            Some(None) | None => true,
+        };
+        if newer {
+            merged.insert(key.clone(), Some(copied.clone()));
+        }
+    }
+    merged
+}
+
+fn write_atomically(path: &Path, entries: &[CopiedEntry]) -> Result<()> {
+    let bytes = serde_json::to_vec(entries)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&temporary, bytes)?;
+    std::fs::rename(&temporary, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temporary);
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str, value: &str, mod_revision: i64) -> Entry {
+        Entry {
+            key: key.into(),
+            value: value.as_bytes().to_vec(),
+            mod_revision,
+            create_revision: 1,
+        }
+    }
+
+    #[test]
+    fn the_copy_keeps_the_newest_entry_and_forgets_deleted_ones() {
+        let dir = std::env::temp_dir().join(format!("calico-node-lock-{}", std::process::id()));
+        let copy_path = dir.join("node1.blocks");
+        let lock = NodeIpamLock::acquire(&dir, "node1", Some(copy_path.clone())).unwrap();
+        assert!(lock.read_copy().is_empty());
+        let seen = BTreeMap::from([
+            ("/b1".to_string(), Some(entry("/b1", "one", 5))),
+            ("/b2".to_string(), Some(entry("/b2", "two", 6))),
+        ]);
+        lock.write_copy(HashMap::new(), &seen);
+        let copy = lock.read_copy();
+        assert_eq!(copy["/b1"].value, b"one");
+        let later = BTreeMap::from([
+            ("/b1".to_string(), Some(entry("/b1", "older", 4))),
+            ("/b2".to_string(), None),
+        ]);
+        lock.write_copy(copy, &later);
+        let copy = lock.read_copy();
+        assert_eq!(copy["/b1"].value, b"one");
+        assert!(!copy.contains_key("/b2"));
+
+        let known = HashMap::from([
+            ("/b1".to_string(), Some(entry("/b1", "read", 9))),
+            ("/b3".to_string(), None),
+        ]);
+        let copied = HashMap::from([
+            ("/b1".to_string(), entry("/b1", "copied", 7)),
+            ("/b3".to_string(), entry("/b3", "copied", 7)),
+        ]);
+        let merged = newest_of(&known, &copied);
+        assert_eq!(merged["/b1"].as_ref().unwrap().value, b"read");
+        assert_eq!(merged["/b3"].as_ref().unwrap().value, b"copied");
+
+        std::fs::write(&copy_path, b"{not json").unwrap();
+        assert!(lock.read_copy().is_empty(), "a corrupt copy is ignored");
+        drop(lock);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
