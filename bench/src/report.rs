@@ -42,6 +42,7 @@ impl Results {
     pub fn markdown(&self) -> String {
         let mut md = String::new();
         self.write_header(&mut md);
+        self.write_summary(&mut md);
         self.write_single(&mut md);
         self.write_burst(&mut md);
         self.write_kernel(&mut md);
@@ -62,6 +63,72 @@ impl Results {
              `/usr/lib/cni/ptp` + `host-local`. A and B alternate cycle by cycle. Times are wall \
              time from fork to reap of the plugin the runtime starts, in ms.\n",
             m.date, m.kernel, m.nproc, m.load
+        );
+    }
+
+    /// The headline figures, the table the README shows.
+    fn write_summary(&self, md: &mut String) {
+        let (s, b, r) = (&self.single, &self.bursts, &self.requests);
+        let [sa, sb] = &s.latency;
+        let [ba, bb] = &b.setups;
+        let bare = s.bare_delete.p50();
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        let _ = writeln!(md, "## Summary\n");
+        let _ = writeln!(
+            md,
+            "| figure | A: calico + calico-ipam | B: ptp + host-local | A/B |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|");
+        for (what, a, b) in [
+            ("single ADD, p50 ms", &sa.add, &sb.add),
+            ("single CHECK, p50 ms", &sa.check, &sb.check),
+            ("single DEL, p50 ms", &sa.del, &sb.del),
+            ("burst ADD, per process, p50 ms", &ba.add, &bb.add),
+            ("burst ADD, whole burst, p50 ms", &ba.add_wall, &bb.add_wall),
+            ("burst DEL, per process, p50 ms", &ba.del, &bb.del),
+        ] {
+            let _ = writeln!(
+                md,
+                "| {what} | {:.2} | {:.2} | {:.2} |",
+                a.p50(),
+                b.p50(),
+                ratio(a, b)
+            );
+        }
+        let _ = writeln!(
+            md,
+            "| DEL p50 above a bare veth delete ({bare:.2} ms), ms | {:.2} | {:.2} | |",
+            sa.del.p50() - bare,
+            sb.del.p50() - bare
+        );
+        let _ = writeln!(
+            md,
+            "| peak RSS of an ADD (plugin and any IPAM child), MiB | {:.1} | {:.1} | |",
+            mib(s.add_max_rss_kib[0]),
+            mib(s.add_max_rss_kib[1])
+        );
+        let _ = writeln!(
+            md,
+            "| etcd requests / write transactions per single ADD | {:.2} / {:.2} | no etcd | |",
+            r.add.requests_per_run(),
+            r.add.proposed_per_run()
+        );
+        let _ = writeln!(
+            md,
+            "| etcd requests / write transactions per single DEL | {:.2} / {:.2} | no etcd | |",
+            r.del.requests_per_run(),
+            r.del.proposed_per_run()
+        );
+        let _ = writeln!(
+            md,
+            "| failed conditional writes (CAS conflicts) per burst ADD | {:.2} | no etcd | |",
+            b.add_etcd.failed_per_run()
+        );
+        let _ = writeln!(
+            md,
+            "| IPAM scale: allocations/s, 3-member etcd, {NODES} nodes ({} duplicates) | {:.0} | | |\n",
+            self.scale.duplicates,
+            self.scale.per_second()
         );
     }
 
@@ -207,6 +274,11 @@ impl Results {
             "| CPU of an ADD, user + system, children included, p50 ms | {:.2} | {:.2} |",
             s.add_cpu[0].p50(),
             s.add_cpu[1].p50()
+        );
+        let _ = writeln!(
+            md,
+            "\n`ru_maxrss` of a process covers the children it waited for: where the first row is \
+             larger than the second, it is the main plugin's own peak."
         );
     }
 
