@@ -80,12 +80,16 @@ pub fn draw(results: &Results, path: &Path) -> Result<(), String> {
         chart
             .configure_mesh()
             .x_desc("ms")
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(|e| fail(&e))?;
-        let series = [("A", a, BLUE)].into_iter().chain(b.map(|b| ("B", b, RED)));
-        for (label, samples, color) in series {
-            let legend = if b.is_some() { label } else { "kernel" };
+        // A panel without B shows the kernel alone, in black.
+        let series = match b {
+            Some(b) => vec![("A", a, BLUE), ("B", b, RED)],
+            None => vec![("kernel", a, BLACK)],
+        };
+        for (legend, samples, color) in series {
             chart
                 .draw_series(LineSeries::new(cdf(samples), color.stroke_width(2)))
                 .map_err(|e| fail(&e))?
