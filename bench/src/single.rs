@@ -1,6 +1,8 @@
 //! Single ADD / CHECK / DEL, one container at a time, A and B alternating cycle by cycle (and
 //! which of them goes first), so both see the same machine load. Each cycle also deletes a
-//! bare veth pair, the kernel's own share of a DEL.
+//! bare veth pair, the kernel's own share of a DEL. Each setup keeps one container netns for
+//! all its cycles: after a DEL it holds only `lo` again, as a fresh one would, and no netns
+//! teardown of an earlier cycle runs in the kernel's background during a timed run.
 
 use crate::exec::{Run, run};
 use crate::kernel::{BareVeth, Rtnl};
