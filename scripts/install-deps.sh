@@ -4,7 +4,9 @@
 # once and installs only what is missing.
 set -euo pipefail
 
-PACKAGES=(etcd-server etcd-client protobuf-compiler containernetworking-plugins iproute2 iputils-ping)
+PACKAGES=(etcd-server etcd-client protobuf-compiler containernetworking-plugins iproute2 iputils-ping
+    # The text of the benchmark's plot (bench/latency.png), drawn without fontconfig.
+    fonts-dejavu-core)
 # The container runtimes of tests/tests/runtime_podman.rs and runtime_containerd.rs, installed
 # without their recommends (buildah, slirp4netns, fuse-overlayfs, ...), which a rootful podman
 # on CNI and containerd's CRI do not use.
