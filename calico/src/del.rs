@@ -149,7 +149,8 @@ struct HostVethState {
 }
 
 /// Releases the addresses, removes the interfaces, then deletes the endpoint (and, when all
-/// went well, the record and the claim) in one transaction. A pod's endpoint owned by another
+/// went well, the record and the claim) in one transaction, sent as soon as the kernel has
+/// unregistered the host veth rather than after it has freed it. A pod's endpoint owned by another
 /// sandbox (a late DEL of an older one) is left alone, and so is a host veth whose name another
 /// sandbox or container holds now; this sandbox's addresses and container interface go all the
 /// same. The record stays when something failed, so a retry finds it.
@@ -165,15 +166,15 @@ fn teardown(
         host_veth.name,
         host_veth.claim.as_ref(),
     );
-    let failures: Vec<Error> = [
-        ipam::release(req),
-        network::remove_workload_interfaces(req, plan.host_veth.as_deref()),
-    ]
-    .into_iter()
-    .filter_map(Result::err)
-    .collect();
+    let released = ipam::release(req);
     let record_key = attachment::attachment_key(req);
-    plan.finish(store, &req.config.nodename, &record_key, failures)
+    let host_veth = plan.host_veth.clone();
+    network::remove_workload_interfaces_then(
+        req,
+        host_veth.as_deref(),
+        released.err().into_iter().collect(),
+        |failures| plan.finish(store, &req.config.nodename, &record_key, failures),
+    )
 }
 
 /// Leaving a network the container joined later: drop its profile, release whatever the IPAM

@@ -98,22 +98,66 @@ pub fn create_workload_interfaces<'a>(
 
 /// Removes the veth pair through its host end `owned_host_veth`, the one this attachment's
 /// record or endpoint names and holds the claim on; its container end goes with it, wherever it
-/// is. Nothing in the container netns is deleted by name: an interface called `CNI_IFNAME` there
+/// is. Then `finish` runs with `failures` (and the deletion's failure, if any): as soon as the
+/// kernel has unregistered the link, while it still frees the pair, so DEL's last etcd
+/// transaction overlaps the slowest part of the kernel's work.
+///
+/// Nothing in the container netns is deleted by name: an interface called `CNI_IFNAME` there
 /// that is not that host veth's peer (the netns of another container, a link the plugin never
 /// made) is left, and the log says so.
-pub fn remove_workload_interfaces(req: &Request, owned_host_veth: Option<&str>) -> Result<()> {
-    let removed = match owned_host_veth {
-        Some(name) => veth::delete_host_veth(Netlink::host()?, name)?,
-        None => false,
-    };
-    if let (false, Some(netns)) = (removed, req.netns.as_deref())
-        && veth::container_link_exists(netns, &req.ifname)?
-    {
-        common::cni::log::warn(&format!(
-            "leaving interface {} in netns {}: this attachment did not create it",
-            req.ifname,
-            netns.display()
-        ));
+pub fn remove_workload_interfaces_then(
+    req: &Request,
+    owned_host_veth: Option<&str>,
+    failures: Vec<Error>,
+    finish: impl FnOnce(Vec<Error>) -> Result<()>,
+) -> Result<()> {
+    // The failures travel into the closure and, when it does not run, stay here.
+    let mut pending = Some((failures, finish));
+    let mut finished = None;
+    let mut removed = false;
+    let mut late = None;
+    if let Some(name) = owned_host_veth {
+        let outcome = Netlink::host().map(|host| {
+            veth::delete_host_veth_then(host, name, || {
+                pending.take().map(|(failures, finish)| finish(failures))
+            })
+        });
+        let deleted = match outcome {
+            Ok(outcome) => {
+                finished = outcome.then.flatten();
+                outcome.deleted
+            }
+            Err(err) => Err(err),
+        };
+        match (deleted, pending.as_mut()) {
+            (Ok(deleted), _) => removed = deleted,
+            (Err(err), Some((failures, _))) => failures.push(err),
+            (Err(err), None) => late = Some(err),
+        }
     }
-    Ok(())
+    if let Some((failures, finish)) = pending.take() {
+        finished = Some(finish(failures));
+    }
+    let left = match (removed, req.netns.as_deref()) {
+        (false, Some(netns)) => match veth::container_link_exists(netns, &req.ifname) {
+            Ok(true) => {
+                common::cni::log::warn(&format!(
+                    "leaving interface {} in netns {}: this attachment did not create it",
+                    req.ifname,
+                    netns.display()
+                ));
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(err) => Err(err),
+        },
+        _ => Ok(()),
+    };
+    let finished = finished.unwrap_or(Ok(()));
+    Error::combine(
+        [finished.err(), late, left.err()]
+            .into_iter()
+            .flatten()
+            .collect(),
+    )
 }

@@ -208,8 +208,21 @@ fn open_socket() -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// A socket in the calling thread's namespace that receives the kernel's link notifications
+/// (`RTNLGRP_LINK`), for waiting on a link to go.
+pub(crate) fn link_listener() -> Result<Socket> {
+    const RTNLGRP_LINK: u32 = 1;
+    let socket = open_socket().and_then(|socket| {
+        socket.add_membership(RTNLGRP_LINK)?;
+        Ok(socket)
+    });
+    socket
+        .context("open a netlink socket for link notifications")
+        .code(DATAPLANE)
+}
+
 /// The messages of one datagram.
-fn split_messages(
+pub(crate) fn split_messages(
     mut bytes: &[u8],
 ) -> std::result::Result<Vec<NetlinkMessage<RouteNetlinkMessage>>, NetlinkError> {
     let mut out = Vec::new();

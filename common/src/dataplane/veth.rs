@@ -5,18 +5,18 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 
 use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
-use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use super::format_mac;
-use super::netlink::{Netlink, netlink_error};
+use super::netlink::{self, Netlink, netlink_error, split_messages};
 use super::netns::{self, ContainerNetns, Probe};
 use crate::error::RollbackLog;
 use crate::error::codes::DATAPLANE;
-use crate::{Error, Kind, Result};
+use crate::{Context, Error, Kind, Result};
 
 /// The MAC address Calico gives every host end (v1.11.2+): the kernel-generated one
 /// occasionally caused trouble, and a fixed one makes the IPv6 link-local gateway predictable.
@@ -377,6 +377,151 @@ pub fn delete_host_veth(host: &Netlink, name: &str) -> Result<bool> {
     }
 }
 
+/// What [`delete_host_veth_then`] did.
+#[derive(Debug)]
+pub struct VethDeleted<T> {
+    /// Whether a link was deleted (false: there was none of that name), or why it was not.
+    pub deleted: Result<bool>,
+    /// What the closure returned; `None` when the deletion failed, which keeps it from running.
+    pub then: Option<T>,
+}
+
+/// Deletes the host veth called `name` as [`delete_host_veth`] does, and runs `on_gone` on the
+/// calling thread as soon as the link is gone, while the kernel still finishes the deletion.
+///
+/// `RTM_DELLINK` of a veth returns only after the kernel has waited for RCU grace periods and
+/// freed the pair (tens of milliseconds), but it announces the link's end (an `RTM_DELLINK`
+/// notification on `RTNLGRP_LINK`) when the link is unregistered, early in that call: no
+/// lookup finds it any more and nothing can bring it back. So the deletion runs on a thread of
+/// its own and `on_gone` runs once that notification for the link's index and name arrives (or,
+/// should it be missed, once the deletion returned). When there is no such link `on_gone` runs
+/// at once; when the deletion fails (the link is not a veth, the kernel refuses) it does not
+/// run. Call it from a thread in the host namespace: the notifications are read there.
+pub fn delete_host_veth_then<T>(
+    host: &Netlink,
+    name: &str,
+    on_gone: impl FnOnce() -> T,
+) -> VethDeleted<T> {
+    let link = match host_veth(host, name) {
+        Ok(Some(link)) => link,
+        Ok(None) => {
+            return VethDeleted {
+                deleted: Ok(false),
+                then: Some(on_gone()),
+            };
+        }
+        Err(err) => {
+            return VethDeleted {
+                deleted: Err(err),
+                then: None,
+            };
+        }
+    };
+    // Subscribed before the deletion is sent, or the notification could pass unseen.
+    let listener = netlink::link_listener();
+    if let Err(err) = &listener {
+        crate::cni::log::info(&format!(
+            "{err}: waiting for the deletion of {name} to return"
+        ));
+    }
+    let mut on_gone = Some(on_gone);
+    let mut then = None;
+    let deleted = std::thread::scope(|scope| {
+        let (finished, finished_tx) = std::io::pipe().context("create a pipe").code(DATAPLANE)?;
+        let index = link.index;
+        let deleting = std::thread::Builder::new()
+            .name("dellink".into())
+            .spawn_scoped(scope, move || {
+                let deleted = delete_index(host, index, name);
+                // Closing the pipe tells the waiting thread that the deletion returned.
+                drop(finished_tx);
+                deleted
+            })
+            .with_context(|| format!("spawn a thread to delete host link {name}"))
+            .code(DATAPLANE)?;
+        if let Ok(listener) = &listener
+            && wait_for_link_gone(listener, &finished, index, name)
+        {
+            then = on_gone.take().map(|f| f());
+        }
+        deleting.join().unwrap_or_else(|_| {
+            Err(Error::new(
+                DATAPLANE,
+                format!("deleting host link {name} panicked"),
+            ))
+        })
+    });
+    // Not seen going (the notification was lost, or another writer removed the link first):
+    // the deletion has returned, so the link is gone unless it failed.
+    if deleted.is_ok()
+        && let Some(on_gone) = on_gone.take()
+    {
+        then = Some(on_gone());
+    }
+    VethDeleted { deleted, then }
+}
+
+/// Waits until the kernel announces that the link `index` called `name` is gone (true), or the
+/// deletion's end closes `finished` first (false).
+fn wait_for_link_gone(
+    listener: &rtnetlink::sys::Socket,
+    finished: &std::io::PipeReader,
+    index: u32,
+    name: &str,
+) -> bool {
+    let mut buffer = Vec::with_capacity(64 * 1024);
+    loop {
+        let mut fds = [
+            nix::libc::pollfd {
+                fd: listener.as_raw_fd(),
+                events: nix::libc::POLLIN,
+                revents: 0,
+            },
+            nix::libc::pollfd {
+                fd: finished.as_raw_fd(),
+                events: nix::libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
+        let ready = unsafe { nix::libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if ready < 0 {
+            if nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+                continue;
+            }
+            return false;
+        }
+        if fds[1].revents != 0 {
+            return false;
+        }
+        if fds[0].revents == 0 {
+            continue;
+        }
+        buffer.clear();
+        // Lost notifications (ENOBUFS) or a broken socket: the deletion's end decides.
+        if listener.recv(&mut buffer, nix::libc::MSG_DONTWAIT).is_err() {
+            continue;
+        }
+        let Ok(messages) = split_messages(&buffer) else {
+            continue;
+        };
+        let gone = messages.iter().any(|msg| match &msg.payload {
+            rtnetlink::packet_core::NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(
+                link,
+            )) => {
+                // A bridge port leaving its bridge is announced as AF_BRIDGE; that is not this.
+                link.header.interface_family == AddressFamily::Unspec
+                    && link.header.index == index
+                    && LinkState::from_message(link).name == name
+            }
+            _ => false,
+        });
+        if gone {
+            return true;
+        }
+    }
+}
+
 /// The interface `ifname` in `container`, when it exists there and is the container end of the
 /// host veth `host_ifname`: each end names the other's index. `None` when the interface is
 /// gone or belongs to something else.
@@ -718,6 +863,62 @@ mod tests {
         host.ip(&["link", "add", host.name(), "type", "bridge"]);
         let err = delete_host_veth(Netlink::host().unwrap(), host.name()).unwrap_err();
         assert!(err.msg().contains("not a veth"), "{err:?}");
+        assert!(host_link_exists(Netlink::host().unwrap(), host.name()).unwrap());
+    }
+
+    /// DEL commits its last etcd transaction from this closure: it must run exactly once, and
+    /// only when the pair can no longer be found on either side.
+    #[test]
+    #[ignore = "needs root"]
+    fn closure_runs_once_when_the_deleted_veth_is_gone_from_both_namespaces() {
+        let ns = TestNetns::new("vthen");
+        let host = HostLink::new(unique_ifname("ct"));
+        let container = ContainerNetns::open(ns.path()).unwrap();
+        create_veth(
+            Netlink::host().unwrap(),
+            &container,
+            &VethRequest::new(host.name(), "eth0"),
+        )
+        .unwrap()
+        .commit();
+        // A session of its own: the host session is busy with the deletion meanwhile.
+        let observer = Netlink::open_here("the test's host view".into()).unwrap();
+        let mut runs = 0;
+        let outcome = delete_host_veth_then(Netlink::host().unwrap(), host.name(), || {
+            runs += 1;
+            (
+                read_link(&observer, host.name()).unwrap(),
+                read_link(container.netlink(), "eth0").unwrap(),
+            )
+        });
+        assert!(outcome.deleted.unwrap());
+        assert_eq!(runs, 1);
+        assert_eq!(outcome.then, Some((None, None)));
+        assert!(!host_link_exists(Netlink::host().unwrap(), host.name()).unwrap());
+    }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn closure_runs_at_once_when_there_is_no_link_to_delete() {
+        let host = HostLink::new(unique_ifname("ct"));
+        let mut runs = 0;
+        let outcome = delete_host_veth_then(Netlink::host().unwrap(), host.name(), || runs += 1);
+        assert!(!outcome.deleted.unwrap());
+        assert_eq!(outcome.then, Some(()));
+        assert_eq!(runs, 1);
+    }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn closure_does_not_run_when_the_link_cannot_be_deleted() {
+        let host = HostLink::new(unique_ifname("ct"));
+        host.ip(&["link", "add", host.name(), "type", "bridge"]);
+        let mut runs = 0;
+        let outcome = delete_host_veth_then(Netlink::host().unwrap(), host.name(), || runs += 1);
+        let err = outcome.deleted.unwrap_err();
+        assert!(err.msg().contains("not a veth"), "{err:?}");
+        assert_eq!(outcome.then, None);
+        assert_eq!(runs, 0);
         assert!(host_link_exists(Netlink::host().unwrap(), host.name()).unwrap());
     }
 }
