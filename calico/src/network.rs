@@ -104,7 +104,7 @@ pub fn create_workload_interfaces<'a>(
 ///
 /// Nothing in the container netns is deleted by name: an interface called `CNI_IFNAME` there
 /// that is not that host veth's peer (the netns of another container, a link the plugin never
-/// made) is left, and the log says so.
+/// made) is left, and the log says so, after `finish`: the record does not depend on a log line.
 pub fn remove_workload_interfaces_then(
     req: &Request,
     owned_host_veth: Option<&str>,
@@ -138,20 +138,10 @@ pub fn remove_workload_interfaces_then(
     if let Some((failures, finish)) = pending.take() {
         finished = Some(finish(failures));
     }
-    let left = match (removed, req.netns.as_deref()) {
-        (false, Some(netns)) => match veth::container_link_exists(netns, &req.ifname) {
-            Ok(true) => {
-                common::cni::log::warn(&format!(
-                    "leaving interface {} in netns {}: this attachment did not create it",
-                    req.ifname,
-                    netns.display()
-                ));
-                Ok(())
-            }
-            Ok(false) => Ok(()),
-            Err(err) => Err(err),
-        },
-        _ => Ok(()),
+    let left = if removed {
+        Ok(())
+    } else {
+        report_interface_left(req)
     };
     let finished = finished.unwrap_or(Ok(()));
     Error::combine(
@@ -160,4 +150,19 @@ pub fn remove_workload_interfaces_then(
             .flatten()
             .collect(),
     )
+}
+
+/// Nothing was deleted: an interface called `CNI_IFNAME` in `CNI_NETNS` is not this
+/// attachment's, and the log says it stays. Only a netns that cannot be looked into is an error.
+fn report_interface_left(req: &Request) -> Result<()> {
+    if let Some(netns) = req.netns.as_deref()
+        && veth::container_link_exists(netns, &req.ifname)?
+    {
+        common::cni::log::warn(&format!(
+            "leaving interface {} in netns {}: this attachment did not create it",
+            req.ifname,
+            netns.display()
+        ));
+    }
+    Ok(())
 }
