@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::Path;
 
 use common::cni::lock::AttachmentLock;
-use common::dataplane::veth;
+use common::dataplane::{Netlink, veth};
 use common::datastore::endpoint::{Teardown, read_claim, read_endpoint_at};
 use common::datastore::model::AttachmentRecord;
 use common::datastore::{Datastore, keys};
@@ -142,7 +142,8 @@ fn teardown(
             })
     };
     if let Some(name) = &plan.host_veth {
-        failures.extend(veth::delete_host_veth(name).err());
+        let deleted = Netlink::host().and_then(|host| veth::delete_host_veth(host, name));
+        failures.extend(deleted.err());
     }
     plan.finish(store, &target.node, record_key, failures)
         .map(|()| released)

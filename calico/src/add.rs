@@ -1,11 +1,11 @@
 //! ADD: addresses from IPAM, the veth pair, the endpoint and profile in etcd.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use common::Result;
 use common::cni::{CniResult, Interface, IpConfig, Reply, Request};
 use common::dataplane::format_mac;
+use common::dataplane::netns::ContainerNetns;
 use common::dataplane::veth::{self, HOST_MAC, VethGuard};
 use common::datastore::model::{Profile, WorkloadEndpoint};
 use common::datastore::{Datastore, Entry};
@@ -25,19 +25,21 @@ use crate::workload::WorkloadIds;
 /// Handles ADD.
 pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let ids = WorkloadIds::for_request(req);
-    let netns_path = network::validate_netns(req)?;
+    let sessions = network::open_sessions(req)?;
     let store = Datastore::connect(&req.config.etcd)?;
     let wanted = combined::first_read_keys(req, &ids);
     let first = endpoint::read_for_add(&store, &ids, &attachment::attachment_key(req), &wanted)?;
     let (found, record) = (first.endpoint, first.record);
     let existing = match found {
         Some(found) if is_this_attachment(req, &ids, &found) => {
-            if veth::container_end_of(netns_path, &req.ifname, &found.endpoint.name)?.is_some() {
+            let (host, container) = (sessions.host, &sessions.container);
+            if veth::container_end_of(host, container, &req.ifname, &found.endpoint.name)?.is_some()
+            {
                 return reply.send(&endpoint_result(req, &found.endpoint));
             }
             // Set up afresh: a failure after IPAM must not release addresses that an endpoint
             // left in place still names.
-            remove_attachment_left_elsewhere(req, netns_path, &found)?;
+            remove_attachment_left_elsewhere(req, container, &found)?;
             None
         }
         Some(found) if !ids.is_kubernetes() => return join_network(&store, req, found, reply),
@@ -45,7 +47,7 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
             if record.is_some() {
                 remove_unfinished_attachment(req)?;
             }
-            network::refuse_existing_interface(req, netns_path)?;
+            network::refuse_existing_interface(req, &sessions.container)?;
             other
         }
     };
@@ -61,7 +63,7 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     crash::point("after-ipam");
     let host_veth = recorded.host_veth();
     let mut pair =
-        network::create_workload_interfaces(req, netns_path, host_veth, &addresses, &rollback)?;
+        network::create_workload_interfaces(req, &sessions, host_veth, &addresses, &rollback)?;
     crash::point("after-routes");
     let endpoint = workload_endpoint(&setup, &ids, &pair, &addresses, replaced.as_ref());
     let (key, profile) = (endpoint::endpoint_key(&ids), network_profile(req, &ids));
@@ -123,15 +125,15 @@ fn is_this_attachment(req: &Request, ids: &WorkloadIds, found: &StoredEndpoint) 
 /// start afresh; an interface of that name in the new netns that is not ours stops it first.
 fn remove_attachment_left_elsewhere(
     req: &Request,
-    netns_path: &Path,
+    container: &ContainerNetns,
     found: &StoredEndpoint,
 ) -> Result<()> {
-    network::refuse_existing_interface(req, netns_path)?;
+    network::refuse_existing_interface(req, container)?;
     common::cni::log::info(&format!(
         "endpoint {} has no interface {} in netns {}: removing what it left before setting it up again",
         found.key,
         req.ifname,
-        netns_path.display()
+        container.path().display()
     ));
     crate::del::del(req)
 }

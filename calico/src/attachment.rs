@@ -3,7 +3,7 @@
 //! attachment even after a crash halfway through ADD, and no two containers ever use one name.
 
 use common::cni::Request;
-use common::dataplane::veth;
+use common::dataplane::{Netlink, veth};
 use common::datastore::model::{AttachmentRecord, HostVethClaim};
 use common::datastore::undo::{WrittenKey, undo_writes};
 use common::datastore::{self, Condition, Datastore, Entry, Txn, Write, keys};
@@ -171,7 +171,7 @@ pub fn pending_claim(
             Condition::Revision(claim_key.clone(), entry.mod_revision)
         }
     };
-    let exists = veth::host_link_exists(&name)?;
+    let exists = veth::host_link_exists(Netlink::host()?, &name)?;
     if exists && claim.is_none() {
         return Ok(None);
     }
@@ -317,7 +317,7 @@ fn host_veth_after_claim(
     name: &str,
     was_unclaimed: bool,
 ) -> Result<Option<HostVeth>> {
-    let exists = veth::host_link_exists(name)?;
+    let exists = veth::host_link_exists(Netlink::host()?, name)?;
     if exists && was_unclaimed {
         let own = endpoint::endpoint_key(ids);
         if let Some(owner) =

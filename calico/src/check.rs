@@ -1,11 +1,11 @@
 //! CHECK: is the attachment described by `prevResult` still in place, in the kernel and in etcd?
 
 use std::net::IpAddr;
-use std::path::Path;
 
 use common::cni::Request;
+use common::dataplane::netns::ContainerNetns;
 use common::dataplane::route::{IPV4_GATEWAY, RouteState, Scope};
-use common::dataplane::{addr, netns, route, sysctl, veth};
+use common::dataplane::{Netlink, addr, route, sysctl, veth};
 use common::datastore::Datastore;
 use common::error::codes;
 use common::{Code, Error, Result};
@@ -27,7 +27,7 @@ struct Expected {
 /// Handles CHECK: the IPAM plugin's CHECK first, then the container side, the host side and
 /// the endpoint. Every mismatch found is reported, each in its own sentence.
 pub fn check(req: &Request) -> Result<()> {
-    let netns_path = network::validate_netns(req)?;
+    let sessions = network::open_sessions(req)?;
     let store = Datastore::connect(&req.config.etcd)?;
     let ids = WorkloadIds::for_request(req);
     let own = endpoint::read_endpoint(&store, &ids)?;
@@ -42,8 +42,8 @@ pub fn check(req: &Request) -> Result<()> {
     if !record.is_some_and(|r| r.without_ipam) {
         ipam::check(&store, req)?;
     }
-    let mut mismatches = check_container(netns_path, &req.ifname, &expected)?;
-    mismatches.extend(check_host(&expected)?);
+    let mut mismatches = check_container(&sessions.container, &req.ifname, &expected)?;
+    mismatches.extend(check_host(sessions.host, &expected)?);
     mismatches.extend(check_endpoint(&store, req, &expected)?);
     common::error::from_findings(codes::CHECK_FAILED, &mismatches)
 }
@@ -79,52 +79,57 @@ fn expected_state(req: &Request) -> Result<Expected> {
     })
 }
 
-fn check_container(netns_path: &Path, ifname: &str, expected: &Expected) -> Result<Vec<String>> {
-    let where_ = format!("container interface {ifname} in {}", netns_path.display());
-    netns::with_netns(netns_path, || {
-        let Some(link) = veth::read_link(ifname)? else {
-            return Ok(vec![format!("{where_} does not exist")]);
-        };
-        let mut found = link_mismatches(&where_, &link, expected.container_mac.as_deref());
-        let addresses = addr::list_addresses(link.index)?;
-        for address in &expected.addresses {
-            if !addresses.contains(address) {
-                found.push(format!("{where_} does not have address {address}"));
-            }
+fn check_container(
+    container: &ContainerNetns,
+    ifname: &str,
+    expected: &Expected,
+) -> Result<Vec<String>> {
+    let where_ = format!(
+        "container interface {ifname} in {}",
+        container.path().display()
+    );
+    let netlink = container.netlink();
+    let Some(link) = veth::read_link(netlink, ifname)? else {
+        return Ok(vec![format!("{where_} does not exist")]);
+    };
+    let mut found = link_mismatches(&where_, &link, expected.container_mac.as_deref());
+    let addresses = addr::list_addresses(netlink, link.index)?;
+    for address in &expected.addresses {
+        if !addresses.contains(address) {
+            found.push(format!("{where_} does not have address {address}"));
         }
-        let routes = route::list_routes(link.index)?;
-        if expected.addresses.iter().any(IpNetwork::is_ipv4) {
-            let gateway = IpAddr::V4(IPV4_GATEWAY);
-            let link_route = |r: &RouteState| {
-                r.destination == IpNetwork::from(gateway) && r.scope == Scope::Link
-            };
-            if !routes.iter().any(link_route) {
-                found.push(format!("{where_} has no route {gateway}/32 scope link"));
-            }
-            if !routes
-                .iter()
-                .any(|r| is_default(r, false) && r.gateway == Some(gateway))
-            {
-                found.push(format!("{where_} has no default route via {gateway}"));
-            }
+    }
+    let routes = route::list_routes(netlink, link.index)?;
+    if expected.addresses.iter().any(IpNetwork::is_ipv4) {
+        let gateway = IpAddr::V4(IPV4_GATEWAY);
+        let link_route =
+            |r: &RouteState| r.destination == IpNetwork::from(gateway) && r.scope == Scope::Link;
+        if !routes.iter().any(link_route) {
+            found.push(format!("{where_} has no route {gateway}/32 scope link"));
         }
-        if expected.addresses.iter().any(IpNetwork::is_ipv6)
-            && !routes.iter().any(|r| is_default(r, true))
+        if !routes
+            .iter()
+            .any(|r| is_default(r, false) && r.gateway == Some(gateway))
         {
-            found.push(format!("{where_} has no IPv6 default route"));
+            found.push(format!("{where_} has no default route via {gateway}"));
         }
-        Ok(found)
-    })
+    }
+    if expected.addresses.iter().any(IpNetwork::is_ipv6)
+        && !routes.iter().any(|r| is_default(r, true))
+    {
+        found.push(format!("{where_} has no IPv6 default route"));
+    }
+    Ok(found)
 }
 
-fn check_host(expected: &Expected) -> Result<Vec<String>> {
+fn check_host(host: &Netlink, expected: &Expected) -> Result<Vec<String>> {
     let name = &expected.host_ifname;
     let where_ = format!("host interface {name}");
-    let Some(link) = veth::read_link(name)? else {
+    let Some(link) = veth::read_link(host, name)? else {
         return Ok(vec![format!("{where_} does not exist")]);
     };
     let mut found = link_mismatches(&where_, &link, None);
-    let routes = route::list_routes(link.index)?;
+    let routes = route::list_routes(host, link.index)?;
     for address in &expected.addresses {
         if !routes
             .iter()

@@ -137,9 +137,10 @@ struct HostVethState {
 }
 
 /// Releases the addresses, removes the interfaces, then deletes the endpoint (and, when all
-/// went well, the record and the claim) in one transaction; with Calico IPAM in this process,
-/// the interfaces go first and that one transaction releases the addresses too
-/// (`ipam_read`: what the first read found of the IPAM keys, see [`teardown_commit`]). A pod's endpoint owned by another
+/// went well, the record and the claim) in one transaction, sent as soon as the kernel has
+/// unregistered the host veth rather than after it has freed it; with Calico IPAM in this
+/// process that one transaction releases the addresses too (`ipam_read`: what the first read
+/// found of the IPAM keys, see [`teardown_commit`]). A pod's endpoint owned by another
 /// sandbox (a late DEL of an older one) is left alone, and so is a host veth whose name another
 /// sandbox or container holds now; this sandbox's addresses and container interface go all the
 /// same. The record stays when something failed, so a retry finds it.
@@ -156,23 +157,27 @@ fn teardown(
         host_veth.name,
         host_veth.claim.as_ref(),
     );
+    let host_veth = plan.host_veth.clone();
     if ipam::in_process(req) {
-        let removed = network::remove_workload_interfaces(req, plan.host_veth.as_deref());
         let read = TeardownRead {
             plan,
             ipam: ipam_read,
         };
-        return teardown_commit::commit(store, req, read, removed.err().into_iter().collect());
+        return network::remove_workload_interfaces_then(
+            req,
+            host_veth.as_deref(),
+            Vec::new(),
+            |failures| teardown_commit::commit(store, req, read, failures),
+        );
     }
-    let failures: Vec<Error> = [
-        ipam::release(store, req),
-        network::remove_workload_interfaces(req, plan.host_veth.as_deref()),
-    ]
-    .into_iter()
-    .filter_map(Result::err)
-    .collect();
+    let released = ipam::release(store, req);
     let record_key = attachment::attachment_key(req);
-    plan.finish(store, &req.config.nodename, &record_key, failures)
+    network::remove_workload_interfaces_then(
+        req,
+        host_veth.as_deref(),
+        released.err().into_iter().collect(),
+        |failures| plan.finish(store, &req.config.nodename, &record_key, failures),
+    )
 }
 
 /// Leaving a network the container joined later: drop its profile, release whatever the IPAM

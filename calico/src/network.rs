@@ -1,10 +1,13 @@
 //! The workload's interfaces: the veth pair, container addresses and routes, host routes and
 //! sysctls.
-
-use std::path::Path;
+//!
+//! A verb opens one netlink session per namespace ([`Sessions`]): the host's, and the
+//! container's, whose namespace is entered once for it. Every kernel step of ADD and CHECK goes
+//! over these two; DEL needs only the host's.
 
 use common::cni::Request;
-use common::dataplane::{addr, configure_container_interface, netns, route, sysctl, veth};
+use common::dataplane::netns::{self, ContainerNetns};
+use common::dataplane::{Netlink, addr, configure_container_interface, route, sysctl, veth};
 use common::error::RollbackLog;
 use common::error::codes;
 use common::{Error, Result};
@@ -13,16 +16,38 @@ use ipnetwork::IpNetwork;
 use crate::attachment;
 use crate::crash;
 
+/// The netlink sessions of one verb: the host's and the container's.
+pub struct Sessions {
+    /// The plugin's own namespace.
+    pub host: &'static Netlink,
+    /// `CNI_NETNS`, entered once.
+    pub container: ContainerNetns,
+}
+
+/// Before anything is changed: `CNI_NETNS` must exist, be a network namespace and not the
+/// plugin's own. It is entered once, here, to open the session every container step uses.
+pub fn open_sessions(req: &Request) -> Result<Sessions> {
+    let path = req
+        .netns
+        .as_deref()
+        .ok_or_else(|| Error::new(common::Code::InvalidEnvironment, "CNI_NETNS is empty"))?;
+    netns::check_netns(path)?;
+    Ok(Sessions {
+        host: Netlink::host()?,
+        container: ContainerNetns::open(path)?,
+    })
+}
+
 /// Before a new attachment changes anything: no interface called `CNI_IFNAME` may exist in
-/// the netns at `path` ([`validate_netns`]'s) yet (the spec requires ADD to fail then).
-pub fn refuse_existing_interface(req: &Request, path: &Path) -> Result<()> {
-    if netns::with_netns(path, || veth::read_link(&req.ifname))?.is_some() {
+/// the container yet (the spec requires ADD to fail then).
+pub fn refuse_existing_interface(req: &Request, container: &ContainerNetns) -> Result<()> {
+    if veth::read_link(container.netlink(), &req.ifname)?.is_some() {
         return Err(Error::new(
             codes::DATAPLANE,
             format!(
                 "interface {} already exists in {}",
                 req.ifname,
-                path.display()
+                container.path().display()
             ),
         )
         .with_kind(common::Kind::AlreadyExists));
@@ -30,33 +55,23 @@ pub fn refuse_existing_interface(req: &Request, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The netns must exist and be a network namespace before anything is changed.
-pub fn validate_netns(req: &Request) -> Result<&Path> {
-    let path = req
-        .netns
-        .as_deref()
-        .ok_or_else(|| Error::new(common::Code::InvalidEnvironment, "CNI_NETNS is empty"))?;
-    netns::check_netns(path)?;
-    Ok(path)
-}
-
 /// Creates the veth pair and programs both sides. The returned guard deletes the pair (and with
 /// it the addresses and routes) unless committed.
-pub fn create_workload_interfaces(
+pub fn create_workload_interfaces<'a>(
     req: &Request,
-    netns_path: &Path,
+    sessions: &'a Sessions,
     host: &attachment::HostVeth,
     addresses: &[IpNetwork],
     rollback: &RollbackLog,
-) -> Result<veth::VethGuard> {
+) -> Result<veth::VethGuard<'a>> {
     let host_ifname = host.name.as_str();
     if host.replaces_stale_link {
         common::cni::log::info(&format!("deleting stale host link {host_ifname}"));
-        veth::delete_host_veth(host_ifname)?;
+        veth::delete_host_veth(sessions.host, host_ifname)?;
     }
-    let mut request = veth::VethRequest::new(host_ifname, &req.ifname, netns_path);
+    let mut request = veth::VethRequest::new(host_ifname, &req.ifname);
     request.mtu = req.config.mtu;
-    let mut pair = veth::create_veth(&request)?;
+    let mut pair = veth::create_veth(sessions.host, &sessions.container, &request)?;
     pair.report_rollback_to(rollback);
     crash::point("after-veth");
     let has_ipv4 = addresses.iter().any(IpNetwork::is_ipv4);
@@ -66,29 +81,81 @@ pub fn create_workload_interfaces(
         sysctl::enable_ipv6_forwarding()?;
     }
     let ipv6_gateway = if has_ipv6 {
-        Some(addr::host_link_local_address(host_ifname)?)
+        Some(addr::host_link_local_address(sessions.host, host_ifname)?)
     } else {
         None
     };
     let container_index = pair.container_index();
-    netns::with_netns(netns_path, || {
-        configure_container_interface(container_index, addresses, ipv6_gateway)
-    })?;
-    route::add_host_routes(pair.host_index(), host_ifname, addresses)?;
+    configure_container_interface(
+        &sessions.container,
+        container_index,
+        addresses,
+        ipv6_gateway,
+    )?;
+    route::add_host_routes(sessions.host, pair.host_index(), host_ifname, addresses)?;
     Ok(pair)
 }
 
 /// Removes the veth pair through its host end `owned_host_veth`, the one this attachment's
 /// record or endpoint names and holds the claim on; its container end goes with it, wherever it
-/// is. Nothing in the container netns is deleted by name: an interface called `CNI_IFNAME` there
+/// is. Then `finish` runs with `failures` (and the deletion's failure, if any): as soon as the
+/// kernel has unregistered the link, while it still frees the pair, so DEL's last etcd
+/// transaction overlaps the slowest part of the kernel's work.
+///
+/// Nothing in the container netns is deleted by name: an interface called `CNI_IFNAME` there
 /// that is not that host veth's peer (the netns of another container, a link the plugin never
-/// made) is left, and the log says so.
-pub fn remove_workload_interfaces(req: &Request, owned_host_veth: Option<&str>) -> Result<()> {
-    let removed = match owned_host_veth {
-        Some(name) => veth::delete_host_veth(name)?,
-        None => false,
+/// made) is left, and the log says so, after `finish`: the record does not depend on a log line.
+pub fn remove_workload_interfaces_then(
+    req: &Request,
+    owned_host_veth: Option<&str>,
+    failures: Vec<Error>,
+    finish: impl FnOnce(Vec<Error>) -> Result<()>,
+) -> Result<()> {
+    // The failures travel into the closure and, when it does not run, stay here.
+    let mut pending = Some((failures, finish));
+    let mut finished = None;
+    let mut removed = false;
+    let mut late = None;
+    if let Some(name) = owned_host_veth {
+        let outcome = Netlink::host().map(|host| {
+            veth::delete_host_veth_then(host, name, || {
+                pending.take().map(|(failures, finish)| finish(failures))
+            })
+        });
+        let deleted = match outcome {
+            Ok(outcome) => {
+                finished = outcome.then.flatten();
+                outcome.deleted
+            }
+            Err(err) => Err(err),
+        };
+        match (deleted, pending.as_mut()) {
+            (Ok(deleted), _) => removed = deleted,
+            (Err(err), Some((failures, _))) => failures.push(err),
+            (Err(err), None) => late = Some(err),
+        }
+    }
+    if let Some((failures, finish)) = pending.take() {
+        finished = Some(finish(failures));
+    }
+    let left = if removed {
+        Ok(())
+    } else {
+        report_interface_left(req)
     };
-    if let (false, Some(netns)) = (removed, req.netns.as_deref())
+    let finished = finished.unwrap_or(Ok(()));
+    Error::combine(
+        [finished.err(), late, left.err()]
+            .into_iter()
+            .flatten()
+            .collect(),
+    )
+}
+
+/// Nothing was deleted: an interface called `CNI_IFNAME` in `CNI_NETNS` is not this
+/// attachment's, and the log says it stays. Only a netns that cannot be looked into is an error.
+fn report_interface_left(req: &Request) -> Result<()> {
+    if let Some(netns) = req.netns.as_deref()
         && veth::container_link_exists(netns, &req.ifname)?
     {
         common::cni::log::warn(&format!(

@@ -5,10 +5,13 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use ipnetwork::IpNetwork;
+use rtnetlink::AddressMessageBuilder;
+use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 
-use super::{dump, netlink_error, sysctl, veth, with_netlink};
+use super::netlink::{Netlink, netlink_error};
+use super::{sysctl, veth};
 use crate::error::codes::DATAPLANE;
 use crate::{Error, Kind, Result};
 
@@ -22,23 +25,33 @@ const LINK_LOCAL_POLL: Duration = Duration::from_millis(20);
 /// its own). IPv6 addresses skip duplicate address detection: they are unique by allocation and
 /// DAD would keep them tentative for a second. An address already present is a
 /// `Kind::AlreadyExists` error.
-pub fn add_addresses(ifindex: u32, addrs: &[IpNetwork]) -> Result<()> {
-    with_netlink(|handle| async move {
-        for addr in addrs {
-            let host = host_prefix(addr.ip());
-            let mut request = handle.address().add(ifindex, host.ip(), host.prefix());
-            if host.is_ipv6() {
-                request
-                    .message_mut()
+pub fn add_addresses(netlink: &Netlink, ifindex: u32, addrs: &[IpNetwork]) -> Result<()> {
+    for addr in addrs {
+        let host = host_prefix(addr.ip());
+        let message = match host.ip() {
+            IpAddr::V4(ip) => AddressMessageBuilder::<std::net::Ipv4Addr>::new()
+                .index(ifindex)
+                .address(ip, host.prefix())
+                .build(),
+            IpAddr::V6(ip) => {
+                let mut message = AddressMessageBuilder::<Ipv6Addr>::new()
+                    .index(ifindex)
+                    .address(ip, host.prefix())
+                    .build();
+                message
                     .attributes
                     .push(AddressAttribute::Flags(AddressFlags::Nodad));
+                message
             }
-            request.execute().await.map_err(|e| {
-                netlink_error(e, format_args!("add address {host} to link {ifindex}"))
-            })?;
-        }
-        Ok(())
-    })
+        };
+        netlink
+            .request(
+                RouteNetlinkMessage::NewAddress(message),
+                NLM_F_CREATE | NLM_F_EXCL,
+            )
+            .map_err(|e| netlink_error(e, format_args!("add address {host} to link {ifindex}")))?;
+    }
+    Ok(())
 }
 
 /// `ip` as a /32 or /128 network.
@@ -46,16 +59,12 @@ pub(crate) fn host_prefix(ip: IpAddr) -> IpNetwork {
     IpNetwork::from(ip)
 }
 
-/// The addresses of the interface `ifindex` in the current namespace, both families, with
+/// The addresses of the interface `ifindex` in the namespace of `netlink`, both families, with
 /// their prefix lengths (including the kernel's IPv6 link-local address).
-pub fn list_addresses(ifindex: u32) -> Result<Vec<IpNetwork>> {
-    with_netlink(|handle| async move { addresses_of(&handle, ifindex).await })
-}
-
-async fn addresses_of(handle: &rtnetlink::Handle, ifindex: u32) -> Result<Vec<IpNetwork>> {
+pub fn list_addresses(netlink: &Netlink, ifindex: u32) -> Result<Vec<IpNetwork>> {
     let request = RouteNetlinkMessage::GetAddress(AddressMessage::default());
     let mut out = Vec::new();
-    for msg in dump(handle, request, "addresses").await? {
+    for msg in netlink.dump(request, "addresses")? {
         let RouteNetlinkMessage::NewAddress(msg) = msg else {
             continue;
         };
@@ -97,30 +106,27 @@ fn address_ip(msg: &AddressMessage) -> Option<IpAddr> {
 /// IPv6 default route. IPv6 is switched on for the interface first; the kernel adds the
 /// address when the link comes up, so this waits up to 2 s for it and then falls back to the
 /// EUI-64 address derived from the link's MAC (what the kernel would generate by default).
-pub fn host_link_local_address(host_ifname: &str) -> Result<Ipv6Addr> {
+pub fn host_link_local_address(host: &Netlink, host_ifname: &str) -> Result<Ipv6Addr> {
     sysctl::write(&format!("net/ipv6/conf/{host_ifname}/disable_ipv6"), "0")?;
-    let Some(link) = veth::read_link(host_ifname)? else {
+    let Some(link) = veth::read_link(host, host_ifname)? else {
         return Err(
             Error::new(DATAPLANE, format!("host link {host_ifname} not found"))
                 .with_kind(Kind::NotFound),
         );
     };
-    let found = with_netlink(|handle| async move {
-        let deadline = Instant::now() + LINK_LOCAL_WAIT;
-        loop {
-            let link_local = addresses_of(&handle, link.index)
-                .await?
-                .into_iter()
-                .find_map(|net| match net.ip() {
-                    IpAddr::V6(ip) if ip.is_unicast_link_local() => Some(ip),
-                    _ => None,
-                });
-            if link_local.is_some() || Instant::now() >= deadline {
-                return Ok(link_local);
-            }
-            tokio::time::sleep(LINK_LOCAL_POLL).await;
+    let deadline = Instant::now() + LINK_LOCAL_WAIT;
+    let found = loop {
+        let link_local = list_addresses(host, link.index)?
+            .into_iter()
+            .find_map(|net| match net.ip() {
+                IpAddr::V6(ip) if ip.is_unicast_link_local() => Some(ip),
+                _ => None,
+            });
+        if link_local.is_some() || Instant::now() >= deadline {
+            break link_local;
         }
-    })?;
+        std::thread::sleep(LINK_LOCAL_POLL);
+    };
     if let Some(ip) = found {
         return Ok(ip);
     }
@@ -165,7 +171,7 @@ pub fn eui64_link_local(mac: [u8; 6]) -> Ipv6Addr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::netns::with_netns;
+    use crate::dataplane::netns::ContainerNetns;
     use crate::dataplane::testutil::{HostLink, TestNetns, ip_json, unique_ifname};
     use crate::dataplane::veth::{VethRequest, create_veth};
 
@@ -214,19 +220,21 @@ mod tests {
     fn container_gets_single_addresses_and_host_link_local_is_found() {
         let ns = TestNetns::new("addr");
         let host = HostLink::new(unique_ifname("ca"));
-        let mut guard = create_veth(&VethRequest::new(host.name(), "eth0", ns.path())).unwrap();
+        let (netlink, container) = (
+            Netlink::host().unwrap(),
+            ContainerNetns::open(ns.path()).unwrap(),
+        );
+        let mut guard =
+            create_veth(netlink, &container, &VethRequest::new(host.name(), "eth0")).unwrap();
         guard.commit();
         let addrs: Vec<IpNetwork> = vec![
             "10.65.0.7/26".parse().unwrap(),
             "fd00:65::7/122".parse().unwrap(),
         ];
         let index = guard.container_index();
-        let listed = with_netns(ns.path(), || {
-            sysctl::enable_ipv6_in_namespace()?;
-            add_addresses(index, &addrs)?;
-            list_addresses(index)
-        })
-        .unwrap();
+        container.enable_ipv6().unwrap();
+        add_addresses(container.netlink(), index, &addrs).unwrap();
+        let listed = list_addresses(container.netlink(), index).unwrap();
         assert!(
             listed.contains(&"10.65.0.7/32".parse().unwrap()),
             "{listed:?}"
@@ -251,10 +259,10 @@ mod tests {
             "{json}"
         );
 
-        let again = with_netns(ns.path(), || add_addresses(index, &addrs[..1])).unwrap_err();
+        let again = add_addresses(container.netlink(), index, &addrs[..1]).unwrap_err();
         assert_eq!(again.kind(), Kind::AlreadyExists);
 
-        let ll = host_link_local_address(host.name()).unwrap();
+        let ll = host_link_local_address(netlink, host.name()).unwrap();
         assert_eq!(ll, eui64_link_local(veth::HOST_MAC));
         let host_json = ip_json(&["-6", "addr", "show", "dev", host.name()]);
         assert!(
@@ -269,7 +277,7 @@ mod tests {
 
     #[test]
     fn missing_host_link_has_no_link_local() {
-        let err = host_link_local_address("calinotthere0").unwrap_err();
+        let err = host_link_local_address(Netlink::host().unwrap(), "calinotthere0").unwrap_err();
         assert!(err.msg().contains("calinotthere0"), "{err:?}");
     }
 }

@@ -2,167 +2,47 @@
 //! veth pair, the container's addresses and routes, the host routes and the per-interface
 //! sysctls. Everything goes through netlink (rtnetlink) and `/proc/sys`.
 //!
-//! Every public function is synchronous. A function that talks netlink opens its own socket on
-//! the calling thread, so it acts on the network namespace that thread is in: call it directly
-//! for the host namespace, or inside [`netns::with_netns`] for a container. A netlink socket is
-//! bound to the namespace it was opened in, which is why no handle ever leaves a function.
+//! Every public function is synchronous and acts through a [`Netlink`] session given to it: the
+//! host's ([`Netlink::host`]) or a container's ([`netns::ContainerNetns`], which enters the
+//! namespace once to open it). A netlink socket acts on the namespace it was opened in, so a
+//! verb needs one session per namespace, whatever thread it runs on.
 
 pub mod addr;
+pub mod netlink;
 pub mod netns;
 pub mod route;
 pub mod sysctl;
 pub mod veth;
 
-use std::future::Future;
 use std::net::Ipv6Addr;
 
-use futures::StreamExt;
 use ipnetwork::IpNetwork;
-use rtnetlink::Handle;
-use rtnetlink::packet_core::{
-    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
-};
-use rtnetlink::packet_route::RouteNetlinkMessage;
 
-use crate::error::codes::DATAPLANE;
-use crate::{Context, Error, Kind, Result};
+pub use netlink::Netlink;
+use netns::ContainerNetns;
 
-/// How often an interrupted netlink dump is repeated before giving up.
-const DUMP_ATTEMPTS: usize = 5;
+use crate::Result;
 
 /// Configures the container end of a veth pair the way Calico v1.11 does: for IPv6 the
 /// namespace-wide `disable_ipv6` switches are cleared, then the routes are added (IPv4: a link
 /// route to 169.254.1.1 and a default route via it; IPv6: a default route via
 /// `ipv6_gateway`), then every address as a /32 or /128.
 ///
-/// Call it inside [`netns::with_netns`] for the container's namespace; `ifindex` is the container
-/// end's index there and `ipv6_gateway` is the host end's link-local address
-/// ([`addr::host_link_local_address`]), required when `addrs` holds an IPv6 address.
+/// `container` is the container's namespace, `ifindex` the container end's index there and
+/// `ipv6_gateway` the host end's link-local address ([`addr::host_link_local_address`]),
+/// required when `addrs` holds an IPv6 address.
 pub fn configure_container_interface(
+    container: &ContainerNetns,
     ifindex: u32,
     addrs: &[IpNetwork],
     ipv6_gateway: Option<Ipv6Addr>,
 ) -> Result<()> {
     if addrs.iter().any(IpNetwork::is_ipv6) {
-        sysctl::enable_ipv6_in_namespace()?;
+        container.enable_ipv6()?;
     }
-    route::add_container_routes(ifindex, addrs, ipv6_gateway)?;
-    addr::add_addresses(ifindex, addrs)
-}
-
-/// Runs `f` with a fresh netlink connection opened on the calling thread, inside a private
-/// current-thread tokio runtime, and returns its output. The calling thread must not be running
-/// an async runtime itself.
-///
-/// The connection forwards "done" messages, which carry the dump-interrupted flag; plain
-/// rtnetlink dump requests would choke on them, so every dump goes through [`dump`].
-pub(crate) fn with_netlink<T, F, Fut>(f: F) -> Result<T>
-where
-    F: FnOnce(Handle) -> Fut,
-    Fut: Future<Output = Result<T>>,
-{
-    // Blocking on a runtime from inside another one panics; refuse instead.
-    if tokio::runtime::Handle::try_current().is_ok() {
-        return Err(Error::new(
-            DATAPLANE,
-            "netlink request made from inside an async runtime",
-        ));
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .context("create the netlink runtime")
-        .code(DATAPLANE)?;
-    runtime.block_on(async {
-        let (mut connection, handle, _) = rtnetlink::new_connection()
-            .context("open a netlink socket")
-            .code(DATAPLANE)?;
-        connection.set_forward_done(true);
-        let task = tokio::spawn(connection);
-        let out = f(handle).await;
-        task.abort();
-        out
-    })
-}
-
-/// Dumps the objects `request` asks for (links, addresses, routes) and returns their messages.
-///
-/// The kernel flags a dump that raced with a change (`NLM_F_DUMP_INTR`) or fails it with
-/// `EINTR`; such a dump is repeated a fixed number of times. `what` names the objects in errors.
-pub(crate) async fn dump(
-    handle: &Handle,
-    request: RouteNetlinkMessage,
-    what: &str,
-) -> Result<Vec<RouteNetlinkMessage>> {
-    for _ in 0..DUMP_ATTEMPTS {
-        let mut msg = NetlinkMessage::from(request.clone());
-        msg.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        let mut responses = handle
-            .clone()
-            .request(msg)
-            .map_err(|e| netlink_error(e, format!("dump {what}")))?;
-        let mut out = Vec::new();
-        let mut interrupted = false;
-        while let Some(response) = responses.next().await {
-            if response.header.flags & NLM_F_DUMP_INTR != 0 {
-                interrupted = true;
-            }
-            match response.payload {
-                NetlinkPayload::InnerMessage(inner) => out.push(inner),
-                NetlinkPayload::Error(err) if err.raw_code() == -libc_eintr() => interrupted = true,
-                NetlinkPayload::Error(err) if err.code.is_some() => {
-                    return Err(netlink_error(
-                        rtnetlink::Error::NetlinkError(err),
-                        format!("dump {what}"),
-                    ));
-                }
-                NetlinkPayload::Overrun(_) => interrupted = true,
-                _ => {}
-            }
-        }
-        if !interrupted {
-            return Ok(out);
-        }
-    }
-    Err(Error::new(
-        DATAPLANE,
-        format!("dump {what}: interrupted {DUMP_ATTEMPTS} times in a row"),
-    )
-    .with_kind(Kind::TryAgainLater))
-}
-
-fn libc_eintr() -> i32 {
-    nix::errno::Errno::EINTR as i32
-}
-
-/// The positive errno of a netlink error answer, if `err` is one.
-pub(crate) fn errno(err: &rtnetlink::Error) -> Option<nix::errno::Errno> {
-    match err {
-        rtnetlink::Error::NetlinkError(msg) => msg
-            .code
-            .map(|code| nix::errno::Errno::from_raw(-code.get())),
-        _ => None,
-    }
-}
-
-/// A dataplane error for a failed netlink request: `context` names the object, the text is the
-/// kernel's errno description in lower case, and `EEXIST` / `ENODEV` / `ENOENT` / `ESRCH` set the
-/// kind a caller can branch on.
-pub(crate) fn netlink_error(err: rtnetlink::Error, context: impl std::fmt::Display) -> Error {
-    use nix::errno::Errno;
-    let (text, kind) = match errno(&err) {
-        Some(errno) => {
-            let kind = match errno {
-                Errno::EEXIST => Kind::AlreadyExists,
-                Errno::ENODEV | Errno::ENOENT | Errno::ESRCH => Kind::NotFound,
-                _ => Kind::Other,
-            };
-            (errno_text(errno), kind)
-        }
-        None => (err.to_string(), Kind::Other),
-    };
-    Error::new(DATAPLANE, text).with_kind(kind).context(context)
+    let netlink = container.netlink();
+    route::add_container_routes(netlink, ifindex, addrs, ipv6_gateway)?;
+    addr::add_addresses(netlink, ifindex, addrs)
 }
 
 /// The description of `errno` in lower case, like Go's error texts ("file exists").
@@ -325,18 +205,8 @@ pub(crate) mod testutil {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn netlink_from_inside_a_runtime_is_an_error_not_a_panic() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let err = runtime
-            .block_on(async { veth::read_link("lo") })
-            .unwrap_err();
-        assert!(err.msg().contains("inside an async runtime"), "{err:?}");
-        assert!(veth::read_link("lo").unwrap().is_some());
-    }
+    use crate::Kind;
+    use crate::error::codes::DATAPLANE;
 
     #[test]
     fn mac_is_formatted_lower_case_with_colons() {
@@ -355,9 +225,8 @@ mod tests {
             (-1, Kind::Other, "create link x: operation not permitted"),
         ];
         for (code, kind, msg) in cases {
-            let mut em = rtnetlink::packet_core::ErrorMessage::default();
-            em.code = std::num::NonZeroI32::new(code);
-            let err = netlink_error(rtnetlink::Error::NetlinkError(em), "create link x");
+            let errno = nix::errno::Errno::from_raw(-code);
+            let err = netlink::netlink_error(netlink::NetlinkError::Kernel(errno), "create link x");
             assert_eq!(err.kind(), kind);
             assert_eq!(err.msg(), msg);
             assert_eq!(err.code(), DATAPLANE);

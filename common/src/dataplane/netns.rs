@@ -1,15 +1,23 @@
 //! Entering a network namespace. [`with_netns`] is the only function in the project that calls
 //! `setns`; it does so on a thread of its own that ends with the closure, so no other code ever
 //! runs in a namespace it did not ask for.
+//!
+//! A verb enters a container's namespace once, through [`ContainerNetns::open`]: what has to be
+//! opened inside (the netlink socket, the namespace-wide IPv6 switches under `/proc/sys/net`)
+//! is opened on that thread, and keeps acting on the container's namespace when used from the
+//! verb's own thread afterwards. Sockets and `/proc/sys` files are bound to the namespace they
+//! were opened in, not to the thread that uses them, so leaving the entry thread with them is
+//! safe; the thread itself still never runs anything else.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::sched::{CloneFlags, setns};
 use nix::sys::statfs::{NSFS_MAGIC, fstatfs};
 
+use super::{Netlink, sysctl};
 use crate::error::codes::DATAPLANE;
 use crate::{Context, Error, Kind, Result};
 
@@ -110,11 +118,16 @@ pub fn check_netns(path: &Path) -> Result<()> {
 /// it (every dataplane function does that).
 pub fn with_netns<T: Send>(path: &Path, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     let file = open(path)?;
+    enter(&file, path, f)
+}
+
+/// Runs `f` on a fresh thread inside the namespace of `file`, opened from `path`.
+fn enter<T: Send>(file: &File, path: &Path, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     std::thread::scope(|scope| {
         let thread = std::thread::Builder::new()
             .name("netns".into())
             .spawn_scoped(scope, move || {
-                setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| {
+                setns(file, CloneFlags::CLONE_NEWNET).map_err(|errno| {
                     let err = Error::new(DATAPLANE, super::errno_text(errno));
                     if errno == nix::errno::Errno::EINVAL {
                         err.context(format_args!(
@@ -125,7 +138,6 @@ pub fn with_netns<T: Send>(path: &Path, f: impl FnOnce() -> Result<T> + Send) ->
                         err.context(format_args!("enter netns {}", path.display()))
                     }
                 })?;
-                drop(file);
                 f()
             })
             .with_context(|| format!("spawn a thread for netns {}", path.display()))
@@ -142,6 +154,57 @@ pub fn with_netns<T: Send>(path: &Path, f: impl FnOnce() -> Result<T> + Send) ->
             ))
         })
     })
+}
+
+/// A container's network namespace, entered once: its file (to create a veth end straight
+/// inside it), a netlink session opened inside it, and its IPv6 switches.
+#[derive(Debug)]
+pub struct ContainerNetns {
+    path: PathBuf,
+    file: File,
+    netlink: Netlink,
+    ipv6_switches: sysctl::Ipv6Switches,
+}
+
+impl ContainerNetns {
+    /// Enters the network namespace at `path` once, on a thread of its own, to open what acts
+    /// on it later from any thread. A missing path is a `Kind::NotFound` error, a file that is
+    /// not a network namespace an error saying so. Nothing in the namespace is changed.
+    pub fn open(path: &Path) -> Result<ContainerNetns> {
+        let file = open(path)?;
+        let place = format!("netns {}", path.display());
+        let (netlink, ipv6_switches) = enter(&file, path, || {
+            Ok((Netlink::open_here(place)?, sysctl::Ipv6Switches::open()))
+        })?;
+        Ok(ContainerNetns {
+            path: path.to_path_buf(),
+            file,
+            netlink,
+            ipv6_switches,
+        })
+    }
+
+    /// The namespace's path, as the runtime gave it.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The netlink session inside the namespace.
+    pub fn netlink(&self) -> &Netlink {
+        &self.netlink
+    }
+
+    /// The open namespace file, for netlink attributes that name a namespace by fd.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Turns IPv6 on for the whole namespace: `disable_ipv6=0` for `all`, `default` and `lo`
+    /// (Calico v1.11.0+ does this in the container before adding IPv6 addresses, since some
+    /// runtimes create namespaces with IPv6 disabled).
+    pub fn enable_ipv6(&self) -> Result<()> {
+        self.ipv6_switches.enable()
+    }
 }
 
 #[cfg(test)]

@@ -5,14 +5,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::IpNetwork;
 use nix::errno::Errno;
+use rtnetlink::RouteMessageBuilder;
+use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteVia,
 };
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
-use rtnetlink::{Handle, RouteMessageBuilder};
 
 use super::addr::host_prefix;
-use super::{dump, errno, netlink_error, with_netlink};
+use super::netlink::{Netlink, netlink_error};
 use crate::error::codes::DATAPLANE;
 use crate::{Error, Kind, Result};
 
@@ -130,6 +131,7 @@ fn table_of(msg: &RouteMessage) -> u32 {
 /// interface's routes (IPv4 refuses a second route to one destination at one metric) without
 /// taking traffic from it, and take over only when it is removed.
 pub fn add_container_routes(
+    netlink: &Netlink,
     ifindex: u32,
     addrs: &[IpNetwork],
     ipv6_gateway: Option<Ipv6Addr>,
@@ -142,74 +144,70 @@ pub fn add_container_routes(
             format!("no IPv6 gateway for the IPv6 default route on link {ifindex}"),
         ));
     }
-    with_netlink(|handle| async move {
-        let routes = main_table_routes(&handle).await?;
-        let routed_by_default = |v6: bool| {
-            routes
-                .iter()
-                .any(|r| r.destination.prefix() == 0 && r.is_ipv6() == v6)
+    let routes = main_table_routes(netlink)?;
+    let routed_by_default = |v6: bool| {
+        routes
+            .iter()
+            .any(|r| r.destination.prefix() == 0 && r.is_ipv6() == v6)
+    };
+    if ipv4 {
+        let metric = routed_by_default(false).then_some(ifindex);
+        let with_metric = |builder: RouteMessageBuilder<Ipv4Addr>| match metric {
+            Some(metric) => builder.priority(metric),
+            None => builder,
         };
-        if ipv4 {
-            let metric = routed_by_default(false).then_some(ifindex);
-            let with_metric = |builder: RouteMessageBuilder<Ipv4Addr>| match metric {
-                Some(metric) => builder.priority(metric),
-                None => builder,
-            };
-            let gateway_route = with_metric(
-                RouteMessageBuilder::<Ipv4Addr>::new()
-                    .destination_prefix(IPV4_GATEWAY, 32)
-                    .output_interface(ifindex)
-                    .scope(RouteScope::Link)
-                    .protocol(RouteProtocol::Boot),
-            );
-            add_route(
-                &handle,
-                gateway_route.build(),
-                format_args!("add route {IPV4_GATEWAY}/32 dev {ifindex} in the container"),
-            )
-            .await?;
-            let default_route = with_metric(
-                RouteMessageBuilder::<Ipv4Addr>::new()
-                    .gateway(IPV4_GATEWAY)
-                    .output_interface(ifindex)
-                    .protocol(RouteProtocol::Boot),
-            );
-            add_route(
-                &handle,
-                default_route.build(),
-                format_args!("add default route via {IPV4_GATEWAY} dev {ifindex} in the container"),
-            )
-            .await?;
-        }
-        if let (true, Some(gateway)) = (ipv6, ipv6_gateway) {
-            let mut default_route = RouteMessageBuilder::<Ipv6Addr>::new()
-                .gateway(gateway)
+        let gateway_route = with_metric(
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(IPV4_GATEWAY, 32)
                 .output_interface(ifindex)
-                .protocol(RouteProtocol::Boot);
-            if routed_by_default(true) {
-                default_route = default_route.priority(IPV6_DEFAULT_METRIC.saturating_add(ifindex));
-            }
-            add_route(
-                &handle,
-                default_route.build(),
-                format_args!("add default route via {gateway} dev {ifindex} in the container"),
-            )
-            .await?;
+                .scope(RouteScope::Link)
+                .protocol(RouteProtocol::Boot),
+        );
+        add_route(
+            netlink,
+            gateway_route.build(),
+            format_args!("add route {IPV4_GATEWAY}/32 dev {ifindex} in the container"),
+        )?;
+        let default_route = with_metric(
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(IPV4_GATEWAY)
+                .output_interface(ifindex)
+                .protocol(RouteProtocol::Boot),
+        );
+        add_route(
+            netlink,
+            default_route.build(),
+            format_args!("add default route via {IPV4_GATEWAY} dev {ifindex} in the container"),
+        )?;
+    }
+    if let (true, Some(gateway)) = (ipv6, ipv6_gateway) {
+        let mut default_route = RouteMessageBuilder::<Ipv6Addr>::new()
+            .gateway(gateway)
+            .output_interface(ifindex)
+            .protocol(RouteProtocol::Boot);
+        if routed_by_default(true) {
+            default_route = default_route.priority(IPV6_DEFAULT_METRIC.saturating_add(ifindex));
         }
-        Ok(())
-    })
+        add_route(
+            netlink,
+            default_route.build(),
+            format_args!("add default route via {gateway} dev {ifindex} in the container"),
+        )?;
+    }
+    Ok(())
 }
 
-async fn add_route(
-    handle: &Handle,
+fn add_route(
+    netlink: &Netlink,
     route: RouteMessage,
     context: std::fmt::Arguments<'_>,
 ) -> Result<()> {
-    handle
-        .route()
-        .add(route)
-        .execute()
-        .await
+    netlink
+        .request(
+            RouteNetlinkMessage::NewRoute(route),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
         .map_err(|e| netlink_error(e, context))
 }
 
@@ -219,49 +217,55 @@ async fn add_route(
 /// A route that already exists on the same link with the same destination (and, for IPv4, the
 /// same scope) is accepted, since Felix may have added it first; one on another link is a
 /// `Kind::AlreadyExists` error (Calico v1.11.1 behaviour).
-pub fn add_host_routes(host_index: u32, host_ifname: &str, addrs: &[IpNetwork]) -> Result<()> {
-    with_netlink(|handle| async move {
-        for addr in addrs {
-            let dst = host_prefix(addr.ip());
-            let route = match dst.ip() {
-                IpAddr::V4(ip) => RouteMessageBuilder::<Ipv4Addr>::new()
-                    .destination_prefix(ip, 32)
-                    .output_interface(host_index)
-                    .scope(RouteScope::Link)
-                    .protocol(RouteProtocol::Boot)
-                    .build(),
-                IpAddr::V6(ip) => RouteMessageBuilder::<Ipv6Addr>::new()
-                    .destination_prefix(ip, 128)
-                    .output_interface(host_index)
-                    .scope(RouteScope::Link)
-                    .protocol(RouteProtocol::Boot)
-                    .build(),
-            };
-            match handle.route().add(route).execute().await {
-                Ok(()) => {}
-                Err(e) if errno(&e) == Some(Errno::EEXIST) => {
-                    check_existing_host_route(&handle, host_index, host_ifname, dst).await?;
-                }
-                Err(e) => {
-                    return Err(netlink_error(
-                        e,
-                        format_args!("add route {dst} dev {host_ifname} scope link"),
-                    ));
-                }
+pub fn add_host_routes(
+    host: &Netlink,
+    host_index: u32,
+    host_ifname: &str,
+    addrs: &[IpNetwork],
+) -> Result<()> {
+    for addr in addrs {
+        let dst = host_prefix(addr.ip());
+        let route = match dst.ip() {
+            IpAddr::V4(ip) => RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(ip, 32)
+                .output_interface(host_index)
+                .scope(RouteScope::Link)
+                .protocol(RouteProtocol::Boot)
+                .build(),
+            IpAddr::V6(ip) => RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(ip, 128)
+                .output_interface(host_index)
+                .scope(RouteScope::Link)
+                .protocol(RouteProtocol::Boot)
+                .build(),
+        };
+        match host.request(
+            RouteNetlinkMessage::NewRoute(route),
+            NLM_F_CREATE | NLM_F_EXCL,
+        ) {
+            Ok(_) => {}
+            Err(e) if e.errno() == Some(Errno::EEXIST) => {
+                check_existing_host_route(host, host_index, host_ifname, dst)?;
+            }
+            Err(e) => {
+                return Err(netlink_error(
+                    e,
+                    format_args!("add route {dst} dev {host_ifname} scope link"),
+                ));
             }
         }
-        Ok(())
-    })
+    }
+    Ok(())
 }
 
 /// Accepts an existing route to `dst` when it goes out of `host_index` with link scope.
-async fn check_existing_host_route(
-    handle: &Handle,
+fn check_existing_host_route(
+    host: &Netlink,
     host_index: u32,
     host_ifname: &str,
     dst: IpNetwork,
 ) -> Result<()> {
-    let routes = main_table_routes(handle).await?;
+    let routes = main_table_routes(host)?;
     // The kernel keeps no scope for IPv6 routes and reports them all as universe.
     let ours = routes.iter().any(|r| {
         r.destination == dst
@@ -280,13 +284,13 @@ async fn check_existing_host_route(
     .with_kind(Kind::AlreadyExists))
 }
 
-async fn main_table_routes(handle: &Handle) -> Result<Vec<RouteState>> {
+fn main_table_routes(netlink: &Netlink) -> Result<Vec<RouteState>> {
     let mut out = Vec::new();
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
         let mut request = RouteMessage::default();
         request.header.address_family = family;
         let what = format!("{family:?} routes").to_lowercase();
-        for msg in dump(handle, RouteNetlinkMessage::GetRoute(request), &what).await? {
+        for msg in netlink.dump(RouteNetlinkMessage::GetRoute(request), &what)? {
             let RouteNetlinkMessage::NewRoute(msg) = msg else {
                 continue;
             };
@@ -299,34 +303,30 @@ async fn main_table_routes(handle: &Handle) -> Result<Vec<RouteState>> {
     Ok(out)
 }
 
-/// The main-table default routes of both families in the current namespace, whatever their
-/// interface.
-pub fn list_default_routes() -> Result<Vec<RouteState>> {
-    with_netlink(|handle| async move {
-        let routes = main_table_routes(&handle).await?;
-        Ok(routes
-            .into_iter()
-            .filter(|r| r.destination.prefix() == 0)
-            .collect())
-    })
+/// The main-table default routes of both families in the namespace of `netlink`, whatever
+/// their interface.
+pub fn list_default_routes(netlink: &Netlink) -> Result<Vec<RouteState>> {
+    let routes = main_table_routes(netlink)?;
+    Ok(routes
+        .into_iter()
+        .filter(|r| r.destination.prefix() == 0)
+        .collect())
 }
 
-/// The main-table routes (both families) whose output interface is `ifindex`, in the current
-/// namespace.
-pub fn list_routes(ifindex: u32) -> Result<Vec<RouteState>> {
-    with_netlink(|handle| async move {
-        let routes = main_table_routes(&handle).await?;
-        Ok(routes
-            .into_iter()
-            .filter(|r| r.ifindex == Some(ifindex))
-            .collect())
-    })
+/// The main-table routes (both families) whose output interface is `ifindex`, in the namespace
+/// of `netlink`.
+pub fn list_routes(netlink: &Netlink, ifindex: u32) -> Result<Vec<RouteState>> {
+    let routes = main_table_routes(netlink)?;
+    Ok(routes
+        .into_iter()
+        .filter(|r| r.ifindex == Some(ifindex))
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::netns::with_netns;
+    use crate::dataplane::netns::ContainerNetns;
     use crate::dataplane::testutil::{HostLink, TestNetns, ip_json, unique_ifname};
     use crate::dataplane::veth::{VethRequest, create_veth};
     use crate::dataplane::{addr, configure_container_interface, sysctl};
@@ -365,7 +365,7 @@ mod tests {
     #[test]
     fn ipv6_without_gateway_is_refused_before_any_change() {
         let addrs = ["fd00::1/128".parse().unwrap()];
-        let err = add_container_routes(1, &addrs, None).unwrap_err();
+        let err = add_container_routes(Netlink::host().unwrap(), 1, &addrs, None).unwrap_err();
         assert!(err.msg().contains("no IPv6 gateway"), "{err:?}");
     }
 
@@ -373,20 +373,29 @@ mod tests {
     fn configured_pair(tag: &str, addrs: &[IpNetwork]) -> (TestNetns, HostLink, u32, u32) {
         let ns = TestNetns::new(tag);
         let host = HostLink::new(unique_ifname("cr"));
-        let mut guard = create_veth(&VethRequest::new(host.name(), "eth0", ns.path())).unwrap();
+        let container = ContainerNetns::open(ns.path()).unwrap();
+        let mut guard = create_veth(
+            Netlink::host().unwrap(),
+            &container,
+            &VethRequest::new(host.name(), "eth0"),
+        )
+        .unwrap();
         guard.commit();
         let ll = if addrs.iter().any(IpNetwork::is_ipv6) {
-            Some(addr::host_link_local_address(host.name()).unwrap())
+            Some(addr::host_link_local_address(Netlink::host().unwrap(), host.name()).unwrap())
         } else {
             None
         };
         let index = guard.container_index();
-        with_netns(ns.path(), || {
-            configure_container_interface(index, addrs, ll)
-        })
-        .unwrap();
+        configure_container_interface(&container, index, addrs, ll).unwrap();
         sysctl::configure_host_veth(host.name(), true, true).unwrap();
-        add_host_routes(guard.host_index(), host.name(), addrs).unwrap();
+        add_host_routes(
+            Netlink::host().unwrap(),
+            guard.host_index(),
+            host.name(),
+            addrs,
+        )
+        .unwrap();
         (ns, host, guard.host_index(), index)
     }
 
@@ -410,7 +419,8 @@ mod tests {
                 .any(|r| r["dst"] == "default" && r["gateway"] == "169.254.1.1"),
             "{routes:?}"
         );
-        let listed = with_netns(ns.path(), || list_routes(index)).unwrap();
+        let listed =
+            list_routes(ContainerNetns::open(ns.path()).unwrap().netlink(), index).unwrap();
         assert!(
             listed.contains(&route("169.254.1.1/32", None, Scope::Link, index)),
             "{listed:?}"
@@ -434,19 +444,18 @@ mod tests {
                 .any(|r| r["dst"] == "10.66.0.9" && r["scope"] == "link"),
             "{host_routes}"
         );
-        assert!(list_routes(host_index).unwrap().contains(&route(
-            "10.66.0.9/32",
-            None,
-            Scope::Link,
-            host_index
-        )));
+        assert!(
+            list_routes(Netlink::host().unwrap(), host_index)
+                .unwrap()
+                .contains(&route("10.66.0.9/32", None, Scope::Link, host_index))
+        );
         assert_eq!(
             sysctl::read(&format!("net/ipv4/conf/{}/proxy_arp", host.name())).unwrap(),
             "1"
         );
 
         // The same route again (as if Felix had added it) is accepted.
-        add_host_routes(host_index, host.name(), &addrs).unwrap();
+        add_host_routes(Netlink::host().unwrap(), host_index, host.name(), &addrs).unwrap();
     }
 
     #[test]
@@ -458,18 +467,21 @@ mod tests {
         ];
         let (ns, _host, _, first) = configured_pair("r2nd", &addrs);
         let host = HostLink::new(unique_ifname("cr"));
-        let mut guard = create_veth(&VethRequest::new(host.name(), "eth1", ns.path())).unwrap();
+        let container = ContainerNetns::open(ns.path()).unwrap();
+        let mut guard = create_veth(
+            Netlink::host().unwrap(),
+            &container,
+            &VethRequest::new(host.name(), "eth1"),
+        )
+        .unwrap();
         guard.commit();
-        let ll = addr::host_link_local_address(host.name()).unwrap();
+        let ll = addr::host_link_local_address(Netlink::host().unwrap(), host.name()).unwrap();
         let second = guard.container_index();
         let more: [IpNetwork; 2] = [
             "10.66.2.9/32".parse().unwrap(),
             "fd00:66:2::9/128".parse().unwrap(),
         ];
-        with_netns(ns.path(), || {
-            configure_container_interface(second, &more, Some(ll))
-        })
-        .unwrap();
+        configure_container_interface(&container, second, &more, Some(ll)).unwrap();
 
         let v4 = ip_json(&["-n", ns.name(), "-4", "route", "show"]);
         let v4 = v4.as_array().unwrap();
@@ -523,7 +535,8 @@ mod tests {
                 .any(|a| a["local"] == "fd00:66::9" && a["prefixlen"] == 128),
             "{inside}"
         );
-        let listed = with_netns(ns.path(), || list_routes(index)).unwrap();
+        let listed =
+            list_routes(ContainerNetns::open(ns.path()).unwrap().netlink(), index).unwrap();
         assert!(
             listed
                 .iter()
@@ -544,7 +557,7 @@ mod tests {
             sysctl::read(&format!("net/ipv6/conf/{}/proxy_ndp", host.name())).unwrap(),
             "1"
         );
-        add_host_routes(host_index, host.name(), &addrs).unwrap();
+        add_host_routes(Netlink::host().unwrap(), host_index, host.name(), &addrs).unwrap();
     }
 
     /// Calico v1 failure history, row 21: ADD failed with `failed to add route file exists`
@@ -556,7 +569,12 @@ mod tests {
     fn host_route_already_present_on_the_veth_is_accepted_not_file_exists() {
         let ns = TestNetns::new("rhave");
         let host = HostLink::new(unique_ifname("cr"));
-        let mut guard = create_veth(&VethRequest::new(host.name(), "eth0", ns.path())).unwrap();
+        let mut guard = create_veth(
+            Netlink::host().unwrap(),
+            &ContainerNetns::open(ns.path()).unwrap(),
+            &VethRequest::new(host.name(), "eth0"),
+        )
+        .unwrap();
         guard.commit();
         host.ip(&["link", "set", host.name(), "up"]);
         host.ip(&[
@@ -576,8 +594,14 @@ mod tests {
             "10.68.0.4/32".parse().unwrap(),
             "fd00:68::4/128".parse().unwrap(),
         ];
-        add_host_routes(guard.host_index(), host.name(), &addrs).unwrap();
-        let routes = list_routes(guard.host_index()).unwrap();
+        add_host_routes(
+            Netlink::host().unwrap(),
+            guard.host_index(),
+            host.name(),
+            &addrs,
+        )
+        .unwrap();
+        let routes = list_routes(Netlink::host().unwrap(), guard.host_index()).unwrap();
         for addr in &addrs {
             let found = routes.iter().filter(|r| r.destination == *addr).count();
             assert_eq!(found, 1, "{addr}: {routes:?}");
@@ -605,11 +629,21 @@ mod tests {
 
         let ns = TestNetns::new("rdup");
         let host = HostLink::new(unique_ifname("cr"));
-        let mut guard = create_veth(&VethRequest::new(host.name(), "eth0", ns.path())).unwrap();
+        let mut guard = create_veth(
+            Netlink::host().unwrap(),
+            &ContainerNetns::open(ns.path()).unwrap(),
+            &VethRequest::new(host.name(), "eth0"),
+        )
+        .unwrap();
         guard.commit();
         for addr in ["10.67.0.3/32", "fd00:67::3/128"] {
-            let err = add_host_routes(guard.host_index(), host.name(), &[addr.parse().unwrap()])
-                .unwrap_err();
+            let err = add_host_routes(
+                Netlink::host().unwrap(),
+                guard.host_index(),
+                host.name(),
+                &[addr.parse().unwrap()],
+            )
+            .unwrap_err();
             assert_eq!(err.kind(), Kind::AlreadyExists);
             assert!(
                 err.msg().contains(&format!(

@@ -1,6 +1,8 @@
 //! Kernel parameters under `/proc/sys`. The `net/` entries belong to the network namespace of
 //! the thread that opens them, so inside [`super::netns::with_netns`] they are the container's.
 
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::codes::DATAPLANE;
@@ -74,20 +76,50 @@ pub fn enable_ipv6_forwarding() -> Result<()> {
     Ok(())
 }
 
-/// Turns IPv6 on for the whole current namespace: `disable_ipv6=0` for `all`, `default` and
-/// `lo` (Calico v1.11.0+ does this in the container before adding IPv6 addresses, since some
-/// runtimes create namespaces with IPv6 disabled).
-pub fn enable_ipv6_in_namespace() -> Result<()> {
-    for conf in ["all", "default", "lo"] {
-        write(&format!("net/ipv6/conf/{conf}/disable_ipv6"), "0")?;
+/// The namespace-wide IPv6 switches, `net/ipv6/conf/{all,default,lo}/disable_ipv6`, opened for
+/// writing in the namespace they belong to. A `/proc/sys/net` file acts on the namespace of the
+/// thread that opened it, so a container's switches are opened while entering it and written
+/// later from the verb's own thread, only when the container gets IPv6. Opening changes nothing.
+#[derive(Debug)]
+pub(crate) struct Ipv6Switches {
+    files: Vec<(PathBuf, std::io::Result<File>)>,
+}
+
+impl Ipv6Switches {
+    /// Opens the switches of the calling thread's namespace. A switch that cannot be opened
+    /// (IPv6 disabled at boot) is an error only when written.
+    pub(crate) fn open() -> Ipv6Switches {
+        let files = ["all", "default", "lo"]
+            .into_iter()
+            .map(|conf| {
+                let path = Path::new(PROC_SYS).join(format!("net/ipv6/conf/{conf}/disable_ipv6"));
+                let file = OpenOptions::new().write(true).open(&path);
+                (path, file)
+            })
+            .collect();
+        Ipv6Switches { files }
     }
-    Ok(())
+
+    /// Writes `disable_ipv6=0` to every switch.
+    pub(crate) fn enable(&self) -> Result<()> {
+        for (path, file) in &self.files {
+            let written = match file {
+                // At offset 0: a sysctl file takes a value only at its start.
+                Ok(file) => file.write_at(b"0", 0).map(drop),
+                Err(err) => Err(std::io::Error::new(err.kind(), err.to_string())),
+            };
+            written
+                .with_context(|| format!("write 0 to {}", path.display()))
+                .code(DATAPLANE)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::netns::with_netns;
+    use crate::dataplane::netns::{ContainerNetns, with_netns};
     use crate::dataplane::testutil::{HostLink, TestNetns, unique_ifname};
 
     #[test]
@@ -182,14 +214,21 @@ mod tests {
         let host_before = read("net/ipv6/conf/default/disable_ipv6").unwrap();
         with_netns(ns.path(), || {
             write("net/ipv6/conf/all/disable_ipv6", "1")?;
-            write("net/ipv6/conf/default/disable_ipv6", "1")?;
-            enable_ipv6_in_namespace()?;
-            for conf in ["all", "default", "lo"] {
-                assert_eq!(read(&format!("net/ipv6/conf/{conf}/disable_ipv6"))?, "0");
-            }
-            Ok(())
+            write("net/ipv6/conf/default/disable_ipv6", "1")
         })
         .unwrap();
+        // Opened inside the namespace, written from this thread, which stays on the host.
+        let container = ContainerNetns::open(ns.path()).unwrap();
+        container.enable_ipv6().unwrap();
+        container.enable_ipv6().unwrap();
+        let inside = with_netns(ns.path(), || {
+            ["all", "default", "lo"]
+                .map(|conf| read(&format!("net/ipv6/conf/{conf}/disable_ipv6")))
+                .into_iter()
+                .collect::<Result<Vec<_>>>()
+        })
+        .unwrap();
+        assert_eq!(inside, ["0", "0", "0"]);
         assert_eq!(
             read("net/ipv6/conf/default/disable_ipv6").unwrap(),
             host_before

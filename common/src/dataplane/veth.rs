@@ -1,20 +1,22 @@
 //! The veth pair between the host and a container: creation with both ends born in their final
 //! namespace under their final name, read-back, and deletion.
 
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::Path;
 
-use futures::TryStreamExt;
+use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
-use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
 
-use super::netns::{self, Probe};
-use super::{format_mac, netlink_error, with_netlink};
+use super::format_mac;
+use super::netlink::{self, Netlink, netlink_error, split_messages};
+use super::netns::{self, ContainerNetns, Probe};
 use crate::error::RollbackLog;
 use crate::error::codes::DATAPLANE;
-use crate::{Error, Kind, Result};
+use crate::{Context, Error, Kind, Result};
 
 /// The MAC address Calico gives every host end (v1.11.2+): the kernel-generated one
 /// occasionally caused trouble, and a fixed one makes the IPv6 link-local gateway predictable.
@@ -30,8 +32,6 @@ pub struct VethRequest {
     pub host_ifname: String,
     /// Name of the end in the container namespace (`CNI_IFNAME`).
     pub container_ifname: String,
-    /// Path of the container's network namespace (`CNI_NETNS`).
-    pub netns: PathBuf,
     /// MTU of both ends; the kernel default when `None`.
     pub mtu: Option<u32>,
     /// MAC address of the host end.
@@ -40,21 +40,21 @@ pub struct VethRequest {
 
 impl VethRequest {
     /// A request with the kernel's default MTU and Calico's host MAC [`HOST_MAC`].
-    pub fn new(host_ifname: &str, container_ifname: &str, netns: &Path) -> VethRequest {
+    pub fn new(host_ifname: &str, container_ifname: &str) -> VethRequest {
         VethRequest {
             host_ifname: host_ifname.into(),
             container_ifname: container_ifname.into(),
-            netns: netns.into(),
             mtu: None,
             host_mac: HOST_MAC,
         }
     }
 }
 
-/// A created veth pair. Dropping it deletes the pair (through its host end) unless
-/// [`VethGuard::commit`] was called.
+/// A created veth pair. Dropping it deletes the pair (through its host end, over the host
+/// session it was created with) unless [`VethGuard::commit`] was called.
 #[derive(Debug)]
-pub struct VethGuard {
+pub struct VethGuard<'a> {
+    host: &'a Netlink,
     host_ifname: String,
     host_index: u32,
     container_ifname: String,
@@ -64,7 +64,7 @@ pub struct VethGuard {
     rollback_log: Option<RollbackLog>,
 }
 
-impl VethGuard {
+impl VethGuard<'_> {
     /// Reports a failed rollback of this pair to `log` as well as to stderr.
     pub fn report_rollback_to(&mut self, log: &RollbackLog) {
         self.rollback_log = Some(log.clone());
@@ -101,14 +101,14 @@ impl VethGuard {
     }
 }
 
-impl Drop for VethGuard {
+impl Drop for VethGuard<'_> {
     fn drop(&mut self) {
         if self.committed {
             return;
         }
         // By index, and only while it still has the name this run gave it: a link another
         // writer created under the name meanwhile is not this run's to delete.
-        if let Err(err) = delete_link_at(self.host_index, &self.host_ifname) {
+        if let Err(err) = delete_link_at(self.host, self.host_index, &self.host_ifname) {
             crate::cni::log::error(&format!(
                 "rollback: delete host veth {}: {err}",
                 self.host_ifname
@@ -209,57 +209,41 @@ pub fn check_ifname(name: &str) -> Result<()> {
     }
 }
 
-/// Creates the veth pair of `req` from the host namespace, the container end placed straight
-/// into the container namespace, so each end is born in its final namespace under its final
-/// name (renaming or moving an end raced with udev and other tools, calico-cni#135). Both ends
-/// get the MTU when one is given and are set up; the host end gets `req.host_mac`. On an error
+/// Creates the veth pair of `req` from the host namespace (`host`), the container end placed
+/// straight into `container`, so each end is born in its final namespace under its final name
+/// (renaming or moving an end raced with udev and other tools, calico-cni#135). Both ends get
+/// the MTU when one is given and are set up; the host end gets `req.host_mac`. On an error
 /// after the pair exists, the pair is deleted again.
 ///
 /// An existing interface named `req.container_ifname` in the container, or `req.host_ifname` in
-/// the host namespace, is a `Kind::AlreadyExists` error; a missing netns is `Kind::NotFound`.
-pub fn create_veth(req: &VethRequest) -> Result<VethGuard> {
+/// the host namespace, is a `Kind::AlreadyExists` error naming both: the kernel refuses the
+/// creation itself, so nothing is looked up before.
+pub fn create_veth<'a>(
+    host: &'a Netlink,
+    container: &ContainerNetns,
+    req: &VethRequest,
+) -> Result<VethGuard<'a>> {
     check_ifname(&req.host_ifname)?;
     check_ifname(&req.container_ifname)?;
-    let netns_file = netns::open(&req.netns)?;
-    let container_exists = netns::with_netns(&req.netns, || {
-        Ok(read_link(&req.container_ifname)?.is_some())
-    })?;
-    if container_exists {
-        return Err(Error::new(
-            DATAPLANE,
-            format!(
-                "interface {} already exists in netns {}",
+    let message = veth_message(req, container.file().as_fd().as_raw_fd());
+    host.request(
+        RouteNetlinkMessage::NewLink(message),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
+    .map_err(|e| {
+        netlink_error(
+            e,
+            format_args!(
+                "create veth {} with peer {} in netns {}",
+                req.host_ifname,
                 req.container_ifname,
-                req.netns.display()
+                container.path().display()
             ),
         )
-        .with_kind(Kind::AlreadyExists));
-    }
-    if read_link(&req.host_ifname)?.is_some() {
-        return Err(Error::new(
-            DATAPLANE,
-            format!("host link {} already exists", req.host_ifname),
-        )
-        .with_kind(Kind::AlreadyExists));
-    }
-
-    let message = veth_message(req, netns_file.as_raw_fd());
-    with_netlink(|handle| async move {
-        handle.link().add(message).execute().await.map_err(|e| {
-            netlink_error(
-                e,
-                format_args!(
-                    "create veth {} with peer {} in netns {}",
-                    req.host_ifname,
-                    req.container_ifname,
-                    req.netns.display()
-                ),
-            )
-        })
     })?;
-    drop(netns_file);
     // From here on the pair exists: every early return deletes it through the guard.
     let mut guard = VethGuard {
+        host,
         rollback_log: None,
         host_ifname: req.host_ifname.clone(),
         host_index: 0,
@@ -269,10 +253,10 @@ pub fn create_veth(req: &VethRequest) -> Result<VethGuard> {
         committed: false,
     };
     // The host end was created up; this only reads its index back.
-    guard.host_index = bring_up(&req.host_ifname)?.index;
-    let container = netns::with_netns(&req.netns, || bring_up(&req.container_ifname))?;
-    guard.container_index = container.index;
-    guard.container_mac = container.mac;
+    guard.host_index = existing_link(host, &req.host_ifname)?.index;
+    let container_end = bring_up(container.netlink(), &req.container_ifname)?;
+    guard.container_index = container_end.index;
+    guard.container_mac = container_end.mac;
     Ok(guard)
 }
 
@@ -281,7 +265,7 @@ pub fn create_veth(req: &VethRequest) -> Result<VethGuard> {
 ///
 /// The peer cannot carry the up flag: the kernel registers and configures the peer before the
 /// host end exists, and opening a veth without its other end fails with `ENOTCONN`. The
-/// container end is set up afterwards, from inside the container.
+/// container end is set up afterwards, over the container's session.
 fn veth_message(req: &VethRequest, netns_fd: i32) -> LinkMessage {
     let mut peer = LinkUnspec::new_with_name(&req.container_ifname).setns_by_fd(netns_fd);
     let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
@@ -296,122 +280,292 @@ fn veth_message(req: &VethRequest, netns_fd: i32) -> LinkMessage {
         .build()
 }
 
-/// Sets the link called `name` in the current namespace up (when it is not already) and returns
-/// its state.
-fn bring_up(name: &str) -> Result<LinkState> {
-    with_netlink(|handle| async move {
-        let Some(mut link) = get_link(&handle, name).await? else {
-            return Err(
-                Error::new(DATAPLANE, format!("link {name} not found")).with_kind(Kind::NotFound)
-            );
-        };
-        if !link.up {
-            handle
-                .link()
-                .set(LinkUnspec::new_with_index(link.index).up().build())
-                .execute()
-                .await
-                .map_err(|e| netlink_error(e, format_args!("set link {name} up")))?;
-            link.up = true;
-        }
-        Ok(link)
+/// The link called `name`, which must exist.
+fn existing_link(netlink: &Netlink, name: &str) -> Result<LinkState> {
+    get_link(netlink, name)?.ok_or_else(|| {
+        Error::new(
+            DATAPLANE,
+            format!("link {name} not found in {}", netlink.place()),
+        )
+        .with_kind(Kind::NotFound)
     })
 }
 
-async fn get_link(handle: &Handle, name: &str) -> Result<Option<LinkState>> {
-    let mut links = handle.link().get().match_name(name).execute();
-    match links.try_next().await {
-        Ok(Some(msg)) => Ok(Some(LinkState::from_message(&msg))),
-        Ok(None) => Ok(None),
-        Err(e) => match netlink_error(e, format_args!("get link {name}")) {
+/// Sets the link called `name` up (when it is not already) and returns its state.
+fn bring_up(netlink: &Netlink, name: &str) -> Result<LinkState> {
+    let mut link = existing_link(netlink, name)?;
+    if !link.up {
+        let up = LinkUnspec::new_with_index(link.index).up().build();
+        netlink
+            .request(RouteNetlinkMessage::SetLink(up), 0)
+            .map_err(|e| netlink_error(e, format_args!("set link {name} up")))?;
+        link.up = true;
+    }
+    Ok(link)
+}
+
+/// The link called `name`, `None` when there is none.
+fn get_link(netlink: &Netlink, name: &str) -> Result<Option<LinkState>> {
+    let mut request = LinkMessage::default();
+    request
+        .attributes
+        .push(LinkAttribute::IfName(name.to_string()));
+    first_link(netlink, request, format_args!("get link {name}"))
+}
+
+/// The link at `index`, `None` when there is none.
+fn get_link_at(netlink: &Netlink, index: u32, name: &str) -> Result<Option<LinkState>> {
+    let mut request = LinkMessage::default();
+    request.header.index = index;
+    first_link(
+        netlink,
+        request,
+        format_args!("get link {name} (index {index})"),
+    )
+}
+
+fn first_link(
+    netlink: &Netlink,
+    request: LinkMessage,
+    context: std::fmt::Arguments<'_>,
+) -> Result<Option<LinkState>> {
+    match netlink.request(RouteNetlinkMessage::GetLink(request), 0) {
+        Ok(answers) => Ok(answers.iter().find_map(|answer| match answer {
+            RouteNetlinkMessage::NewLink(msg) => Some(LinkState::from_message(msg)),
+            _ => None,
+        })),
+        Err(e) => match netlink_error(e, context) {
             err if err.is_not_found() => Ok(None),
             err => Err(err),
         },
     }
 }
 
-/// The state of the interface called `name` in the calling thread's namespace (the host, or a
-/// container inside [`netns::with_netns`]); `None` when there is no such interface.
-pub fn read_link(name: &str) -> Result<Option<LinkState>> {
-    with_netlink(|handle| async move { get_link(&handle, name).await })
+/// The state of the interface called `name` in the namespace of `netlink`; `None` when there is
+/// no such interface.
+pub fn read_link(netlink: &Netlink, name: &str) -> Result<Option<LinkState>> {
+    get_link(netlink, name)
 }
 
 /// Whether an interface called `name` exists in the host namespace.
-pub fn host_link_exists(name: &str) -> Result<bool> {
-    Ok(read_link(name)?.is_some())
+pub fn host_link_exists(host: &Netlink, name: &str) -> Result<bool> {
+    Ok(get_link(host, name)?.is_some())
+}
+
+/// The host veth called `name`, `None` when there is no such link. A link of that name that is
+/// not a veth is not one the plugin made: that is an error naming it.
+fn host_veth(host: &Netlink, name: &str) -> Result<Option<LinkState>> {
+    match get_link(host, name)? {
+        Some(link) if !link.is_veth() => Err(Error::new(
+            DATAPLANE,
+            format!(
+                "host link {name} is a {} link, not a veth: leaving it",
+                link.kind.as_deref().unwrap_or("kernel")
+            ),
+        )),
+        found => Ok(found),
+    }
 }
 
 /// Deletes the host veth called `name`, and with it its container end wherever that is.
 /// Returns false when there is no such link. A link of that name that is not a veth is not one
 /// the plugin made: it is left, and that is an error naming it.
-pub fn delete_host_veth(name: &str) -> Result<bool> {
-    with_netlink(|handle| async move {
-        match get_link(&handle, name).await? {
-            None => Ok(false),
-            Some(link) if !link.is_veth() => Err(Error::new(
-                DATAPLANE,
-                format!(
-                    "host link {name} is a {} link, not a veth: leaving it",
-                    link.kind.as_deref().unwrap_or("kernel")
-                ),
-            )),
-            Some(link) => delete_index(&handle, link.index, name).await,
-        }
-    })
+pub fn delete_host_veth(host: &Netlink, name: &str) -> Result<bool> {
+    match host_veth(host, name)? {
+        None => Ok(false),
+        Some(link) => delete_index(host, link.index, name),
+    }
 }
 
-/// The interface `ifname` in the netns at `netns`, when it exists there and is the container
-/// end of the host veth `host_ifname`: each end names the other's index. `None` when the netns
-/// or the interface is gone, or the interface belongs to something else.
+/// What [`delete_host_veth_then`] did.
+#[derive(Debug)]
+pub struct VethDeleted<T> {
+    /// Whether a link was deleted (false: there was none of that name), or why it was not.
+    pub deleted: Result<bool>,
+    /// What the closure returned; `None` when the deletion failed, which keeps it from running.
+    pub then: Option<T>,
+}
+
+/// Deletes the host veth called `name` as [`delete_host_veth`] does, and runs `on_gone` on the
+/// calling thread as soon as the link is gone, while the kernel still finishes the deletion.
+///
+/// `RTM_DELLINK` of a veth returns only after the kernel has waited for RCU grace periods and
+/// freed the pair (tens of milliseconds), but it announces the link's end (an `RTM_DELLINK`
+/// notification on `RTNLGRP_LINK`) when the link is unregistered, early in that call: no
+/// lookup finds it any more and nothing can bring it back. So the deletion runs on a thread of
+/// its own and `on_gone` runs once that notification for the link's index and name arrives (or,
+/// should it be missed, once the deletion returned). When there is no such link `on_gone` runs
+/// at once; when the deletion fails (the link is not a veth, the kernel refuses) it does not
+/// run. Call it from a thread in the host namespace: the notifications are read there.
+pub fn delete_host_veth_then<T>(
+    host: &Netlink,
+    name: &str,
+    on_gone: impl FnOnce() -> T,
+) -> VethDeleted<T> {
+    let link = match host_veth(host, name) {
+        Ok(Some(link)) => link,
+        Ok(None) => {
+            return VethDeleted {
+                deleted: Ok(false),
+                then: Some(on_gone()),
+            };
+        }
+        Err(err) => {
+            return VethDeleted {
+                deleted: Err(err),
+                then: None,
+            };
+        }
+    };
+    // Subscribed before the deletion is sent, or the notification could pass unseen.
+    let listener = netlink::link_listener();
+    if let Err(err) = &listener {
+        crate::cni::log::info(&format!(
+            "{err}: waiting for the deletion of {name} to return"
+        ));
+    }
+    let mut on_gone = Some(on_gone);
+    let mut then = None;
+    let deleted = std::thread::scope(|scope| {
+        let (finished, finished_tx) = std::io::pipe().context("create a pipe").code(DATAPLANE)?;
+        let index = link.index;
+        let deleting = std::thread::Builder::new()
+            .name("dellink".into())
+            .spawn_scoped(scope, move || {
+                let deleted = delete_index(host, index, name);
+                // Closing the pipe tells the waiting thread that the deletion returned.
+                drop(finished_tx);
+                deleted
+            })
+            .with_context(|| format!("spawn a thread to delete host link {name}"))
+            .code(DATAPLANE)?;
+        if let Ok(listener) = &listener
+            && wait_for_link_gone(listener, &finished, index, name)
+        {
+            then = on_gone.take().map(|f| f());
+        }
+        deleting.join().unwrap_or_else(|_| {
+            Err(Error::new(
+                DATAPLANE,
+                format!("deleting host link {name} panicked"),
+            ))
+        })
+    });
+    // Not seen going (the notification was lost, or another writer removed the link first):
+    // the deletion has returned, so the link is gone unless it failed.
+    if deleted.is_ok()
+        && let Some(on_gone) = on_gone.take()
+    {
+        then = Some(on_gone());
+    }
+    VethDeleted { deleted, then }
+}
+
+/// Waits until the kernel announces that the link `index` called `name` is gone (true), or the
+/// deletion's end closes `finished` first (false).
+fn wait_for_link_gone(
+    listener: &rtnetlink::sys::Socket,
+    finished: &std::io::PipeReader,
+    index: u32,
+    name: &str,
+) -> bool {
+    let mut buffer = Vec::with_capacity(64 * 1024);
+    loop {
+        let mut fds = [
+            nix::libc::pollfd {
+                fd: listener.as_raw_fd(),
+                events: nix::libc::POLLIN,
+                revents: 0,
+            },
+            nix::libc::pollfd {
+                fd: finished.as_raw_fd(),
+                events: nix::libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
+        let ready = unsafe { nix::libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if ready < 0 {
+            if nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+                continue;
+            }
+            return false;
+        }
+        if fds[1].revents != 0 {
+            return false;
+        }
+        if fds[0].revents == 0 {
+            continue;
+        }
+        buffer.clear();
+        // Lost notifications (ENOBUFS) or a broken socket: the deletion's end decides.
+        if listener.recv(&mut buffer, nix::libc::MSG_DONTWAIT).is_err() {
+            continue;
+        }
+        let Ok(messages) = split_messages(&buffer) else {
+            continue;
+        };
+        let gone = messages.iter().any(|msg| match &msg.payload {
+            rtnetlink::packet_core::NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(
+                link,
+            )) => {
+                // A bridge port leaving its bridge is announced as AF_BRIDGE; that is not this.
+                link.header.interface_family == AddressFamily::Unspec
+                    && link.header.index == index
+                    && LinkState::from_message(link).name == name
+            }
+            _ => false,
+        });
+        if gone {
+            return true;
+        }
+    }
+}
+
+/// The interface `ifname` in `container`, when it exists there and is the container end of the
+/// host veth `host_ifname`: each end names the other's index. `None` when the interface is
+/// gone or belongs to something else.
 pub fn container_end_of(
-    netns: &Path,
+    host: &Netlink,
+    container: &ContainerNetns,
     ifname: &str,
     host_ifname: &str,
 ) -> Result<Option<LinkState>> {
-    let Some(host) = read_link(host_ifname)?.filter(LinkState::is_veth) else {
+    let Some(host_end) = get_link(host, host_ifname)?.filter(LinkState::is_veth) else {
         return Ok(None);
     };
-    let container = match netns::probe(netns)? {
-        Probe::Netns(_) => netns::with_netns(netns, || read_link(ifname))?,
-        Probe::Missing | Probe::NotNetns => None,
-    };
-    Ok(container.filter(|c| {
-        c.is_veth() && c.peer_index == Some(host.index) && host.peer_index == Some(c.index)
+    let container_end = get_link(container.netlink(), ifname)?;
+    Ok(container_end.filter(|c| {
+        c.is_veth() && c.peer_index == Some(host_end.index) && host_end.peer_index == Some(c.index)
     }))
 }
 
 /// Whether an interface called `ifname` exists in the netns at `netns` (false when the netns is
-/// gone or not a namespace).
+/// gone or not a namespace). Enters the namespace to look.
 pub fn container_link_exists(netns: &Path, ifname: &str) -> Result<bool> {
     match netns::probe(netns)? {
-        Probe::Netns(_) => netns::with_netns(netns, || Ok(read_link(ifname)?.is_some())),
+        Probe::Netns(_) => {
+            let container = ContainerNetns::open(netns)?;
+            Ok(get_link(container.netlink(), ifname)?.is_some())
+        }
         Probe::Missing | Probe::NotNetns => Ok(false),
     }
 }
 
-/// Deletes the link at `index` in the current namespace if it is still called `name`.
-fn delete_link_at(index: u32, name: &str) -> Result<bool> {
-    with_netlink(|handle| async move {
-        let mut links = handle.link().get().match_index(index).execute();
-        let current = match links.try_next().await {
-            Ok(Some(msg)) => LinkState::from_message(&msg),
-            Ok(None) => return Ok(false),
-            Err(e) => match netlink_error(e, format_args!("get link {name} (index {index})")) {
-                err if err.is_not_found() => return Ok(false),
-                err => return Err(err),
-            },
-        };
-        if current.name != name {
-            return Ok(false);
-        }
-        delete_index(&handle, index, name).await
-    })
+/// Deletes the link at `index` in the namespace of `netlink` if it is still called `name`.
+fn delete_link_at(netlink: &Netlink, index: u32, name: &str) -> Result<bool> {
+    match get_link_at(netlink, index, name)? {
+        Some(current) if current.name == name => delete_index(netlink, index, name),
+        _ => Ok(false),
+    }
 }
 
 /// Deletes the link at `index`, called `name` in messages; false when it is gone already.
-async fn delete_index(handle: &Handle, index: u32, name: &str) -> Result<bool> {
-    match handle.link().del(index).execute().await {
-        Ok(()) => Ok(true),
+fn delete_index(netlink: &Netlink, index: u32, name: &str) -> Result<bool> {
+    let mut request = LinkMessage::default();
+    request.header.index = index;
+    match netlink.request(RouteNetlinkMessage::DelLink(request), 0) {
+        Ok(_) => Ok(true),
         Err(e) => match netlink_error(e, format_args!("delete link {name}")) {
             err if err.is_not_found() => Ok(false),
             err => Err(err),
@@ -487,9 +641,10 @@ mod tests {
     fn host_veth_is_born_with_the_fixed_mac_not_a_kernel_generated_one() {
         let ns = TestNetns::new("veth");
         let host = HostLink::new(unique_ifname("cv"));
-        let mut req = VethRequest::new(host.name(), "eth0", ns.path());
+        let mut req = VethRequest::new(host.name(), "eth0");
         req.mtu = Some(1400);
-        let mut guard = create_veth(&req).unwrap();
+        let container = ContainerNetns::open(ns.path()).unwrap();
+        let mut guard = create_veth(Netlink::host().unwrap(), &container, &req).unwrap();
 
         let h = link_json(None, host.name());
         assert_eq!(h["address"], "ee:ee:ee:ee:ee:ee");
@@ -512,15 +667,17 @@ mod tests {
         assert_eq!(guard.container_ifname(), "eth0");
         assert_eq!(guard.host_ifname(), host.name());
 
-        let state = read_link(host.name()).unwrap().unwrap();
+        let state = read_link(Netlink::host().unwrap(), host.name())
+            .unwrap()
+            .unwrap();
         assert!(state.is_veth() && state.up && state.mtu == 1400);
-        let inside = netns::with_netns(ns.path(), || read_link("eth0"))
+        let inside = read_link(ContainerNetns::open(ns.path()).unwrap().netlink(), "eth0")
             .unwrap()
             .unwrap();
         assert_eq!(inside.mac, guard.container_mac());
         guard.commit();
         drop(guard);
-        assert!(host_link_exists(host.name()).unwrap());
+        assert!(host_link_exists(Netlink::host().unwrap(), host.name()).unwrap());
     }
 
     #[test]
@@ -528,11 +685,16 @@ mod tests {
     fn dropped_guard_removes_both_ends() {
         let ns = TestNetns::new("vdrop");
         let host = HostLink::new(unique_ifname("cv"));
-        let guard = create_veth(&VethRequest::new(host.name(), "eth0", ns.path())).unwrap();
+        let guard = create_veth(
+            Netlink::host().unwrap(),
+            &ContainerNetns::open(ns.path()).unwrap(),
+            &VethRequest::new(host.name(), "eth0"),
+        )
+        .unwrap();
         drop(guard);
-        assert!(!host_link_exists(host.name()).unwrap());
+        assert!(!host_link_exists(Netlink::host().unwrap(), host.name()).unwrap());
         assert!(
-            netns::with_netns(ns.path(), || read_link("eth0"))
+            read_link(ContainerNetns::open(ns.path()).unwrap().netlink(), "eth0")
                 .unwrap()
                 .is_none()
         );
@@ -546,10 +708,15 @@ mod tests {
             "link", "add", "eth0", "type", "veth", "peer", "name", "spare0",
         ]);
         let host = HostLink::new(unique_ifname("cv"));
-        let err = create_veth(&VethRequest::new(host.name(), "eth0", ns.path())).unwrap_err();
+        let err = create_veth(
+            Netlink::host().unwrap(),
+            &ContainerNetns::open(ns.path()).unwrap(),
+            &VethRequest::new(host.name(), "eth0"),
+        )
+        .unwrap_err();
         assert_eq!(err.kind(), Kind::AlreadyExists);
         assert!(err.msg().contains("eth0"), "{err:?}");
-        assert!(!host_link_exists(host.name()).unwrap());
+        assert!(!host_link_exists(Netlink::host().unwrap(), host.name()).unwrap());
     }
 
     #[test]
@@ -558,11 +725,16 @@ mod tests {
         let ns = TestNetns::new("vhost");
         let host = HostLink::new(unique_ifname("cv"));
         host.create_spare_veth();
-        let err = create_veth(&VethRequest::new(host.name(), "eth0", ns.path())).unwrap_err();
+        let err = create_veth(
+            Netlink::host().unwrap(),
+            &ContainerNetns::open(ns.path()).unwrap(),
+            &VethRequest::new(host.name(), "eth0"),
+        )
+        .unwrap_err();
         assert_eq!(err.kind(), Kind::AlreadyExists);
         assert!(err.msg().contains(host.name()), "{err:?}");
         assert!(
-            netns::with_netns(ns.path(), || read_link("eth0"))
+            read_link(ContainerNetns::open(ns.path()).unwrap().netlink(), "eth0")
                 .unwrap()
                 .is_none()
         );
@@ -572,14 +744,17 @@ mod tests {
     #[ignore = "needs root"]
     fn missing_netns_is_not_found() {
         let host = HostLink::new(unique_ifname("cv"));
-        let err = create_veth(&VethRequest::new(
-            host.name(),
-            "eth0",
-            Path::new("/run/netns/calico-test-gone"),
-        ))
-        .unwrap_err();
+        let err = ContainerNetns::open(Path::new("/run/netns/calico-test-gone"))
+            .and_then(|c| {
+                create_veth(
+                    Netlink::host().unwrap(),
+                    &c,
+                    &VethRequest::new(host.name(), "eth0"),
+                )
+            })
+            .unwrap_err();
         assert_eq!(err.kind(), Kind::NotFound);
-        assert!(!host_link_exists(host.name()).unwrap());
+        assert!(!host_link_exists(Netlink::host().unwrap(), host.name()).unwrap());
     }
 
     #[test]
@@ -587,17 +762,21 @@ mod tests {
     fn deletes_report_whether_something_was_deleted() {
         let ns = TestNetns::new("vdel");
         let host = HostLink::new(unique_ifname("cv"));
-        create_veth(&VethRequest::new(host.name(), "eth0", ns.path()))
-            .unwrap()
-            .commit();
+        create_veth(
+            Netlink::host().unwrap(),
+            &ContainerNetns::open(ns.path()).unwrap(),
+            &VethRequest::new(host.name(), "eth0"),
+        )
+        .unwrap()
+        .commit();
 
-        assert!(delete_host_veth(host.name()).unwrap());
+        assert!(delete_host_veth(Netlink::host().unwrap(), host.name()).unwrap());
         assert!(
             !container_link_exists(ns.path(), "eth0").unwrap(),
             "deleting the host end removes the container end"
         );
-        assert!(!delete_host_veth(host.name()).unwrap());
-        assert!(!host_link_exists(host.name()).unwrap());
+        assert!(!delete_host_veth(Netlink::host().unwrap(), host.name()).unwrap());
+        assert!(!host_link_exists(Netlink::host().unwrap(), host.name()).unwrap());
         for gone in [
             "/run/netns/calico-test-gone",
             "/proc/self/status",
@@ -616,34 +795,64 @@ mod tests {
             HostLink::new(unique_ifname("cb")),
         );
         for (host, ns) in [(&host_a, &ns_a), (&host_b, &ns_b)] {
-            create_veth(&VethRequest::new(host.name(), "eth0", ns.path()))
-                .unwrap()
-                .commit();
+            create_veth(
+                Netlink::host().unwrap(),
+                &ContainerNetns::open(ns.path()).unwrap(),
+                &VethRequest::new(host.name(), "eth0"),
+            )
+            .unwrap()
+            .commit();
         }
-        let own = container_end_of(ns_a.path(), "eth0", host_a.name()).unwrap();
+        let own = container_end_of(
+            Netlink::host().unwrap(),
+            &ContainerNetns::open(ns_a.path()).unwrap(),
+            "eth0",
+            host_a.name(),
+        )
+        .unwrap();
         assert_eq!(own.map(|l| l.name), Some("eth0".to_string()));
         // The other container's eth0, with the same name and maybe the same index, is not it.
         assert!(
-            container_end_of(ns_b.path(), "eth0", host_a.name())
-                .unwrap()
-                .is_none()
+            container_end_of(
+                Netlink::host().unwrap(),
+                &ContainerNetns::open(ns_b.path()).unwrap(),
+                "eth0",
+                host_a.name()
+            )
+            .unwrap()
+            .is_none()
         );
         assert!(
-            container_end_of(ns_a.path(), "eth1", host_a.name())
-                .unwrap()
-                .is_none()
+            container_end_of(
+                Netlink::host().unwrap(),
+                &ContainerNetns::open(ns_a.path()).unwrap(),
+                "eth1",
+                host_a.name()
+            )
+            .unwrap()
+            .is_none()
         );
         assert!(
-            container_end_of(ns_a.path(), "lo", host_a.name())
-                .unwrap()
-                .is_none()
+            container_end_of(
+                Netlink::host().unwrap(),
+                &ContainerNetns::open(ns_a.path()).unwrap(),
+                "lo",
+                host_a.name()
+            )
+            .unwrap()
+            .is_none()
         );
-        assert!(delete_host_veth(host_a.name()).unwrap());
+        assert!(delete_host_veth(Netlink::host().unwrap(), host_a.name()).unwrap());
         assert!(container_link_exists(ns_b.path(), "eth0").unwrap());
         assert!(
-            container_end_of(ns_a.path(), "eth0", host_a.name())
-                .unwrap()
-                .is_none()
+            container_end_of(
+                Netlink::host().unwrap(),
+                &ContainerNetns::open(ns_a.path()).unwrap(),
+                "eth0",
+                host_a.name()
+            )
+            .unwrap()
+            .is_none()
         );
     }
 
@@ -652,8 +861,64 @@ mod tests {
     fn a_host_link_that_is_not_a_veth_is_left() {
         let host = HostLink::new(unique_ifname("cd"));
         host.ip(&["link", "add", host.name(), "type", "bridge"]);
-        let err = delete_host_veth(host.name()).unwrap_err();
+        let err = delete_host_veth(Netlink::host().unwrap(), host.name()).unwrap_err();
         assert!(err.msg().contains("not a veth"), "{err:?}");
-        assert!(host_link_exists(host.name()).unwrap());
+        assert!(host_link_exists(Netlink::host().unwrap(), host.name()).unwrap());
+    }
+
+    /// DEL commits its last etcd transaction from this closure: it must run exactly once, and
+    /// only when the pair can no longer be found on either side.
+    #[test]
+    #[ignore = "needs root"]
+    fn closure_runs_once_when_the_deleted_veth_is_gone_from_both_namespaces() {
+        let ns = TestNetns::new("vthen");
+        let host = HostLink::new(unique_ifname("ct"));
+        let container = ContainerNetns::open(ns.path()).unwrap();
+        create_veth(
+            Netlink::host().unwrap(),
+            &container,
+            &VethRequest::new(host.name(), "eth0"),
+        )
+        .unwrap()
+        .commit();
+        // A session of its own: the host session is busy with the deletion meanwhile.
+        let observer = Netlink::open_here("the test's host view".into()).unwrap();
+        let mut runs = 0;
+        let outcome = delete_host_veth_then(Netlink::host().unwrap(), host.name(), || {
+            runs += 1;
+            (
+                read_link(&observer, host.name()).unwrap(),
+                read_link(container.netlink(), "eth0").unwrap(),
+            )
+        });
+        assert!(outcome.deleted.unwrap());
+        assert_eq!(runs, 1);
+        assert_eq!(outcome.then, Some((None, None)));
+        assert!(!host_link_exists(Netlink::host().unwrap(), host.name()).unwrap());
+    }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn closure_runs_at_once_when_there_is_no_link_to_delete() {
+        let host = HostLink::new(unique_ifname("ct"));
+        let mut runs = 0;
+        let outcome = delete_host_veth_then(Netlink::host().unwrap(), host.name(), || runs += 1);
+        assert!(!outcome.deleted.unwrap());
+        assert_eq!(outcome.then, Some(()));
+        assert_eq!(runs, 1);
+    }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn closure_does_not_run_when_the_link_cannot_be_deleted() {
+        let host = HostLink::new(unique_ifname("ct"));
+        host.ip(&["link", "add", host.name(), "type", "bridge"]);
+        let mut runs = 0;
+        let outcome = delete_host_veth_then(Netlink::host().unwrap(), host.name(), || runs += 1);
+        let err = outcome.deleted.unwrap_err();
+        assert!(err.msg().contains("not a veth"), "{err:?}");
+        assert_eq!(outcome.then, None);
+        assert_eq!(runs, 0);
+        assert!(host_link_exists(Netlink::host().unwrap(), host.name()).unwrap());
     }
 }
