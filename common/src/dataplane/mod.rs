@@ -1,6 +1,7 @@
 //! The kernel dataplane of a Calico workload: entering the container's network namespace, the
-//! veth pair, the container's addresses and routes, the host routes and the per-interface
-//! sysctls. Everything goes through netlink (rtnetlink) and `/proc/sys`.
+//! veth pair, the container's addresses and routes, the host routes, the per-interface
+//! sysctls and the nftables ruleset of local policy. Everything goes through netlink
+//! (rtnetlink, nfnetlink) and `/proc/sys`.
 //!
 //! Every public function is synchronous. A function that talks netlink opens its own socket on
 //! the calling thread, so it acts on the network namespace that thread is in: call it directly
@@ -9,6 +10,7 @@
 
 pub mod addr;
 pub mod netns;
+pub mod nft;
 pub mod route;
 pub mod sysctl;
 pub mod veth;
