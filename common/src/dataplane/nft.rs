@@ -12,6 +12,7 @@
 //! name) or on the verdict register.
 
 use std::io::ErrorKind;
+use std::sync::Mutex;
 
 use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 
@@ -388,6 +389,12 @@ impl Batch {
         self.push(m, format!("delete element inet {table} {set}"));
     }
 
+    /// Appends `other`'s messages, to be applied in the same transaction.
+    pub fn append(&mut self, other: Batch) {
+        self.messages.extend(other.messages);
+        self.what.extend(other.what);
+    }
+
     fn push(&mut self, message: Message, what: String) {
         self.messages.push(message.buf);
         self.what.push(what);
@@ -410,63 +417,72 @@ impl Batch {
     }
 }
 
-/// Applies `batch` as one transaction in the current network namespace: all of it or, on the
+/// Applies `batch` as one transaction in the process's network namespace: all of it or, on the
 /// first error, none of it. The error names the failing message.
 pub fn apply(batch: &Batch) -> Result<()> {
     if batch.is_empty() {
         return Ok(());
     }
-    let socket = open()?;
-    socket
-        .send(&batch.encode(), 0)
-        .context("send nftables batch")
-        .code(DATAPLANE)?;
-    // The kernel handles a batch inside sendmsg: every answer is queued once it returns.
-    let mut acked = 0;
-    let mut failures = Vec::new();
+    with_socket(|socket| {
+        socket
+            .send(&batch.encode(), 0)
+            .context("send nftables batch")
+            .code(DATAPLANE)?;
+        // The kernel handles a batch inside sendmsg: every answer is queued once it returns.
+        let mut acked = 0;
+        let mut failures = Vec::new();
+        for (seq, errno) in queued_answers(socket)? {
+            if errno == 0 {
+                acked += 1;
+                continue;
+            }
+            let what = batch
+                .what
+                .get((seq as usize).wrapping_sub(1))
+                .map(String::as_str)
+                .unwrap_or("nftables batch");
+            failures.push(format!("{what}: {}", errno_text(errno)));
+        }
+        if let Some(first) = failures.first() {
+            let mut err = Error::new(DATAPLANE, first.clone());
+            if failures.len() > 1 {
+                err = err.with_details(failures.join("; "));
+            }
+            return Err(err);
+        }
+        if acked != batch.len() {
+            return Err(Error::new(
+                DATAPLANE,
+                format!("nftables acknowledged {acked} of {} messages", batch.len()),
+            ));
+        }
+        Ok(())
+    })
+}
+
+/// The (sequence number, errno) of every `NLMSG_ERROR` answer queued on `socket`; errno 0 is
+/// an acknowledgement.
+fn queued_answers(socket: &Socket) -> Result<Vec<(u32, i32)>> {
+    let mut answers = Vec::new();
     let mut buf = Vec::with_capacity(1 << 16);
     loop {
         buf.clear();
         match socket.recv(&mut buf, nix::libc::MSG_DONTWAIT) {
             Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(answers),
             Err(e) => {
                 return Err(Error::from(e)
                     .context("read nftables answers")
                     .with_code(DATAPLANE));
             }
         }
-        for (header, payload) in messages(&buf) {
-            if header.kind != NLMSG_ERROR {
-                continue;
-            }
-            match error_code(payload) {
-                0 => acked += 1,
-                errno => {
-                    let what = batch
-                        .what
-                        .get((header.seq as usize).wrapping_sub(1))
-                        .map(String::as_str)
-                        .unwrap_or("nftables batch");
-                    failures.push(format!("{what}: {}", errno_text(errno)));
-                }
-            }
-        }
+        answers.extend(
+            messages(&buf)
+                .into_iter()
+                .filter(|(header, _)| header.kind == NLMSG_ERROR)
+                .map(|(header, payload)| (header.seq, error_code(payload))),
+        );
     }
-    if let Some(first) = failures.first() {
-        let mut err = Error::new(DATAPLANE, first.clone());
-        if failures.len() > 1 {
-            err = err.with_details(failures.join("; "));
-        }
-        return Err(err);
-    }
-    if acked != batch.len() {
-        return Err(Error::new(
-            DATAPLANE,
-            format!("nftables acknowledged {acked} of {} messages", batch.len()),
-        ));
-    }
-    Ok(())
 }
 
 /// The names of the sets and maps of the `inet` table `table`; `None` when there is no such
@@ -546,21 +562,43 @@ pub fn ifname_from_key(key: &[u8]) -> String {
     String::from_utf8_lossy(&key[..end]).into_owned()
 }
 
-fn open() -> Result<Socket> {
-    let mut socket = Socket::new(NETLINK_NETFILTER)
-        .context("open a netfilter netlink socket")
-        .code(DATAPLANE)?;
-    socket
-        .bind_auto()
-        .context("bind a netfilter netlink socket")
-        .code(DATAPLANE)?;
-    Ok(socket)
+/// The process's nftables socket, opened on first use in the namespace of the calling thread
+/// (always the host's: nothing calls this module inside `netns::with_netns`).
+///
+/// It stays open until the process exits: closing a netfilter socket makes the kernel wait
+/// for the release of the last transaction's old objects (an RCU grace period, milliseconds
+/// on a busy host) when that work has not started yet; by the time the plugin exits it has.
+static SOCKET: Mutex<Option<Socket>> = Mutex::new(None);
+
+fn with_socket<T>(f: impl FnOnce(&Socket) -> Result<T>) -> Result<T> {
+    let mut guard = SOCKET.lock().unwrap_or_else(|e| e.into_inner());
+    if guard.is_none() {
+        let mut socket = Socket::new(NETLINK_NETFILTER)
+            .context("open a netfilter netlink socket")
+            .code(DATAPLANE)?;
+        socket
+            .bind_auto()
+            .context("bind a netfilter netlink socket")
+            .code(DATAPLANE)?;
+        *guard = Some(socket);
+    }
+    match guard.as_ref() {
+        Some(socket) => {
+            // Answers an earlier request left unread (one that failed midway) are dropped.
+            queued_answers(socket)?;
+            f(socket)
+        }
+        None => Err(Error::internal("nftables socket missing")),
+    }
 }
 
 /// Sends a dump request and returns the attributes of every answer; `None` when the kernel
 /// says the table or the object does not exist.
 fn dump(request: Message, what: &str) -> Result<Option<Vec<Vec<u8>>>> {
-    let socket = open()?;
+    with_socket(|socket| dump_on(socket, request, what))
+}
+
+fn dump_on(socket: &Socket, request: Message, what: &str) -> Result<Option<Vec<Vec<u8>>>> {
     let mut bytes = request.buf;
     bytes[8..12].copy_from_slice(&1u32.to_ne_bytes());
     socket
