@@ -4,7 +4,8 @@
 # once and installs only what is missing.
 set -euo pipefail
 
-PACKAGES=(etcd-server etcd-client protobuf-compiler containernetworking-plugins iproute2 iputils-ping)
+# nftables: the local policy tests read the ruleset back with `nft` (the plugins never run it).
+PACKAGES=(etcd-server etcd-client protobuf-compiler containernetworking-plugins iproute2 iputils-ping nftables)
 # The container runtimes of tests/tests/runtime_podman.rs and runtime_containerd.rs, installed
 # without their recommends (buildah, slirp4netns, fuse-overlayfs, ...), which a rootful podman
 # on CNI and containerd's CRI do not use.

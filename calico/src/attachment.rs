@@ -12,6 +12,7 @@ use common::{Context, Error, Result};
 
 use crate::endpoint;
 use crate::pod::AddressSource;
+use crate::policy;
 use crate::workload::{WorkloadIds, hashed_host_veth_name};
 
 /// How often a claim is retried after losing a race for it.
@@ -115,6 +116,7 @@ pub fn record_attachment<'a>(
             host_veth: name.clone(),
             endpoint: endpoint::endpoint_key(ids),
             without_ipam: matches!(addresses, AddressSource::NoIpam(_)),
+            nft_table: policy::table(req)?,
         };
         if let Some((host_veth, written)) = claim_host_veth(store, req, ids, &record)? {
             return Ok(AttachmentGuard {

@@ -15,6 +15,7 @@ use crate::attachment;
 use crate::endpoint::{self, StoredEndpoint};
 use crate::ipam;
 use crate::network;
+use crate::policy;
 use crate::workload::WorkloadIds;
 
 /// Handles DEL. The endpoint is read first, with the Ready flag, the record and the claim on the
@@ -37,6 +38,7 @@ pub fn del(req: &Request) -> Result<()> {
         .as_ref()
         .map(attachment::decode_record)
         .transpose()?;
+    let nft_table = record.as_ref().and_then(|r| r.nft_table.clone());
     // Without this network's record, a plain container's endpoint is this network's only when
     // the network made it (its first profile): a DEL of a network the container never joined,
     // or a repeated DEL of one it left, must not tear down another network's attachment.
@@ -61,6 +63,7 @@ pub fn del(req: &Request) -> Result<()> {
         HostVethState {
             name: host_veth,
             claim,
+            nft_table,
         },
     )
 }
@@ -103,6 +106,7 @@ pub fn gc(req: &Request) -> Result<()> {
             let host_veth = HostVethState {
                 name: Some(record.host_veth.clone()),
                 claim,
+                nft_table: record.nft_table.clone(),
             };
             teardown(&store, &attachment_req, stored, host_veth)
         });
@@ -142,10 +146,12 @@ fn config_keeping(raw_config: &[u8], busy: &[AttachmentRecord]) -> Result<Vec<u8
     Ok(serde_json::to_vec(&config)?)
 }
 
-/// The host veth an attachment used, and who holds the claim on its name now.
+/// The host veth an attachment used, who holds the claim on its name now, and the nftables
+/// table its record says enforces local policy on it.
 struct HostVethState {
     name: Option<String>,
     claim: Option<HostVethClaim>,
+    nft_table: Option<String>,
 }
 
 /// Releases the addresses, removes the interfaces, then deletes the endpoint (and, when all
@@ -166,6 +172,7 @@ fn teardown(
         host_veth.claim.as_ref(),
     );
     let failures: Vec<Error> = [
+        policy::remove_enforcement(host_veth.nft_table.as_deref(), plan.host_veth.as_deref()),
         ipam::release(req),
         network::remove_workload_interfaces(req, plan.host_veth.as_deref()),
     ]
@@ -180,7 +187,8 @@ fn teardown(
 /// plugin may hold for it; the interface stays with the network that made it.
 fn leave_network(store: &Datastore, req: &Request, stored: StoredEndpoint) -> Result<()> {
     let released = ipam::release(req);
-    endpoint::remove_profile(store, stored, &req.config.name)?;
+    endpoint::remove_profile(store, stored.clone(), &req.config.name)?;
+    policy::enforce_left(store, req, &stored.endpoint)?;
     released
 }
 

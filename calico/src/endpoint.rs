@@ -34,21 +34,27 @@ fn check_ready(flag: Option<&Entry>) -> Result<()> {
     }
 }
 
+/// The answers to a list of reads, in order.
+pub type Answers = Vec<Vec<Entry>>;
+
 /// ADD's first read, one request: the Ready flag (refusing when it is `false`), this
-/// `CNI_IFNAME`'s endpoint of the workload, and the entry at `record_key` (this attachment's
-/// record). Endpoints of the workload's other interfaces do not matter: each interface name is
-/// an attachment of its own, with its own veth.
+/// `CNI_IFNAME`'s endpoint of the workload, the entry at `record_key` (this attachment's
+/// record), and the answers to `also` (what later steps need, such as local policy's
+/// profiles). Endpoints of the workload's other interfaces do not matter: each interface name
+/// is an attachment of its own, with its own veth.
 pub fn read_for_add(
     store: &Datastore,
     ids: &WorkloadIds,
     record_key: &str,
-) -> Result<(Option<StoredEndpoint>, Option<Entry>)> {
+    also: &[Read],
+) -> Result<(Option<StoredEndpoint>, Option<Entry>, Answers)> {
     let key = endpoint_key(ids);
-    let reads = [
+    let mut reads = vec![
         Read::Key(keys::READY.to_string()),
         Read::Key(key.clone()),
         Read::Key(record_key.to_string()),
     ];
+    reads.extend_from_slice(also);
     let mut answers = store
         .read(&reads)
         .with_context(|| format!("read the Ready flag, {key} and {record_key}"))?
@@ -62,7 +68,7 @@ pub fn read_for_add(
         .map(StoredEndpoint::from_entry)
         .transpose()?;
     let record = answers.next().unwrap_or_default().into_iter().next();
-    Ok((endpoint, record))
+    Ok((endpoint, record, answers.collect()))
 }
 
 /// DEL's first read, one request: the Ready flag (refusing when it is `false`), this

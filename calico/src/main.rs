@@ -10,6 +10,7 @@ mod ipam;
 mod labels;
 mod network;
 mod pod;
+mod policy;
 mod status;
 mod workload;
 
