@@ -188,7 +188,20 @@ pub fn enforce_joined(store: &Datastore, req: &Request, ep: &WorkloadEndpoint) -
     if !is_local(&req.config) {
         return Ok(());
     }
-    let table = owner_table(store, req, ep)?;
+    let Some(table) = owner_table(store, req, ep)? else {
+        let owner = ep
+            .profile_ids
+            .first()
+            .map(String::as_str)
+            .unwrap_or_default();
+        return Err(Error::new(
+            codes::DATAPLANE,
+            format!(
+                "network {owner} made interface {} ({}) without local policy: network {}'s local policy cannot be enforced on it",
+                req.ifname, ep.name, req.config.name
+            ),
+        ));
+    };
     let profiles = read_profiles(store, &ep.profile_ids, None)?;
     let target = Target {
         table: &table,
@@ -207,7 +220,10 @@ pub fn enforce_left(store: &Datastore, req: &Request, ep: &WorkloadEndpoint) -> 
     if !is_local(&req.config) {
         return Ok(());
     }
-    let table = owner_table(store, req, ep)?;
+    // A join onto an interface without local policy was refused: nothing to take back.
+    let Some(table) = owner_table(store, req, ep)? else {
+        return Ok(());
+    };
     let all = read_profiles(store, &ep.profile_ids, None)?;
     let (left, kept): (Vec<Profile>, Vec<Profile>) =
         all.into_iter().partition(|p| p.name == req.config.name);
@@ -452,23 +468,15 @@ fn stored_profile(name: &str, tags: Option<&[u8]>, rules: Option<&[u8]>) -> Resu
 }
 
 /// The table recorded by the attachment that made the joined interface (the network named
-/// first on the endpoint).
-fn owner_table(store: &Datastore, req: &Request, ep: &WorkloadEndpoint) -> Result<String> {
+/// first on the endpoint); `None` when that network does not enforce local policy.
+fn owner_table(store: &Datastore, req: &Request, ep: &WorkloadEndpoint) -> Result<Option<String>> {
     let owner = ep.profile_ids.first().cloned().unwrap_or_default();
     let key = keys::attachment(&req.config.nodename, &owner, &req.container_id, &req.ifname);
     let entry = store
         .get(&key)
         .with_context(|| format!("read attachment record {key}"))?;
     let record = entry.as_ref().map(attachment::decode_record).transpose()?;
-    record.and_then(|r| r.nft_table).ok_or_else(|| {
-        Error::new(
-            codes::DATAPLANE,
-            format!(
-                "network {owner} made interface {} ({}) without local policy: network {}'s local policy cannot be enforced on it",
-                req.ifname, ep.name, req.config.name
-            ),
-        )
-    })
+    Ok(record.and_then(|r| r.nft_table))
 }
 
 fn addresses_of(ep: &WorkloadEndpoint) -> Vec<IpNetwork> {

@@ -631,3 +631,31 @@ fn a_pods_new_sandbox_takes_over_the_veth_without_the_old_sandboxs_addresses() {
     }
     world.bed.assert_nothing_left(&[&old_cid, &new_cid]);
 }
+
+#[test]
+#[ignore = "root: real etcd, netns and nftables"]
+fn joining_a_local_network_onto_an_unenforced_interface_is_refused_and_its_del_succeeds() {
+    let world = World::new(false);
+    let b_local = world.b.clone().set("policy", json!({"type": "local"}));
+    let a1 = world.start(&world.a);
+
+    let err = world
+        .run("ADD", &b_local, &a1.cid, &a1.netns)
+        .error_with_code(DATAPLANE);
+    assert!(err.msg.contains("without local policy"), "{err:?}");
+    assert!(err.msg.contains(&world.bed.network), "{err:?}");
+    // The runtime's DEL after the failed ADD.
+    world
+        .run("DEL", &b_local, &a1.cid, &a1.netns)
+        .assert_success();
+    let endpoint = world.bed.endpoint(&a1.cid, "eth0").expect("a1's endpoint");
+    assert_eq!(endpoint["profile_ids"], json!([world.bed.network]));
+    assert_eq!(
+        world.table.listing(),
+        None,
+        "a table for an unenforced interface"
+    );
+
+    world.stop(&world.a, &a1);
+    world.bed.assert_nothing_left(&[&a1.cid]);
+}
