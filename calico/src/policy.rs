@@ -329,15 +329,26 @@ fn check_chains(target: &Target<'_>) -> Result<Vec<String>> {
         (to, inbound),
         (from, outbound),
     ] {
-        let want: Vec<String> = rules.into_iter().map(|(_, comment)| comment).collect();
-        match nft::list_rule_comments(table, &chain)? {
-            None => found.push(format!(
+        let Some(have) = nft::list_rules(table, &chain)? else {
+            found.push(format!(
                 "nftables chain inet {table} {chain} does not exist"
-            )),
-            Some(have) if have != want => found.push(format!(
-                "nftables chain inet {table} {chain} has rules {have:?} instead of {want:?}"
-            )),
-            Some(_) => {}
+            ));
+            continue;
+        };
+        let want: Vec<&String> = rules.iter().map(|(_, comment)| comment).collect();
+        let listed: Vec<&String> = have.iter().map(|r| &r.comment).collect();
+        if listed != want {
+            found.push(format!(
+                "nftables chain inet {table} {chain} has rules {listed:?} instead of {want:?}"
+            ));
+            continue;
+        }
+        for ((exprs, comment), rule) in rules.iter().zip(&have) {
+            if !rule.matches(exprs) {
+                found.push(format!(
+                    "nftables chain inet {table} {chain}: rule \"{comment}\" was changed"
+                ));
+            }
         }
     }
     Ok(found)

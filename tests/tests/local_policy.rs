@@ -473,6 +473,8 @@ enum Breakage {
     OutboundVerdict,
     /// Its IPv4 address leaves the network's tag.
     Membership,
+    /// Its inbound chain's last rule accepts instead of dropping, under the same comment.
+    ChangedRule,
 }
 
 impl Breakage {
@@ -492,11 +494,26 @@ impl Breakage {
                 tag.into(),
                 format!("{{ {ip} }}"),
             ],
+            Breakage::ChangedRule => {
+                let chain = format!("to-{veth}");
+                let (handle, comment) = last_rule(table, &chain);
+                vec![
+                    "replace".into(),
+                    "rule".into(),
+                    chain,
+                    "handle".into(),
+                    handle.to_string(),
+                    "accept".into(),
+                    "comment".into(),
+                    format!("\"{comment}\""),
+                ]
+            }
         };
         let named = match self {
             Breakage::InboundRules => format!("to-{veth}"),
             Breakage::OutboundVerdict => "from-endpoint".to_string(),
             Breakage::Membership => tag.to_string(),
+            Breakage::ChangedRule => "was changed".to_string(),
         };
         // `nft <verb> <object> inet <table> <name> [<elements>]`
         let mut full = vec![
@@ -510,15 +527,34 @@ impl Breakage {
     }
 }
 
+/// The handle and comment of a chain's last rule.
+fn last_rule(table: &str, chain: &str) -> (u64, String) {
+    let out = nft(&["-j", "-a", "list", "chain", "inet", table, chain]);
+    let json: Value = serde_json::from_slice(&out.stdout).expect("nft -j output");
+    let rules: Vec<Value> = json["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("rule").cloned())
+        .collect();
+    let last = rules.last().expect("a rule");
+    let handle = last["handle"].as_u64().expect("handle");
+    (
+        handle,
+        last["comment"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
 #[test]
 #[ignore = "root: real etcd, netns and nftables"]
-fn check_reports_a_missing_rule_verdict_or_member() {
+fn check_reports_a_missing_or_changed_rule_verdict_or_member() {
     let world = World::new(true);
     let tag = format!("tag4-{}", world.bed.network);
     for breakage in [
         Breakage::InboundRules,
         Breakage::OutboundVerdict,
         Breakage::Membership,
+        Breakage::ChangedRule,
     ] {
         let (cid, netns) = (names::container_id(), Netns::new());
         let result = world.run("ADD", &world.a, &cid, &netns).result().clone();

@@ -527,9 +527,37 @@ pub fn list_elements(table: &str, set: &str) -> Result<Option<Vec<Element>>> {
     Ok(Some(out))
 }
 
-/// The comments of the rules of a chain, in order; `None` when there is no such table or
-/// chain. A rule without a comment reads as `""`.
-pub fn list_rule_comments(table: &str, chain: &str) -> Result<Option<Vec<String>>> {
+/// A rule as the kernel lists it: its comment and its expressions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleState {
+    /// The comment (`""` without one).
+    pub comment: String,
+    expressions: Vec<ExprAttrs>,
+}
+
+/// One expression's name and its attributes flattened to (path, value): data attributes are
+/// opened, so that nesting flags, which the kernel does not always set, do not matter.
+type ExprAttrs = (String, Vec<(String, Vec<u8>)>);
+
+impl RuleState {
+    /// Whether the rule does what `exprs` say: the same expressions, in order, each with every
+    /// attribute this module sends for it (the kernel may list more, such as zero flags).
+    pub fn matches(&self, exprs: &[Expr]) -> bool {
+        let mut m = Message::new(NFT_MSG_NEWRULE, 0);
+        let start = m.buf.len();
+        for expr in exprs {
+            put_expr(&mut m, expr);
+        }
+        let wanted = parse_expressions(&m.buf[start..]);
+        wanted.len() == self.expressions.len()
+            && wanted.iter().zip(&self.expressions).all(|(want, have)| {
+                want.0 == have.0 && want.1.iter().all(|attr| have.1.contains(attr))
+            })
+    }
+}
+
+/// The rules of a chain, in order; `None` when there is no such table or chain.
+pub fn list_rules(table: &str, chain: &str) -> Result<Option<Vec<RuleState>>> {
     let mut m = Message::new(NFT_MSG_GETRULE, NLM_F_DUMP);
     m.put_str(NFTA_RULE_TABLE, table);
     m.put_str(NFTA_RULE_CHAIN, chain);
@@ -540,13 +568,49 @@ pub fn list_rule_comments(table: &str, chain: &str) -> Result<Option<Vec<String>
         answers
             .iter()
             .filter(|a| attr(a, NFTA_RULE_CHAIN).map(attr_str).as_deref() == Some(chain))
-            .map(|a| {
-                attr(a, NFTA_RULE_USERDATA)
+            .map(|a| RuleState {
+                comment: attr(a, NFTA_RULE_USERDATA)
                     .and_then(comment_from_userdata)
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                expressions: attr(a, NFTA_RULE_EXPRESSIONS)
+                    .map(parse_expressions)
+                    .unwrap_or_default(),
             })
             .collect(),
     ))
+}
+
+/// The expressions of an `NFTA_RULE_EXPRESSIONS` list.
+fn parse_expressions(list: &[u8]) -> Vec<ExprAttrs> {
+    attrs(list)
+        .into_iter()
+        .map(|(_, expr)| {
+            let name = attr(expr, NFTA_EXPR_NAME).map(attr_str).unwrap_or_default();
+            let data = attr(expr, NFTA_EXPR_DATA).unwrap_or_default();
+            let mut flat = Vec::new();
+            for (kind, value) in attrs(data) {
+                flatten(&name, &kind.to_string(), value, &mut flat);
+            }
+            (name, flat)
+        })
+        .collect()
+}
+
+/// Opens the data attributes of `expr` (cmp's data, bitwise's mask and xor, immediate's data)
+/// down to their values and verdicts.
+fn flatten(expr: &str, path: &str, value: &[u8], out: &mut Vec<(String, Vec<u8>)>) {
+    let is_data = matches!(
+        (expr, path),
+        ("cmp", "3") | ("bitwise", "4" | "5") | ("immediate", "2")
+    );
+    let is_verdict = path.ends_with(&format!("/{NFTA_DATA_VERDICT}"));
+    if is_data || is_verdict {
+        for (kind, inner) in attrs(value) {
+            flatten(expr, &format!("{path}/{kind}"), inner, out);
+        }
+    } else {
+        out.push((path.to_string(), value.to_vec()));
+    }
 }
 
 /// An interface name as a key: its bytes, zero-padded to [`IFNAME_LEN`].
@@ -1036,6 +1100,46 @@ mod tests {
         let data = comment_userdata(&long);
         assert_eq!(data[1], 128);
         assert_eq!(comment_from_userdata(&data).unwrap().len(), 127);
+    }
+
+    fn listed(exprs: &[Expr]) -> RuleState {
+        let mut m = Message::new(NFT_MSG_NEWRULE, 0);
+        let start = m.buf.len();
+        for expr in exprs {
+            put_expr(&mut m, expr);
+        }
+        RuleState {
+            comment: String::new(),
+            expressions: parse_expressions(&m.buf[start..]),
+        }
+    }
+
+    #[test]
+    fn a_listed_rule_matches_only_the_expressions_it_was_made_of() {
+        let rule = vec![
+            Expr::Meta(MetaKey::Nfproto),
+            Expr::Equal(vec![NFPROTO_IPV4]),
+            Expr::NetworkHeader { offset: 12, len: 4 },
+            Expr::InSet("tag4-a".into()),
+            Expr::Verdict(Verdict::Return),
+        ];
+        assert!(listed(&rule).matches(&rule));
+        let mut accept = rule.clone();
+        accept[4] = Expr::Verdict(Verdict::Accept);
+        assert!(!listed(&rule).matches(&accept));
+        let mut other_set = rule.clone();
+        other_set[3] = Expr::InSet("tag4-b".into());
+        assert!(!listed(&rule).matches(&other_set));
+        assert!(!listed(&rule).matches(&rule[..4]));
+    }
+
+    #[test]
+    fn listed_rules_may_carry_attributes_this_module_does_not_send() {
+        let rule = vec![Expr::Meta(MetaKey::Oifname), Expr::VerdictMap("m".into())];
+        let mut state = listed(&rule);
+        // Newer kernels list the lookup's flags (NFTA_LOOKUP_FLAGS, 0) too.
+        state.expressions[1].1.push(("5".into(), vec![0; 4]));
+        assert!(state.matches(&rule));
     }
 
     #[test]
