@@ -695,3 +695,33 @@ fn joining_a_local_network_onto_an_unenforced_interface_is_refused_and_its_del_s
     world.stop(&world.a, &a1);
     world.bed.assert_nothing_left(&[&a1.cid]);
 }
+
+#[test]
+#[ignore = "root: real etcd, netns and nftables"]
+fn del_after_a_kill_at_any_later_step_of_add_leaves_nothing_in_the_ruleset() {
+    let world = World::new(true);
+    for step in [
+        "after-routes",
+        "after-policy",
+        "after-endpoint",
+        "after-result",
+    ] {
+        let (cid, netns) = (names::container_id(), Netns::new());
+        let env = world.env("ADD", &cid, &netns).set("CALICO_CRASH_AT", step);
+        let out = run_plugin("calico", &env, &world.a.to_bytes());
+        assert!(!out.status.success(), "ADD was not killed {step}\n{out}");
+        world.run("DEL", &world.a, &cid, &netns).assert_success();
+        let rules = ruleset();
+        assert!(!mentions(&rules, &host_veth_name(&cid)), "{step}:\n{rules}");
+        for (kind, set) in [("map", "owner4"), ("map", "owner6")] {
+            if world.table.listing().is_some() {
+                assert_eq!(
+                    world.table.elements(kind, set),
+                    Vec::<Value>::new(),
+                    "{step}: {set}"
+                );
+            }
+        }
+        world.bed.assert_nothing_left(&[&cid]);
+    }
+}
