@@ -522,9 +522,14 @@ fn endpoint_batch(target: &Target<'_>, dropped: &[String]) -> Result<Batch> {
             );
         }
     }
-    batch.flush_chain(table, FORWARD);
-    for (exprs, comment) in skeleton_rules() {
-        batch.add_rule(table, FORWARD, &exprs, &comment);
+    if forward_rules_missing(table)? {
+        // Flush and rewrite: first ADDs racing here leave the rules once. Only then, since a
+        // batch that deletes anything makes the kernel wait for an RCU grace period when the
+        // socket closes, which would hold every ADD's exit back by milliseconds.
+        batch.flush_chain(table, FORWARD);
+        for (exprs, comment) in skeleton_rules() {
+            batch.add_rule(table, FORWARD, &exprs, &comment);
+        }
     }
     let [(to_map, to), (from_map, from)] = endpoint_chains(veth);
     for (chain, rules) in [(&to, inbound), (&from, outbound)] {
@@ -548,6 +553,21 @@ fn endpoint_batch(target: &Target<'_>, dropped: &[String]) -> Result<Batch> {
     batch.add_elements(table, to_map, &[jump_element(veth, &to)]);
     batch.add_elements(table, from_map, &[jump_element(veth, &from)]);
     Ok(batch)
+}
+
+/// Whether the forward chain lacks its rules (the table's first endpoint, or someone changed
+/// them): then the endpoint's batch writes them.
+fn forward_rules_missing(table: &str) -> Result<bool> {
+    let expected = skeleton_rules();
+    Ok(match nft::list_rules(table, FORWARD)? {
+        None => true,
+        Some(rules) => {
+            rules.len() != expected.len()
+                || rules.iter().zip(&expected).any(|(rule, (exprs, comment))| {
+                    &rule.comment != comment || !rule.matches(exprs)
+                })
+        }
+    })
 }
 
 /// The table, the forward chain and the maps every endpoint uses.
@@ -579,8 +599,8 @@ fn add_skeleton_objects(batch: &mut Batch, table: &str) {
 
 type RuleSpec = (Vec<Expr>, String);
 
-/// The forward chain's rules; every batch rewrites them, which keeps concurrent first ADDs from
-/// adding them twice.
+/// The forward chain's rules; a batch that finds them missing rewrites them whole, which keeps
+/// concurrent first ADDs from adding them twice.
 fn skeleton_rules() -> Vec<RuleSpec> {
     // NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED), in host order.
     let established_or_related = 0x6u32.to_ne_bytes().to_vec();
