@@ -4,7 +4,9 @@
 # once and installs only what is missing.
 set -euo pipefail
 
+# nftables: the local policy tests read the ruleset back with `nft` (the plugins never run it).
 PACKAGES=(etcd-server etcd-client protobuf-compiler containernetworking-plugins iproute2 iputils-ping
+    nftables
     # The text of the benchmark's plot (bench/latency.png), drawn without fontconfig.
     fonts-dejavu-core)
 # The container runtimes of tests/tests/runtime_podman.rs and runtime_containerd.rs, installed

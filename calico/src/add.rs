@@ -20,6 +20,7 @@ use crate::ipam::{self, IpamLease};
 use crate::labels;
 use crate::network;
 use crate::pod::{self, AddressSource, PodSetup};
+use crate::policy;
 use crate::workload::WorkloadIds;
 
 /// Handles ADD.
@@ -28,8 +29,10 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let sessions = network::open_sessions(req)?;
     let store = Datastore::connect(&req.config.etcd)?;
     let wanted = combined::first_read_keys(req, &ids);
-    let first = endpoint::read_for_add(&store, &ids, &attachment::attachment_key(req), &wanted)?;
-    let (found, record) = (first.endpoint, first.record);
+    let profile_reads = policy::profile_reads(req);
+    let record_key = attachment::attachment_key(req);
+    let first = endpoint::read_for_add(&store, &ids, &record_key, &wanted, &profile_reads)?;
+    let (found, record, profiles) = (first.endpoint, first.record, first.policy);
     let existing = match found {
         Some(found) if is_this_attachment(req, &ids, &found) => {
             let (host, container) = (sessions.host, &sessions.container);
@@ -65,8 +68,16 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let mut pair =
         network::create_workload_interfaces(req, &sessions, host_veth, &addresses, &rollback)?;
     crash::point("after-routes");
-    let endpoint = workload_endpoint(&setup, &ids, &pair, &addresses, replaced.as_ref());
     let (key, profile) = (endpoint::endpoint_key(&ids), network_profile(req, &ids));
+    let new_endpoint = policy::NewEndpoint {
+        host_veth: pair.host_ifname(),
+        addresses: &addresses,
+        creating: profile.as_ref(),
+        reuses_host_veth: replaced.is_some() || host_veth.replaces_stale_link,
+    };
+    let mut policed = policy::enforce_new_endpoint(req, &profiles, &new_endpoint, &rollback)?;
+    crash::point("after-policy");
+    let endpoint = workload_endpoint(&setup, &ids, &pair, &addresses, replaced.as_ref());
     let write = EndpointWrite {
         key: &key,
         endpoint: &endpoint,
@@ -78,6 +89,7 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     reply.send(&attachment_result(req, &pair, &addresses, &lease.result))?;
     crash::point("after-result");
     written.commit();
+    policed.commit();
     pair.commit();
     lease.commit();
     recorded.commit();
@@ -187,16 +199,19 @@ fn join_network(
     if let Some(profile) = network_profile(req, &WorkloadIds::for_request(req)) {
         endpoint::ensure_profile(store, &profile)?;
     }
+    policy::enforce_joined(store, req, &updated)?;
     reply.send(&endpoint_result(req, &updated))
 }
 
-/// The profile the plugin maintains for the network, unless a policy type or the operator
-/// (`create_profiles: false`) manages profiles: inbound only from the network's own endpoints,
-/// or (Kubernetes without policy) everything.
+/// The profile the plugin maintains for the network (also under local policy, which enforces
+/// it), unless another policy type or the operator (`create_profiles: false`) manages
+/// profiles: inbound only from the network's own endpoints, or (Kubernetes without policy)
+/// everything.
 fn network_profile(req: &Request, ids: &WorkloadIds) -> Option<Profile> {
     let name = &req.config.name;
     match (
-        req.config.policy.policy_type.is_empty() && req.config.create_profiles,
+        (req.config.policy.policy_type.is_empty() || policy::is_local(&req.config))
+            && req.config.create_profiles,
         ids.is_kubernetes(),
     ) {
         (false, _) => None,

@@ -12,6 +12,7 @@ use common::{Context, Error, Result};
 
 use crate::endpoint;
 use crate::pod::AddressSource;
+use crate::policy;
 use crate::workload::{WorkloadIds, hashed_host_veth_name};
 
 /// How often a claim is retried after losing a race for it.
@@ -104,7 +105,7 @@ pub fn record_attachment<'a>(
         candidates.push(hashed_host_veth_name(&ids.veth_prefix, &req.container_id));
     }
     for name in candidates {
-        let record = attachment_record(req, ids, addresses, &name);
+        let record = attachment_record(req, ids, addresses, &name)?;
         if let Some((host_veth, written)) = claim_host_veth(store, req, ids, &record)? {
             return Ok(AttachmentGuard {
                 store,
@@ -158,7 +159,7 @@ pub fn pending_claim(
     claim: Option<&Entry>,
 ) -> Result<Option<PendingClaim>> {
     let name = ids.host_veth_name(&req.container_id);
-    let record = attachment_record(req, ids, addresses, &name);
+    let record = attachment_record(req, ids, addresses, &name)?;
     let claim_key = keys::host_veth_claim(&ids.node, &name);
     let condition = match claim {
         None => Condition::Absent(claim_key.clone()),
@@ -214,8 +215,8 @@ fn attachment_record(
     ids: &WorkloadIds,
     addresses: &AddressSource,
     host_veth: &str,
-) -> AttachmentRecord {
-    AttachmentRecord {
+) -> Result<AttachmentRecord> {
+    Ok(AttachmentRecord {
         container_id: req.container_id.clone(),
         ifname: req.ifname.clone(),
         netns: req
@@ -226,7 +227,8 @@ fn attachment_record(
         host_veth: host_veth.to_string(),
         endpoint: endpoint::endpoint_key(ids),
         without_ipam: matches!(addresses, AddressSource::NoIpam(_)),
-    }
+        nft_table: policy::table(req)?,
+    })
 }
 
 /// Claims `record.host_veth` and writes the record, or `None` when another workload owns the

@@ -15,6 +15,7 @@ use crate::attachment;
 use crate::endpoint;
 use crate::ipam;
 use crate::network;
+use crate::policy;
 use crate::workload::WorkloadIds;
 
 /// What ADD reported, and so what must still be there.
@@ -39,12 +40,17 @@ pub fn check(req: &Request) -> Result<()> {
     }
     let expected = expected_state(req)?;
     let record = attachment::read_attachment(&store, req)?;
-    if !record.is_some_and(|r| r.without_ipam) {
+    if !record.as_ref().is_some_and(|r| r.without_ipam) {
         ipam::check(&store, req)?;
     }
     let mut mismatches = check_container(&sessions.container, &req.ifname, &expected)?;
     mismatches.extend(check_host(sessions.host, &expected)?);
     mismatches.extend(check_endpoint(&store, req, &expected)?);
+    mismatches.extend(policy::check(
+        &store,
+        record.as_ref(),
+        own.map(|o| o.endpoint).as_ref(),
+    )?);
     common::error::from_findings(codes::CHECK_FAILED, &mismatches)
 }
 

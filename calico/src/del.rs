@@ -17,6 +17,7 @@ use crate::attachment;
 use crate::endpoint::{self, StoredEndpoint};
 use crate::ipam;
 use crate::network;
+use crate::policy;
 use crate::teardown_commit::{self, TeardownRead};
 use crate::workload::WorkloadIds;
 
@@ -43,6 +44,7 @@ pub fn del(req: &Request) -> Result<()> {
         .as_ref()
         .map(attachment::decode_record)
         .transpose()?;
+    let nft_table = record.as_ref().and_then(|r| r.nft_table.clone());
     // Without this network's record, a plain container's endpoint is this network's only when
     // the network made it (its first profile): a DEL of a network the container never joined,
     // or a repeated DEL of one it left, must not tear down another network's attachment.
@@ -67,6 +69,7 @@ pub fn del(req: &Request) -> Result<()> {
         HostVethState {
             name: host_veth,
             claim,
+            nft_table,
         },
         ipam_read,
     )
@@ -110,6 +113,7 @@ pub fn gc(req: &Request) -> Result<()> {
             let host_veth = HostVethState {
                 name: Some(record.host_veth.clone()),
                 claim,
+                nft_table: record.nft_table.clone(),
             };
             teardown(&store, &attachment_req, stored, host_veth, HashMap::new())
         });
@@ -130,10 +134,12 @@ pub fn gc(req: &Request) -> Result<()> {
     Error::combine(failures)
 }
 
-/// The host veth an attachment used, and who holds the claim on its name now.
+/// The host veth an attachment used, who holds the claim on its name now, and the nftables
+/// table its record says enforces local policy on it.
 struct HostVethState {
     name: Option<String>,
     claim: Option<HostVethClaim>,
+    nft_table: Option<String>,
 }
 
 /// Releases the addresses, removes the interfaces, then deletes the endpoint (and, when all
@@ -157,7 +163,9 @@ fn teardown(
         host_veth.name,
         host_veth.claim.as_ref(),
     );
-    let host_veth = plan.host_veth.clone();
+    let (host_veth, nft_table) = (plan.host_veth.clone(), host_veth.nft_table);
+    // The addresses leave local policy's sets before IPAM may hand them out again.
+    let unenforced = policy::remove_enforcement(nft_table.as_deref(), host_veth.as_deref());
     if ipam::in_process(req) {
         let read = TeardownRead {
             plan,
@@ -166,7 +174,7 @@ fn teardown(
         return network::remove_workload_interfaces_then(
             req,
             host_veth.as_deref(),
-            Vec::new(),
+            unenforced.err().into_iter().collect(),
             |failures| teardown_commit::commit(store, req, read, failures),
         );
     }
@@ -175,7 +183,10 @@ fn teardown(
     network::remove_workload_interfaces_then(
         req,
         host_veth.as_deref(),
-        released.err().into_iter().collect(),
+        [unenforced.err(), released.err()]
+            .into_iter()
+            .flatten()
+            .collect(),
         |failures| plan.finish(store, &req.config.nodename, &record_key, failures),
     )
 }
@@ -184,7 +195,8 @@ fn teardown(
 /// plugin may hold for it; the interface stays with the network that made it.
 fn leave_network(store: &Datastore, req: &Request, stored: StoredEndpoint) -> Result<()> {
     let released = ipam::release(store, req);
-    endpoint::remove_profile(store, stored, &req.config.name)?;
+    endpoint::remove_profile(store, stored.clone(), &req.config.name)?;
+    policy::enforce_left(store, req, &stored.endpoint)?;
     released
 }
 

@@ -34,16 +34,20 @@ fn check_ready(flag: Option<&Entry>) -> Result<()> {
     }
 }
 
+/// The answers to a list of reads, in order.
+pub type Answers = Vec<Vec<Entry>>;
+
 /// ADD's first read, one request: the Ready flag (refusing when it is `false`), this
 /// `CNI_IFNAME`'s endpoint of the workload, the entry at `record_key` (this attachment's
-/// record), and the entries at `also` (in that order; `None` when absent). Endpoints of the
-/// workload's other interfaces do not matter: each interface name is an attachment of its own,
-/// with its own veth.
+/// record), the entries at `also` (in that order; `None` when absent), and the answers to
+/// `policy` (local policy's profiles). Endpoints of the workload's other interfaces do not
+/// matter: each interface name is an attachment of its own, with its own veth.
 pub fn read_for_add(
     store: &Datastore,
     ids: &WorkloadIds,
     record_key: &str,
     also: &[String],
+    policy: &[Read],
 ) -> Result<FirstRead> {
     let key = endpoint_key(ids);
     let mut reads = vec![
@@ -52,9 +56,12 @@ pub fn read_for_add(
         Read::Key(record_key.to_string()),
     ];
     reads.extend(also.iter().map(|k| Read::Key(k.clone())));
+    reads.extend_from_slice(policy);
     let mut answers = store
         .read(&reads)
-        .with_context(|| format!("read the Ready flag, {key} and {record_key}"))?
+        .with_context(|| format!("read the Ready flag, {key} and {record_key}"))?;
+    let policy = answers.split_off((3 + also.len()).min(answers.len()));
+    let mut answers = answers
         .into_iter()
         .map(|entries| entries.into_iter().next());
     check_ready(answers.next().flatten().as_ref())?;
@@ -68,6 +75,7 @@ pub fn read_for_add(
         endpoint,
         record,
         also: answers.collect(),
+        policy,
     })
 }
 
@@ -79,6 +87,8 @@ pub struct FirstRead {
     pub record: Option<Entry>,
     /// The further keys asked for, in order.
     pub also: Vec<Option<Entry>>,
+    /// The answers to local policy's reads, in order.
+    pub policy: Answers,
 }
 
 /// DEL's first read, one request: the Ready flag (refusing when it is `false`), this

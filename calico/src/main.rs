@@ -11,6 +11,7 @@ mod ipam;
 mod labels;
 mod network;
 mod pod;
+mod policy;
 mod status;
 mod teardown_commit;
 mod workload;

@@ -12,11 +12,12 @@ use tests::kernel::{host_link, netns_link};
 use tests::{NetConf, Netns, PluginOutput, Subnet, TestBed, host_veth_name_for, names, run_plugin};
 
 /// Every crash point of ADD, in the order ADD reaches them.
-const CRASH_POINTS: [&str; 6] = [
+const CRASH_POINTS: [&str; 7] = [
     "after-record",
     "after-ipam",
     "after-veth",
     "after-routes",
+    "after-policy",
     "after-endpoint",
     "after-result",
 ];

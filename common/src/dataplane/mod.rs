@@ -1,6 +1,7 @@
 //! The kernel dataplane of a Calico workload: entering the container's network namespace, the
-//! veth pair, the container's addresses and routes, the host routes and the per-interface
-//! sysctls. Everything goes through netlink (rtnetlink) and `/proc/sys`.
+//! veth pair, the container's addresses and routes, the host routes, the per-interface
+//! sysctls and the nftables ruleset of local policy. Everything goes through netlink
+//! (rtnetlink, nfnetlink) and `/proc/sys`.
 //!
 //! Every public function is synchronous and acts through a [`Netlink`] session given to it: the
 //! host's ([`Netlink::host`]) or a container's ([`netns::ContainerNetns`], which enters the
@@ -10,6 +11,7 @@
 pub mod addr;
 pub mod netlink;
 pub mod netns;
+pub mod nft;
 pub mod route;
 pub mod sysctl;
 pub mod veth;

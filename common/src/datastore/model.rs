@@ -214,6 +214,12 @@ pub struct AttachmentRecord {
     /// the IPAM plugin about them.
     #[serde(default)]
     pub without_ipam: bool,
+    /// The `inet` nftables table in which the network's local policy (`policy.type: local`)
+    /// enforces the endpoint's profiles; absent without local policy (and in records written
+    /// before it existed). DEL and GC remove the host veth's chains, verdicts and addresses
+    /// from that table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nft_table: Option<String>,
 }
 
 /// Who owns a host veth name (the value of [`keys::host_veth_claim`]).

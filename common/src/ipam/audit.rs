@@ -549,6 +549,7 @@ mod tests {
             host_veth: format!("cali{container}"),
             endpoint: key.clone(),
             without_ipam: false,
+            nft_table: None,
         };
         store.put(
             &keys::attachment(NODE, "net", container, "eth0"),
