@@ -1,4 +1,5 @@
-# Build, test, demo, benchmark and install the `calico` and `calico-ipam` CNI plugins.
+# Build, test, demo, benchmark and install the `calico` and `calico-ipam` CNI plugins and
+# `calico-k8s`, the Kubernetes API reader `calico` runs from its own directory.
 # Each target calls cargo or one script of scripts/.
 
 # rustup installs cargo into ~/.cargo/bin, which is not on PATH under sudo or in CI.
@@ -10,7 +11,7 @@ DESTDIR ?=
 CNI_BIN_DIR ?= /opt/cni/bin
 RKT_PLUGIN_DIR ?= $(PREFIX)/lib/rkt/plugins/net
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
-BINARIES := calico calico-ipam
+BINARIES := calico calico-ipam calico-k8s
 
 .PHONY: all build release test demo bench fuzz install clean
 
@@ -23,15 +24,15 @@ build:
 # cargo only when a binary is missing or older than a source: on a machine without a Rust
 # toolchain it installs binaries built elsewhere (copied into $(TARGET_DIR)/release/).
 RELEASE_BINARIES := $(addprefix $(TARGET_DIR)/release/,$(BINARIES))
-SOURCES := Cargo.toml Cargo.lock $(shell find common calico calico-ipam \
+SOURCES := Cargo.toml Cargo.lock $(shell find common calico calico-ipam calico-k8s \
 	-name '*.rs' -o -name Cargo.toml -o -name '*.proto')
 
 release:
-	$(CARGO) build --release --locked -p calico -p calico-ipam
+	$(CARGO) build --release --locked -p calico -p calico-ipam -p calico-k8s
 
 # cargo leaves a binary alone when a change (a comment) does not alter it: touch marks it current.
 $(RELEASE_BINARIES) &: $(SOURCES)
-	$(CARGO) build --release --locked -p calico -p calico-ipam
+	$(CARGO) build --release --locked -p calico -p calico-ipam -p calico-k8s
 	touch $(RELEASE_BINARIES)
 
 test:

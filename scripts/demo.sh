@@ -11,7 +11,7 @@ DEMO_POOL=${DEMO_POOL:-10.22.0.0/16}
 "$ROOT/scripts/install-deps.sh"
 require_root
 require_cargo
-(cd "$ROOT" && cargo build --release --locked -p calico -p calico-ipam)
+(cd "$ROOT" && cargo build --release --locked -p calico -p calico-ipam -p calico-k8s)
 
 WORK=$(mktemp -d /tmp/calico-demo.XXXXXX)
 NETNS=calico-demo-$$

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use common::cni::Request;
-use common::kubernetes::{KubeClient, Pod};
+use common::kubernetes::{self, Pod, Query};
 use common::special_ranges;
 use common::{Code, Error, Result};
 use ipnetwork::IpNetwork;
@@ -40,9 +40,10 @@ pub struct PodSetup {
     pub addresses: AddressSource,
 }
 
-/// Reads what the API says about the pod and its node. The API is contacted only with
-/// `policy.type: "k8s"` (pod) or host-local's `usePodCidr` (node), so the plugin runs under
-/// Kubernetes without API access otherwise.
+/// Reads what the API says about the pod and its node, through one run of the `calico-k8s`
+/// helper. The API is contacted only with `policy.type: "k8s"` (pod) or host-local's
+/// `usePodCidr` (node), so the plugin runs under Kubernetes without API access otherwise, and
+/// without the helper installed.
 pub fn prepare(req: &Request, ids: &WorkloadIds) -> Result<PodSetup> {
     let mut setup = PodSetup {
         request: req.clone(),
@@ -57,16 +58,20 @@ pub fn prepare(req: &Request, ids: &WorkloadIds) -> Result<PodSetup> {
     if !wants_pod && !wants_pod_cidr {
         return Ok(setup);
     }
-    let client = KubeClient::new(&req.config)?;
+    let node = req
+        .config
+        .kubernetes
+        .node_name
+        .clone()
+        .unwrap_or_else(|| req.config.nodename.clone());
+    let query = Query {
+        node_pod_cidr: wants_pod_cidr.then(|| node.clone()),
+        pod: wants_pod.then(|| (namespace.clone(), name.clone())),
+    };
+    let answer = kubernetes::read(&query, &req.raw_config, &req.cni_path)?;
     let mut config: Value = serde_json::from_slice(&req.raw_config)?;
     if wants_pod_cidr {
-        let node = req
-            .config
-            .kubernetes
-            .node_name
-            .clone()
-            .unwrap_or_else(|| req.config.nodename.clone());
-        let cidr = client.get_node_pod_cidr(&node)?.ok_or_else(|| {
+        let cidr = answer.node_pod_cidr.ok_or_else(|| {
             Error::new(Code::InvalidConfig, format!("no podCIDR for node {node}"))
         })?;
         common::cni::log::info(&format!(
@@ -74,17 +79,16 @@ pub fn prepare(req: &Request, ids: &WorkloadIds) -> Result<PodSetup> {
         ));
         set_ipam_field(&mut config, "subnet", Value::from(cidr));
     }
-    if wants_pod {
-        let pod = client.get_pod(namespace, name)?;
-        setup.labels = pod_labels(&pod, namespace);
+    if let Some(pod) = &answer.pod {
+        setup.labels = pod_labels(pod, namespace);
         if req.config.ipam.plugin_type == "calico-ipam" {
             for (annotation, field) in [(IPV4_POOLS, "ipv4_pools"), (IPV6_POOLS, "ipv6_pools")] {
-                if let Some(pools) = pool_annotation(&pod, annotation)? {
+                if let Some(pools) = pool_annotation(pod, annotation)? {
                     set_ipam_field(&mut config, field, pools);
                 }
             }
         }
-        setup.addresses = address_source(&pod)?;
+        setup.addresses = address_source(pod)?;
     }
     setup.request.raw_config = serde_json::to_vec(&config)?;
     Ok(setup)

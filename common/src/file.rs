@@ -95,13 +95,6 @@ impl Scratch {
         std::fs::create_dir_all(&dir).unwrap();
         Scratch(dir)
     }
-
-    /// Writes `text` to the file `name` in the directory and returns its path.
-    pub(crate) fn write(&self, name: &str, text: &str) -> std::path::PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
 }
 
 #[cfg(test)]

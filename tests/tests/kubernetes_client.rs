@@ -1,8 +1,9 @@
 //! The Kubernetes client of `common` against the stand-in API server: every way of configuring
 //! the connection, and the errors a plugin run has to report. No root needed.
 
+use calico_k8s::KubeClient;
 use common::config::NetConf;
-use common::kubernetes::{KubeClient, Pod};
+use common::kubernetes::Pod;
 use common::{Code, Kind};
 use serde_json::{Value, json};
 use tests::TempDir;

@@ -113,7 +113,9 @@ pub fn check_netns(path: &Path) -> Result<()> {
 /// Runs `f` inside the network namespace at `path` and returns its value.
 ///
 /// `f` runs on a freshly spawned thread that first joins the namespace; the thread ends with
-/// `f`, so it is never reused in the wrong namespace. A panic in `f` comes back as an error.
+/// `f`, so it is never reused in the wrong namespace. A panic in `f` comes back as an error in
+/// builds that unwind (tests); release builds abort on a panic (`panic = "abort"`), which ends
+/// the run like SIGKILL, whose leftovers the attachment record lets a later DEL or GC remove.
 /// A missing path is a `Kind::NotFound` error. Netlink handles used by `f` must be opened inside
 /// it (every dataplane function does that).
 pub fn with_netns<T: Send>(path: &Path, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
