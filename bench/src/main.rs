@@ -14,6 +14,7 @@ mod footprint;
 mod kernel;
 mod netns;
 mod plot;
+mod policy_cost;
 mod report;
 mod requests;
 mod scale;
@@ -91,6 +92,8 @@ fn bench(options: &Options) -> Result<(), String> {
         options.burst, options.burst_rounds
     );
     let bursts = burst::run_bursts(&work, [&a, &b], &etcd, options.burst, options.burst_rounds)?;
+    eprintln!("local policy: {} cycles with and without", options.cycles);
+    let policy = policy_cost::run_cycles(&work, &a, options.cycles)?;
     eprintln!("etcd requests and footprint");
     let requests = requests::count_requests(&work, &a, &etcd, REQUEST_CYCLES)?;
     let ipam_max_rss_kib = [
@@ -113,6 +116,7 @@ fn bench(options: &Options) -> Result<(), String> {
         requests,
         ipam_max_rss_kib,
         scale,
+        policy,
     };
     let markdown = results.markdown();
     let report = options.out.join("results.md");

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::burst::Bursts;
+use crate::policy_cost::PolicyCost;
 use crate::requests::Requests;
 use crate::scale::{NODES, Scale};
 use crate::single::Single;
@@ -25,6 +26,8 @@ pub struct Results {
     /// Peak RSS of the IPAM plugins run alone: calico-ipam, host-local.
     pub ipam_max_rss_kib: [u64; 2],
     pub scale: Scale,
+    /// A's ADD and DEL without and with `policy.type: local`.
+    pub policy: PolicyCost,
 }
 
 impl Results {
@@ -49,6 +52,7 @@ impl Results {
         self.write_requests(&mut md);
         self.write_footprint(&mut md);
         self.write_scale(&mut md);
+        self.write_policy(&mut md);
         md.push_str("\n![ADD, CHECK, DEL and burst latency distributions, A vs B](latency.png)\n");
         md
     }
@@ -97,6 +101,12 @@ impl Results {
         }
         let _ = writeln!(
             md,
+            "| single ADD with local policy, p50 ms (added to ADD) | {:.2} ({:+.2}) | | |",
+            self.policy.add[1].p50(),
+            self.policy.add[1].p50() - self.policy.add[0].p50()
+        );
+        let _ = writeln!(
+            md,
             "| DEL p50 above a bare veth delete ({bare:.2} ms), ms | {:.2} | {:.2} | |",
             sa.del.p50() - bare,
             sb.del.p50() - bare
@@ -130,6 +140,32 @@ impl Results {
             self.scale.duplicates,
             self.scale.per_second()
         );
+    }
+
+    /// What enforcing local policy adds to A's ADD and DEL.
+    fn write_policy(&self, md: &mut String) {
+        let p = &self.policy;
+        let _ = writeln!(md, "\n## Local policy (`policy.type: local`)\n");
+        let _ = writeln!(
+            md,
+            "A without and with local policy, {} cycles each, alternating, each side in its own \
+             netns.\n",
+            p.add[0].len()
+        );
+        let _ = writeln!(
+            md,
+            "| verb | without: p50 / p90 / p99 | with: p50 / p90 / p99 | p50 added |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|");
+        for (verb, [off, on]) in [("ADD", &p.add), ("DEL", &p.del)] {
+            let _ = writeln!(
+                md,
+                "| {verb} | {} | {} | {:+.2} ms |",
+                triple(off),
+                triple(on),
+                on.p50() - off.p50()
+            );
+        }
     }
 
     fn write_single(&self, md: &mut String) {
@@ -318,4 +354,14 @@ fn percentiles(a: &Samples, b: &Samples) -> String {
 
 fn ratio(a: &Samples, b: &Samples) -> f64 {
     a.p50() / b.p50()
+}
+
+/// p50 / p90 / p99 of one series, in ms.
+fn triple(s: &Samples) -> String {
+    format!(
+        "{:.2} / {:.2} / {:.2}",
+        s.p50(),
+        s.percentile(90.0),
+        s.percentile(99.0)
+    )
 }

@@ -104,6 +104,20 @@ impl Setup {
         }
     }
 
+    /// The same setup as another network, `name`.
+    pub fn clone_named(&self, name: &str) -> Setup {
+        let mut conf = self.conf.clone();
+        conf["name"] = name.into();
+        Setup {
+            label: self.label,
+            program: self.program.clone(),
+            ipam_program: self.ipam_program.clone(),
+            conf,
+            cni_path: self.cni_path.clone(),
+            lock_dir: self.lock_dir.clone(),
+        }
+    }
+
     /// The plugin run of `verb` on `container`, as a runtime makes it.
     pub fn invocation(&self, verb: Verb, container: &Container) -> Invocation {
         self.call(&self.program, verb, container, &container.netns)

@@ -523,9 +523,11 @@ fn endpoint_batch(target: &Target<'_>, dropped: &[String]) -> Result<Batch> {
         }
     }
     if forward_rules_missing(table)? {
-        // Flush and rewrite: first ADDs racing here leave the rules once. Only then, since a
-        // batch that deletes anything makes the kernel wait for an RCU grace period when the
-        // socket closes, which would hold every ADD's exit back by milliseconds.
+        // Made and flushed and written whole: first ADDs racing here leave the rules once. Only
+        // then: a batch that deletes or updates anything (adding an existing chain updates it)
+        // makes the kernel wait for an RCU grace period when the socket closes, which would
+        // hold every ADD's exit back by milliseconds.
+        batch.add_forward_chain(table, FORWARD);
         batch.flush_chain(table, FORWARD);
         for (exprs, comment) in skeleton_rules() {
             batch.add_rule(table, FORWARD, &exprs, &comment);
@@ -570,7 +572,7 @@ fn forward_rules_missing(table: &str) -> Result<bool> {
     })
 }
 
-/// The table, the forward chain and the maps every endpoint uses.
+/// The table and the maps every endpoint uses (the forward chain: see [`endpoint_batch`]).
 fn add_skeleton_objects(batch: &mut Batch, table: &str) {
     batch.add_table(table);
     for (name, key, data) in [
@@ -594,7 +596,6 @@ fn add_skeleton_objects(batch: &mut Batch, table: &str) {
         };
         batch.add_set(table, &set);
     }
-    batch.add_forward_chain(table, FORWARD);
 }
 
 type RuleSpec = (Vec<Expr>, String);
