@@ -1,6 +1,8 @@
 //! Shared library of the `calico` and `calico-ipam` CNI plugins: the CNI protocol, the network
 //! config, the etcd datastore, the kernel dataplane and Calico's IP address management.
 
+#![warn(missing_docs)]
+
 pub mod cni;
 pub mod config;
 pub mod dataplane;
