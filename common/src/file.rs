@@ -1,11 +1,13 @@
 //! Reading the files a network config names (TLS certificates and keys, kubeconfigs, config
 //! files): one function, so that none of them can block a plugin run or make it read without
-//! bound.
+//! bound. And replacing the plugins' own small state files (block hints, the block copy) so
+//! that a reader never sees half of one.
 
 use std::fs::OpenOptions;
 use std::io::Read as _;
 use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Code, Error, Result};
 
@@ -15,6 +17,31 @@ pub const MAX_PEM_FILE_LEN: u64 = 1 << 20;
 
 /// The size limit for kubeconfigs and network config files, which may embed certificates.
 pub const MAX_CONFIG_FILE_LEN: u64 = 4 << 20;
+
+/// Replaces the file at `path` with `bytes` at once (creating its directory): written to a
+/// temporary file beside it, then renamed over it, so a concurrent reader sees the old content or
+/// the new, never a mix. The temporary name holds the process id and a counter, so neither
+/// other processes nor other writes of this one share it; it is removed when the write fails.
+pub fn replace_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let temporary = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written =
+        std::fs::write(&temporary, bytes).and_then(|()| std::fs::rename(&temporary, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
+}
 
 /// Reads the regular file at `path`, named by config key `key`, of at most `max_len` bytes.
 ///

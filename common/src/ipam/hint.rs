@@ -12,7 +12,6 @@
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use ipnetwork::IpNetwork;
 
@@ -23,9 +22,6 @@ use crate::datastore::keys::IpFamily;
 /// Hinted blocks read per family: with the handle and one affinity key per block, the first
 /// read of an ADD stays within one etcd transaction (see `store::read_many`).
 pub const MAX_HINTED_BLOCKS: usize = 32;
-
-/// Distinguishes the temporary files of concurrent writers within one process.
-static WRITES: AtomicU64 = AtomicU64::new(0);
 
 /// The hint files of one node in one directory.
 #[derive(Debug, Clone)]
@@ -79,7 +75,7 @@ impl BlockHints {
         if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
             return;
         }
-        if let Err(err) = self.replace(&path, &text) {
+        if let Err(err) = crate::file::replace_atomically(&path, text.as_bytes()) {
             log::debug(&format!(
                 "block hint {} not written (hints stay off until it can be): {err}",
                 path.display()
@@ -104,21 +100,6 @@ impl BlockHints {
             let kept: Vec<IpNetwork> = blocks.into_iter().filter(|b| !stale.contains(b)).collect();
             self.write(family, &kept);
         }
-    }
-
-    fn replace(&self, path: &Path, text: &str) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
-        let temp = self.dir.join(format!(
-            ".{}.{}.{}.tmp",
-            self.file_stem,
-            std::process::id(),
-            WRITES.fetch_add(1, Ordering::Relaxed)
-        ));
-        let written = std::fs::write(&temp, text).and_then(|()| std::fs::rename(&temp, path));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&temp);
-        }
-        written
     }
 }
 
@@ -169,7 +150,12 @@ fn is_block_of(net: &IpNetwork, family: IpFamily) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
     use super::*;
+
+    /// Tells apart the temporary directories of tests running at once.
+    static DIRS: AtomicU64 = AtomicU64::new(0);
 
     fn net(s: &str) -> IpNetwork {
         s.parse().unwrap()
@@ -179,7 +165,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "block-hint-{label}-{}-{}",
             std::process::id(),
-            WRITES.fetch_add(1, Ordering::Relaxed)
+            DIRS.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dir);
         dir

@@ -120,7 +120,10 @@ impl NodeIpamLock {
                 })
             })
             .collect();
-        if let Err(err) = write_atomically(path, &entries) {
+        let written = serde_json::to_vec(&entries)
+            .map_err(crate::Error::from)
+            .and_then(|bytes| Ok(crate::file::replace_atomically(path, &bytes)?));
+        if let Err(err) = written {
             log::debug(&format!(
                 "cannot write block copy {}: {err}",
                 path.display()
@@ -147,19 +150,6 @@ pub fn newest_of(
         }
     }
     merged
-}
-
-fn write_atomically(path: &Path, entries: &[CopiedEntry]) -> Result<()> {
-    let bytes = serde_json::to_vec(entries)?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&temporary, bytes)?;
-    std::fs::rename(&temporary, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&temporary);
-    })?;
-    Ok(())
 }
 
 #[cfg(test)]
