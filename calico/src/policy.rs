@@ -335,8 +335,11 @@ fn check_chains(target: &Target<'_>) -> Result<Vec<String>> {
             ));
             continue;
         };
-        let want: Vec<&String> = rules.iter().map(|(_, comment)| comment).collect();
-        let listed: Vec<&String> = have.iter().map(|r| &r.comment).collect();
+        let want: Vec<&str> = rules
+            .iter()
+            .map(|(_, comment)| nft::stored_comment(comment))
+            .collect();
+        let listed: Vec<&str> = have.iter().map(|r| r.comment.as_str()).collect();
         if listed != want {
             found.push(format!(
                 "nftables chain inet {table} {chain} has rules {listed:?} instead of {want:?}"
@@ -565,9 +568,10 @@ fn forward_rules_missing(table: &str) -> Result<bool> {
         None => true,
         Some(rules) => {
             rules.len() != expected.len()
-                || rules.iter().zip(&expected).any(|(rule, (exprs, comment))| {
-                    &rule.comment != comment || !rule.matches(exprs)
-                })
+                || rules
+                    .iter()
+                    .zip(&expected)
+                    .any(|(rule, (exprs, comment))| !rule.is(exprs, comment))
         }
     })
 }
@@ -716,7 +720,7 @@ fn translate(rule: &Rule, at: &str) -> Result<Vec<RuleSpec>> {
         description.push_str(&format!(" to tag {tag}"));
     }
     if src_tag.is_none() && dst_tag.is_none() {
-        return Ok(vec![(vec![Expr::Verdict(verdict)], comment(&description))]);
+        return Ok(vec![(vec![Expr::Verdict(verdict)], description)]);
     }
     Ok([
         (NFPROTO_IPV4, "tag4-", "IPv4"),
@@ -734,7 +738,7 @@ fn translate(rule: &Rule, at: &str) -> Result<Vec<RuleSpec>> {
             exprs.push(Expr::InSet(format!("{prefix}{tag}")));
         }
         exprs.push(Expr::Verdict(verdict.clone()));
-        (exprs, comment(&format!("{description} ({name})")))
+        (exprs, format!("{description} ({name})"))
     })
     .collect())
 }
@@ -756,15 +760,6 @@ fn check_tag(tag: &str) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// nft keeps at most 127 bytes of a comment.
-fn comment(text: &str) -> String {
-    let mut end = text.len().min(127);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
 }
 
 fn tags(profiles: &[Profile]) -> BTreeSet<String> {
@@ -985,11 +980,5 @@ mod tests {
                 Expr::Verdict(Verdict::Drop),
             ]
         );
-    }
-
-    #[test]
-    fn comments_are_cut_at_a_character_boundary() {
-        let text = format!("{}é", "x".repeat(126));
-        assert_eq!(comment(&text), "x".repeat(126));
     }
 }

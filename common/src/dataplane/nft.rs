@@ -554,6 +554,22 @@ impl RuleState {
                 want.0 == have.0 && want.1.iter().all(|attr| have.1.contains(attr))
             })
     }
+
+    /// Whether the rule is the one `exprs` and `comment` describe: [`Self::matches`], and the
+    /// comment as the kernel stores it.
+    pub fn is(&self, exprs: &[Expr], comment: &str) -> bool {
+        self.comment == stored_comment(comment) && self.matches(exprs)
+    }
+}
+
+/// A rule comment as the kernel keeps it: at most 127 bytes, cut here at a character boundary
+/// (the kernel would cut inside a character). Rules are written and compared through it.
+pub fn stored_comment(text: &str) -> &str {
+    let mut end = text.len().min(127);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// The rules of a chain, in order; `None` when there is no such table or chain.
@@ -621,7 +637,8 @@ pub fn ifname_key(name: &str) -> Vec<u8> {
 }
 
 /// Reads an interface name key back.
-pub fn ifname_from_key(key: &[u8]) -> String {
+#[cfg(test)]
+fn ifname_from_key(key: &[u8]) -> String {
     let end = key.iter().position(|&b| b == 0).unwrap_or(key.len());
     String::from_utf8_lossy(&key[..end]).into_owned()
 }
@@ -907,8 +924,7 @@ fn put_expr(m: &mut Message, expr: &Expr) {
 /// A rule comment as nft stores it in the rule's user data: type 0 (comment), length, the text
 /// with its terminating zero.
 fn comment_userdata(comment: &str) -> Vec<u8> {
-    let mut text = comment.as_bytes().to_vec();
-    text.truncate(127);
+    let mut text = stored_comment(comment).as_bytes().to_vec();
     text.push(0);
     let mut out = vec![0, text.len() as u8];
     out.extend(text);
@@ -1141,6 +1157,29 @@ mod tests {
         // Newer kernels list the lookup's flags (NFTA_LOOKUP_FLAGS, 0) too.
         state.expressions[1].1.push(("5".into(), vec![0; 4]));
         assert!(state.matches(&rule));
+    }
+
+    /// The kernel keeps 127 bytes of a comment: a rule written with a longer one (a drop rule
+    /// naming many profiles) must still be recognised, or CHECK would report it forever.
+    #[test]
+    fn a_rule_with_a_comment_longer_than_the_kernel_keeps_is_recognised() {
+        let rule = vec![Expr::Verdict(Verdict::Drop)];
+        let long = format!(
+            "no rule of {} matched",
+            ["profile-with-a-long-name"; 8].join(",")
+        );
+        let mut state = listed(&rule);
+        let userdata = comment_userdata(&long);
+        state.comment = comment_from_userdata(&userdata).unwrap();
+        assert!(long.len() > 127 && state.comment.len() == 127);
+        assert!(state.is(&rule, &long));
+        assert!(!state.is(&rule, "another comment"));
+    }
+
+    #[test]
+    fn comments_are_cut_at_a_character_boundary() {
+        let text = format!("{}é", "x".repeat(126));
+        assert_eq!(stored_comment(&text), "x".repeat(126));
     }
 
     #[test]
