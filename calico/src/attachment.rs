@@ -340,9 +340,13 @@ fn host_veth_after_claim(
 
 /// This request's record, if any.
 pub fn read_attachment(store: &Datastore, req: &Request) -> Result<Option<AttachmentRecord>> {
-    let key = attachment_key(req);
+    read_record(store, &attachment_key(req))
+}
+
+/// The attachment record at `key`, if any.
+pub fn read_record(store: &Datastore, key: &str) -> Result<Option<AttachmentRecord>> {
     let entry = store
-        .get(&key)
+        .get(key)
         .with_context(|| format!("read attachment record {key}"))?;
     entry.as_ref().map(decode_record).transpose()
 }

@@ -486,10 +486,7 @@ fn stored_profile(name: &str, tags: Option<&[u8]>, rules: Option<&[u8]>) -> Resu
 fn owner_table(store: &Datastore, req: &Request, ep: &WorkloadEndpoint) -> Result<Option<String>> {
     let owner = ep.profile_ids.first().cloned().unwrap_or_default();
     let key = keys::attachment(&req.config.nodename, &owner, &req.container_id, &req.ifname);
-    let entry = store
-        .get(&key)
-        .with_context(|| format!("read attachment record {key}"))?;
-    let record = entry.as_ref().map(attachment::decode_record).transpose()?;
+    let record = attachment::read_record(store, &key)?;
     Ok(record.and_then(|r| r.nft_table))
 }
 
