@@ -68,6 +68,12 @@ impl Subnet {
         format!("10.213.{}.0/24", self.third_octet)
     }
 
+    /// An IPv6 range as private to this claim as its IPv4 /24: `fd00:<group>:<n>::/<len>` (a
+    /// ULA, outside every special range).
+    pub fn ipv6_cidr(&self, group: u16, len: u8) -> String {
+        format!("fd00:{group}:{}::/{len}", self.third_octet)
+    }
+
     /// True when `ip` (without prefix) lies in this subnet.
     pub fn contains(&self, ip: &str) -> bool {
         let ip = ip.split('/').next().unwrap_or_default();

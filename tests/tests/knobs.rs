@@ -156,14 +156,7 @@ fn label_endpoints_copies_only_the_calico_prefixed_cni_labels() {
 #[ignore = "root: real etcd and netns; changes the host's IPv6 forwarding and restores it"]
 fn ipv6_container_turns_on_host_ipv6_forwarding_and_ipv4_only_does_not() {
     let bed = TestBed::new();
-    let third = bed
-        .subnet
-        .cidr()
-        .split('.')
-        .nth(2)
-        .unwrap_or_default()
-        .to_string();
-    let ipv6_subnet = format!("fd00:213:{third}::/120");
+    let ipv6_subnet = bed.subnet.ipv6_cidr(213, 120);
     let ipam = |subnets: &[&str]| {
         let ranges: Vec<Value> = subnets.iter().map(|s| json!([{ "subnet": s }])).collect();
         json!({"type": "host-local", "ranges": ranges, "dataDir": bed.data_dir.path_str()})

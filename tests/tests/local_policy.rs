@@ -129,15 +129,8 @@ impl World {
     fn new(local: bool) -> World {
         let forwarding = HostIpv6Forwarding::keep();
         let bed = TestBed::new();
-        let third = bed
-            .subnet
-            .cidr()
-            .split('.')
-            .nth(2)
-            .unwrap_or_default()
-            .to_string();
         bed.add_pool(&bed.subnet.cidr());
-        bed.add_pool(&format!("fd00:214:{third}::/112"));
+        bed.add_pool(&bed.subnet.ipv6_cidr(214, 112));
         let conf = |network: &str| {
             let conf = bed
                 .fixture("calico-ipam.conf", network)

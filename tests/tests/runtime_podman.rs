@@ -314,14 +314,6 @@ fn podman_runs_calico_for_add_and_del() {
     assert_eq!(podman.ok(&["ps", "--all", "--quiet"]).trim(), "");
 }
 
-/// An IPv6 pool as private to this bed as its IPv4 /24: `fd00:213:<n>::/120` (a ULA, outside
-/// every special range).
-fn ipv6_pool(bed: &TestBed) -> String {
-    let cidr = bed.subnet.cidr();
-    let third = cidr.split('.').nth(2).unwrap_or_default();
-    format!("fd00:213:{third}::/120")
-}
-
 /// `calico` + `calico-ipam` with IPv4 and IPv6 for `network`, as the single plugin of a 1.0.0
 /// conflist.
 fn dual_stack_conflist(bed: &TestBed, network: &str) -> Value {
@@ -380,7 +372,7 @@ fn podman_container_on_two_dual_stack_networks_gets_an_interface_per_network() {
     // IPv6 containers turn the host's IPv6 forwarding on; it is put back as it was.
     let _forwarding = tests::kernel::HostIpv6Forwarding::keep();
     let bed = TestBed::new();
-    let pool6 = ipv6_pool(&bed);
+    let pool6 = bed.subnet.ipv6_cidr(213, 120);
     bed.add_pool(&bed.subnet.cidr());
     bed.add_pool(&pool6);
     let networks = [bed.network.clone(), names::unique("net")];

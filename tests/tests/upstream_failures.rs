@@ -85,13 +85,6 @@ impl Drop for HostRoute {
     }
 }
 
-/// An IPv6 /120 as private to this bed as its IPv4 /24: `fd00:213:<n>::/120`.
-fn ipv6_subnet(bed: &TestBed) -> String {
-    let cidr = bed.subnet.cidr();
-    let third = cidr.split('.').nth(2).unwrap_or_default();
-    format!("fd00:213:{third}::/120")
-}
-
 /// host-local allocating from `subnets`, one range set each.
 fn host_local_conf(bed: &TestBed, subnets: &[String]) -> NetConf {
     let ranges: Vec<Value> = subnets.iter().map(|s| json!([{ "subnet": s }])).collect();
@@ -323,7 +316,7 @@ fn ipv6_container_gets_a_default_route_via_the_host_veths_link_local() {
     let bed = TestBed::new();
     let netns = Netns::new();
     let cid = names::container_id();
-    let conf = host_local_conf(&bed, &[bed.subnet.cidr(), ipv6_subnet(&bed)]);
+    let conf = host_local_conf(&bed, &[bed.subnet.cidr(), bed.subnet.ipv6_cidr(213, 120)]);
     let veth = host_veth_name(&cid);
 
     let out = bed.add(&conf, &cid, &netns.path(), "eth0");
@@ -604,7 +597,7 @@ fn del_of_an_ipv6_only_container_succeeds_and_leaves_nothing() {
     let bed = TestBed::new();
     let netns = Netns::new();
     let cid = names::container_id();
-    let conf = host_local_conf(&bed, &[ipv6_subnet(&bed)]);
+    let conf = host_local_conf(&bed, &[bed.subnet.ipv6_cidr(213, 120)]);
 
     let out = bed.add(&conf, &cid, &netns.path(), "eth0");
     let result = out.result();
