@@ -165,7 +165,7 @@ pub fn enforce_new_endpoint(
         profiles: &profiles,
     };
     let mut batch = match new.reuses_host_veth {
-        true => removal_batch(&table, new.host_veth)?.unwrap_or_default(),
+        true => disown_batch(&table, new.host_veth)?.unwrap_or_default(),
         false => Batch::new(),
     };
     batch.append(endpoint_batch(&target, &[])?);
@@ -260,6 +260,22 @@ pub fn remove_endpoint(table: &str, host_veth: &str) -> Result<()> {
 
 /// What removes `host_veth`'s chains, verdicts and member addresses; `None` without the table.
 fn removal_batch(table: &str, host_veth: &str) -> Result<Option<Batch>> {
+    let Some(mut batch) = disown_batch(table, host_veth)? else {
+        return Ok(None);
+    };
+    for (map, chain) in endpoint_chains(host_veth) {
+        batch.add_chain(table, &chain);
+        batch.remove_elements(table, map, &[jump_element(host_veth, &chain)]);
+        batch.remove_chain(table, &chain);
+    }
+    Ok(Some(batch))
+}
+
+/// What takes every address `host_veth` owns out of the owner maps and the tag sets, after the
+/// table's shared objects (so that the removals find them); `None` without the table. A new
+/// sandbox that takes over the veth's name starts with this, then writes its own chains over
+/// the old ones.
+fn disown_batch(table: &str, host_veth: &str) -> Result<Option<Batch>> {
     let Some(sets) = nft::list_sets(table)? else {
         return Ok(None);
     };
@@ -267,11 +283,6 @@ fn removal_batch(table: &str, host_veth: &str) -> Result<Option<Batch>> {
     let owned6 = owned_addresses(table, OWNER6, host_veth)?;
     let mut batch = Batch::new();
     add_skeleton_objects(&mut batch, table);
-    for (map, chain) in endpoint_chains(host_veth) {
-        batch.add_chain(table, &chain);
-        batch.remove_elements(table, map, &[jump_element(host_veth, &chain)]);
-        batch.remove_chain(table, &chain);
-    }
     for (owner, owned, prefix) in [(OWNER4, &owned4, "tag4-"), (OWNER6, &owned6, "tag6-")] {
         let owner_elements: Vec<Element> = owned
             .iter()
