@@ -49,32 +49,15 @@ pub fn read_for_add(
     also: &[String],
     policy: &[Read],
 ) -> Result<FirstRead> {
-    let key = endpoint_key(ids);
-    let mut reads = vec![
-        Read::Key(keys::READY.to_string()),
-        Read::Key(key.clone()),
-        Read::Key(record_key.to_string()),
-    ];
-    reads.extend(also.iter().map(|k| Read::Key(k.clone())));
-    reads.extend_from_slice(policy);
-    let mut answers = store
-        .read(&reads)
-        .with_context(|| format!("read the Ready flag, {key} and {record_key}"))?;
-    let policy = answers.split_off((3 + also.len()).min(answers.len()));
-    let mut answers = answers
-        .into_iter()
-        .map(|entries| entries.into_iter().next());
-    check_ready(answers.next().flatten().as_ref())?;
-    let endpoint = answers
-        .next()
-        .flatten()
-        .map(StoredEndpoint::from_entry)
-        .transpose()?;
-    let record = answers.next().flatten();
+    let mut keys = vec![record_key.to_string()];
+    keys.extend_from_slice(also);
+    let what = format!("the Ready flag, {} and {record_key}", endpoint_key(ids));
+    let (endpoint, mut found, policy) = read_first(store, ids, keys, policy, &what)?;
+    let also = found.split_off(1.min(found.len()));
     Ok(FirstRead {
         endpoint,
-        record,
-        also: answers.collect(),
+        record: found.pop().flatten(),
+        also,
         policy,
     })
 }
@@ -98,12 +81,30 @@ pub fn read_for_del(
     ids: &WorkloadIds,
     also: &[String],
 ) -> Result<(Option<StoredEndpoint>, Vec<Option<Entry>>)> {
-    let key = endpoint_key(ids);
-    let mut reads = vec![Read::Key(keys::READY.to_string()), Read::Key(key.clone())];
-    reads.extend(also.iter().map(|k| Read::Key(k.clone())));
-    let answers = store
-        .read(&reads)
-        .with_context(|| format!("read the Ready flag and {key}"))?;
+    let what = format!("the Ready flag and {}", endpoint_key(ids));
+    let (endpoint, found, _) = read_first(store, ids, also.to_vec(), &[], &what)?;
+    Ok((endpoint, found))
+}
+
+/// A verb's first read, one request: the Ready flag (refusing when it is `false`), this
+/// attachment's endpoint, the entries at `entry_keys` (`None` when absent) and the answers to
+/// `extra`, each in order. `what` names them for the error.
+fn read_first(
+    store: &Datastore,
+    ids: &WorkloadIds,
+    entry_keys: Vec<String>,
+    extra: &[Read],
+    what: &str,
+) -> Result<(Option<StoredEndpoint>, Vec<Option<Entry>>, Answers)> {
+    let wanted = 2 + entry_keys.len();
+    let mut reads = vec![
+        Read::Key(keys::READY.to_string()),
+        Read::Key(endpoint_key(ids)),
+    ];
+    reads.extend(entry_keys.into_iter().map(Read::Key));
+    reads.extend_from_slice(extra);
+    let mut answers = store.read(&reads).with_context(|| format!("read {what}"))?;
+    let extra = answers.split_off(wanted.min(answers.len()));
     let mut firsts = answers
         .into_iter()
         .map(|entries| entries.into_iter().next());
@@ -113,7 +114,7 @@ pub fn read_for_del(
         .flatten()
         .map(StoredEndpoint::from_entry)
         .transpose()?;
-    Ok((endpoint, firsts.collect()))
+    Ok((endpoint, firsts.collect(), extra))
 }
 
 /// The endpoint of this exact attachment, if stored.
