@@ -2,12 +2,9 @@
 //! claimed at a node-seeded pseudo-random position, then borrowing), with every change made by
 //! one compare-and-swap transaction that updates the block and the handle together.
 
-use std::cell::Cell;
 use std::collections::HashSet;
-use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use ipnetwork::IpNetwork;
 
@@ -20,18 +17,20 @@ use super::pool::{IpPool, IpamConfig, StoredPool, list_pools, read_ipam_config};
 use super::store::{Store, read_many};
 use crate::cni::log;
 use crate::datastore::keys::{self, IpFamily};
+use crate::datastore::retry::{Backoff, CasRetry};
 use crate::datastore::{self, Condition, Entry, Txn, Write};
-use crate::error::{Code, Error, Kind, Result, codes};
+use crate::error::{Code, Error, Result, codes};
 
 /// Conflicting compare-and-swap attempts allowed per operation before giving up (Calico v1
 /// uses 100 as well).
 pub const DEFAULT_MAX_CONFLICTS: u32 = 100;
 
+/// How an allocator retries: every request on a node contends for the node's blocks, so
+/// contenders spread out after losing a race.
+const RETRY_BACKOFF: Backoff = Backoff::Jitter;
+
 /// The value of a host affinity key, as libcalico-go writes it.
 const AFFINITY_VALUE: &[u8] = b"{}";
-
-/// Upper bound of the random pause after losing a race for a block.
-const MAX_JITTER: Duration = Duration::from_millis(20);
 
 /// What an ADD asks for when no specific address is requested.
 #[derive(Debug, Clone, Copy)]
@@ -54,8 +53,7 @@ pub struct Allocator<'s> {
     node: String,
     network: Option<String>,
     hints: Option<BlockHints>,
-    max_conflicts: u32,
-    conflicts: Cell<u32>,
+    retry: CasRetry,
 }
 
 /// What a transaction did.
@@ -129,8 +127,7 @@ impl<'s> Allocator<'s> {
             node: node.to_string(),
             network: None,
             hints: None,
-            max_conflicts: DEFAULT_MAX_CONFLICTS,
-            conflicts: Cell::new(0),
+            retry: CasRetry::new(DEFAULT_MAX_CONFLICTS, RETRY_BACKOFF),
         }
     }
 
@@ -161,7 +158,7 @@ impl<'s> Allocator<'s> {
 
     /// The same allocator with another bound on conflicting attempts per operation.
     pub fn with_max_conflicts(mut self, max_conflicts: u32) -> Self {
-        self.max_conflicts = max_conflicts;
+        self.retry = CasRetry::new(max_conflicts, RETRY_BACKOFF);
         self
     }
 
@@ -206,7 +203,7 @@ impl<'s> Allocator<'s> {
         family: IpFamily,
         requested: &[IpNetwork],
     ) -> Result<IpAddr> {
-        self.conflicts.set(0);
+        self.retry.restart();
         let mut handle = self.handle_view(handle);
         let mut pools = None;
         if !requested.is_empty() {
@@ -652,7 +649,7 @@ impl<'s> Allocator<'s> {
     /// Assigns exactly `addr` (CNI_ARGS `IP=`) for `handle`. The address must be inside an
     /// enabled pool and free; its block is claimed for this node when it does not exist yet.
     pub fn assign_ip(&self, handle_id: &str, addr: IpAddr) -> Result<()> {
-        self.conflicts.set(0);
+        self.retry.restart();
         let family = IpFamily::of_addr(&addr);
         let mut pool = self.enabled_pool_containing(addr)?;
         let cidr = block_cidr_for(addr);
@@ -746,7 +743,7 @@ impl<'s> Allocator<'s> {
 
     /// Releases one address if `handle` holds it; false when it does not (nothing to do).
     pub fn release_address(&self, handle_id: &str, addr: IpAddr) -> Result<bool> {
-        self.conflicts.set(0);
+        self.retry.restart();
         let cidr = block_cidr_for(addr);
         let block_key = keys::block(&cidr);
         let mut handle = self.handle_view(handle_id);
@@ -796,7 +793,7 @@ impl<'s> Allocator<'s> {
     /// Blocks left empty and without affinity are deleted; a handle's blocks that no longer
     /// exist are simply forgotten.
     pub fn release_handles(&self, handles: &[&str]) -> Result<usize> {
-        self.conflicts.set(0);
+        self.retry.restart();
         loop {
             let held = self.read_handles(handles)?;
             if held.is_empty() {
@@ -830,7 +827,7 @@ impl<'s> Allocator<'s> {
         listed: Entry,
         selected: &dyn Fn(&AllocationHandle) -> bool,
     ) -> Result<usize> {
-        self.conflicts.set(0);
+        self.retry.restart();
         let key = listed.key.clone();
         let id = keys::parse_handle(&key).unwrap_or(&key).to_string();
         let mut current = Some(listed);
@@ -906,32 +903,16 @@ impl<'s> Allocator<'s> {
         Ok(Commit::Conflict(outcome.current))
     }
 
-    /// Counts a failed compare-and-swap; gives up after the bound. After losing a race to
-    /// another writer, waits a short random time so that contenders spread out.
+    /// Counts a failed compare-and-swap of `what` against the operation's budget (see
+    /// [`CasRetry`]); `raced` when another writer changed it in between.
     fn conflicted(&self, what: &str, raced: bool) -> Result<()> {
-        let n = self.conflicts.get() + 1;
-        self.conflicts.set(n);
-        if n > self.max_conflicts {
-            return Err(Error::new(
-                codes::CONFLICT,
-                format!(
-                    "gave up after {} conflicting updates of {what}",
-                    self.max_conflicts
-                ),
+        self.retry.conflicted(raced, || {
+            format!(
+                "gave up after {} conflicting updates of {what}",
+                self.retry.retries()
             )
-            .with_kind(Kind::CasConflict));
-        }
-        if raced {
-            std::thread::sleep(jitter(n));
-        }
-        Ok(())
+        })
     }
-}
-
-/// A random pause that grows with the number of conflicts, up to [`MAX_JITTER`].
-fn jitter(conflicts: u32) -> Duration {
-    let ceiling_us = (250u64 << conflicts.min(8)).min(MAX_JITTER.as_micros() as u64);
-    Duration::from_micros(RandomState::new().hash_one(conflicts) % ceiling_us.max(1))
 }
 
 fn already_applied(txn: &Txn, current: &[Entry]) -> bool {
