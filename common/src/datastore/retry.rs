@@ -122,7 +122,10 @@ mod tests {
     #[test]
     fn jitter_stays_below_its_bound() {
         for conflicts in 1..=20 {
-            assert!(jitter(conflicts) < MAX_JITTER, "after {conflicts} conflicts");
+            assert!(
+                jitter(conflicts) < MAX_JITTER,
+                "after {conflicts} conflicts"
+            );
         }
         assert!(jitter(1) < Duration::from_micros(500));
     }

@@ -1,8 +1,13 @@
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 use super::*;
-use crate::datastore::TxnOutcome;
-use crate::ipam::pool::{PoolSpec, add_pool};
+use crate::datastore::keys::{self, IpFamily};
+use crate::datastore::{Condition, Entry, Txn, TxnOutcome, Write};
+use crate::error::{Code, Result, codes};
+use crate::ipam::block::{AllocationBlock, addr_to_u128};
+use crate::ipam::handle::AllocationHandle;
+use crate::ipam::pool::{IpPool, PoolSpec, add_pool};
 use crate::ipam::store::MemoryStore;
 
 fn net(s: &str) -> IpNetwork {
