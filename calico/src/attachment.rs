@@ -5,6 +5,7 @@
 use common::cni::Request;
 use common::dataplane::{Netlink, veth};
 use common::datastore::model::{AttachmentRecord, HostVethClaim};
+use common::datastore::retry::{Backoff, CasRetry};
 use common::datastore::undo::{WrittenKey, undo_writes};
 use common::datastore::{self, Condition, Datastore, Entry, Txn, Write, keys};
 use common::error::{RollbackLog, codes};
@@ -15,8 +16,9 @@ use crate::pod::AddressSource;
 use crate::policy;
 use crate::workload::{WorkloadIds, hashed_host_veth_name};
 
-/// How often a claim is retried after losing a race for it.
-const CLAIM_ATTEMPTS: usize = 5;
+/// How often a claim is retried after losing a race for it (five attempts in all). Only the
+/// sandboxes of one pod share a claim: no backoff.
+const CLAIM_RETRIES: u32 = 4;
 
 /// The host veth name an ADD will use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,7 +255,8 @@ fn claim_host_veth(
     ];
     let mut condition = Condition::Absent(claim_key.clone());
     let mut claim_before = None;
-    for _ in 0..CLAIM_ATTEMPTS {
+    let retry = CasRetry::new(CLAIM_RETRIES, Backoff::Immediate);
+    loop {
         let txn = Txn {
             conditions: vec![condition.clone()],
             writes: writes.clone(),
@@ -302,11 +305,8 @@ fn claim_host_veth(
             }
         };
         datastore::log_conflict(&txn, &outcome.current);
+        retry.conflicted(true, || format!("claim {claim_key} kept changing"))?;
     }
-    Err(Error::new(
-        codes::CONFLICT,
-        format!("claim {claim_key} kept changing"),
-    ))
 }
 
 /// The claimed name, and whether a link of that name is stale. A link under a name nobody had

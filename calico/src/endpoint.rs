@@ -2,6 +2,7 @@
 
 use common::cni::Request;
 use common::datastore::model::{Profile, WorkloadEndpoint};
+use common::datastore::retry::{Backoff, CasRetry};
 use common::datastore::undo::{WrittenKey, undo_writes};
 use common::datastore::{self, Condition, Datastore, Entry, Read, Txn, Write, keys};
 use common::error::{RollbackLog, codes};
@@ -11,8 +12,9 @@ use crate::workload::WorkloadIds;
 
 pub use common::datastore::endpoint::{StoredEndpoint, read_endpoint_at};
 
-/// How often a compare-and-swap on an endpoint is retried after losing to another writer.
-const CAS_ATTEMPTS: usize = 10;
+/// How often a compare-and-swap on an endpoint is retried after losing to another writer (ten
+/// attempts in all). Only the writers of one workload share its endpoint: no backoff.
+const CAS_RETRIES: u32 = 9;
 
 /// Refuses to work while Calico's Ready flag is explicitly `false` (an upgrade is in progress).
 /// An absent flag means ready, so the plugin works without calico/node.
@@ -190,7 +192,8 @@ fn update_endpoint(
     what: &str,
     change: impl Fn(&mut WorkloadEndpoint) -> bool,
 ) -> Result<Option<WorkloadEndpoint>> {
-    for _ in 0..CAS_ATTEMPTS {
+    let retry = CasRetry::new(CAS_RETRIES, Backoff::Immediate);
+    loop {
         let mut updated = stored.endpoint.clone();
         if !change(&mut updated) {
             return Ok(Some(updated));
@@ -212,14 +215,13 @@ fn update_endpoint(
         };
         stored.endpoint = WorkloadEndpoint::from_json(&current.value)?;
         stored.revision = current.mod_revision;
+        retry.conflicted(true, || {
+            format!(
+                "endpoint {} kept changing while trying to {what} it",
+                stored.key
+            )
+        })?;
     }
-    Err(Error::new(
-        codes::CONFLICT,
-        format!(
-            "endpoint {} kept changing while trying to {what} it",
-            stored.key
-        ),
-    ))
 }
 
 /// Which endpoint records the host link `link_name` on this node, if any.
