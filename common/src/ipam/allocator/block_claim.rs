@@ -13,7 +13,6 @@ use crate::datastore::{Condition, Txn, Write};
 use crate::error::Result;
 use crate::ipam::block::AllocationBlock;
 use crate::ipam::pool::{IpPool, IpamConfig, StoredPool};
-use crate::ipam::store::read_many;
 
 /// The value of a host affinity key, as libcalico-go writes it.
 const AFFINITY_VALUE: &[u8] = b"{}";
@@ -87,9 +86,7 @@ impl Allocator<'_> {
         handle: &mut HandleView,
         cidr: IpNetwork,
     ) -> Result<Option<IpAddr>> {
-        let entries = read_many(self.store, &[keys::block(&cidr), handle.key.clone()])?;
-        handle.entry = entries[1].clone();
-        match entries[0].clone() {
+        match self.read_block_with_handle(&cidr, handle)? {
             Some(entry) => self.assign_in_block(handle, entry, true, None),
             None => Ok(None),
         }

@@ -8,6 +8,7 @@ use crate::datastore::keys;
 use crate::datastore::{self, Condition, Entry, Txn, Write};
 use crate::error::Result;
 use crate::ipam::handle::AllocationHandle;
+use crate::ipam::store::read_many;
 
 /// What a transaction did.
 pub(super) enum Commit {
@@ -76,6 +77,18 @@ impl Allocator<'_> {
             node: self.node.clone(),
             network: self.network.clone(),
         }
+    }
+
+    /// The first read of a change to one block: the block `cidr` (returned) and the handle (kept
+    /// in `handle`), in one request.
+    pub(super) fn read_block_with_handle(
+        &self,
+        cidr: &IpNetwork,
+        handle: &mut HandleView,
+    ) -> Result<Option<Entry>> {
+        let entries = read_many(self.store, &[keys::block(cidr), handle.key.clone()])?;
+        handle.entry = entries[1].clone();
+        Ok(entries[0].clone())
     }
 
     /// Runs a transaction. A transaction that etcd applied but whose answer was lost is resent

@@ -9,7 +9,6 @@ use crate::datastore::{Condition, Txn, Write};
 use crate::error::{Error, Result, codes};
 use crate::ipam::block::{AllocationBlock, block_cidr_for, family_name};
 use crate::ipam::pool::{IpamConfig, StoredPool, list_pools, read_ipam_config};
-use crate::ipam::store::read_many;
 
 impl Allocator<'_> {
     /// Assigns exactly `addr` (CNI_ARGS `IP=`) for `handle`. The address must be inside an
@@ -21,9 +20,7 @@ impl Allocator<'_> {
         let cidr = block_cidr_for(addr);
         let block_key = keys::block(&cidr);
         let mut handle = self.handle_view(handle_id);
-        let entries = read_many(self.store, &[block_key.clone(), handle.key.clone()])?;
-        let mut current_block = entries[0].clone();
-        handle.entry = entries[1].clone();
+        let mut current_block = self.read_block_with_handle(&cidr, &mut handle)?;
         let mut config: Option<IpamConfig> = None;
         loop {
             let txn = match &current_block {

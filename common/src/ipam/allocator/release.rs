@@ -20,9 +20,7 @@ impl Allocator<'_> {
         let cidr = block_cidr_for(addr);
         let block_key = keys::block(&cidr);
         let mut handle = self.handle_view(handle_id);
-        let entries = read_many(self.store, &[block_key.clone(), handle.key.clone()])?;
-        let mut current_block = entries[0].clone();
-        handle.entry = entries[1].clone();
+        let mut current_block = self.read_block_with_handle(&cidr, &mut handle)?;
         loop {
             let Some(entry) = current_block else {
                 return Ok(false);
