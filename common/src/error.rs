@@ -73,7 +73,8 @@ impl Code {
 /// Plugin-specific codes used by this project (all ≥ 100).
 pub mod codes {
     use super::Code;
-    /// The etcd datastore could not be reached or answered with an error.
+    /// etcd refused or failed a request, or a value read from it does not decode (an etcd that
+    /// cannot be reached is [`Code::TryAgainLater`]).
     pub const DATASTORE: Code = Code::Plugin(100);
     /// The IPAM plugin failed or returned something unusable.
     pub const IPAM: Code = Code::Plugin(101);

@@ -360,8 +360,10 @@ impl Datastore {
                 .collect::<Vec<_>>()
                 .join("; ")
         };
+        // Like an unreachable Kubernetes API: runtimes that retry on "try again later" retry
+        // both.
         Err(Error::new(
-            codes::DATASTORE,
+            Code::TryAgainLater,
             format!("etcd {verb} {key}: {why} ({tried})"),
         )
         .with_kind(Kind::TryAgainLater))
@@ -801,7 +803,7 @@ mod tests {
         let ds = Datastore::connect(&settings_for(endpoints.clone())).unwrap();
         let err = ds.get("/calico/v1/Ready").unwrap_err();
         assert_eq!(err.kind(), Kind::TryAgainLater);
-        assert_eq!(err.code(), codes::DATASTORE);
+        assert_eq!(err.code(), Code::TryAgainLater);
         assert!(err.msg().contains("/calico/v1/Ready"), "{err:?}");
         for endpoint in &endpoints {
             assert!(
@@ -829,7 +831,7 @@ mod tests {
         let err = ds.get("/calico/t/k").unwrap_err();
         let elapsed = started.elapsed();
         assert_eq!(err.kind(), Kind::TryAgainLater);
-        assert_eq!(err.code(), codes::DATASTORE);
+        assert_eq!(err.code(), Code::TryAgainLater);
         assert!(err.msg().contains(&silent_url), "{err:?}");
         assert!(err.msg().contains("etcd_timeout"), "{err:?}");
         assert!(
