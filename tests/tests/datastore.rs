@@ -459,7 +459,10 @@ fn tls_endpoint_is_used_with_ca_and_client_certificate() {
         .get("/calico/t/tls")
         .unwrap_err();
     assert_eq!(err.code(), Code::TryAgainLater, "{err:?}");
-    assert!(err.msg().contains(&settings_of(&etcd).endpoints[0]), "{err:?}");
+    assert!(
+        err.msg().contains(&settings_of(&etcd).endpoints[0]),
+        "{err:?}"
+    );
 }
 
 #[test]
