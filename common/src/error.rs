@@ -97,10 +97,6 @@ pub mod codes {
 pub enum Kind {
     /// The object does not exist (link, netns, etcd key, allocation).
     NotFound,
-    /// The object exists already.
-    AlreadyExists,
-    /// A compare-and-swap lost against a concurrent writer.
-    CasConflict,
     /// A transient failure: timeout or unreachable service.
     TryAgainLater,
     /// No further distinction.
@@ -258,7 +254,6 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for Error {
         let any: &dyn std::any::Any = &err;
         let kind = match any.downcast_ref::<std::io::Error>().map(|e| e.kind()) {
             Some(std::io::ErrorKind::NotFound) => Kind::NotFound,
-            Some(std::io::ErrorKind::AlreadyExists) => Kind::AlreadyExists,
             Some(std::io::ErrorKind::TimedOut) => Kind::TryAgainLater,
             _ => Kind::Other,
         };

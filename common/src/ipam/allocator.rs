@@ -21,7 +21,7 @@ use super::store::{Store, read_many};
 use crate::cni::log;
 use crate::datastore::keys::{self, IpFamily};
 use crate::datastore::{self, Condition, Entry, Txn, Write};
-use crate::error::{Code, Error, Kind, Result, codes};
+use crate::error::{Code, Error, Result, codes};
 
 /// Conflicting compare-and-swap attempts allowed per operation before giving up (Calico v1
 /// uses 100 as well).
@@ -918,8 +918,7 @@ impl<'s> Allocator<'s> {
                     "gave up after {} conflicting updates of {what}",
                     self.max_conflicts
                 ),
-            )
-            .with_kind(Kind::CasConflict));
+            ));
         }
         if raced {
             std::thread::sleep(jitter(n));
