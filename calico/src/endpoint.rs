@@ -321,8 +321,7 @@ pub fn write_endpoint<'a>(
         return Err(Error::new(
             codes::CONFLICT,
             format!("endpoint {key} was changed by another writer"),
-        )
-        .with_kind(common::Kind::CasConflict));
+        ));
     }
     Ok(EndpointGuard {
         store,

@@ -49,8 +49,7 @@ pub fn refuse_existing_interface(req: &Request, container: &ContainerNetns) -> R
                 req.ifname,
                 container.path().display()
             ),
-        )
-        .with_kind(common::Kind::AlreadyExists));
+        ));
     }
     Ok(())
 }

@@ -73,7 +73,8 @@ impl Code {
 /// Plugin-specific codes used by this project (all ≥ 100).
 pub mod codes {
     use super::Code;
-    /// The etcd datastore could not be reached or answered with an error.
+    /// etcd refused or failed a request, or a value read from it does not decode (an etcd that
+    /// cannot be reached is [`Code::TryAgainLater`]).
     pub const DATASTORE: Code = Code::Plugin(100);
     /// The IPAM plugin failed or returned something unusable.
     pub const IPAM: Code = Code::Plugin(101);
@@ -96,10 +97,6 @@ pub mod codes {
 pub enum Kind {
     /// The object does not exist (link, netns, etcd key, allocation).
     NotFound,
-    /// The object exists already.
-    AlreadyExists,
-    /// A compare-and-swap lost against a concurrent writer.
-    CasConflict,
     /// A transient failure: timeout or unreachable service.
     TryAgainLater,
     /// No further distinction.
@@ -257,7 +254,6 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for Error {
         let any: &dyn std::any::Any = &err;
         let kind = match any.downcast_ref::<std::io::Error>().map(|e| e.kind()) {
             Some(std::io::ErrorKind::NotFound) => Kind::NotFound,
-            Some(std::io::ErrorKind::AlreadyExists) => Kind::AlreadyExists,
             Some(std::io::ErrorKind::TimedOut) => Kind::TryAgainLater,
             _ => Kind::Other,
         };

@@ -1,5 +1,6 @@
 //! A real etcd on free loopback ports, with its data in a temp dir: one member, or a cluster of
-//! three whose members a test can kill, stop (SIGSTOP) and restart.
+//! three whose members a test can kill, stop (SIGSTOP) and restart; optionally serving clients
+//! over TLS with client certificates required, or with authentication turned on.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -10,6 +11,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::TempDir;
+use crate::pki::{TlsFiles, write_loopback_identity};
 
 const ETCD: &str = "/usr/bin/etcd";
 const ETCDCTL: &str = "/usr/bin/etcdctl";
@@ -19,6 +21,8 @@ struct Member {
     child: Option<Child>,
     client: u16,
     peer: u16,
+    // `/health` is served here in plain HTTP, also when clients must use TLS.
+    metrics: u16,
     paused: bool,
 }
 
@@ -28,6 +32,10 @@ pub struct Etcd {
     // Every member's data dir and log is named after this, so that a retry starts clean.
     attempt: u32,
     endpoint: String,
+    // Clients use `https` and must present a certificate the CA issued.
+    tls: Option<TlsFiles>,
+    // The password of user `root` once authentication is on.
+    root_password: Option<String>,
     // Removed after `drop` has killed the processes.
     dir: TempDir,
 }
@@ -36,25 +44,35 @@ impl Etcd {
     /// Starts a single member with fast election timings and waits until `/health` reports
     /// healthy. Retries with new ports when another process grabbed one in between.
     pub fn start() -> Etcd {
-        Etcd::start_members(1)
+        Etcd::start_members(1, false)
     }
 
     /// Starts a cluster of three members, all healthy when this returns.
     pub fn start_cluster() -> Etcd {
-        Etcd::start_members(3)
+        Etcd::start_members(3, false)
     }
 
-    fn start_members(size: usize) -> Etcd {
+    /// Starts a single member that serves clients over TLS only (`https` endpoint) and requires
+    /// a client certificate issued by its CA; [`Etcd::tls_files`] has the CA and an identity
+    /// that is good as the client's.
+    pub fn start_tls() -> Etcd {
+        Etcd::start_members(1, true)
+    }
+
+    fn start_members(size: usize, tls: bool) -> Etcd {
+        let dir = TempDir::new("etcd");
         let mut etcd = Etcd {
             members: Vec::new(),
             attempt: 0,
             endpoint: String::new(),
-            dir: TempDir::new("etcd"),
+            tls: tls.then(|| write_loopback_identity(dir.path())),
+            root_password: None,
+            dir,
         };
         for attempt in 0..5 {
             etcd.attempt = attempt;
             // Hold every listener until all ports are picked, so none is picked twice.
-            let listeners: Vec<TcpListener> = (0..2 * size)
+            let listeners: Vec<TcpListener> = (0..3 * size)
                 .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
                 .collect();
             let ports: Vec<u16> = listeners
@@ -66,8 +84,9 @@ impl Etcd {
             for i in 0..size {
                 etcd.members.push(Member {
                     child: None,
-                    client: ports[2 * i],
-                    peer: ports[2 * i + 1],
+                    client: ports[3 * i],
+                    peer: ports[3 * i + 1],
+                    metrics: ports[3 * i + 2],
                     paused: false,
                 });
             }
@@ -181,7 +200,32 @@ impl Etcd {
     }
 
     fn member_endpoint(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].client)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.members[i].client)
+    }
+
+    /// The CA, and the certificate and key clients present, of an etcd from
+    /// [`Etcd::start_tls`]; `None` for a plain one.
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+
+    /// Creates user `root` with `password`, turns authentication on, and from now on passes
+    /// these credentials to the fixture's own reads and writes.
+    pub fn enable_auth(&mut self, password: &str) {
+        for args in [
+            vec!["user", "add", &format!("root:{password}")],
+            vec!["user", "grant-role", "root", "root"],
+            vec!["auth", "enable"],
+        ] {
+            let out = self.etcdctl(&args);
+            assert!(
+                out.status.success(),
+                "etcdctl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.root_password = Some(password.to_owned());
     }
 
     fn spawn(&mut self, i: usize) {
@@ -209,6 +253,10 @@ impl Etcd {
             .arg(format!("--advertise-client-urls={client_url}"))
             .arg(format!("--listen-peer-urls={peer_url}"))
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!(
+                "--listen-metrics-urls=http://127.0.0.1:{}",
+                self.members[i].metrics
+            ))
             .arg(format!("--initial-cluster={}", cluster.join(",")))
             .args([
                 "--initial-cluster-state=new",
@@ -216,6 +264,14 @@ impl Etcd {
             ])
             .args(["--heartbeat-interval=10", "--election-timeout=100"])
             .args(["--logger=zap", "--log-level=error"])
+            .args(self.tls.iter().flat_map(|files| {
+                [
+                    format!("--cert-file={}", files.cert.display()),
+                    format!("--key-file={}", files.key.display()),
+                    format!("--trusted-ca-file={}", files.ca.display()),
+                    "--client-cert-auth".to_owned(),
+                ]
+            }))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("etcd log file"))
             .stderr(log)
@@ -226,7 +282,7 @@ impl Etcd {
     }
 
     fn wait_healthy(&mut self, i: usize) -> bool {
-        let port = self.members[i].client;
+        let port = self.members[i].metrics;
         let Some(child) = self.members[i].child.as_mut() else {
             return false;
         };
@@ -314,11 +370,24 @@ impl Etcd {
             .filter(|&i| self.members[i].child.is_some() && !self.members[i].paused)
             .map(|i| self.member_endpoint(i))
             .collect();
+        let tls = self.tls.iter().flat_map(|files| {
+            [
+                format!("--cacert={}", files.ca.display()),
+                format!("--cert={}", files.cert.display()),
+                format!("--key={}", files.key.display()),
+            ]
+        });
+        let user = self
+            .root_password
+            .iter()
+            .map(|password| format!("--user=root:{password}"));
         Command::new(ETCDCTL)
             .env_clear()
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", live.join(",")))
             .arg("--command-timeout=10s")
+            .args(tls)
+            .args(user)
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("cannot run {ETCDCTL}: {e}"))
@@ -339,6 +408,8 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+/// Waits until the member answers `/health` on its metrics `port`, false when it exits first or
+/// `timeout` passes.
 fn wait_healthy(child: &mut Child, port: u16, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {

@@ -20,6 +20,7 @@ pub mod kernel;
 pub mod names;
 pub mod netconf;
 pub mod netns;
+pub mod pki;
 pub mod plugin;
 pub mod tempdir;
 pub mod testbed;

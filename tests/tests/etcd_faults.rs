@@ -1,7 +1,8 @@
 //! etcd members that hang or die: a stopped (SIGSTOP) member in front of a live one costs ADD
-//! and DEL a fraction of a second, and killing the leader of a three-member cluster during
+//! and DEL a fraction of a second, killing the leader of a three-member cluster during
 //! hundreds of parallel `calico-ipam` runs neither duplicates nor leaks an address, and every
-//! run that fails says so with a clean CNI error.
+//! run that fails says so with a clean CNI error; an etcd nobody listens on is "try again
+//! later".
 
 mod ipam_support;
 
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ipam_support::{IpamBed, NO_NETNS, check_datastore, result_addresses};
+use tests::etcd::free_port;
 use tests::{Env, Etcd, Netns, PluginOutput, TestBed, names, run_plugin};
 
 /// The bound the tests hold ADD and DEL to with hung members listed first; the target is
@@ -247,4 +249,31 @@ fn leader_kills_during_parallel_ipam_runs_neither_duplicate_nor_leak() {
         bed.etcd.keys("/calico/ipam/v2/handle/"),
         Vec::<String>::new()
     );
+}
+
+/// An etcd endpoint nobody listens on is error 11 (try again later), as an unreachable
+/// Kubernetes API is, so runtimes that retry on 11 retry both: ADD and DEL of `calico` with
+/// either IPAM, and of `calico-ipam` itself. The error names the endpoint, and nothing is left.
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn unreachable_etcd_is_try_again_later() {
+    let bed = TestBed::new();
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let netns = Netns::new();
+    let cid = names::container_id();
+    let ipam_conf = bed.calico_ipam_conf();
+    let runs = [
+        ("calico", ipam_conf.clone(), netns.path()),
+        ("calico", bed.conf(), netns.path()),
+        ("calico-ipam", ipam_conf, NO_NETNS.to_owned()),
+    ];
+    for (plugin, conf, netns_path) in runs {
+        let conf = conf.set("etcd_endpoints", nobody.as_str());
+        for verb in ["ADD", "DEL"] {
+            let env = bed.env(verb, &cid, &netns_path, "eth0");
+            let err = run_plugin(plugin, &env, &conf.to_bytes()).error_with_code(11);
+            assert!(err.msg.contains(&nobody), "{plugin} {verb}: {err:?}");
+        }
+    }
+    bed.assert_nothing_left(&[&cid]);
 }

@@ -258,13 +258,12 @@ fn check_in_process_netns() -> Result<()> {
 }
 
 /// A dataplane error for a failed netlink request: `context` names the object, the text is the
-/// kernel's errno description in lower case, and `EEXIST` / `ENODEV` / `ENOENT` / `ESRCH` set the
-/// kind a caller can branch on.
+/// kernel's errno description in lower case, and `ENODEV` / `ENOENT` / `ESRCH` set the kind a
+/// caller can branch on.
 pub(crate) fn netlink_error(err: NetlinkError, context: impl std::fmt::Display) -> Error {
     let (text, kind) = match err {
         NetlinkError::Kernel(errno) => {
             let kind = match errno {
-                Errno::EEXIST => Kind::AlreadyExists,
                 Errno::ENODEV | Errno::ENOENT | Errno::ESRCH => Kind::NotFound,
                 _ => Kind::Other,
             };

@@ -216,7 +216,7 @@ pub fn check_ifname(name: &str) -> Result<()> {
 /// after the pair exists, the pair is deleted again.
 ///
 /// An existing interface named `req.container_ifname` in the container, or `req.host_ifname` in
-/// the host namespace, is a `Kind::AlreadyExists` error naming both: the kernel refuses the
+/// the host namespace, is an error naming both: the kernel refuses the
 /// creation itself, so nothing is looked up before.
 pub fn create_veth<'a>(
     host: &'a Netlink,
@@ -714,7 +714,7 @@ mod tests {
             &VethRequest::new(host.name(), "eth0"),
         )
         .unwrap_err();
-        assert_eq!(err.kind(), Kind::AlreadyExists);
+        assert!(err.msg().contains("exists"), "{err:?}");
         assert!(err.msg().contains("eth0"), "{err:?}");
         assert!(!host_link_exists(Netlink::host().unwrap(), host.name()).unwrap());
     }
@@ -731,7 +731,7 @@ mod tests {
             &VethRequest::new(host.name(), "eth0"),
         )
         .unwrap_err();
-        assert_eq!(err.kind(), Kind::AlreadyExists);
+        assert!(err.msg().contains("exists"), "{err:?}");
         assert!(err.msg().contains(host.name()), "{err:?}");
         assert!(
             read_link(ContainerNetns::open(ns.path()).unwrap().netlink(), "eth0")

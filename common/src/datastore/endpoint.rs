@@ -4,7 +4,7 @@
 
 use super::model::{HostVethClaim, WorkloadEndpoint};
 use super::{Condition, Datastore, Entry, Txn, Write, keys, log_conflict};
-use crate::error::{Context, Error, Kind, Result, codes};
+use crate::error::{Context, Error, Result, codes};
 
 /// An endpoint as stored, with the revision a compare-and-swap needs.
 #[derive(Debug, Clone)]
@@ -88,8 +88,7 @@ pub fn delete_endpoint(
                 "endpoint {} was modified before it could be deleted",
                 stored.key
             ),
-        )
-        .with_kind(Kind::CasConflict)),
+        )),
     }
 }
 

@@ -7,8 +7,8 @@
 //! - After a conflict the loop reads the keys again (usually from the values the failed
 //!   transaction read back, so without another request), reapplies its change and tries again.
 //! - Each loop has a budget of retries, chosen where it runs: an operation may conflict that many
-//!   times; the conflict after that gives up with [`codes::CONFLICT`] and
-//!   [`Kind::CasConflict`], and the message the loop gives.
+//!   times; the conflict after that gives up with [`codes::CONFLICT`] and the message the loop
+//!   gives.
 //! - Backoff is chosen with the budget. [`Backoff::Immediate`] retries at once, for keys that
 //!   only the writers of one workload share. [`Backoff::Jitter`], for keys that every request on
 //!   a node (or in the cluster) contends for, pauses a random time after losing a race, growing
@@ -18,7 +18,7 @@ use std::cell::Cell;
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
-use crate::error::{Error, Kind, Result, codes};
+use crate::error::{Error, Result, codes};
 
 /// Upper bound of the random pause after losing a race (with [`Backoff::Jitter`]).
 pub const MAX_JITTER: Duration = Duration::from_millis(20);
@@ -70,7 +70,7 @@ impl CasRetry {
         let n = self.conflicts.get() + 1;
         self.conflicts.set(n);
         if n > self.retries {
-            return Err(Error::new(codes::CONFLICT, gave_up()).with_kind(Kind::CasConflict));
+            return Err(Error::new(codes::CONFLICT, gave_up()));
         }
         if raced && self.backoff == Backoff::Jitter {
             std::thread::sleep(jitter(n));
@@ -106,7 +106,6 @@ mod tests {
             let (attempts, err) = attempts_until_giving_up(&retry);
             assert_eq!(attempts, retries + 1);
             assert_eq!(err.code(), codes::CONFLICT);
-            assert_eq!(err.kind(), Kind::CasConflict);
             assert_eq!(err.msg(), "key kept changing");
         }
     }

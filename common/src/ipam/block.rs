@@ -314,8 +314,7 @@ impl AllocationBlock {
             return Err(Error::new(
                 codes::IPAM_EXHAUSTED,
                 format!("address {addr} is already assigned in block {}", self.cidr),
-            )
-            .with_kind(crate::Kind::AlreadyExists));
+            ));
         }
         let Some(pos) = self.unallocated.iter().position(|&o| o == ordinal) else {
             return Err(Error::new(

@@ -255,7 +255,7 @@ pub fn add_pool(store: &dyn Store, spec: &PoolSpec) -> Result<IpPool> {
                 spec.cidr, other.pool.cidr
             )
         };
-        return Err(Error::new(codes::IPAM, msg).with_kind(Kind::AlreadyExists));
+        return Err(Error::new(codes::IPAM, msg));
     }
     let pool = IpPool::from_spec(spec);
     let key = keys::pool(&spec.cidr);
@@ -280,8 +280,7 @@ pub fn add_pool(store: &dyn Store, spec: &PoolSpec) -> Result<IpPool> {
         return Err(Error::new(
             codes::CONFLICT,
             format!("pool {} changed concurrently, try again", spec.cidr),
-        )
-        .with_kind(Kind::CasConflict));
+        ));
     }
     Ok(pool)
 }
@@ -320,8 +319,7 @@ pub fn remove_pool(store: &dyn Store, cidr: IpNetwork) -> Result<()> {
     Err(Error::new(
         codes::CONFLICT,
         format!("pool {cidr}: blocks kept changing during removal, try again"),
-    )
-    .with_kind(Kind::CasConflict))
+    ))
 }
 
 /// Writes the pool back disabled; returns the new revision (read back).
@@ -338,8 +336,7 @@ fn disable_pool(store: &dyn Store, stored: &StoredPool) -> Result<i64> {
         return Err(Error::new(
             codes::CONFLICT,
             format!("pool {} changed concurrently, try again", stored.pool.cidr),
-        )
-        .with_kind(Kind::CasConflict));
+        ));
     }
     let entry = store.get(&stored.key)?.ok_or_else(|| {
         Error::new(
@@ -503,7 +500,7 @@ mod tests {
         add_pool(&store, &spec("10.0.0.0/16")).unwrap();
         for bad in ["10.0.0.0/16", "10.0.1.0/24", "10.0.0.0/8"] {
             let err = add_pool(&store, &spec(bad)).unwrap_err();
-            assert_eq!(err.kind(), Kind::AlreadyExists, "{bad}");
+            assert_eq!(err.code(), codes::IPAM, "{bad}");
             assert!(err.msg().contains(bad), "{}", err.msg());
         }
         add_pool(&store, &spec("10.1.0.0/16")).unwrap();

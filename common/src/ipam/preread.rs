@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::store::Store;
 use crate::datastore::{Condition, Entry, Txn, TxnOutcome, Write, keys};
-use crate::error::{Error, Kind, Result, codes};
+use crate::error::{Error, Result, codes};
 
 /// What became of the writes added to the allocator's transaction (see
 /// [`Preread::with_companion`]).
@@ -192,8 +192,7 @@ impl<'s> Preread<'s> {
                 "{} changed while addresses were assigned with it",
                 broken.join(", ")
             ),
-        )
-        .with_kind(Kind::CasConflict))
+        ))
     }
 }
 
@@ -299,7 +298,7 @@ mod tests {
         // The claim exists now: a companion needing it absent is broken.
         let preread = Preread::new(&store, HashMap::new()).with_companion(companion);
         let err = preread.txn(&write("/block3")).unwrap_err();
-        assert_eq!(err.kind(), Kind::CasConflict);
+        assert_eq!(err.code(), codes::CONFLICT);
         assert_eq!(preread.companion_outcome(), CompanionOutcome::Broken);
         assert!(store.get("/block3").unwrap().is_none());
     }
