@@ -141,7 +141,7 @@ fn remove_attachment_left_elsewhere(
     found: &StoredEndpoint,
 ) -> Result<()> {
     network::refuse_existing_interface(req, container)?;
-    common::cni::log::info(&format!(
+    common::log::info(&format!(
         "endpoint {} has no interface {} in netns {}: removing what it left before setting it up again",
         found.key,
         req.ifname,
@@ -154,7 +154,7 @@ fn remove_attachment_left_elsewhere(
 /// finished (or its undo failed). What it left (addresses, veth, record, claim) is removed as DEL
 /// would, so that the retried ADD neither fails on its interface nor holds a second address.
 fn remove_unfinished_attachment(req: &Request) -> Result<()> {
-    common::cni::log::info(&format!(
+    common::log::info(&format!(
         "attachment {}/{} has a record but no endpoint: removing what an unfinished ADD left",
         req.container_id, req.ifname
     ));

@@ -100,7 +100,7 @@ pub fn gc(req: &Request) -> Result<()> {
             &record.ifname,
         )?
         else {
-            common::cni::log::info(&format!(
+            common::log::info(&format!(
                 "gc: attachment {}/{} is busy: skipping it",
                 record.container_id, record.ifname
             ));
@@ -215,10 +215,10 @@ fn request_for(req: &Request, record: &AttachmentRecord) -> Request {
 fn sweep_lock_files(req: &Request) {
     match common::cni::lock::sweep_abandoned(&req.lock_dir) {
         Ok(0) => {}
-        Ok(n) => common::cni::log::info(&format!(
+        Ok(n) => common::log::info(&format!(
             "gc: removed {n} abandoned lock files from {}",
             req.lock_dir.display()
         )),
-        Err(err) => common::cni::log::warn(&format!("gc: {err}")),
+        Err(err) => common::log::warn(&format!("gc: {err}")),
     }
 }

@@ -262,12 +262,12 @@ impl Drop for EndpointGuard<'_> {
         let key = &self.written.key;
         match undo_writes(self.store, std::slice::from_ref(&self.written)) {
             Ok(left) if left.is_empty() => {}
-            Ok(_) => common::cni::log::info(&format!(
+            Ok(_) => common::log::info(&format!(
                 "rollback: leaving endpoint {key}: changed by another writer"
             )),
             Err(err) => {
                 self.rollback.record_failure();
-                common::cni::log::error(&format!(
+                common::log::error(&format!(
                     "rollback: failed to restore endpoint {key}: {err}"
                 ));
             }

@@ -66,7 +66,7 @@ impl Drop for IpamLease<'_> {
         };
         if let Err(err) = released {
             self.rollback.record_failure();
-            common::cni::log::error(&format!(
+            common::log::error(&format!(
                 "rollback: failed to release addresses of {}: {err}",
                 self.req.container_id
             ));

@@ -74,7 +74,7 @@ pub fn prepare(req: &Request, ids: &WorkloadIds) -> Result<PodSetup> {
         let cidr = answer.node_pod_cidr.ok_or_else(|| {
             Error::new(Code::InvalidConfig, format!("no podCIDR for node {node}"))
         })?;
-        common::cni::log::info(&format!(
+        common::log::info(&format!(
             "passing podCIDR {cidr} of node {node} to host-local"
         ));
         set_ipam_field(&mut config, "subnet", Value::from(cidr));

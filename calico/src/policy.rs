@@ -106,7 +106,7 @@ impl Drop for PolicyGuard {
         };
         if let Err(err) = remove_endpoint(table, host_veth) {
             self.rollback.record_failure();
-            common::cni::log::error(&format!(
+            common::log::error(&format!(
                 "rollback: failed to remove local policy of {host_veth}: {err}"
             ));
         }
@@ -171,7 +171,7 @@ pub fn enforce_new_endpoint(
     batch.append(endpoint_batch(&target, &[])?);
     let host_veth = new.host_veth;
     nft::apply(&batch).with_context(|| format!("enforce local policy on {host_veth}"))?;
-    common::cni::log::debug(&format!(
+    common::log::debug(&format!(
         "local policy on {host_veth}: {} nftables messages in table inet {table} in {} us",
         batch.len(),
         started.elapsed().as_micros()

@@ -62,10 +62,10 @@ pub fn commit(
     let node = &req.config.nodename;
     match release_and_delete(store, req, &read, &record_key, !failures.is_empty()) {
         Ok(true) => return Error::combine(failures),
-        Ok(false) => common::cni::log::info(&format!(
+        Ok(false) => common::log::info(&format!(
             "teardown of {record_key} lost a race: releasing and deleting in separate steps"
         )),
-        Err(err) => common::cni::log::info(&format!(
+        Err(err) => common::log::info(&format!(
             "teardown of {record_key} in one transaction failed ({err}): trying separate steps"
         )),
     }

@@ -8,11 +8,10 @@ use ipnetwork::IpNetwork;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::cni::env::{NAME_RULE, is_valid_name};
-use crate::cni::log::{self, LogLevel};
-use crate::cni::version::DEFAULT_VERSION;
 use crate::dataplane::veth::ifname_problem;
 use crate::error::{Code, Error, Result};
+use crate::log::{self, LogLevel};
+use crate::names::{NAME_RULE, is_valid_name};
 
 /// Where and how to reach etcd, resolved from the config keys and the `ETCD_*` variables.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,8 +38,9 @@ pub const DEFAULT_ETCD_TIMEOUT: Duration = Duration::from_secs(10);
 /// The network config of both plugins, validated. Unknown keys are ignored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetConf {
-    /// `cniVersion` as written; `0.1.0` when absent.
-    pub cni_version: String,
+    /// `cniVersion` as written; `None` when absent or empty, which the protocol reads as its
+    /// default version.
+    pub cni_version: Option<String>,
     /// Network name: the Calico profile and the IPAM handle prefix.
     pub name: String,
     /// `type` (the plugin itself; not checked).
@@ -219,17 +219,6 @@ struct RawKubernetes {
     node_name: Option<String>,
 }
 
-/// The `cniVersion` a config asks for, read leniently so that an error about the rest of the
-/// config can still be printed in that version: `None` when the bytes are not a JSON object.
-pub fn requested_version(bytes: &[u8]) -> Option<String> {
-    let value: Value = serde_json::from_slice(bytes).ok()?;
-    let object = value.as_object()?;
-    match object.get("cniVersion") {
-        Some(Value::String(v)) if !v.is_empty() => Some(v.clone()),
-        _ => Some(DEFAULT_VERSION.to_string()),
-    }
-}
-
 impl NetConf {
     /// Parses stdin. Malformed JSON is code 6; a missing or invalid field is code 7.
     /// `env` supplies the `ETCD_*` variables.
@@ -265,10 +254,7 @@ impl NetConf {
             Some(mtu) => return Err(invalid(format!("mtu {mtu} is outside 68-65535"))),
         };
         Ok(NetConf {
-            cni_version: raw
-                .cni_version
-                .filter(|v| !v.is_empty())
-                .unwrap_or_else(|| DEFAULT_VERSION.to_string()),
+            cni_version: raw.cni_version.filter(|v| !v.is_empty()),
             name,
             plugin_type: raw.plugin_type.unwrap_or_default(),
             ipam,
@@ -617,7 +603,7 @@ mod netconf_tests {
             r#"{"name":"net1","type":"calico","ipam":{"type":"calico-ipam"},"nodename":"n1"}"#,
         )
         .unwrap();
-        assert_eq!(conf.cni_version, "0.1.0");
+        assert_eq!(conf.cni_version, None);
         assert!(conf.ipam.assign_ipv4 && !conf.ipam.assign_ipv6);
         assert_eq!(conf.mtu, None);
         assert_eq!(conf.nodename, "n1");

@@ -7,11 +7,12 @@ use std::process::{Command as Process, Stdio};
 
 use serde_json::Value;
 
+use super::Request;
 use super::env::Command;
 use super::result::CniResult;
 use super::version::CniVersion;
-use super::{Request, log};
 use crate::error::{Code, Context, Error, Result, codes};
+use crate::log;
 
 /// Finds `plugin` in the `CNI_PATH` directories: the first directory holding a regular file of
 /// that name wins. A name containing `/` is refused, as the reference `FindInPath` does, so a

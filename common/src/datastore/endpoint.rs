@@ -37,7 +37,7 @@ impl StoredEndpoint {
         if active.is_empty() || active == container_id {
             return true;
         }
-        crate::cni::log::warn(&format!(
+        crate::log::warn(&format!(
             "CNI_CONTAINERID {container_id} does not match the active instance {active} of endpoint {}: leaving it",
             self.key
         ));

@@ -29,10 +29,10 @@ use futures::stream::FuturesUnordered;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::cni::log;
 use crate::config::EtcdSettings;
 use crate::error::{Code, Context, Error, Kind, Result, codes};
 use crate::file::{MAX_PEM_FILE_LEN, read_config_file};
+use crate::log;
 
 /// Environment variable naming a file to which every etcd request appends `<verb> <key>`:
 /// `txn` for a transaction that writes (committed or not), `read` for reads (a transaction
@@ -185,7 +185,7 @@ pub fn log_conflict(txn: &Txn, current: &[Entry]) {
     } else {
         "changed:"
     };
-    crate::cni::log::info(&format!(
+    crate::log::info(&format!(
         "compare-and-swap conflict, {which} {}",
         keys.join(", ")
     ));

@@ -18,10 +18,10 @@ use super::handle::AllocationHandle;
 use super::hint::BlockHints;
 use super::pool::{IpPool, IpamConfig, StoredPool, list_pools, read_ipam_config};
 use super::store::{Store, read_many};
-use crate::cni::log;
 use crate::datastore::keys::{self, IpFamily};
 use crate::datastore::{self, Condition, Entry, Txn, Write};
 use crate::error::{Code, Error, Kind, Result, codes};
+use crate::log;
 
 /// Conflicting compare-and-swap attempts allowed per operation before giving up (Calico v1
 /// uses 100 as well).
