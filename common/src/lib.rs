@@ -12,7 +12,7 @@ pub mod file;
 pub mod ipam;
 pub mod kubernetes;
 pub mod log;
-pub mod names;
+pub mod name_rule;
 pub mod special_ranges;
 
 pub use error::{Code, Context, Error, Kind, Result};

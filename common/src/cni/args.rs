@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use crate::error::{Code, Error, Result};
-use crate::names::{NAME_RULE, is_valid_name};
+use crate::name_rule::{NAME_RULE, is_valid_name};
 
 /// The `CNI_ARGS` keys Calico reads. Unknown keys are ignored, as they are after the
 /// `IgnoreUnknown=1` that runtimes (and Calico itself) put in front.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use super::args::CniArgs;
 use crate::dataplane::veth::ifname_problem;
 use crate::error::{Code, Error, Result};
-use crate::names::{NAME_RULE, is_valid_name};
+use crate::name_rule::{NAME_RULE, is_valid_name};
 
 /// A CNI operation named by `CNI_COMMAND`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
