@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use common::Result;
 use common::cni::{CniResult, Interface, IpConfig, Reply, Request};
+use common::config::PolicyType;
 use common::dataplane::format_mac;
 use common::dataplane::netns::ContainerNetns;
 use common::dataplane::veth::{self, HOST_MAC, VethGuard};
@@ -210,8 +211,10 @@ fn join_network(
 fn network_profile(req: &Request, ids: &WorkloadIds) -> Option<Profile> {
     let name = &req.config.name;
     match (
-        (req.config.policy.policy_type.is_empty() || policy::is_local(&req.config))
-            && req.config.create_profiles,
+        matches!(
+            req.config.policy.policy_type,
+            PolicyType::NetworkProfile | PolicyType::Local
+        ) && req.config.create_profiles,
         ids.is_kubernetes(),
     ) {
         (false, _) => None,

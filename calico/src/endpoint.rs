@@ -155,7 +155,12 @@ pub fn joined_endpoint(
 
 /// The key of this attachment's endpoint.
 pub fn endpoint_key(ids: &WorkloadIds) -> String {
-    keys::workload_endpoint(&ids.node, &ids.orchestrator, &ids.workload, &ids.endpoint)
+    keys::workload_endpoint(
+        &ids.node,
+        ids.orchestrator.as_str(),
+        &ids.workload,
+        &ids.endpoint,
+    )
 }
 
 /// Adds `profile` to an existing endpoint's profiles unless it is there already.

@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use common::cni::Request;
-use common::config::NetConf;
+use common::config::{NetConf, PolicyType};
 use common::dataplane::nft::{
     self, Batch, Element, ElementData, Expr, MapData, MetaKey, NFPROTO_IPV4, NFPROTO_IPV6, SetSpec,
     ValueType, Verdict,
@@ -39,8 +39,6 @@ use ipnetwork::IpNetwork;
 use crate::attachment;
 use crate::workload::WorkloadIds;
 
-/// The `policy.type` that turns local enforcement on.
-pub const LOCAL: &str = "local";
 /// The table's name unless [`TABLE_ENV`] names another.
 pub const DEFAULT_TABLE: &str = "calico-local";
 /// Names the table instead of [`DEFAULT_TABLE`] (tests running side by side use their own).
@@ -58,7 +56,7 @@ const SUPPORTED_FIELDS: [&str; 1] = ["dst_tag"];
 
 /// Whether the network enforces its profiles on this host.
 pub fn is_local(config: &NetConf) -> bool {
-    config.policy.policy_type == LOCAL
+    config.policy.policy_type == PolicyType::Local
 }
 
 /// The table this attachment's ADD records and programs: `None` without local policy.

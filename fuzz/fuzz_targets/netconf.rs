@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
             );
-            assert!(!conf.ipam.plugin_type.is_empty());
+            assert!(!conf.ipam.plugin.binary_name().is_empty());
             assert!(conf.mtu.is_none_or(|mtu| (68..=65535).contains(&mtu)));
             assert!(conf.log_file.as_ref().is_none_or(|p| p.is_absolute()));
             assert!(!conf.etcd.endpoints.is_empty());

@@ -45,7 +45,7 @@ pub fn find_plugin(plugin: &str, cni_path: &[PathBuf]) -> Result<PathBuf> {
 /// result that cannot be used (not JSON, no addresses) is released with IPAM DEL before the
 /// error: the plugin did allocate something.
 pub fn ipam_add(req: &Request) -> Result<CniResult> {
-    let plugin = &req.config.ipam.plugin_type;
+    let plugin = req.config.ipam.plugin.binary_name();
     let stdout = exec_ipam(req, Command::Add, &req.raw_config)?;
     usable_result(&stdout).map_err(|err| {
         if let Err(del_err) = ipam_exec(req, Command::Del, &req.raw_config) {
@@ -83,7 +83,7 @@ pub const DELEGATION_DEPTH_ENV: &str = "CALICO_CNI_DELEGATION_DEPTH";
 const MAX_DELEGATION_DEPTH: u32 = 2;
 
 fn exec_ipam(req: &Request, command: Command, stdin: &[u8]) -> Result<Vec<u8>> {
-    let plugin = &req.config.ipam.plugin_type;
+    let plugin = req.config.ipam.plugin.binary_name();
     let path = find_plugin(plugin, &req.cni_path)?;
     refuse_self(plugin, &path)?;
     refuse_deep_delegation(plugin)?;

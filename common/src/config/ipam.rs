@@ -1,5 +1,6 @@
 //! The `ipam` section.
 
+use std::fmt;
 use std::path::PathBuf;
 
 use ipnetwork::IpNetwork;
@@ -12,8 +13,8 @@ use crate::error::Result;
 /// The `ipam` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpamConf {
-    /// `ipam.type`: the IPAM plugin's binary name.
-    pub plugin_type: String,
+    /// `ipam.type`: the IPAM plugin.
+    pub plugin: IpamPlugin,
     /// `ipam.assign_ipv4`: true unless `"false"` (or JSON `false`).
     pub assign_ipv4: bool,
     /// `ipam.assign_ipv6`: false unless `"true"` (or JSON `true`).
@@ -27,6 +28,43 @@ pub struct IpamConf {
     /// `ipam.block_hint_dir`: where calico-ipam keeps its node-local hint of the node's affine
     /// blocks (default [`DEFAULT_BLOCK_HINT_DIR`]); `None` when set to `""` (no hints).
     pub block_hint_dir: Option<PathBuf>,
+}
+
+/// `ipam.type`: the IPAM plugin, by the name of its binary in `CNI_PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpamPlugin {
+    /// `calico-ipam`, which `calico` may run in its own process.
+    CalicoIpam,
+    /// `host-local`, whose `subnet` may be the node's pod CIDR (`usePodCidr`).
+    HostLocal,
+    /// Any other IPAM plugin, named by its binary.
+    Other(String),
+}
+
+impl IpamPlugin {
+    /// The plugin named `name`.
+    fn named(name: String) -> IpamPlugin {
+        match name.as_str() {
+            "calico-ipam" => IpamPlugin::CalicoIpam,
+            "host-local" => IpamPlugin::HostLocal,
+            _ => IpamPlugin::Other(name),
+        }
+    }
+
+    /// The name of the plugin's binary, as `ipam.type` gives it.
+    pub fn binary_name(&self) -> &str {
+        match self {
+            IpamPlugin::CalicoIpam => "calico-ipam",
+            IpamPlugin::HostLocal => "host-local",
+            IpamPlugin::Other(name) => name,
+        }
+    }
+}
+
+impl fmt::Display for IpamPlugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.binary_name())
+    }
 }
 
 /// The default of `ipam.block_hint_dir`.
@@ -63,7 +101,7 @@ pub(super) fn parse_ipam(raw: Option<RawIpam>) -> Result<IpamConf> {
         )));
     }
     Ok(IpamConf {
-        plugin_type,
+        plugin: IpamPlugin::named(plugin_type),
         assign_ipv4: flag(raw.assign_ipv4.as_ref(), "ipam.assign_ipv4", true)?,
         assign_ipv6: flag(raw.assign_ipv6.as_ref(), "ipam.assign_ipv6", false)?,
         ipv4_pools: pools(&raw.ipv4_pools, "ipam.ipv4_pools", true)?,
@@ -164,6 +202,22 @@ mod tests {
             for named in [key, pool, special] {
                 assert!(err.msg().contains(named), "{pool}: {}", err.msg());
             }
+        }
+    }
+
+    #[test]
+    fn ipam_type_names_the_plugin() {
+        let cases = [
+            ("calico-ipam", IpamPlugin::CalicoIpam),
+            ("host-local", IpamPlugin::HostLocal),
+            ("dhcp", IpamPlugin::Other("dhcp".to_string())),
+            ("Calico-IPAM", IpamPlugin::Other("Calico-IPAM".to_string())),
+        ];
+        for (name, want) in cases {
+            let json = format!(r#"{{"name":"n","ipam":{{"type":"{name}"}}}}"#);
+            let plugin = parse(&json).unwrap().ipam.plugin;
+            assert_eq!(plugin.binary_name(), name);
+            assert_eq!(plugin, want);
         }
     }
 

@@ -20,11 +20,11 @@ use crate::log::LogLevel;
 
 pub use attachments::Attachment;
 pub use etcd::{DEFAULT_ETCD_TIMEOUT, EtcdConfigKeys, EtcdSettings, etcd_settings};
-pub use ipam::{DEFAULT_BLOCK_HINT_DIR, IpamConf};
+pub use ipam::{DEFAULT_BLOCK_HINT_DIR, IpamConf, IpamPlugin};
 pub use kubernetes::KubernetesConf;
 pub use labels::ENDPOINT_LABEL_PREFIX;
 pub use names::DEFAULT_INTERFACE_PREFIX;
-pub use policy::PolicyConf;
+pub use policy::{PolicyConf, PolicyType};
 
 /// The network config of both plugins, validated. Unknown keys are ignored.
 #[derive(Debug, Clone, PartialEq)]
@@ -274,7 +274,7 @@ mod tests {
         .unwrap();
         assert_eq!(conf.name, "net1");
         assert_eq!(conf.nodename, "n1");
-        assert_eq!(conf.ipam.plugin_type, "calico-ipam");
+        assert_eq!(conf.ipam.plugin, IpamPlugin::CalicoIpam);
     }
 
     #[test]
