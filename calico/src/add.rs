@@ -17,7 +17,7 @@ use crate::attachment::{self, AttachmentGuard};
 use crate::combined;
 use crate::crash;
 use crate::endpoint::{self, EndpointWrite, StoredEndpoint};
-use crate::ipam::{self, IpamLease};
+use crate::ipam_delegation::{self, IpamLease};
 use crate::labels;
 use crate::network;
 use crate::pod::{self, AddressSource, PodSetup};
@@ -63,7 +63,7 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let read = (wanted.as_slice(), first.also.as_slice());
     let (mut recorded, mut lease) =
         record_and_allocate(&store, &setup, read, replaced.as_ref(), &rollback)?;
-    let addresses = ipam::workload_addresses(&lease.result);
+    let addresses = ipam_delegation::workload_addresses(&lease.result);
     crash::point("after-ipam");
     let host_veth = recorded.host_veth();
     let mut pair =
@@ -116,7 +116,7 @@ fn record_and_allocate<'a>(
     let recorded = attachment::record_attachment(store, req, &ids, &setup.addresses, rollback)?;
     crash::point("after-record");
     release_replaced_addresses(store, req, &setup.addresses, replaced)?;
-    let lease = ipam::allocate(store, req, &setup.addresses, rollback)?;
+    let lease = ipam_delegation::allocate(store, req, &setup.addresses, rollback)?;
     Ok((recorded, lease))
 }
 
@@ -175,7 +175,7 @@ fn release_replaced_addresses(
         .map(|r| r.endpoint.active_instance_id.as_str())
         .filter(|id| !id.is_empty() && *id != req.container_id);
     match (source, previous) {
-        (AddressSource::IpamRequested(_), Some(previous)) => ipam::release(
+        (AddressSource::IpamRequested(_), Some(previous)) => ipam_delegation::release(
             store,
             &Request {
                 container_id: previous.to_string(),

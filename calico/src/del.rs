@@ -15,7 +15,7 @@ use common::{Error, Result};
 
 use crate::attachment;
 use crate::endpoint::{self, StoredEndpoint};
-use crate::ipam;
+use crate::ipam_delegation;
 use crate::network;
 use crate::policy;
 use crate::teardown_commit::{self, TeardownRead};
@@ -130,7 +130,7 @@ pub fn gc(req: &Request) -> Result<()> {
             ifname: r.ifname,
         })
         .collect();
-    failures.extend(ipam::gc(&store, req, &busy).err());
+    failures.extend(ipam_delegation::gc(&store, req, &busy).err());
     Error::combine(failures)
 }
 
@@ -166,7 +166,7 @@ fn teardown(
     let (host_veth, nft_table) = (plan.host_veth.clone(), host_veth.nft_table);
     // The addresses leave local policy's sets before IPAM may hand them out again.
     let unenforced = policy::remove_enforcement(nft_table.as_deref(), host_veth.as_deref());
-    if ipam::in_process(req) {
+    if ipam_delegation::in_process(req) {
         let read = TeardownRead {
             plan,
             ipam: ipam_read,
@@ -178,7 +178,7 @@ fn teardown(
             |failures| teardown_commit::commit(store, req, read, failures),
         );
     }
-    let released = ipam::release(store, req);
+    let released = ipam_delegation::release(store, req);
     let record_key = attachment::attachment_key(req);
     network::remove_workload_interfaces_then(
         req,
@@ -194,7 +194,7 @@ fn teardown(
 /// Leaving a network the container joined later: drop its profile, release whatever the IPAM
 /// plugin may hold for it; the interface stays with the network that made it.
 fn leave_network(store: &Datastore, req: &Request, stored: StoredEndpoint) -> Result<()> {
-    let released = ipam::release(store, req);
+    let released = ipam_delegation::release(store, req);
     endpoint::remove_profile(store, stored.clone(), &req.config.name)?;
     policy::enforce_left(store, req, &stored.endpoint)?;
     released

@@ -7,7 +7,7 @@ mod combined;
 mod crash;
 mod del;
 mod endpoint;
-mod ipam;
+mod ipam_delegation;
 mod labels;
 mod network;
 mod pod;

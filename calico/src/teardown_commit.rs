@@ -19,12 +19,12 @@ use common::ipam::{Allocator, BlockHints, verbs};
 use common::{Error, Result};
 
 use crate::attachment;
-use crate::ipam;
+use crate::ipam_delegation;
 
 /// The keys DEL's first read adds for this step (in this process only): the handles DEL
 /// releases and the node's hinted blocks, where the handles' addresses usually are.
 pub fn first_read_keys(req: &Request) -> Vec<String> {
-    if !ipam::in_process(req) {
+    if !ipam_delegation::in_process(req) {
         return Vec::new();
     }
     let mut wanted: Vec<String> = verbs::released_handles(req)
@@ -69,7 +69,7 @@ pub fn commit(
             "teardown of {record_key} in one transaction failed ({err}): trying separate steps"
         )),
     }
-    failures.extend(ipam::release(store, req).err());
+    failures.extend(ipam_delegation::release(store, req).err());
     read.plan.finish(store, node, &record_key, failures)
 }
 
