@@ -7,6 +7,7 @@ mod combined;
 mod crash;
 mod del;
 mod endpoint;
+mod gc;
 mod ipam_delegation;
 mod labels;
 mod network;
@@ -42,7 +43,7 @@ impl Plugin for Calico {
     }
 
     fn gc(&self, req: &Request) -> common::Result<()> {
-        del::gc(req)
+        gc::gc(req)
     }
 
     fn supports_1_1_0(&self) -> bool {
