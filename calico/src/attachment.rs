@@ -4,7 +4,7 @@
 
 use common::cni::Request;
 use common::dataplane::{Netlink, veth};
-use common::datastore::model::{AttachmentRecord, HostVethClaim};
+use common::datastore::records::{AttachmentRecord, HostVethClaim};
 use common::datastore::undo::{WrittenKey, undo_writes};
 use common::datastore::{self, Condition, Datastore, Entry, Txn, Write, keys};
 use common::error::{RollbackLog, codes};

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use common::Result;
 use common::cni::Request;
 use common::datastore::endpoint::{Teardown, decode_claim, read_claim};
-use common::datastore::model::HostVethClaim;
+use common::datastore::records::HostVethClaim;
 use common::datastore::{Datastore, Entry, keys};
 
 use crate::attachment;

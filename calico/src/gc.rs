@@ -9,7 +9,7 @@ use common::cni::{CniArgs, Request};
 use common::config::Attachment;
 use common::datastore::Datastore;
 use common::datastore::endpoint::read_claim;
-use common::datastore::model::AttachmentRecord;
+use common::datastore::records::AttachmentRecord;
 use common::{Error, Result};
 
 use crate::attachment;

@@ -30,7 +30,8 @@ use common::dataplane::nft::{
     self, Batch, Element, ElementData, Expr, MapData, MetaKey, NFPROTO_IPV4, NFPROTO_IPV6, SetSpec,
     ValueType, Verdict,
 };
-use common::datastore::model::{AttachmentRecord, Profile, ProfileRules, Rule, WorkloadEndpoint};
+use common::datastore::model::{Profile, ProfileRules, Rule, WorkloadEndpoint};
+use common::datastore::records::AttachmentRecord;
 use common::datastore::{Datastore, Entry, Read, keys};
 use common::error::{RollbackLog, codes};
 use common::{Code, Context, Error, Result};

@@ -2,7 +2,8 @@
 //! plugin's DEL and GC and by `calico-ipam gc`, so that every teardown removes an endpoint the
 //! same way.
 
-use super::model::{HostVethClaim, WorkloadEndpoint};
+use super::model::WorkloadEndpoint;
+use super::records::HostVethClaim;
 use super::{Condition, Datastore, Entry, Txn, Write, keys, log_conflict};
 use crate::error::{Context, Error, Kind, Result, codes};
 

@@ -10,6 +10,7 @@
 pub mod endpoint;
 pub mod keys;
 pub mod model;
+pub mod records;
 pub mod undo;
 
 use std::fs::OpenOptions;
