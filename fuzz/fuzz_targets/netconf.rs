@@ -3,9 +3,9 @@
 #![no_main]
 
 use common::Code;
-use common::log::{self, LogLevel};
 use common::cni::version;
 use common::config::NetConf;
+use common::log::{self, LogLevel};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
