@@ -11,7 +11,7 @@ use std::path::Path;
 use common::cni::lock::AttachmentLock;
 use common::dataplane::{Netlink, veth};
 use common::datastore::endpoint::{Teardown, read_claim, read_endpoint_at};
-use common::datastore::model::AttachmentRecord;
+use common::datastore::records::AttachmentRecord;
 use common::datastore::{Datastore, keys};
 use common::ipam::{Allocator, handle_id};
 use common::{Context, Error, Result};

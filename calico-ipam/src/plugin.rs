@@ -74,7 +74,7 @@ impl Drop for Lease<'_> {
             return;
         }
         if let Err(err) = verbs::release_assigned(self.store, self.req, &self.addresses) {
-            common::cni::log::error(&format!("rollback: {err}"));
+            common::log::error(&format!("rollback: {err}"));
         }
     }
 }

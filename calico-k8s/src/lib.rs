@@ -444,7 +444,7 @@ fn install_crypto_provider() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::config::{KubernetesConf, PolicyConf};
+    use common::config::{KubernetesConf, PolicyConf, PolicyType};
 
     /// A directory for one test's files, removed when dropped.
     struct Scratch(std::path::PathBuf);
@@ -611,7 +611,7 @@ current-context: main
                 .map(|text| scratch.write("kubeconfig", &text.replace("CA_DATA", CA_DATA_B64)));
             let conf = net_conf(
                 PolicyConf {
-                    policy_type: "k8s".into(),
+                    policy_type: PolicyType::Kubernetes,
                     k8s_api_root: case.policy_root.map(String::from),
                     k8s_auth_token: case.token.map(String::from),
                     k8s_client_certificate: case.client_cert_files.then(|| cert.clone()),

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use common::Result;
 use common::cni::{CniResult, Interface, IpConfig, Reply, Request};
+use common::config::PolicyType;
 use common::dataplane::format_mac;
 use common::dataplane::netns::ContainerNetns;
 use common::dataplane::veth::{self, HOST_MAC, VethGuard};
@@ -16,7 +17,7 @@ use crate::attachment::{self, AttachmentGuard};
 use crate::combined;
 use crate::crash;
 use crate::endpoint::{self, EndpointWrite, StoredEndpoint};
-use crate::ipam::{self, IpamLease};
+use crate::ipam_delegation::{self, IpamLease};
 use crate::labels;
 use crate::network;
 use crate::pod::{self, AddressSource, PodSetup};
@@ -62,7 +63,7 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let read = (wanted.as_slice(), first.also.as_slice());
     let (mut recorded, mut lease) =
         record_and_allocate(&store, &setup, read, replaced.as_ref(), &rollback)?;
-    let addresses = ipam::workload_addresses(&lease.result);
+    let addresses = ipam_delegation::workload_addresses(&lease.result);
     crash::point("after-ipam");
     let host_veth = recorded.host_veth();
     let mut pair =
@@ -115,7 +116,7 @@ fn record_and_allocate<'a>(
     let recorded = attachment::record_attachment(store, req, &ids, &setup.addresses, rollback)?;
     crash::point("after-record");
     release_replaced_addresses(store, req, &setup.addresses, replaced)?;
-    let lease = ipam::allocate(store, req, &setup.addresses, rollback)?;
+    let lease = ipam_delegation::allocate(store, req, &setup.addresses, rollback)?;
     Ok((recorded, lease))
 }
 
@@ -141,7 +142,7 @@ fn remove_attachment_left_elsewhere(
     found: &StoredEndpoint,
 ) -> Result<()> {
     network::refuse_existing_interface(req, container)?;
-    common::cni::log::info(&format!(
+    common::log::info(&format!(
         "endpoint {} has no interface {} in netns {}: removing what it left before setting it up again",
         found.key,
         req.ifname,
@@ -154,7 +155,7 @@ fn remove_attachment_left_elsewhere(
 /// finished (or its undo failed). What it left (addresses, veth, record, claim) is removed as DEL
 /// would, so that the retried ADD neither fails on its interface nor holds a second address.
 fn remove_unfinished_attachment(req: &Request) -> Result<()> {
-    common::cni::log::info(&format!(
+    common::log::info(&format!(
         "attachment {}/{} has a record but no endpoint: removing what an unfinished ADD left",
         req.container_id, req.ifname
     ));
@@ -174,7 +175,7 @@ fn release_replaced_addresses(
         .map(|r| r.endpoint.active_instance_id.as_str())
         .filter(|id| !id.is_empty() && *id != req.container_id);
     match (source, previous) {
-        (AddressSource::IpamRequested(_), Some(previous)) => ipam::release(
+        (AddressSource::IpamRequested(_), Some(previous)) => ipam_delegation::release(
             store,
             &Request {
                 container_id: previous.to_string(),
@@ -210,8 +211,10 @@ fn join_network(
 fn network_profile(req: &Request, ids: &WorkloadIds) -> Option<Profile> {
     let name = &req.config.name;
     match (
-        (req.config.policy.policy_type.is_empty() || policy::is_local(&req.config))
-            && req.config.create_profiles,
+        matches!(
+            req.config.policy.policy_type,
+            PolicyType::NetworkProfile | PolicyType::Local
+        ) && req.config.create_profiles,
         ids.is_kubernetes(),
     ) {
         (false, _) => None,

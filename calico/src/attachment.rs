@@ -4,7 +4,7 @@
 
 use common::cni::Request;
 use common::dataplane::{Netlink, veth};
-use common::datastore::model::{AttachmentRecord, HostVethClaim};
+use common::datastore::records::{AttachmentRecord, HostVethClaim};
 use common::datastore::retry::{Backoff, CasRetry};
 use common::datastore::undo::{WrittenKey, undo_writes};
 use common::datastore::{self, Condition, Datastore, Entry, Txn, Write, keys};
@@ -71,7 +71,7 @@ impl Drop for AttachmentGuard<'_> {
         }
         let record_key = &self.written[0].key;
         if self.rollback.failed() {
-            common::cni::log::warn(&format!(
+            common::log::warn(&format!(
                 "rollback incomplete: keeping attachment record {record_key} for DEL or GC"
             ));
             return;
@@ -79,11 +79,11 @@ impl Drop for AttachmentGuard<'_> {
         // A pod's next sandbox may have taken the claim over meanwhile: it keeps it.
         match undo_writes(self.store, &self.written) {
             Ok(left) if left.is_empty() => {}
-            Ok(left) => common::cni::log::info(&format!(
+            Ok(left) => common::log::info(&format!(
                 "rollback: leaving {}: changed by another writer",
                 left.join(", ")
             )),
-            Err(err) => common::cni::log::error(&format!(
+            Err(err) => common::log::error(&format!(
                 "rollback: failed to delete attachment record {record_key}: {err}"
             )),
         }
@@ -295,7 +295,7 @@ fn claim_host_veth(
                 let holder: HostVethClaim = serde_json::from_slice(&entry.value)
                     .with_context(|| format!("decode claim {claim_key}"))?;
                 if holder.endpoint != record.endpoint {
-                    common::cni::log::info(&format!(
+                    common::log::info(&format!(
                         "host veth name {name} belongs to {}",
                         holder.endpoint
                     ));
@@ -325,7 +325,7 @@ fn host_veth_after_claim(
         if let Some(owner) =
             endpoint::endpoint_using_link(store, &ids.node, name)?.filter(|o| *o != own)
         {
-            common::cni::log::info(&format!("host link {name} belongs to endpoint {owner}"));
+            common::log::info(&format!("host link {name} belongs to endpoint {owner}"));
             store
                 .delete(claim_key)
                 .with_context(|| format!("give back claim {claim_key}"))?;

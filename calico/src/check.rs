@@ -13,7 +13,7 @@ use ipnetwork::IpNetwork;
 
 use crate::attachment;
 use crate::endpoint;
-use crate::ipam;
+use crate::ipam_delegation;
 use crate::network;
 use crate::policy;
 use crate::workload::WorkloadIds;
@@ -41,7 +41,7 @@ pub fn check(req: &Request) -> Result<()> {
     let expected = expected_state(req)?;
     let record = attachment::read_attachment(&store, req)?;
     if !record.as_ref().is_some_and(|r| r.without_ipam) {
-        ipam::check(&store, req)?;
+        ipam_delegation::check(&store, req)?;
     }
     let mut mismatches = check_container(&sessions.container, &req.ifname, &expected)?;
     mismatches.extend(check_host(sessions.host, &expected)?);
@@ -81,7 +81,7 @@ fn expected_state(req: &Request) -> Result<Expected> {
     Ok(Expected {
         host_ifname: host.name.clone(),
         container_mac: container.mac.clone(),
-        addresses: ipam::workload_addresses(&prev),
+        addresses: ipam_delegation::workload_addresses(&prev),
     })
 }
 

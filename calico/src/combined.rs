@@ -16,7 +16,7 @@ use common::ipam::verbs::{self, AssignInputs};
 
 use crate::attachment::{self, AttachmentGuard};
 use crate::crash;
-use crate::ipam::{self, IpamLease};
+use crate::ipam_delegation::{self, IpamLease};
 use crate::pod::{AddressSource, PodSetup};
 use crate::workload::WorkloadIds;
 
@@ -27,7 +27,7 @@ pub fn first_read_keys(req: &Request, ids: &WorkloadIds) -> Vec<String> {
         &ids.node,
         &ids.host_veth_name(&req.container_id),
     )];
-    if ipam::in_process(req) {
+    if ipam_delegation::in_process(req) {
         wanted.extend(verbs::first_read_keys(req));
     }
     wanted
@@ -44,7 +44,7 @@ pub fn record_and_allocate<'a>(
     rollback: &RollbackLog,
 ) -> Result<Option<(AttachmentGuard<'a>, IpamLease<'a>)>> {
     let (req, source) = (&setup.request, &setup.addresses);
-    if !ipam::in_process(req) || *source != AddressSource::Ipam {
+    if !ipam_delegation::in_process(req) || *source != AddressSource::Ipam {
         return Ok(None);
     }
     let ids = WorkloadIds::for_request(req);
@@ -62,7 +62,8 @@ pub fn record_and_allocate<'a>(
         prefetched,
         companion: Some(pending.txn.clone()),
     };
-    let assigned = verbs::assign_under_node_lock(store, &ipam::ipam_request(req), inputs);
+    let assigned =
+        verbs::assign_under_node_lock(store, &ipam_delegation::ipam_request(req), inputs);
     match assigned.companion {
         CompanionOutcome::Broken => Ok(None),
         CompanionOutcome::NotSent => Err(assigned
@@ -74,7 +75,7 @@ pub fn record_and_allocate<'a>(
             let recorded = pending.committed(store, rollback);
             crash::point("after-record");
             let addresses = assigned.addresses?;
-            let lease = ipam::assigned_lease(store, req, addresses, rollback);
+            let lease = ipam_delegation::assigned_lease(store, req, addresses, rollback);
             Ok(Some((recorded, lease)))
         }
     }

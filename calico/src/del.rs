@@ -1,21 +1,17 @@
-//! DEL and GC: release the addresses, delete the endpoint, remove the interfaces, then the
+//! DEL: release the addresses, delete the endpoint, remove the interfaces, then the
 //! attachment record. Idempotent.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
-use common::cni::lock::AttachmentLock;
-use common::cni::{CniArgs, Request};
-use common::config::Attachment;
+use common::Result;
+use common::cni::Request;
 use common::datastore::endpoint::{Teardown, decode_claim, read_claim};
-use common::datastore::model::AttachmentRecord;
-use common::datastore::model::HostVethClaim;
+use common::datastore::records::HostVethClaim;
 use common::datastore::{Datastore, Entry, keys};
-use common::{Error, Result};
 
 use crate::attachment;
 use crate::endpoint::{self, StoredEndpoint};
-use crate::ipam;
+use crate::ipam_delegation;
 use crate::network;
 use crate::policy;
 use crate::teardown_commit::{self, TeardownRead};
@@ -75,71 +71,15 @@ pub fn del(req: &Request) -> Result<()> {
     )
 }
 
-/// Handles GC: every attachment of this network on this node that the runtime no longer lists
-/// is torn down as DEL would, even when its ADD never finished; then the IPAM plugin's GC.
-/// Absent lists mean no attachment is valid, as libcni sends none when it has none.
-pub fn gc(req: &Request) -> Result<()> {
-    let store = Datastore::connect(&req.config.etcd)?;
-    endpoint::ensure_ready(&store)?;
-    sweep_lock_files(req);
-    let valid = req.config.valid_attachments.clone().unwrap_or_default();
-    let is_valid = |r: &AttachmentRecord| {
-        valid
-            .iter()
-            .any(|a| a.container_id == r.container_id && a.ifname == r.ifname)
-    };
-    let (records, mut failures) = attachment::list_attachments(&store, req)?;
-    let mut busy = Vec::new();
-    for record in records.into_iter().filter(|r| !is_valid(r)) {
-        // An ADD or DEL of the attachment is running right now: it is not garbage yet, and
-        // tearing it down under that verb would leave half of it. The next GC looks again.
-        let Some(_lock) = AttachmentLock::try_acquire(
-            &req.lock_dir,
-            "calico",
-            &record.container_id,
-            &record.ifname,
-        )?
-        else {
-            common::cni::log::info(&format!(
-                "gc: attachment {}/{} is busy: skipping it",
-                record.container_id, record.ifname
-            ));
-            busy.push(record);
-            continue;
-        };
-        let attachment_req = request_for(req, &record);
-        let outcome = endpoint::read_endpoint_at(&store, &record.endpoint).and_then(|stored| {
-            let claim = read_claim(&store, &req.config.nodename, &record.host_veth)?;
-            let host_veth = HostVethState {
-                name: Some(record.host_veth.clone()),
-                claim,
-                nft_table: record.nft_table.clone(),
-            };
-            teardown(&store, &attachment_req, stored, host_veth, HashMap::new())
-        });
-        let context = format!(
-            "collect attachment {}/{}",
-            record.container_id, record.ifname
-        );
-        failures.extend(outcome.err().map(|e| e.context(context)));
-    }
-    let busy: Vec<Attachment> = busy
-        .into_iter()
-        .map(|r| Attachment {
-            container_id: r.container_id,
-            ifname: r.ifname,
-        })
-        .collect();
-    failures.extend(ipam::gc(&store, req, &busy).err());
-    Error::combine(failures)
-}
-
 /// The host veth an attachment used, who holds the claim on its name now, and the nftables
 /// table its record says enforces local policy on it.
-struct HostVethState {
-    name: Option<String>,
-    claim: Option<HostVethClaim>,
-    nft_table: Option<String>,
+pub struct HostVethState {
+    /// The name the endpoint or the record gives; `None` when neither exists.
+    pub name: Option<String>,
+    /// The claim on that name as read now.
+    pub claim: Option<HostVethClaim>,
+    /// The table of the record's local policy.
+    pub nft_table: Option<String>,
 }
 
 /// Releases the addresses, removes the interfaces, then deletes the endpoint (and, when all
@@ -150,7 +90,7 @@ struct HostVethState {
 /// sandbox (a late DEL of an older one) is left alone, and so is a host veth whose name another
 /// sandbox or container holds now; this sandbox's addresses and container interface go all the
 /// same. The record stays when something failed, so a retry finds it.
-fn teardown(
+pub fn teardown(
     store: &Datastore,
     req: &Request,
     stored: Option<StoredEndpoint>,
@@ -166,7 +106,7 @@ fn teardown(
     let (host_veth, nft_table) = (plan.host_veth.clone(), host_veth.nft_table);
     // The addresses leave local policy's sets before IPAM may hand them out again.
     let unenforced = policy::remove_enforcement(nft_table.as_deref(), host_veth.as_deref());
-    if ipam::in_process(req) {
+    if ipam_delegation::in_process(req) {
         let read = TeardownRead {
             plan,
             ipam: ipam_read,
@@ -178,7 +118,7 @@ fn teardown(
             |failures| teardown_commit::commit(store, req, read, failures),
         );
     }
-    let released = ipam::release(store, req);
+    let released = ipam_delegation::release(store, req);
     let record_key = attachment::attachment_key(req);
     network::remove_workload_interfaces_then(
         req,
@@ -194,31 +134,8 @@ fn teardown(
 /// Leaving a network the container joined later: drop its profile, release whatever the IPAM
 /// plugin may hold for it; the interface stays with the network that made it.
 fn leave_network(store: &Datastore, req: &Request, stored: StoredEndpoint) -> Result<()> {
-    let released = ipam::release(store, req);
+    let released = ipam_delegation::release(store, req);
     endpoint::remove_profile(store, stored.clone(), &req.config.name)?;
     policy::enforce_left(store, req, &stored.endpoint)?;
     released
-}
-
-/// The request DEL would have had for a recorded attachment.
-fn request_for(req: &Request, record: &AttachmentRecord) -> Request {
-    Request {
-        container_id: record.container_id.clone(),
-        ifname: record.ifname.clone(),
-        netns: Some(PathBuf::from(&record.netns)).filter(|p| !p.as_os_str().is_empty()),
-        args: CniArgs::default(),
-        ..req.clone()
-    }
-}
-
-/// Lock files that verbs killed before their end left behind go with GC.
-fn sweep_lock_files(req: &Request) {
-    match common::cni::lock::sweep_abandoned(&req.lock_dir) {
-        Ok(0) => {}
-        Ok(n) => common::cni::log::info(&format!(
-            "gc: removed {n} abandoned lock files from {}",
-            req.lock_dir.display()
-        )),
-        Err(err) => common::cni::log::warn(&format!("gc: {err}")),
-    }
 }

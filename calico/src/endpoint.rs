@@ -157,7 +157,12 @@ pub fn joined_endpoint(
 
 /// The key of this attachment's endpoint.
 pub fn endpoint_key(ids: &WorkloadIds) -> String {
-    keys::workload_endpoint(&ids.node, &ids.orchestrator, &ids.workload, &ids.endpoint)
+    keys::workload_endpoint(
+        &ids.node,
+        ids.orchestrator.as_str(),
+        &ids.workload,
+        &ids.endpoint,
+    )
 }
 
 /// Adds `profile` to an existing endpoint's profiles unless it is there already.
@@ -264,12 +269,12 @@ impl Drop for EndpointGuard<'_> {
         let key = &self.written.key;
         match undo_writes(self.store, std::slice::from_ref(&self.written)) {
             Ok(left) if left.is_empty() => {}
-            Ok(_) => common::cni::log::info(&format!(
+            Ok(_) => common::log::info(&format!(
                 "rollback: leaving endpoint {key}: changed by another writer"
             )),
             Err(err) => {
                 self.rollback.record_failure();
-                common::cni::log::error(&format!(
+                common::log::error(&format!(
                     "rollback: failed to restore endpoint {key}: {err}"
                 ));
             }

@@ -7,7 +7,8 @@ mod combined;
 mod crash;
 mod del;
 mod endpoint;
-mod ipam;
+mod gc;
+mod ipam_delegation;
 mod labels;
 mod network;
 mod pod;
@@ -42,7 +43,7 @@ impl Plugin for Calico {
     }
 
     fn gc(&self, req: &Request) -> common::Result<()> {
-        del::gc(req)
+        gc::gc(req)
     }
 
     fn supports_1_1_0(&self) -> bool {

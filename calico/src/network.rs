@@ -65,7 +65,7 @@ pub fn create_workload_interfaces<'a>(
 ) -> Result<veth::VethGuard<'a>> {
     let host_ifname = host.name.as_str();
     if host.replaces_stale_link {
-        common::cni::log::info(&format!("deleting stale host link {host_ifname}"));
+        common::log::info(&format!("deleting stale host link {host_ifname}"));
         veth::delete_host_veth(sessions.host, host_ifname)?;
     }
     let mut request = veth::VethRequest::new(host_ifname, &req.ifname);
@@ -157,7 +157,7 @@ fn report_interface_left(req: &Request) -> Result<()> {
     if let Some(netns) = req.netns.as_deref()
         && veth::container_link_exists(netns, &req.ifname)?
     {
-        common::cni::log::warn(&format!(
+        common::log::warn(&format!(
             "leaving interface {} in netns {}: this attachment did not create it",
             req.ifname,
             netns.display()

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use common::cni::Request;
+use common::config::{IpamPlugin, PolicyType};
 use common::kubernetes::{self, Pod, Query};
 use common::special_ranges;
 use common::{Code, Error, Result};
@@ -53,7 +54,7 @@ pub fn prepare(req: &Request, ids: &WorkloadIds) -> Result<PodSetup> {
     let Some((namespace, name)) = &ids.pod else {
         return Ok(setup);
     };
-    let wants_pod = req.config.policy.policy_type == "k8s";
+    let wants_pod = req.config.policy.policy_type == PolicyType::Kubernetes;
     let wants_pod_cidr = uses_pod_cidr(req);
     if !wants_pod && !wants_pod_cidr {
         return Ok(setup);
@@ -74,14 +75,14 @@ pub fn prepare(req: &Request, ids: &WorkloadIds) -> Result<PodSetup> {
         let cidr = answer.node_pod_cidr.ok_or_else(|| {
             Error::new(Code::InvalidConfig, format!("no podCIDR for node {node}"))
         })?;
-        common::cni::log::info(&format!(
+        common::log::info(&format!(
             "passing podCIDR {cidr} of node {node} to host-local"
         ));
         set_ipam_field(&mut config, "subnet", Value::from(cidr));
     }
     if let Some(pod) = &answer.pod {
         setup.labels = pod_labels(pod, namespace);
-        if req.config.ipam.plugin_type == "calico-ipam" {
+        if req.config.ipam.plugin == IpamPlugin::CalicoIpam {
             for (annotation, field) in [(IPV4_POOLS, "ipv4_pools"), (IPV6_POOLS, "ipv6_pools")] {
                 if let Some(pools) = pool_annotation(pod, annotation)? {
                     set_ipam_field(&mut config, field, pools);
@@ -96,7 +97,7 @@ pub fn prepare(req: &Request, ids: &WorkloadIds) -> Result<PodSetup> {
 
 /// host-local with `subnet: usePodCidr` (any case, as Calico compares it).
 pub fn uses_pod_cidr(req: &Request) -> bool {
-    req.config.ipam.plugin_type == "host-local"
+    req.config.ipam.plugin == IpamPlugin::HostLocal
         && req
             .config
             .ipam

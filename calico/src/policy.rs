@@ -25,12 +25,13 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use common::cni::Request;
-use common::config::NetConf;
+use common::config::{NetConf, PolicyType};
 use common::dataplane::nft::{
     self, Batch, Element, ElementData, Expr, MapData, MetaKey, NFPROTO_IPV4, NFPROTO_IPV6, SetSpec,
     ValueType, Verdict,
 };
-use common::datastore::model::{AttachmentRecord, Profile, ProfileRules, Rule, WorkloadEndpoint};
+use common::datastore::model::{Profile, ProfileRules, Rule, WorkloadEndpoint};
+use common::datastore::records::AttachmentRecord;
 use common::datastore::{Datastore, Entry, Read, keys};
 use common::error::{RollbackLog, codes};
 use common::{Code, Context, Error, Result};
@@ -39,8 +40,6 @@ use ipnetwork::IpNetwork;
 use crate::attachment;
 use crate::workload::WorkloadIds;
 
-/// The `policy.type` that turns local enforcement on.
-pub const LOCAL: &str = "local";
 /// The table's name unless [`TABLE_ENV`] names another.
 pub const DEFAULT_TABLE: &str = "calico-local";
 /// Names the table instead of [`DEFAULT_TABLE`] (tests running side by side use their own).
@@ -58,7 +57,7 @@ const SUPPORTED_FIELDS: [&str; 1] = ["dst_tag"];
 
 /// Whether the network enforces its profiles on this host.
 pub fn is_local(config: &NetConf) -> bool {
-    config.policy.policy_type == LOCAL
+    config.policy.policy_type == PolicyType::Local
 }
 
 /// The table this attachment's ADD records and programs: `None` without local policy.
@@ -106,7 +105,7 @@ impl Drop for PolicyGuard {
         };
         if let Err(err) = remove_endpoint(table, host_veth) {
             self.rollback.record_failure();
-            common::cni::log::error(&format!(
+            common::log::error(&format!(
                 "rollback: failed to remove local policy of {host_veth}: {err}"
             ));
         }
@@ -171,7 +170,7 @@ pub fn enforce_new_endpoint(
     batch.append(endpoint_batch(&target, &[])?);
     let host_veth = new.host_veth;
     nft::apply(&batch).with_context(|| format!("enforce local policy on {host_veth}"))?;
-    common::cni::log::debug(&format!(
+    common::log::debug(&format!(
         "local policy on {host_veth}: {} nftables messages in table inet {table} in {} us",
         batch.len(),
         started.elapsed().as_micros()

@@ -11,5 +11,5 @@ use crate::endpoint;
 pub fn status(req: &Request) -> Result<()> {
     let store = Datastore::connect(&req.config.etcd)?;
     endpoint::ensure_ready(&store).map_err(|e| e.with_code(Code::NotAvailable))?;
-    crate::ipam::status(&store, req)
+    crate::ipam_delegation::status(&store, req)
 }

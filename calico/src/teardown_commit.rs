@@ -19,12 +19,12 @@ use common::ipam::{Allocator, BlockHints, verbs};
 use common::{Error, Result};
 
 use crate::attachment;
-use crate::ipam;
+use crate::ipam_delegation;
 
 /// The keys DEL's first read adds for this step (in this process only): the handles DEL
 /// releases and the node's hinted blocks, where the handles' addresses usually are.
 pub fn first_read_keys(req: &Request) -> Vec<String> {
-    if !ipam::in_process(req) {
+    if !ipam_delegation::in_process(req) {
         return Vec::new();
     }
     let mut wanted: Vec<String> = verbs::released_handles(req)
@@ -62,14 +62,14 @@ pub fn commit(
     let node = &req.config.nodename;
     match release_and_delete(store, req, &read, &record_key, !failures.is_empty()) {
         Ok(true) => return Error::combine(failures),
-        Ok(false) => common::cni::log::info(&format!(
+        Ok(false) => common::log::info(&format!(
             "teardown of {record_key} lost a race: releasing and deleting in separate steps"
         )),
-        Err(err) => common::cni::log::info(&format!(
+        Err(err) => common::log::info(&format!(
             "teardown of {record_key} in one transaction failed ({err}): trying separate steps"
         )),
     }
-    failures.extend(ipam::release(store, req).err());
+    failures.extend(ipam_delegation::release(store, req).err());
     read.plan.finish(store, node, &record_key, failures)
 }
 

@@ -1,7 +1,7 @@
 //! Who the attachment is in Calico's data model, and the name of its host-side veth.
 
 use common::cni::Request;
-use common::config::NetConf;
+use common::config::{NetConf, PolicyType};
 
 /// The interface name runtimes give a workload's first (usually only) interface.
 const FIRST_IFNAME: &str = "eth0";
@@ -11,8 +11,8 @@ const FIRST_IFNAME: &str = "eth0";
 pub struct WorkloadIds {
     /// The node the workload runs on.
     pub node: String,
-    /// `k8s` for a Kubernetes pod, `cni` otherwise.
-    pub orchestrator: String,
+    /// Who started the workload.
+    pub orchestrator: Orchestrator,
     /// The workload: `<namespace>.<pod>` in Kubernetes, the container id otherwise.
     pub workload: String,
     /// The endpoint id: `CNI_IFNAME`.
@@ -21,6 +21,25 @@ pub struct WorkloadIds {
     pub pod: Option<(String, String)>,
     /// The config's `interface_prefix`, which starts every host veth name.
     pub veth_prefix: String,
+}
+
+/// The orchestrator segment of an endpoint key: who started the workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Orchestrator {
+    /// `k8s`: a Kubernetes pod.
+    Kubernetes,
+    /// `cni`: any other container.
+    Cni,
+}
+
+impl Orchestrator {
+    /// The key segment.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Orchestrator::Kubernetes => "k8s",
+            Orchestrator::Cni => "cni",
+        }
+    }
 }
 
 impl WorkloadIds {
@@ -33,7 +52,7 @@ impl WorkloadIds {
         match req.args.k8s_pod() {
             Some((namespace, pod)) => WorkloadIds {
                 node,
-                orchestrator: "k8s".to_string(),
+                orchestrator: Orchestrator::Kubernetes,
                 workload: format!("{namespace}.{pod}"),
                 endpoint,
                 pod: Some((namespace.to_string(), pod.to_string())),
@@ -41,7 +60,7 @@ impl WorkloadIds {
             },
             None => WorkloadIds {
                 node,
-                orchestrator: "cni".to_string(),
+                orchestrator: Orchestrator::Cni,
                 workload: req.container_id.clone(),
                 endpoint,
                 pod: None,
@@ -58,8 +77,8 @@ impl WorkloadIds {
     /// The profile the endpoint carries: the namespace's `k8s_ns.<ns>` (maintained by the
     /// policy controller) under Kubernetes policy, else the network's.
     pub fn profile(&self, config: &NetConf) -> String {
-        match (&self.pod, config.policy.policy_type.as_str()) {
-            (Some((namespace, _)), "k8s") => format!("k8s_ns.{namespace}"),
+        match (&self.pod, &config.policy.policy_type) {
+            (Some((namespace, _)), PolicyType::Kubernetes) => format!("k8s_ns.{namespace}"),
             _ => config.name.clone(),
         }
     }
@@ -135,7 +154,11 @@ mod tests {
     fn every_ifname_but_eth0_gets_its_own_hashed_host_veth() {
         let ids = |k8s: bool, ifname: &str| WorkloadIds {
             node: "node".to_string(),
-            orchestrator: if k8s { "k8s" } else { "cni" }.to_string(),
+            orchestrator: if k8s {
+                Orchestrator::Kubernetes
+            } else {
+                Orchestrator::Cni
+            },
             workload: if k8s {
                 "default.nginx"
             } else {

@@ -11,6 +11,8 @@ pub mod error;
 pub mod file;
 pub mod ipam;
 pub mod kubernetes;
+pub mod log;
+pub mod name_rule;
 pub mod special_ranges;
 
 pub use error::{Code, Context, Error, Kind, Result};

@@ -3,8 +3,9 @@
 #![no_main]
 
 use common::Code;
-use common::cni::log::{self, LogLevel};
-use common::config::{NetConf, requested_version};
+use common::cni::version;
+use common::config::NetConf;
+use common::log::{self, LogLevel};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,14 +14,17 @@ fuzz_target!(|data: &[u8]| {
     match NetConf::parse(data, &|_| None) {
         Ok(conf) => {
             // An error about a valid config is printed under the version the config asked for.
-            assert_eq!(requested_version(data), Some(conf.cni_version.clone()));
+            assert_eq!(
+                version::requested_in(data),
+                Some(version::requested(conf.cni_version.as_deref()))
+            );
             assert!(!conf.name.is_empty());
             assert!(
                 conf.name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
             );
-            assert!(!conf.ipam.plugin_type.is_empty());
+            assert!(!conf.ipam.plugin.binary_name().is_empty());
             assert!(conf.mtu.is_none_or(|mtu| (68..=65535).contains(&mtu)));
             assert!(conf.log_file.as_ref().is_none_or(|p| p.is_absolute()));
             assert!(!conf.etcd.endpoints.is_empty());

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use crate::error::{Code, Error, Result};
+use crate::name_rule::{NAME_RULE, is_valid_name};
 
 /// The `CNI_ARGS` keys Calico reads. Unknown keys are ignored, as they are after the
 /// `IgnoreUnknown=1` that runtimes (and Calico itself) put in front.
@@ -96,12 +97,12 @@ impl CniArgs {
 /// Kubernetes API, so they must stay one segment. Kubernetes names (DNS-1123) and podman's
 /// container names (sent as `K8S_POD_NAME`) follow the rule.
 fn pod_name(key: &str, value: String) -> Result<Option<String>> {
-    if value.is_empty() || super::env::is_valid_name(&value) {
+    if value.is_empty() || is_valid_name(&value) {
         Ok(non_empty(value))
     } else {
         Err(invalid(format!(
             "invalid {key} {value:?} in CNI_ARGS: must match {}",
-            super::env::NAME_RULE
+            NAME_RULE
         )))
     }
 }

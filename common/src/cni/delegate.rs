@@ -7,11 +7,12 @@ use std::process::{Command as Process, Stdio};
 
 use serde_json::Value;
 
+use super::Request;
 use super::env::Command;
 use super::result::CniResult;
 use super::version::CniVersion;
-use super::{Request, log};
 use crate::error::{Code, Context, Error, Result, codes};
+use crate::log;
 
 /// Finds `plugin` in the `CNI_PATH` directories: the first directory holding a regular file of
 /// that name wins. A name containing `/` is refused, as the reference `FindInPath` does, so a
@@ -44,7 +45,7 @@ pub fn find_plugin(plugin: &str, cni_path: &[PathBuf]) -> Result<PathBuf> {
 /// result that cannot be used (not JSON, no addresses) is released with IPAM DEL before the
 /// error: the plugin did allocate something.
 pub fn ipam_add(req: &Request) -> Result<CniResult> {
-    let plugin = &req.config.ipam.plugin_type;
+    let plugin = req.config.ipam.plugin.binary_name();
     let stdout = exec_ipam(req, Command::Add, &req.raw_config)?;
     usable_result(&stdout).map_err(|err| {
         if let Err(del_err) = ipam_exec(req, Command::Del, &req.raw_config) {
@@ -82,7 +83,7 @@ pub const DELEGATION_DEPTH_ENV: &str = "CALICO_CNI_DELEGATION_DEPTH";
 const MAX_DELEGATION_DEPTH: u32 = 2;
 
 fn exec_ipam(req: &Request, command: Command, stdin: &[u8]) -> Result<Vec<u8>> {
-    let plugin = &req.config.ipam.plugin_type;
+    let plugin = req.config.ipam.plugin.binary_name();
     let path = find_plugin(plugin, &req.cni_path)?;
     refuse_self(plugin, &path)?;
     refuse_deep_delegation(plugin)?;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use super::args::CniArgs;
 use crate::dataplane::veth::ifname_problem;
 use crate::error::{Code, Error, Result};
+use crate::name_rule::{NAME_RULE, is_valid_name};
 
 /// A CNI operation named by `CNI_COMMAND`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,19 +127,6 @@ impl Invocation {
             args: CniArgs::parse(&env("CNI_ARGS").unwrap_or_default())?,
         })
     }
-}
-
-/// The spec's rule for container ids and network names, which this project applies to every
-/// name that becomes an etcd key segment or a file name (node, Kubernetes namespace and pod).
-pub const NAME_RULE: &str = "[a-zA-Z0-9][a-zA-Z0-9_.-]*";
-
-/// True when `name` follows [`NAME_RULE`]: it is never empty, `.` or `..`, and holds no `/`,
-/// whitespace or control character, so it stays one key segment or one file name. Host names
-/// with dots, DNS-1123 names and the ids of Docker, containerd, podman and cnitool all pass.
-pub fn is_valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 /// Container ids follow [`NAME_RULE`] (the spec's rule; upper case is allowed).

@@ -8,7 +8,6 @@ pub mod args;
 pub mod delegate;
 pub mod env;
 pub mod lock;
-pub mod log;
 pub mod result;
 pub mod version;
 
@@ -24,6 +23,7 @@ pub use version::CniVersion;
 
 use crate::config::NetConf;
 use crate::error::{Code, Error, Result};
+use crate::log;
 
 /// One invocation of a plugin verb: validated environment plus parsed config.
 #[derive(Debug, Clone)]
@@ -221,16 +221,14 @@ fn dispatch(
         ))
     })?;
     let config = NetConf::parse(&raw_config, env).map_err(|err| {
-        let version =
-            crate::config::requested_version(&raw_config).unwrap_or_else(|| fallback.to_string());
+        let version = version::requested_in(&raw_config).unwrap_or_else(|| fallback.to_string());
         (err, version)
     })?;
-    let config_version = config.cni_version.clone();
+    let config_version = version::requested(config.cni_version.as_deref());
     let fail = |err: Error| (err, config_version.clone());
     log::set_level(config.log_level);
     log::set_file(config.log_file.as_deref());
-    let version =
-        check_version(&config.cni_version, command, plugin.supports_1_1_0()).map_err(fail)?;
+    let version = check_version(&config_version, command, plugin.supports_1_1_0()).map_err(fail)?;
     let req = Request {
         command,
         container_id: invocation.container_id,

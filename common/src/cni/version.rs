@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use serde_json::Value;
+
 /// A CNI specification version this project speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum CniVersion {
@@ -34,6 +36,23 @@ pub const ALL_VERSIONS: [CniVersion; 7] = [
 
 /// The version a config without `cniVersion` means (the reference libraries read it as 0.1.0).
 pub const DEFAULT_VERSION: CniVersion = CniVersion::V0_1_0;
+
+/// The version a config's `cniVersion` asks for: as written, or [`DEFAULT_VERSION`] when it is
+/// absent or empty. Not necessarily one this project speaks.
+pub fn requested(written: Option<&str>) -> String {
+    written
+        .filter(|v| !v.is_empty())
+        .unwrap_or(DEFAULT_VERSION.as_str())
+        .to_string()
+}
+
+/// The `cniVersion` a config asks for, read leniently so that an error about the rest of the
+/// config can still be printed in that version: `None` when the bytes are not a JSON object.
+pub fn requested_in(config: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(config).ok()?;
+    let written = value.as_object()?.get("cniVersion").and_then(Value::as_str);
+    Some(requested(written))
+}
 
 impl CniVersion {
     /// The version string as written in JSON.
@@ -89,6 +108,22 @@ mod tests {
         }
         for bad in ["", "0.3", "1.0", "v1.0.0", "1.7.0", "0.4.0 "] {
             assert_eq!(CniVersion::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_config_without_a_version_asks_for_the_default() {
+        let cases = [
+            (r#"{"cniVersion":"0.4.0"}"#, Some("0.4.0")),
+            (r#"{"cniVersion":"9.9.9"}"#, Some("9.9.9")),
+            (r#"{"cniVersion":""}"#, Some("0.1.0")),
+            (r#"{"cniVersion":5}"#, Some("0.1.0")),
+            ("{}", Some("0.1.0")),
+            ("[]", None),
+            ("{", None),
+        ];
+        for (config, want) in cases {
+            assert_eq!(requested_in(config.as_bytes()).as_deref(), want, "{config}");
         }
     }
 

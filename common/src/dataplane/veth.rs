@@ -109,7 +109,7 @@ impl Drop for VethGuard<'_> {
         // By index, and only while it still has the name this run gave it: a link another
         // writer created under the name meanwhile is not this run's to delete.
         if let Err(err) = delete_link_at(self.host, self.host_index, &self.host_ifname) {
-            crate::cni::log::error(&format!(
+            crate::log::error(&format!(
                 "rollback: delete host veth {}: {err}",
                 self.host_ifname
             ));
@@ -420,7 +420,7 @@ pub fn delete_host_veth_then<T>(
     // Subscribed before the deletion is sent, or the notification could pass unseen.
     let listener = netlink::link_listener();
     if let Err(err) = &listener {
-        crate::cni::log::info(&format!(
+        crate::log::info(&format!(
             "{err}: waiting for the deletion of {name} to return"
         ));
     }

@@ -19,7 +19,7 @@ use super::txn::{
     Entry, Read, Txn, TxnOutcome, entry, etcd_reads, etcd_txn, read_answers, txn_keys, txn_log_key,
     txn_outcome,
 };
-use crate::cni::log;
+use crate::log;
 use crate::config::EtcdSettings;
 use crate::error::{Code, Context, Error, Kind, Result, codes};
 

@@ -2,7 +2,8 @@
 //! plugin's DEL and GC and by `calico-ipam gc`, so that every teardown removes an endpoint the
 //! same way.
 
-use super::model::{HostVethClaim, WorkloadEndpoint};
+use super::model::WorkloadEndpoint;
+use super::records::HostVethClaim;
 use super::{Condition, Datastore, Entry, Txn, Write, keys, log_conflict};
 use crate::error::{Context, Error, Result, codes};
 
@@ -37,7 +38,7 @@ impl StoredEndpoint {
         if active.is_empty() || active == container_id {
             return true;
         }
-        crate::cni::log::warn(&format!(
+        crate::log::warn(&format!(
             "CNI_CONTAINERID {container_id} does not match the active instance {active} of endpoint {}: leaving it",
             self.key
         ));

@@ -8,7 +8,8 @@
 //! - `txn`: the typed requests ([`Txn`], [`Read`], [`Entry`]) and their translation to and from
 //!   etcd's transactions.
 //! - `tls`: the CA, certificate and key files for `https` endpoints, checked before connecting.
-//! - [`keys`], [`model`]: Calico's key formats and JSON values.
+//! - [`keys`], [`model`]: Calico's key formats and JSON values; [`records`]: the plugin's own
+//!   records beside them (the attachment record, the claim on a host veth name).
 //! - [`endpoint`]: a workload endpoint as read for a compare-and-swap, and its teardown.
 //! - [`retry`]: the one rule of every compare-and-swap loop.
 //! - [`undo`]: undoing this run's writes without touching anybody else's.
@@ -17,6 +18,7 @@ mod client;
 pub mod endpoint;
 pub mod keys;
 pub mod model;
+pub mod records;
 pub mod retry;
 mod tls;
 mod txn;

@@ -133,7 +133,7 @@ pub fn log_conflict(txn: &Txn, current: &[Entry]) {
     } else {
         "changed:"
     };
-    crate::cni::log::info(&format!(
+    crate::log::info(&format!(
         "compare-and-swap conflict, {which} {}",
         keys.join(", ")
     ));

@@ -18,7 +18,8 @@ use super::handle::AllocationHandle;
 use super::pool::{StoredPool, list_all_pools};
 use super::store::Store;
 use crate::datastore::keys::{self, IpFamily, WorkloadEndpointKey};
-use crate::datastore::model::{AttachmentRecord, WorkloadEndpoint};
+use crate::datastore::model::WorkloadEndpoint;
+use crate::datastore::records::AttachmentRecord;
 use crate::error::{Context, Result};
 
 /// Entries per request of a listing: well below the 4 MiB a gRPC answer may carry even for

@@ -89,7 +89,7 @@ pub fn release_unlisted_idle_handles<G>(
         let _held = match hold(&container_id, &ifname) {
             Ok(Some(guard)) => guard,
             Ok(None) => {
-                crate::cni::log::info(&format!(
+                crate::log::info(&format!(
                     "gc: attachment {container_id}/{ifname} is busy: keeping handle {id}"
                 ));
                 continue;

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use ipnetwork::IpNetwork;
 
 use super::block::{addr_to_u128, block_cidr_for, family_name};
-use crate::cni::log;
 use crate::datastore::keys::IpFamily;
+use crate::log;
 
 /// Hinted blocks read per family: with the handle and one affinity key per block, the first
 /// read of an ADD stays within one etcd transaction (see `store::read_many`).

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::Result;
 use crate::cni::lock::AttachmentLock;
-use crate::cni::log;
 use crate::datastore::Entry;
+use crate::log;
 
 /// The held IPAM lock of one node. Dropping it releases the lock.
 pub struct NodeIpamLock {

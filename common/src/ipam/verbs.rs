@@ -13,10 +13,11 @@ use super::{
     handle_id, handle_mismatches, release_unlisted_idle_handles,
 };
 use crate::cni::lock::AttachmentLock;
-use crate::cni::{CniResult, IpConfig, Request, log};
+use crate::cni::{CniResult, IpConfig, Request};
 use crate::datastore::keys::{self, IpFamily};
 use crate::datastore::{Datastore, Entry, Txn};
 use crate::error::{Code, Context, Error, Kind, Result, codes};
+use crate::log;
 use ipnetwork::IpNetwork;
 
 /// The handle of the request's attachment.

@@ -9,7 +9,7 @@ use ipnetwork::IpNetwork;
 use super::Allocator;
 use super::auto_assign::in_requested_pools;
 use super::commit::HandleView;
-use crate::cni::log;
+use crate::log;
 use crate::datastore::Entry;
 use crate::datastore::keys::{self, IpFamily};
 use crate::error::Result;

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use common::Result;
 use common::cni::{CniResult, Command, IpConfig, Request, delegate};
-use common::config::Attachment;
+use common::config::{Attachment, IpamPlugin};
 use common::datastore::Datastore;
 use common::error::RollbackLog;
 use common::ipam::verbs;
@@ -20,7 +20,7 @@ pub const IPAM_EXEC_ENV: &str = "CALICO_IPAM_EXEC";
 /// Whether Calico IPAM runs in this process: `ipam.type` is `calico-ipam`, and neither the
 /// config (`ipam_in_process: false`) nor [`IPAM_EXEC_ENV`] asks for the binary.
 pub fn in_process(req: &Request) -> bool {
-    req.config.ipam.plugin_type == "calico-ipam"
+    req.config.ipam.plugin == IpamPlugin::CalicoIpam
         && req.config.ipam_in_process
         && !std::env::var(IPAM_EXEC_ENV).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
@@ -66,7 +66,7 @@ impl Drop for IpamLease<'_> {
         };
         if let Err(err) = released {
             self.rollback.record_failure();
-            common::cni::log::error(&format!(
+            common::log::error(&format!(
                 "rollback: failed to release addresses of {}: {err}",
                 self.req.container_id
             ));

@@ -1,0 +1,103 @@
+//! GC: tear down the attachments of the network on this node that the runtime no longer lists,
+//! as DEL would, then run the IPAM plugin's GC.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use common::cni::lock::AttachmentLock;
+use common::cni::{CniArgs, Request};
+use common::config::Attachment;
+use common::datastore::Datastore;
+use common::datastore::endpoint::read_claim;
+use common::datastore::records::AttachmentRecord;
+use common::{Error, Result};
+
+use crate::attachment;
+use crate::del::{self, HostVethState};
+use crate::endpoint;
+use crate::ipam_delegation;
+
+/// Handles GC: every attachment of this network on this node that the runtime no longer lists
+/// is torn down as DEL would, even when its ADD never finished; then the IPAM plugin's GC.
+/// Absent lists mean no attachment is valid, as libcni sends none when it has none.
+pub fn gc(req: &Request) -> Result<()> {
+    let store = Datastore::connect(&req.config.etcd)?;
+    endpoint::ensure_ready(&store)?;
+    sweep_lock_files(req);
+    let valid = req.config.valid_attachments.clone().unwrap_or_default();
+    let (records, mut failures) = attachment::list_attachments(&store, req)?;
+    let mut busy = Vec::new();
+    for record in records.into_iter().filter(|r| !is_listed(&valid, r)) {
+        // An ADD or DEL of the attachment is running right now: it is not garbage yet, and
+        // tearing it down under that verb would leave half of it. The next GC looks again.
+        let Some(_lock) = AttachmentLock::try_acquire(
+            &req.lock_dir,
+            "calico",
+            &record.container_id,
+            &record.ifname,
+        )?
+        else {
+            common::log::info(&format!(
+                "gc: attachment {}/{} is busy: skipping it",
+                record.container_id, record.ifname
+            ));
+            busy.push(Attachment {
+                container_id: record.container_id,
+                ifname: record.ifname,
+            });
+            continue;
+        };
+        let context = format!(
+            "collect attachment {}/{}",
+            record.container_id, record.ifname
+        );
+        failures.extend(
+            tear_down(&store, req, &record)
+                .err()
+                .map(|e| e.context(context)),
+        );
+    }
+    failures.extend(ipam_delegation::gc(&store, req, &busy).err());
+    Error::combine(failures)
+}
+
+fn is_listed(valid: &[Attachment], record: &AttachmentRecord) -> bool {
+    valid
+        .iter()
+        .any(|a| a.container_id == record.container_id && a.ifname == record.ifname)
+}
+
+/// Tears a recorded attachment down as its DEL would.
+fn tear_down(store: &Datastore, req: &Request, record: &AttachmentRecord) -> Result<()> {
+    let stored = endpoint::read_endpoint_at(store, &record.endpoint)?;
+    let host_veth = HostVethState {
+        name: Some(record.host_veth.clone()),
+        claim: read_claim(store, &req.config.nodename, &record.host_veth)?,
+        nft_table: record.nft_table.clone(),
+    };
+    let attachment_req = request_for(req, record);
+    del::teardown(store, &attachment_req, stored, host_veth, HashMap::new())
+}
+
+/// The request DEL would have had for a recorded attachment.
+fn request_for(req: &Request, record: &AttachmentRecord) -> Request {
+    Request {
+        container_id: record.container_id.clone(),
+        ifname: record.ifname.clone(),
+        netns: Some(PathBuf::from(&record.netns)).filter(|p| !p.as_os_str().is_empty()),
+        args: CniArgs::default(),
+        ..req.clone()
+    }
+}
+
+/// Lock files that verbs killed before their end left behind go with GC.
+fn sweep_lock_files(req: &Request) {
+    match common::cni::lock::sweep_abandoned(&req.lock_dir) {
+        Ok(0) => {}
+        Ok(n) => common::log::info(&format!(
+            "gc: removed {n} abandoned lock files from {}",
+            req.lock_dir.display()
+        )),
+        Err(err) => common::log::warn(&format!("gc: {err}")),
+    }
+}
