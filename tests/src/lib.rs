@@ -22,13 +22,15 @@
 //! - [`HostLink`]: a link created by a test on its host, deleted if still there;
 //! - [`TestBed`]: a host namespace, an etcd in it, a `CNI_PATH`, host-local's data dir, the
 //!   subnet, node and network names, plus the ADD/DEL calls and the "nothing is left"
-//!   assertion.
+//!   assertion;
+//! - [`Container`]: a container on a bed, whose drop runs DEL and that assertion.
 //!
 //! Plugins are run with [`run_plugin`]: only the given environment plus `PATH`, so a test
 //! controls every `CNI_*` variable. Kernel state is read back independently with `ip -j` and
 //! `/proc/sys` (module [`kernel`]).
 
 pub mod apiserver;
+pub mod container;
 pub mod etcd;
 pub mod kernel;
 pub mod names;
@@ -38,6 +40,7 @@ pub mod plugin;
 pub mod tempdir;
 pub mod testbed;
 
+pub use container::Container;
 pub use etcd::Etcd;
 pub use kernel::HostLink;
 pub use netconf::NetConf;
