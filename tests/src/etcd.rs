@@ -1,6 +1,10 @@
 //! A real etcd on free loopback ports, with its data in a temp dir: one member, or a cluster of
 //! three whose members a test can kill, stop (SIGSTOP) and restart; optionally serving clients
 //! over TLS with client certificates required, or with authentication turned on.
+//!
+//! etcd, `etcdctl` and the health checks run in the network namespace of the thread that
+//! starts the fixture: inside a test's throwaway host namespace ([`crate::Netns::host`]), its
+//! loopback is reachable only from that test and the plugins it runs.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -240,42 +240,10 @@ fn routes(v: Option<Value>) -> Vec<Route> {
 
 const HOST_IPV6_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
 
-/// How many [`HostIpv6Forwarding`] guards live in this process, and the value from before the
-/// first.
-static IPV6_FORWARDING: std::sync::Mutex<(usize, String)> =
-    std::sync::Mutex::new((0, String::new()));
-
-/// Held by a test whose ADDs give containers IPv6 addresses, which turns the host's
-/// `net.ipv6.conf.all.forwarding` on: when the last guard of the process goes, the value from
-/// before the first is written back, so tests running side by side do not restore each other's
-/// value too early and the host is left as it was.
-pub struct HostIpv6Forwarding(());
-
-impl HostIpv6Forwarding {
-    /// Takes a guard.
-    pub fn keep() -> HostIpv6Forwarding {
-        let mut state = IPV6_FORWARDING.lock().unwrap_or_else(|e| e.into_inner());
-        if state.0 == 0 {
-            state.1 = host_ipv6_forwarding();
-        }
-        state.0 += 1;
-        HostIpv6Forwarding(())
-    }
-
-    /// Writes `value` to the host's `net.ipv6.conf.all.forwarding`.
-    pub fn set(&self, value: &str) {
-        std::fs::write(HOST_IPV6_FORWARDING, value).expect("write all.forwarding");
-    }
-}
-
-impl Drop for HostIpv6Forwarding {
-    fn drop(&mut self) {
-        let mut state = IPV6_FORWARDING.lock().unwrap_or_else(|e| e.into_inner());
-        state.0 -= 1;
-        if state.0 == 0 && host_ipv6_forwarding() != state.1 {
-            let _ = std::fs::write(HOST_IPV6_FORWARDING, &state.1);
-        }
-    }
+/// Writes `value` to the host's `net.ipv6.conf.all.forwarding`: the test's own host
+/// namespace's, which goes with the test.
+pub fn set_host_ipv6_forwarding(value: &str) {
+    std::fs::write(HOST_IPV6_FORWARDING, value).expect("write all.forwarding");
 }
 
 /// The host's `net.ipv6.conf.all.forwarding`.

@@ -1,20 +1,36 @@
 //! Harness for the root-only integration tests of the `calico` and `calico-ipam` plugins.
 //!
+//! # A host of its own
+//! Every test runs on a throwaway "host" network namespace ([`Netns::host`]): the test's
+//! thread enters it, so everything the test starts or opens from then on lives there — the
+//! plugins it runs, its etcd, the stand-in API server's socket, `ip`, `nft`, `ping`, the
+//! container runtimes, `/proc/sys/net`. etcd listens on that namespace's loopback, which only
+//! this test and its plugins can reach. Host veths, routes, sysctls and nftables tables are
+//! the namespace's, and deleting it at the end takes whatever a failed test left with it; the
+//! machine's own host namespace is never changed, and every test uses the same subnets
+//! ([`Subnet::BED`]). The namespace has `lo`, and an `uplink` with an address and the default
+//! route, as a real host would.
+//!
+//! # Fixtures
 //! Every fixture is a `Drop` type, so a failing test still cleans up after itself:
-//! - [`Etcd`]: a real `/usr/bin/etcd` on a free loopback port with a temp data dir;
-//! - [`Netns`]: a uniquely named network namespace (`ct-<pid>-<n>`);
+//! - [`Netns`]: a uniquely named network namespace, a container's (`ct-<pid>-<n>`) or a test's
+//!   throwaway host (`host-<pid>-<n>`);
+//! - [`Etcd`]: a real `/usr/bin/etcd` (one member or a cluster) on free loopback ports with a
+//!   temp data dir;
 //! - [`TempDir`]: a directory removed with its contents;
 //! - [`CniPath`]: a directory of symlinks to the plugins a test may delegate to;
-//! - [`Subnet`]: a /24 claimed for one test, so host routes of parallel tests never collide;
-//! - [`HostLink`]: a link created by a test on the host, deleted if still there;
-//! - [`TestBed`]: all of the above for one test, plus the ADD/DEL calls and the
-//!   "nothing is left" assertion.
+//! - [`HostLink`]: a link created by a test on its host, deleted if still there;
+//! - [`TestBed`]: a host namespace, an etcd in it, a `CNI_PATH`, host-local's data dir, the
+//!   subnet, node and network names, plus the ADD/DEL calls and the "nothing is left"
+//!   assertion;
+//! - [`Container`]: a container on a bed, whose drop runs DEL and that assertion.
 //!
 //! Plugins are run with [`run_plugin`]: only the given environment plus `PATH`, so a test
 //! controls every `CNI_*` variable. Kernel state is read back independently with `ip -j` and
 //! `/proc/sys` (module [`kernel`]).
 
 pub mod apiserver;
+pub mod container;
 pub mod etcd;
 pub mod kernel;
 pub mod names;
@@ -25,6 +41,7 @@ pub mod plugin;
 pub mod tempdir;
 pub mod testbed;
 
+pub use container::Container;
 pub use etcd::Etcd;
 pub use kernel::HostLink;
 pub use netconf::NetConf;

@@ -1,66 +1,31 @@
 //! Everything one test needs: its own etcd, `CNI_PATH`, host-local data dir, subnet, node
 //! name and network name, plus the calls and checks most tests share.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::kernel::{eventually, host_ipv4_routes, host_link};
 use crate::plugin::{Env, PluginOutput, run_plugin};
-use crate::{CniPath, Etcd, NetConf, TempDir, host_veth_name, names};
-
-/// Where subnet claims live; shared by every test process on the machine.
-const SUBNET_CLAIMS: &str = "calico-cni-test-subnets";
+use crate::{CniPath, Etcd, NetConf, Netns, TempDir, host_veth_name, names};
 
 /// How long kernel teardown (netns deletion destroys veths asynchronously) may take.
 const TEARDOWN: Duration = Duration::from_secs(5);
 
-/// A /24 out of 10.213.0.0/16, claimed with an exclusive file so that no other test (in this
-/// or another process) uses it at the same time: host routes of parallel tests never collide.
+/// A /24 out of 10.213.0.0/16. Every test runs on a host namespace of its own, so tests
+/// running side by side use the same subnets without their host routes colliding.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Subnet {
     third_octet: u8,
-    claim: PathBuf,
 }
 
 impl Subnet {
-    /// Claims a free /24. Claims of processes that no longer exist are taken over.
-    pub fn claim() -> Subnet {
-        let dir = std::env::temp_dir().join(SUBNET_CLAIMS);
-        std::fs::create_dir_all(&dir).expect("subnet claim dir");
-        let start = (std::process::id() as usize + names::next() as usize) % 256;
-        for i in 0..256 {
-            let n = ((start + i) % 256) as u8;
-            let claim = dir.join(n.to_string());
-            let created = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&claim);
-            match created {
-                Ok(mut f) => {
-                    use std::io::Write;
-                    let _ = write!(f, "{}", std::process::id());
-                    return Subnet {
-                        third_octet: n,
-                        claim,
-                    };
-                }
-                Err(_) => {
-                    let owner = std::fs::read_to_string(&claim).unwrap_or_default();
-                    let alive = owner
-                        .trim()
-                        .parse::<u32>()
-                        .is_ok_and(|pid| PathBuf::from(format!("/proc/{pid}")).exists());
-                    if !alive && !owner.is_empty() {
-                        let _ = std::fs::remove_file(&claim);
-                    }
-                }
-            }
-        }
-        panic!(
-            "no free test subnet in 10.213.0.0/16 (stale claims in {}?)",
-            dir.display()
-        );
+    /// The subnet a [`TestBed`] allocates from: `10.213.1.0/24`.
+    pub const BED: Subnet = Subnet::nth(1);
+
+    /// Another subnet, for a second network: `10.213.<n>.0/24`, `n` > 1.
+    pub const fn nth(n: u8) -> Subnet {
+        Subnet { third_octet: n }
     }
 
     /// `10.213.<n>.0/24`.
@@ -68,8 +33,8 @@ impl Subnet {
         format!("10.213.{}.0/24", self.third_octet)
     }
 
-    /// An IPv6 range as private to this claim as its IPv4 /24: `fd00:<group>:<n>::/<len>` (a
-    /// ULA, outside every special range).
+    /// An IPv6 range as distinct from the other subnets as its IPv4 /24:
+    /// `fd00:<group>:<n>::/<len>` (a ULA, outside every special range).
     pub fn ipv6_cidr(&self, group: u16, len: u8) -> String {
         format!("fd00:{group}:{}::/{len}", self.third_octet)
     }
@@ -81,14 +46,10 @@ impl Subnet {
     }
 }
 
-impl Drop for Subnet {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.claim);
-    }
-}
-
-/// One test's world. Dropping it kills etcd and removes every temp dir; network namespaces
-/// are separate [`crate::Netns`] fixtures.
+/// One test's world: its throwaway host namespace (entered by the creating thread) and its
+/// etcd in there. Dropping it kills etcd, removes every temp dir and then the host namespace,
+/// and with it every link and route the test left on that host; containers' namespaces are
+/// separate [`crate::Netns`] fixtures.
 pub struct TestBed {
     /// This test's etcd.
     pub etcd: Etcd,
@@ -102,6 +63,8 @@ pub struct TestBed {
     pub node: String,
     /// The network `name` in the config.
     pub network: String,
+    // Last, so that it is dropped last: etcd runs in it.
+    host: Netns,
 }
 
 impl TestBed {
@@ -112,14 +75,21 @@ impl TestBed {
 
     /// A bed with the given `CNI_PATH`.
     pub fn with_cni_path(cni_path: CniPath) -> TestBed {
+        let host = Netns::host();
         TestBed {
             etcd: Etcd::start(),
             cni_path,
             data_dir: TempDir::new("ipam-data"),
-            subnet: Subnet::claim(),
+            subnet: Subnet::BED,
             node: names::unique("node"),
             network: names::unique("net"),
+            host,
         }
+    }
+
+    /// The throwaway host namespace this bed's thread runs in.
+    pub fn host(&self) -> &Netns {
+        &self.host
     }
 
     /// `tests/fixtures/calico-host-local.conf` for this bed's network.

@@ -6,8 +6,7 @@ use tests::kernel::{
     host_link, host_routes_to, netns_ipv4_addrs, netns_ipv4_routes, netns_link, ping, sysctl,
 };
 use tests::{
-    DEFAULT_CNI_VERSION, GATEWAY, HOST_VETH_MAC, Netns, TestBed, host_veth_name,
-    host_veth_name_for, names,
+    DEFAULT_CNI_VERSION, GATEWAY, HOST_VETH_MAC, Netns, TestBed, host_veth_name, host_veth_name_for,
 };
 
 const MTU: u64 = 1450; // `mtu` of tests/fixtures/calico-host-local.conf
@@ -35,16 +34,16 @@ fn keys_of(value: &Value) -> Vec<&str> {
 /// ADD with `cniVersion` set to `version` (or absent), then the result shape of that version.
 fn check_result_shape(version: Option<&str>) {
     let bed = TestBed::new();
-    let netns = Netns::new();
-    let cid = names::container_id();
     let conf = match version {
         Some(v) => bed.conf().set("cniVersion", v),
         None => bed.conf().without("cniVersion"),
     };
+    let container = bed.container(conf);
+    let (cid, netns) = (&container.id, &container.netns);
 
-    let out = bed.add(&conf, &cid, &netns.path(), "eth0");
+    let out = container.add();
     let result = out.result().clone();
-    let ip = container_ip(&netns, "eth0");
+    let ip = container_ip(netns, "eth0");
     let address = format!("{ip}/32");
     let container_mac = netns_link(netns.name(), "eth0")
         .expect("container veth")
@@ -65,7 +64,7 @@ fn check_result_shape(version: Option<&str>) {
         _ => {
             let interfaces = result["interfaces"].as_array().cloned().unwrap_or_default();
             assert_eq!(interfaces.len(), 2, "two interfaces expected\n{out}");
-            assert_eq!(interfaces[0]["name"], json!(host_veth_name(&cid)), "{out}");
+            assert_eq!(interfaces[0]["name"], json!(host_veth_name(cid)), "{out}");
             assert_eq!(interfaces[0]["mac"], json!(HOST_VETH_MAC), "{out}");
             let host_sandbox = interfaces[0]
                 .get("sandbox")
@@ -92,9 +91,6 @@ fn check_result_shape(version: Option<&str>) {
             assert!(result.get("ip4").is_none(), "{out}");
         }
     }
-
-    bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
-    bed.assert_nothing_left(&[&cid]);
 }
 
 macro_rules! result_shape_tests {
@@ -122,10 +118,9 @@ result_shape_tests! {
 #[ignore = "root: real etcd and netns"]
 fn add_configures_container_address_routes_mtu_and_link() {
     let bed = TestBed::new();
-    let netns = Netns::new();
-    let cid = names::container_id();
-    let conf = bed.conf();
-    bed.add(&conf, &cid, &netns.path(), "eth0").result();
+    let container = bed.container(bed.conf());
+    let netns = &container.netns;
+    container.add().result();
 
     let addrs = netns_ipv4_addrs(netns.name(), "eth0");
     assert_eq!(addrs.len(), 1, "{addrs:?}");
@@ -151,22 +146,18 @@ fn add_configures_container_address_routes_mtu_and_link() {
     assert!(link.up, "{link:?}");
     assert_eq!(link.mtu, MTU, "{link:?}");
     assert_eq!(link.kind.as_deref(), Some("veth"), "{link:?}");
-
-    bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
-    bed.assert_nothing_left(&[&cid]);
 }
 
 #[test]
 #[ignore = "root: real etcd and netns"]
 fn add_configures_host_veth_route_and_sysctls() {
     let bed = TestBed::new();
-    let netns = Netns::new();
-    let cid = names::container_id();
-    let conf = bed.conf();
-    bed.add(&conf, &cid, &netns.path(), "eth0").result();
-    let ip = container_ip(&netns, "eth0");
+    let container = bed.container(bed.conf());
+    let (cid, netns) = (&container.id, &container.netns);
+    container.add().result();
+    let ip = container_ip(netns, "eth0");
 
-    let veth = host_veth_name(&cid);
+    let veth = host_veth_name(cid);
     assert_eq!(veth.len(), 15);
     let link = host_link(&veth).unwrap_or_else(|| panic!("host veth {veth} missing"));
     assert_eq!(link.mac, HOST_VETH_MAC, "{link:?}");
@@ -196,27 +187,20 @@ fn add_configures_host_veth_route_and_sysctls() {
         sysctl(&format!("net/ipv4/conf/{veth}/forwarding")).as_deref(),
         Some("1")
     );
-
-    bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
-    bed.assert_nothing_left(&[&cid]);
 }
 
 #[test]
 #[ignore = "root: real etcd and netns"]
 fn container_is_reachable_from_host_after_add() {
     let bed = TestBed::new();
-    let netns = Netns::new();
-    let cid = names::container_id();
-    let conf = bed.conf();
-    bed.add(&conf, &cid, &netns.path(), "eth0").result();
-    let ip = container_ip(&netns, "eth0");
+    let container = bed.container(bed.conf());
+    let netns = &container.netns;
+    container.add().result();
+    let ip = container_ip(netns, "eth0");
     assert!(
         ping(&ip),
         "container {ip} does not answer ping from the host"
     );
-
-    bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
-    bed.assert_nothing_left(&[&cid]);
 }
 
 /// Calico v1 failure history, row 4: without Kubernetes policy the Go plugin wrote
@@ -226,25 +210,24 @@ fn container_is_reachable_from_host_after_add() {
 #[ignore = "root: real etcd and netns"]
 fn add_writes_endpoint_without_null_labels_and_the_network_profile() {
     let bed = TestBed::new();
-    let netns = Netns::new();
-    let cid = names::container_id();
     // 15 bytes: the longest accepted interface name.
     let ifname = "ctr-if-15-bytes";
-    let conf = bed.conf();
-    bed.add(&conf, &cid, &netns.path(), ifname).result();
-    let ip = container_ip(&netns, ifname);
+    let container = bed.container(bed.conf()).ifname(ifname);
+    let (cid, netns) = (&container.id, &container.netns);
+    container.add().result();
+    let ip = container_ip(netns, ifname);
     let container_mac = netns_link(netns.name(), ifname)
         .expect("container veth")
         .mac;
 
-    let key = bed.endpoint_key(&cid, ifname);
+    let key = bed.endpoint_key(cid, ifname);
     assert_eq!(bed.node_keys(), vec![key.clone()], "keys under the node");
-    let endpoint = bed.endpoint(&cid, ifname).expect("endpoint written");
+    let endpoint = bed.endpoint(cid, ifname).expect("endpoint written");
     assert_eq!(
         endpoint,
         json!({
             "state": "active",
-            "name": host_veth_name_for(&cid, ifname),
+            "name": host_veth_name_for(cid, ifname),
             "active_instance_id": "",
             "mac": container_mac,
             "profile_ids": [bed.network],
@@ -270,29 +253,22 @@ fn add_writes_endpoint_without_null_labels_and_the_network_profile() {
             "outbound_rules": [{"action": "allow"}],
         }))
     );
-
-    bed.del(&conf, &cid, &netns.path(), ifname).assert_success();
-    bed.assert_nothing_left(&[&cid]);
 }
 
 #[test]
 #[ignore = "root: real etcd and netns"]
 fn add_reserves_one_host_local_address_for_the_container() {
     let bed = TestBed::new();
-    let netns = Netns::new();
-    let cid = names::container_id();
-    let conf = bed.conf();
-    bed.add(&conf, &cid, &netns.path(), "eth0").result();
-    let ip = container_ip(&netns, "eth0");
+    let container = bed.container(bed.conf());
+    let (cid, netns) = (&container.id, &container.netns);
+    container.add().result();
+    let ip = container_ip(netns, "eth0");
 
     let reservations = bed.reservations(&bed.network);
     assert_eq!(reservations.len(), 1, "{reservations:?}");
     assert_eq!(reservations[0].0, ip, "{reservations:?}");
     assert!(
-        reservations[0].1.starts_with(&cid),
+        reservations[0].1.starts_with(cid.as_str()),
         "reservation not owned by {cid}: {reservations:?}"
     );
-
-    bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
-    bed.assert_nothing_left(&[&cid]);
 }

@@ -47,7 +47,7 @@ struct Row {
     culprit: String,
 }
 
-/// What every row shares: one etcd with one pool (this bed's claimed subnet), one container
+/// What every row shares: one etcd with one pool (this bed's subnet), one container
 /// netns, one container id, a regular file and a directory that are not namespaces, and the
 /// block hint directory the config names.
 struct World {

@@ -152,7 +152,7 @@ fn crash_then_collect(ipam: Ipam, cleanup: Cleanup, interface: Interface) {
     let ifname = interface.ifname();
     for step in CRASH_POINTS {
         let bed = TestBed::new();
-        let subnet = Subnet::claim();
+        let subnet = Subnet::nth(2);
         let netns = Netns::new();
         let cid = names::container_id();
         let first = conf_for(&bed, ipam);

@@ -15,28 +15,24 @@ fn added_ip(netns: &Netns) -> String {
 #[ignore = "root: real etcd and netns"]
 fn del_removes_veth_route_endpoint_and_reservation() {
     let bed = TestBed::new();
-    let netns = Netns::new();
-    let cid = names::container_id();
-    let conf = bed.conf();
-    bed.add(&conf, &cid, &netns.path(), "eth0").result();
-    let ip = added_ip(&netns);
-    let veth = host_veth_name(&cid);
+    let container = bed.container(bed.conf());
+    let cid = &container.id;
+    container.add().result();
+    let ip = added_ip(&container.netns);
+    let veth = host_veth_name(cid);
     assert!(host_link(&veth).is_some(), "ADD made no host veth");
     assert_eq!(host_routes_to(&ip).len(), 1, "ADD made no host route");
-    assert!(
-        bed.endpoint(&cid, "eth0").is_some(),
-        "ADD wrote no endpoint"
-    );
+    assert!(bed.endpoint(cid, "eth0").is_some(), "ADD wrote no endpoint");
     assert_eq!(
         bed.reservations(&bed.network).len(),
         1,
         "ADD reserved no address"
     );
 
-    bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
+    container.del().assert_success();
 
     assert!(
-        netns_link(netns.name(), "eth0").is_none(),
+        netns_link(container.netns.name(), "eth0").is_none(),
         "container veth left"
     );
     assert!(
@@ -47,35 +43,26 @@ fn del_removes_veth_route_endpoint_and_reservation() {
         eventually(TEARDOWN, || host_routes_to(&ip).is_empty()),
         "host route to {ip} left"
     );
-    assert!(bed.endpoint(&cid, "eth0").is_none(), "endpoint left");
+    assert!(bed.endpoint(cid, "eth0").is_none(), "endpoint left");
     assert_eq!(bed.reservations(&bed.network), vec![], "reservation left");
-    bed.assert_nothing_left(&[&cid]);
 }
 
+/// The container's drop runs the second DEL.
 #[test]
 #[ignore = "root: real etcd and netns"]
 fn del_twice_succeeds() {
     let bed = TestBed::new();
-    let netns = Netns::new();
-    let cid = names::container_id();
-    let conf = bed.conf();
-    bed.add(&conf, &cid, &netns.path(), "eth0").result();
-
-    bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
-    bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
-    bed.assert_nothing_left(&[&cid]);
+    let container = bed.container(bed.conf());
+    container.add().result();
+    container.del().assert_success();
 }
 
+/// The container's drop runs the DEL.
 #[test]
 #[ignore = "root: real etcd and netns"]
 fn del_of_never_added_container_succeeds() {
     let bed = TestBed::new();
-    let netns = Netns::new();
-    let cid = names::container_id();
-
-    bed.del(&bed.conf(), &cid, &netns.path(), "eth0")
-        .assert_success();
-    bed.assert_nothing_left(&[&cid]);
+    let _container = bed.container(bed.conf());
 }
 
 /// Calico v1 failure history, row 13: DEL failed when the endpoint, the IPAM allocation or the
@@ -92,50 +79,43 @@ fn del_succeeds_when_endpoint_allocation_and_netns_are_gone() {
     bed.assert_nothing_left(&[&cid]);
 }
 
+/// The container's drop runs the DEL, with the path of the deleted netns.
 #[test]
 #[ignore = "root: real etcd and netns"]
 fn del_succeeds_when_netns_is_gone() {
     let bed = TestBed::new();
-    let mut netns = Netns::new();
-    let cid = names::container_id();
-    let conf = bed.conf();
-    bed.add(&conf, &cid, &netns.path(), "eth0").result();
-    let path = netns.path();
-    netns.delete();
-
-    bed.del(&conf, &cid, &path, "eth0").assert_success();
-    bed.assert_nothing_left(&[&cid]);
+    let mut container = bed.container(bed.conf());
+    container.add().result();
+    container.netns.delete();
 }
 
 #[test]
 #[ignore = "root: real etcd and netns"]
 fn del_succeeds_with_empty_cni_netns_and_removes_everything() {
     let bed = TestBed::new();
-    let netns = Netns::new();
-    let cid = names::container_id();
-    let conf = bed.conf();
-    bed.add(&conf, &cid, &netns.path(), "eth0").result();
+    let container = bed.container(bed.conf());
+    let cid = &container.id;
+    container.add().result();
 
-    bed.del(&conf, &cid, "", "eth0").assert_success();
-    assert!(bed.endpoint(&cid, "eth0").is_none(), "endpoint left");
+    bed.del(&container.conf, cid, "", "eth0").assert_success();
+    assert!(bed.endpoint(cid, "eth0").is_none(), "endpoint left");
     assert_eq!(bed.reservations(&bed.network), vec![], "reservation left");
     assert_eq!(bed.node_keys(), Vec::<String>::new());
     // The host end is reachable without the netns; removing it removes the pair.
-    bed.assert_nothing_left(&[&cid]);
+    bed.assert_nothing_left(&[cid]);
 }
 
 #[test]
 #[ignore = "root: real etcd and netns"]
 fn del_succeeds_without_cni_netns_variable() {
     let bed = TestBed::new();
-    let netns = Netns::new();
-    let cid = names::container_id();
-    let conf = bed.conf();
-    bed.add(&conf, &cid, &netns.path(), "eth0").result();
+    let container = bed.container(bed.conf());
+    let cid = &container.id;
+    container.add().result();
 
-    let env = bed.env("DEL", &cid, "", "eth0").remove("CNI_NETNS");
-    tests::run_plugin("calico", &env, &conf.to_bytes()).assert_success();
-    assert!(bed.endpoint(&cid, "eth0").is_none(), "endpoint left");
+    let env = container.env("DEL").remove("CNI_NETNS");
+    tests::run_plugin("calico", &env, &container.conf.to_bytes()).assert_success();
+    assert!(bed.endpoint(cid, "eth0").is_none(), "endpoint left");
     assert_eq!(bed.reservations(&bed.network), vec![], "reservation left");
-    bed.assert_nothing_left(&[&cid]);
+    bed.assert_nothing_left(&[cid]);
 }

@@ -1,7 +1,8 @@
-//! Invalid environment and config: the right CNI error code, the spec error JSON on stdout,
-//! exit status 1, and nothing created. Single bad values (container ids, interface names,
-//! network names, stdin, commands and many more) are rows of the table in `bad_input.rs`;
-//! here are the cases about several variables at once and the version of the error.
+//! The version of an error, end to end: the spec error JSON on stdout, exit status 1, and
+//! nothing created. The protocol's own cases (missing variables, unsupported versions, the
+//! version of an error) are table-driven unit tests of `cni::run` in the common crate; single
+//! bad values (container ids, interface names, network names, stdin, commands and many more)
+//! are rows of the table in `bad_input.rs`.
 
 use tests::kernel::{host_link, netns_links};
 use tests::{
@@ -9,9 +10,7 @@ use tests::{
     run_plugin,
 };
 
-const ENV_CODE: u64 = 4;
 const CONFIG_CODE: u64 = 7;
-const VERSION_CODE: u64 = 1;
 
 /// A bed, a netns and a container id whose only problem is what each test breaks.
 struct Case {
@@ -54,111 +53,6 @@ impl Case {
         );
         self.bed.assert_nothing_left(&[&self.cid]);
     }
-}
-
-fn text_of(err: &tests::CniError) -> String {
-    format!("{} {}", err.msg, err.details.clone().unwrap_or_default())
-}
-
-#[test]
-#[ignore = "root: real etcd and netns"]
-fn add_reports_every_missing_cni_variable_with_code_4() {
-    let case = Case::new();
-    let missing_sets: &[&[&str]] = &[
-        &["CNI_CONTAINERID"],
-        &["CNI_NETNS"],
-        &["CNI_IFNAME"],
-        &["CNI_PATH"],
-        &["CNI_NETNS", "CNI_PATH"],
-        &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"],
-    ];
-    for missing in missing_sets {
-        let env = missing
-            .iter()
-            .fold(case.env("ADD"), |env, var| env.remove(var));
-        let out = case.run(&env, &case.bed.conf());
-        let err = out.error_with_code(ENV_CODE);
-        for var in *missing {
-            assert!(
-                text_of(&err).contains(var),
-                "error does not name {var} (missing {missing:?})\n{out}"
-            );
-        }
-    }
-    case.assert_untouched();
-}
-
-#[test]
-#[ignore = "root: real etcd and netns"]
-fn add_treats_empty_container_id_as_missing() {
-    let case = Case::new();
-    let out = case.run(
-        &case.env("ADD").set("CNI_CONTAINERID", ""),
-        &case.bed.conf(),
-    );
-    let err = out.error_with_code(ENV_CODE);
-    assert!(text_of(&err).contains("CNI_CONTAINERID"), "{out}");
-    case.assert_untouched();
-}
-
-#[test]
-#[ignore = "root: real etcd and netns"]
-fn del_reports_every_missing_required_variable_with_code_4() {
-    let case = Case::new();
-    let missing_sets: &[&[&str]] = &[
-        &["CNI_CONTAINERID"],
-        &["CNI_IFNAME"],
-        &["CNI_PATH"],
-        &["CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"],
-    ];
-    for missing in missing_sets {
-        let env = missing
-            .iter()
-            .fold(case.env("DEL"), |env, var| env.remove(var));
-        let out = case.run(&env, &case.bed.conf());
-        let err = out.error_with_code(ENV_CODE);
-        for var in *missing {
-            assert!(
-                text_of(&err).contains(var),
-                "error does not name {var} (missing {missing:?})\n{out}"
-            );
-        }
-    }
-    case.assert_untouched();
-}
-
-#[test]
-#[ignore = "root: real etcd and netns"]
-fn add_rejects_unsupported_cni_version_with_code_1_listing_supported_versions() {
-    let case = Case::new();
-    for version in ["9.9.9", "1.2.0", "0.5.0", "2.0.0", "1.0"] {
-        let out = case.run(
-            &case.env("ADD"),
-            &case.bed.conf().set("cniVersion", version),
-        );
-        let err = out.error();
-        assert_eq!(err.code, VERSION_CODE, "cniVersion {version}\n{out}");
-        let details = err.details.clone().unwrap_or_default();
-        for supported in SUPPORTED_VERSIONS {
-            assert!(
-                details.contains(supported),
-                "details do not list {supported}\n{out}"
-            );
-        }
-    }
-    case.assert_untouched();
-}
-
-#[test]
-#[ignore = "root: real etcd and netns"]
-fn del_rejects_unsupported_cni_version_with_code_1() {
-    let case = Case::new();
-    let out = case.run(
-        &case.env("DEL"),
-        &case.bed.conf().set("cniVersion", "9.9.9"),
-    );
-    out.error_with_code(VERSION_CODE);
-    case.assert_untouched();
 }
 
 /// The spec: an error's `cniVersion` is "the same value as provided by the configuration",

@@ -106,7 +106,7 @@ fn leader_kills_during_parallel_ipam_runs_neither_duplicate_nor_leak() {
     // Every second ADD of a worker is followed by the DEL of the one before it.
     const TOTAL: usize = WORKERS * (ADDS_PER_WORKER + ADDS_PER_WORKER / 2);
 
-    let mut bed = IpamBed::with_etcd(Etcd::start_cluster());
+    let mut bed = IpamBed::with_cluster();
     bed.add_pool("10.64.0.0/20");
     let nodes: Vec<String> = (0..4).map(|_| names::unique("node")).collect();
     let confs: Vec<_> = nodes.iter().map(|node| bed.conf_on(node)).collect();

@@ -1,6 +1,6 @@
 //! The fixtures themselves: they work and they clean up.
 
-use tests::kernel::{HostLink, host_link};
+use tests::kernel::{HostLink, host_link, netns_link};
 use tests::{CniPath, Etcd, Netns, host_veth_name, names};
 
 #[test]
@@ -65,8 +65,30 @@ fn netns_fixture_is_deleted_on_drop() {
 }
 
 #[test]
-#[ignore = "root: creates host links"]
+#[ignore = "root: creates network namespaces"]
+fn host_netns_fixture_holds_this_threads_links_until_drop() {
+    let name = host_veth_name(&names::container_id());
+    let host = Netns::host();
+    let path = host.path();
+    let link = HostLink::veth(&name, &format!("tmp{}", &name[4..]));
+    assert!(netns_link(host.name(), link.name()).is_some());
+    let other_thread = std::thread::spawn({
+        let name = name.clone();
+        move || host_link(&name)
+    });
+    assert!(
+        other_thread.join().unwrap().is_some(),
+        "spawned thread not on the host"
+    );
+    drop(host);
+    assert!(host_link(&name).is_none(), "{name} on the machine's host");
+    assert!(!std::path::Path::new(&path).exists(), "{path} left");
+}
+
+#[test]
+#[ignore = "root: creates network namespaces"]
 fn host_link_fixture_is_deleted_on_drop() {
+    let _host = Netns::host();
     let name = host_veth_name(&names::container_id());
     let link = HostLink::veth(&name, &format!("tmp{}", &name[4..]));
     assert!(host_link(link.name()).is_some());

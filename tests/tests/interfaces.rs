@@ -25,7 +25,7 @@ impl TwoNetworks {
     fn new() -> TwoNetworks {
         let two = TwoNetworks {
             bed: TestBed::new(),
-            subnet2: Subnet::claim(),
+            subnet2: Subnet::nth(2),
             net2: names::unique("net2"),
             netns: Netns::new(),
             cid: names::container_id(),

@@ -3,7 +3,7 @@
 //! and real network namespaces.
 
 use serde_json::{Value, json};
-use tests::kernel::{HostIpv6Forwarding, eventually, host_ipv6_forwarding, host_link};
+use tests::kernel::{eventually, host_ipv6_forwarding, host_link, set_host_ipv6_forwarding};
 use tests::{Env, NetConf, Netns, PluginOutput, TestBed, names, run_plugin};
 
 const TEARDOWN: std::time::Duration = std::time::Duration::from_secs(5);
@@ -153,7 +153,7 @@ fn label_endpoints_copies_only_the_calico_prefixed_cni_labels() {
 /// The kernel forwards a container's IPv6 only with `all.forwarding` on: ADD of a container
 /// with an IPv6 address turns it on in the host namespace, an IPv4-only one leaves it alone.
 #[test]
-#[ignore = "root: real etcd and netns; changes the host's IPv6 forwarding and restores it"]
+#[ignore = "root: real etcd and netns"]
 fn ipv6_container_turns_on_host_ipv6_forwarding_and_ipv4_only_does_not() {
     let bed = TestBed::new();
     let ipv6_subnet = bed.subnet.ipv6_cidr(213, 120);
@@ -165,8 +165,7 @@ fn ipv6_container_turns_on_host_ipv6_forwarding_and_ipv4_only_does_not() {
         (bed.conf().set("ipam", ipam(&[&bed.subnet.cidr()])), "0"),
         (bed.conf().set("ipam", ipam(&[&ipv6_subnet])), "1"),
     ];
-    let forwarding = HostIpv6Forwarding::keep();
-    forwarding.set("0");
+    set_host_ipv6_forwarding("0");
     for (conf, want) in cases {
         let (netns, cid) = (Netns::new(), names::container_id());
         run(&bed, "ADD", &conf, &cid, &netns).result();

@@ -437,7 +437,7 @@ fn a_pods_further_interface_gets_its_own_veth_and_endpoint() {
     let pod = pb.add_pod(&[("app", "web")], &[]);
     let sandbox = Sandbox::new();
     let conf = pb.conf(K8S_CONF);
-    let subnet2 = tests::Subnet::claim();
+    let subnet2 = tests::Subnet::nth(2);
     let net2 = names::unique("net2");
     let conf2 = pb
         .conf(K8S_CONF)

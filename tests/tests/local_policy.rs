@@ -7,7 +7,7 @@
 use std::process::Command;
 
 use serde_json::{Value, json};
-use tests::kernel::{HostIpv6Forwarding, ping};
+use tests::kernel::ping;
 use tests::{Env, NetConf, Netns, PluginOutput, TestBed, host_veth_name, names, run_plugin};
 
 const CHECK_FAILED: u64 = 106;
@@ -118,16 +118,15 @@ impl Container {
 /// Two calico-ipam networks on one bed, with IPv4 and IPv6 pools shared between them (so
 /// their addresses never collide), local policy in `table`.
 struct World {
-    bed: TestBed,
+    // Before the bed, so that it is dropped while this thread is still on the bed's host.
     table: Table,
+    bed: TestBed,
     a: NetConf,
     b: NetConf,
-    _forwarding: HostIpv6Forwarding,
 }
 
 impl World {
     fn new(local: bool) -> World {
-        let forwarding = HostIpv6Forwarding::keep();
         let bed = TestBed::new();
         bed.add_pool(&bed.subnet.cidr());
         bed.add_pool(&bed.subnet.ipv6_cidr(214, 112));
@@ -148,7 +147,6 @@ impl World {
             a,
             b,
             bed,
-            _forwarding: forwarding,
         }
     }
 

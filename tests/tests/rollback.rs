@@ -93,15 +93,13 @@ fn add_fails_and_releases_address_when_ifname_exists_in_container() {
 #[ignore = "root: real etcd and netns"]
 fn add_succeeds_when_a_stale_host_veth_of_the_same_name_exists() {
     let bed = TestBed::new();
-    let netns = Netns::new();
-    let cid = names::container_id();
-    let veth = host_veth_name(&cid);
-    let stale_peer = format!("tmp{}", &cid[..11]);
+    let container = bed.container(bed.conf());
+    let veth = host_veth_name(&container.id);
+    let stale_peer = format!("tmp{}", &container.id[..11]);
     let stale = HostLink::veth(&veth, &stale_peer);
     let stale_index = host_link(stale.name()).expect("stale veth").index;
 
-    let conf = bed.conf();
-    let out = bed.add(&conf, &cid, &netns.path(), "eth0");
+    let out = container.add();
     let result = out.result();
     assert_eq!(
         result["interfaces"][0]["name"],
@@ -118,15 +116,12 @@ fn add_succeeds_when_a_stale_host_veth_of_the_same_name_exists() {
         host_link(&stale_peer).is_none(),
         "stale peer {stale_peer} left"
     );
-    let addrs = tests::kernel::netns_ipv4_addrs(netns.name(), "eth0");
+    let addrs = tests::kernel::netns_ipv4_addrs(container.netns.name(), "eth0");
     assert_eq!(addrs.len(), 1, "{addrs:?}");
     assert!(
         tests::kernel::ping(&addrs[0].local),
         "container does not answer ping"
     );
-
-    bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
-    bed.assert_nothing_left(&[&cid]);
 }
 
 /// When undoing a failed ADD fails too (here the IPAM plugin refuses the release), the
@@ -136,8 +131,6 @@ fn add_succeeds_when_a_stale_host_veth_of_the_same_name_exists() {
 #[ignore = "root: real etcd and netns"]
 fn failed_rollback_keeps_the_record_for_a_later_del() {
     let bed = TestBed::new();
-    let netns = Netns::new();
-    let cid = names::container_id();
     let state = tests::TempDir::new("stuck-ipam");
     let address = bed.subnet.cidr().replace(".0/24", ".77");
     std::fs::write(state.join("address"), &address).unwrap();
@@ -162,11 +155,12 @@ fn failed_rollback_keeps_the_record_for_a_later_del() {
         assert!(ok, "ip route {verb} {address}/32 dev lo");
     };
     route("add");
-    let conf = bed
-        .conf()
-        .set("ipam", serde_json::json!({"type": "stuck-ipam"}));
+    let container = bed.container(
+        bed.conf()
+            .set("ipam", serde_json::json!({"type": "stuck-ipam"})),
+    );
 
-    let out = bed.add(&conf, &cid, &netns.path(), "eth0");
+    let out = container.add();
     out.error();
     route("del");
     let records = bed.etcd.keys("/calico/cni/v1/attachment/");
@@ -176,11 +170,10 @@ fn failed_rollback_keeps_the_record_for_a_later_del() {
         "the record was not kept after a failed rollback\n{out}"
     );
     assert!(
-        host_link(&host_veth_name(&cid)).is_none(),
+        host_link(&host_veth_name(&container.id)).is_none(),
         "veth left after the failed ADD"
     );
 
+    // The container's drop runs the DEL.
     std::fs::remove_file(state.join("refuse-del")).unwrap();
-    bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
-    bed.assert_nothing_left(&[&cid]);
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bed::{PodBed, Sandbox, TOKEN, container_ip, result_ip};
 use ipam_support::{assert_no_allocations, check_datastore};
 use serde_json::{Value, json};
-use tests::kernel::{HostIpv6Forwarding, eventually, host_link, netns_link, ping};
+use tests::kernel::{eventually, host_link, netns_link, ping};
 use tests::{NetConf, Netns, TestBed, host_veth_name, names, run_plugin};
 
 const K8S_CONF: &str = "calico-k8s.conf";
@@ -311,8 +311,6 @@ fn pod_del_releases_the_address_under_the_handle_its_add_used() {
 #[test]
 #[ignore = "root: real etcd and netns"]
 fn ipv6_container_gets_a_default_route_via_the_host_veths_link_local() {
-    // ADD turns the host's IPv6 forwarding on; the guard puts it back afterwards.
-    let _forwarding = HostIpv6Forwarding::keep();
     let bed = TestBed::new();
     let netns = Netns::new();
     let cid = names::container_id();
@@ -592,8 +590,6 @@ fn a_recreated_pod_gets_a_fresh_endpoint_instead_of_the_stale_one() {
 #[test]
 #[ignore = "root: real etcd and netns"]
 fn del_of_an_ipv6_only_container_succeeds_and_leaves_nothing() {
-    // ADD turns the host's IPv6 forwarding on; the guard puts it back afterwards.
-    let _forwarding = HostIpv6Forwarding::keep();
     let bed = TestBed::new();
     let netns = Netns::new();
     let cid = names::container_id();

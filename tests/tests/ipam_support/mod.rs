@@ -8,34 +8,44 @@ use std::process::Command;
 
 use serde_json::Value;
 use tests::plugin::binary;
-use tests::{Env, Etcd, NetConf, PluginOutput, TempDir, names, run_plugin};
+use tests::{Env, Etcd, NetConf, Netns, PluginOutput, TempDir, names, run_plugin};
 
 /// `CNI_NETNS` for IPAM-only runs: calico-ipam never enters it.
 pub const NO_NETNS: &str = "/var/run/netns/unused";
 
 /// One etcd plus the names `tests/fixtures/calico-ipam.conf` is filled with, and a directory
-/// for the nodes' block hints (the fixture itself keeps no hints).
+/// for the nodes' block hints (the fixture itself keeps no hints), on a throwaway host
+/// namespace like [`tests::TestBed`]'s.
 pub struct IpamBed {
     pub etcd: Etcd,
     pub node: String,
     pub network: String,
     pub cni_path: TempDir,
     pub hint_dir: TempDir,
+    // Last, so that it is dropped last: etcd runs in it.
+    host: Netns,
 }
 
 impl IpamBed {
+    /// A bed with a single etcd member.
     pub fn new() -> IpamBed {
-        IpamBed::with_etcd(Etcd::start())
+        IpamBed::with_etcd(Etcd::start)
     }
 
-    /// A bed on the given etcd (a cluster, say); configs list all its members.
-    pub fn with_etcd(etcd: Etcd) -> IpamBed {
+    /// A bed on a three-member etcd cluster; configs list all its members.
+    pub fn with_cluster() -> IpamBed {
+        IpamBed::with_etcd(Etcd::start_cluster)
+    }
+
+    fn with_etcd(start: fn() -> Etcd) -> IpamBed {
+        let host = Netns::host();
         IpamBed {
-            etcd,
+            etcd: start(),
             node: names::unique("node"),
             network: names::unique("net"),
             cni_path: TempDir::new("cni-path"),
             hint_dir: TempDir::new("block-hints"),
+            host,
         }
     }
 

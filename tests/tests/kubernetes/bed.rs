@@ -85,8 +85,9 @@ impl Sandbox {
 
 /// A [`TestBed`] with a stand-in API server.
 pub struct PodBed {
-    pub bed: TestBed,
+    // Before the bed: it listens on the loopback of the bed's host namespace.
     pub api: ApiServer,
+    pub bed: TestBed,
 }
 
 impl PodBed {
@@ -96,9 +97,10 @@ impl PodBed {
     }
 
     pub fn with_auth(auth: Auth) -> PodBed {
+        let bed = TestBed::new();
         PodBed {
-            bed: TestBed::new(),
             api: ApiServer::start(auth),
+            bed,
         }
     }
 
