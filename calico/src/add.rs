@@ -14,6 +14,7 @@ use common::error::RollbackLog;
 use ipnetwork::IpNetwork;
 
 use crate::attachment::{self, AttachmentGuard};
+use crate::check;
 use crate::combined;
 use crate::crash;
 use crate::endpoint::{self, EndpointGuard, EndpointWrite, StoredEndpoint};
@@ -39,17 +40,23 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
             let (host, container) = (sessions.host, &sessions.container);
             if veth::container_end_of(host, container, &req.ifname, &found.endpoint.name)?.is_some()
             {
-                return reply.send(&endpoint_result(req, &found.endpoint));
+                let record = record.as_ref().map(attachment::decode_record).transpose()?;
+                let endpoint = &found.endpoint;
+                if check::is_complete(&store, req, &sessions, endpoint, record.as_ref())? {
+                    return reply.send(&endpoint_result(req, endpoint));
+                }
+                remove_unfinished_attachment(req, "its interfaces are not all set up")?;
+            } else {
+                // Set up afresh: a failure after IPAM must not release addresses that an
+                // endpoint left in place still names.
+                remove_attachment_left_elsewhere(req, container, &found)?;
             }
-            // Set up afresh: a failure after IPAM must not release addresses that an endpoint
-            // left in place still names.
-            remove_attachment_left_elsewhere(req, container, &found)?;
             None
         }
         Some(found) if !ids.is_kubernetes() => return join_network(&store, req, found, reply),
         other => {
             if record.is_some() {
-                remove_unfinished_attachment(req)?;
+                remove_unfinished_attachment(req, "it has a record but no endpoint")?;
             }
             network::refuse_existing_interface(req, &sessions.container)?;
             other
@@ -203,12 +210,13 @@ fn remove_attachment_left_elsewhere(
     crate::del::del(req)
 }
 
-/// This attachment has a record but no endpoint: an earlier ADD of it was killed before it
-/// finished (or its undo failed). What it left (addresses, veth, record, claim) is removed as DEL
-/// would, so that the retried ADD neither fails on its interface nor holds a second address.
-fn remove_unfinished_attachment(req: &Request) -> Result<()> {
+/// An earlier ADD of this attachment was killed before it finished (or its undo failed): it
+/// has a record but no endpoint, or an endpoint whose interfaces are not all set up (`why`).
+/// What it left (addresses, veth, endpoint, record, claim) is removed as DEL would, so that the
+/// retried ADD neither fails on its interface nor holds a second address.
+fn remove_unfinished_attachment(req: &Request, why: &str) -> Result<()> {
     common::cni::log::info(&format!(
-        "attachment {}/{} has a record but no endpoint: removing what an unfinished ADD left",
+        "attachment {}/{}: {why}: removing what an unfinished ADD left",
         req.container_id, req.ifname
     ));
     crate::del::del(req)
