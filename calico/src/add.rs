@@ -1,22 +1,24 @@
-//! ADD: addresses from IPAM, the veth pair, the endpoint and profile in etcd.
+//! ADD: addresses from IPAM, the veth pair, the endpoint and profile in etcd (with Calico IPAM
+//! in this process, record, addresses, endpoint and profile in one transaction first).
 
 use std::collections::BTreeMap;
 
 use common::Result;
 use common::cni::{CniResult, Interface, IpConfig, Reply, Request};
 use common::config::PolicyType;
-use common::dataplane::format_mac;
 use common::dataplane::netns::ContainerNetns;
 use common::dataplane::veth::{self, HOST_MAC, VethGuard};
+use common::dataplane::{format_mac, random_mac};
 use common::datastore::model::{Profile, WorkloadEndpoint};
 use common::datastore::{Datastore, Entry};
 use common::error::RollbackLog;
 use ipnetwork::IpNetwork;
 
 use crate::attachment::{self, AttachmentGuard};
+use crate::check;
 use crate::combined;
 use crate::crash;
-use crate::endpoint::{self, EndpointWrite, StoredEndpoint};
+use crate::endpoint::{self, EndpointGuard, EndpointWrite, StoredEndpoint};
 use crate::ipam_delegation::{self, IpamLease};
 use crate::labels;
 use crate::network;
@@ -39,17 +41,23 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
             let (host, container) = (sessions.host, &sessions.container);
             if veth::container_end_of(host, container, &req.ifname, &found.endpoint.name)?.is_some()
             {
-                return reply.send(&endpoint_result(req, &found.endpoint));
+                let record = record.as_ref().map(attachment::decode_record).transpose()?;
+                let endpoint = &found.endpoint;
+                if check::is_complete(&store, req, &sessions, endpoint, record.as_ref())? {
+                    return reply.send(&endpoint_result(req, endpoint));
+                }
+                remove_unfinished_attachment(req, "its interfaces are not all set up")?;
+            } else {
+                // Set up afresh: a failure after IPAM must not release addresses that an
+                // endpoint left in place still names.
+                remove_attachment_left_elsewhere(req, container, &found)?;
             }
-            // Set up afresh: a failure after IPAM must not release addresses that an endpoint
-            // left in place still names.
-            remove_attachment_left_elsewhere(req, container, &found)?;
             None
         }
         Some(found) if !ids.is_kubernetes() => return join_network(&store, req, found, reply),
         other => {
             if record.is_some() {
-                remove_unfinished_attachment(req)?;
+                remove_unfinished_attachment(req, "it has a record but no endpoint")?;
             }
             network::refuse_existing_interface(req, &sessions.container)?;
             other
@@ -60,32 +68,44 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let setup = pod::prepare(req, &ids)?;
     let req = &setup.request;
     let rollback = RollbackLog::default();
+    let plan = EndpointPlan {
+        setup: &setup,
+        ids: &ids,
+        key: endpoint::endpoint_key(&ids),
+        profile: network_profile(req, &ids),
+        replaced: replaced.as_ref(),
+        container_mac: random_mac(),
+    };
     let read = (wanted.as_slice(), first.also.as_slice());
-    let (mut recorded, mut lease) =
-        record_and_allocate(&store, &setup, read, replaced.as_ref(), &rollback)?;
+    let (mut recorded, mut lease, published) =
+        record_and_allocate(&store, &setup, read, &plan, &rollback)?;
     let addresses = ipam_delegation::workload_addresses(&lease.result);
     crash::point("after-ipam");
     let host_veth = recorded.host_veth();
-    let mut pair =
-        network::create_workload_interfaces(req, &sessions, host_veth, &addresses, &rollback)?;
+    let mut pair = network::create_workload_interfaces(
+        req,
+        &sessions,
+        host_veth,
+        &addresses,
+        plan.container_mac,
+        &rollback,
+    )?;
     crash::point("after-routes");
-    let (key, profile) = (endpoint::endpoint_key(&ids), network_profile(req, &ids));
     let new_endpoint = policy::NewEndpoint {
         host_veth: pair.host_ifname(),
         addresses: &addresses,
-        creating: profile.as_ref(),
+        creating: plan.profile.as_ref(),
         reuses_host_veth: replaced.is_some() || host_veth.replaces_stale_link,
     };
     let mut policed = policy::enforce_new_endpoint(req, &profiles, &new_endpoint, &rollback)?;
     crash::point("after-policy");
-    let endpoint = workload_endpoint(&setup, &ids, &pair, &addresses, replaced.as_ref());
-    let write = EndpointWrite {
-        key: &key,
-        endpoint: &endpoint,
-        previous: replaced.as_ref(),
-        profile: profile.as_ref(),
+    let mut written = match published {
+        Some(written) => written,
+        None => {
+            let endpoint = plan.endpoint(pair.host_ifname(), &addresses);
+            endpoint::write_endpoint(&store, &plan.write(&endpoint), &rollback)?
+        }
     };
-    let mut written = endpoint::write_endpoint(&store, &write, &rollback)?;
     crash::point("after-endpoint");
     reply.send(&attachment_result(req, &pair, &addresses, &lease.result))?;
     crash::point("after-result");
@@ -97,27 +117,71 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     Ok(())
 }
 
-/// The attachment record, the claim on its host veth name and the addresses: in one
-/// transaction where [`combined`] can, else the record and claim first, then the addresses.
-/// `read` is what ADD's first read found for [`combined::first_read_keys`]; where the ADD
-/// removed an old attachment since, it is stale, and the commit's conditions catch that.
+/// The record, the claim on its host veth name, the addresses and the endpoint: in one
+/// transaction where [`combined`] can, else the record and claim first, then the addresses
+/// (the endpoint is then written once the interfaces exist: `None`). `read` is what ADD's
+/// first read found for [`combined::first_read_keys`]; where the ADD removed an old attachment
+/// since, it is stale, and the commit's conditions catch that.
 fn record_and_allocate<'a>(
     store: &'a Datastore,
     setup: &'a PodSetup,
     read: (&[String], &[Option<Entry>]),
-    replaced: Option<&StoredEndpoint>,
+    plan: &EndpointPlan<'_>,
     rollback: &RollbackLog,
-) -> Result<(AttachmentGuard<'a>, IpamLease<'a>)> {
-    if let Some(both) = combined::record_and_allocate(store, setup, read, rollback)? {
-        return Ok(both);
+) -> Result<(
+    AttachmentGuard<'a>,
+    IpamLease<'a>,
+    Option<EndpointGuard<'a>>,
+)> {
+    let publish = |host_veth: &str, addresses: &[IpNetwork]| {
+        endpoint::pending_endpoint(&plan.write(&plan.endpoint(host_veth, addresses)))
+    };
+    if let Some((recorded, lease, written)) =
+        combined::record_allocate_and_publish(store, setup, read, publish, rollback)?
+    {
+        return Ok((recorded, lease, Some(written)));
     }
     let req = &setup.request;
     let ids = WorkloadIds::for_request(req);
     let recorded = attachment::record_attachment(store, req, &ids, &setup.addresses, rollback)?;
     crash::point("after-record");
-    release_replaced_addresses(store, req, &setup.addresses, replaced)?;
+    release_replaced_addresses(store, req, &setup.addresses, plan.replaced)?;
     let lease = ipam_delegation::allocate(store, req, &setup.addresses, rollback)?;
-    Ok((recorded, lease))
+    Ok((recorded, lease, None))
+}
+
+/// What the attachment's endpoint will be, once its host veth name and addresses are known.
+struct EndpointPlan<'a> {
+    setup: &'a PodSetup,
+    ids: &'a WorkloadIds,
+    key: String,
+    /// The network's profile, created with the endpoint unless it exists.
+    profile: Option<Profile>,
+    /// A pod's earlier sandbox's endpoint, which this one replaces.
+    replaced: Option<&'a StoredEndpoint>,
+    /// Chosen before the pair exists, so that the endpoint can be written first.
+    container_mac: [u8; 6],
+}
+
+impl EndpointPlan<'_> {
+    fn endpoint(&self, host_veth: &str, addresses: &[IpNetwork]) -> WorkloadEndpoint {
+        workload_endpoint(
+            self.setup,
+            self.ids,
+            (host_veth, &format_mac(&self.container_mac)),
+            addresses,
+            self.replaced,
+        )
+    }
+
+    fn write<'e>(&'e self, endpoint: &'e WorkloadEndpoint) -> EndpointWrite<'e> {
+        EndpointWrite {
+            key: &self.key,
+            endpoint,
+            previous: self.replaced,
+            profile: self.profile.as_ref(),
+        }
+    }
 }
 
 /// Whether `found`, this `CNI_IFNAME`'s endpoint, is the one this very attachment made: for a
@@ -151,12 +215,13 @@ fn remove_attachment_left_elsewhere(
     crate::del::del(req)
 }
 
-/// This attachment has a record but no endpoint: an earlier ADD of it was killed before it
-/// finished (or its undo failed). What it left (addresses, veth, record, claim) is removed as DEL
-/// would, so that the retried ADD neither fails on its interface nor holds a second address.
-fn remove_unfinished_attachment(req: &Request) -> Result<()> {
+/// An earlier ADD of this attachment was killed before it finished (or its undo failed): it
+/// has a record but no endpoint, or an endpoint whose interfaces are not all set up (`why`).
+/// What it left (addresses, veth, endpoint, record, claim) is removed as DEL would, so that the
+/// retried ADD neither fails on its interface nor holds a second address.
+fn remove_unfinished_attachment(req: &Request, why: &str) -> Result<()> {
     common::log::info(&format!(
-        "attachment {}/{} has a record but no endpoint: removing what an unfinished ADD left",
+        "attachment {}/{}: {why}: removing what an unfinished ADD left",
         req.container_id, req.ifname
     ));
     crate::del::del(req)
@@ -223,26 +288,26 @@ fn network_profile(req: &Request, ids: &WorkloadIds) -> Option<Profile> {
     }
 }
 
-/// The endpoint to store. A pod's endpoint records the sandbox that owns it, so that a late
-/// DEL of an older sandbox leaves it alone; fields other tools added to a replaced endpoint
-/// are kept.
+/// The endpoint to store, for the host veth and container MAC `(host_veth, mac)`. A pod's
+/// endpoint records the sandbox that owns it, so that a late DEL of an older sandbox leaves it
+/// alone; fields other tools added to a replaced endpoint are kept.
 fn workload_endpoint(
     setup: &PodSetup,
     ids: &WorkloadIds,
-    pair: &VethGuard,
+    (host_veth, mac): (&str, &str),
     addresses: &[IpNetwork],
     replaced: Option<&StoredEndpoint>,
 ) -> WorkloadEndpoint {
     let req = &setup.request;
     WorkloadEndpoint {
         state: "active".to_string(),
-        name: pair.host_ifname().to_string(),
+        name: host_veth.to_string(),
         active_instance_id: if ids.is_kubernetes() {
             req.container_id.clone()
         } else {
             String::new()
         },
-        mac: pair.container_mac().to_string(),
+        mac: mac.to_string(),
         profile_ids: vec![ids.profile(&req.config)],
         ipv4_nets: addresses.iter().filter(|a| a.is_ipv4()).copied().collect(),
         ipv6_nets: addresses.iter().filter(|a| a.is_ipv6()).copied().collect(),

@@ -134,6 +134,11 @@ pub struct PendingClaim {
 }
 
 impl PendingClaim {
+    /// The host veth name it claims.
+    pub fn host_veth_name(&self) -> &str {
+        &self.host_veth.name
+    }
+
     /// The guard of the record and claim, once the transaction carrying them committed.
     pub fn committed<'a>(
         self,

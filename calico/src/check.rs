@@ -7,6 +7,8 @@ use common::dataplane::netns::ContainerNetns;
 use common::dataplane::route::{IPV4_GATEWAY, RouteState, Scope};
 use common::dataplane::{Netlink, addr, route, sysctl, veth};
 use common::datastore::Datastore;
+use common::datastore::model::WorkloadEndpoint;
+use common::datastore::records::AttachmentRecord;
 use common::error::codes;
 use common::{Code, Error, Result};
 use ipnetwork::IpNetwork;
@@ -52,6 +54,38 @@ pub fn check(req: &Request) -> Result<()> {
         own.map(|o| o.endpoint).as_ref(),
     )?);
     common::error::from_findings(codes::CHECK_FAILED, &mismatches)
+}
+
+/// Whether the attachment whose endpoint ADD found is complete in the kernel: the container
+/// interface with its addresses and routes, the host veth with its routes and sysctls, and
+/// the endpoint's local policy. An ADD killed after its endpoint was committed but before the
+/// last of these steps leaves an attachment a repeated ADD must not answer as done.
+pub fn is_complete(
+    store: &Datastore,
+    req: &Request,
+    sessions: &network::Sessions,
+    endpoint: &WorkloadEndpoint,
+    record: Option<&AttachmentRecord>,
+) -> Result<bool> {
+    let expected = Expected {
+        host_ifname: endpoint.name.clone(),
+        container_mac: Some(endpoint.mac.clone()),
+        addresses: endpoint
+            .ipv4_nets
+            .iter()
+            .chain(&endpoint.ipv6_nets)
+            .copied()
+            .collect(),
+    };
+    let mut mismatches = check_container(&sessions.container, &req.ifname, &expected)?;
+    mismatches.extend(check_host(sessions.host, &expected)?);
+    mismatches.extend(policy::check(store, record, Some(endpoint))?);
+    for mismatch in &mismatches {
+        common::log::info(&format!(
+            "repeated ADD finds the attachment unfinished: {mismatch}"
+        ));
+    }
+    Ok(mismatches.is_empty())
 }
 
 /// Reads `prevResult`: the container interface named `CNI_IFNAME` in this netns, the host

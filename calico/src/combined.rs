@@ -1,21 +1,28 @@
-//! ADD's first write when Calico IPAM runs in this process: the attachment record, the claim
-//! on the host veth name and the addresses (block and handle, and the affinity when a block is
-//! claimed) in one transaction, from what ADD's first read already found.
+//! ADD's one write when Calico IPAM runs in this process: the attachment record, the claim on
+//! the host veth name, the addresses (block and handle, and the affinity when a block is
+//! claimed) and the endpoint with its network's profile, in one transaction, from what ADD's
+//! first read already found.
 //!
 //! Crash safety is that of the separate steps: the record exists as soon as anything does, so
-//! DEL and GC find the addresses with it; here they simply land at the same instant.
+//! DEL and GC find the addresses and the endpoint with it; here they simply land at the same
+//! instant. The endpoint names the host veth and the container MAC before the pair exists
+//! (the MAC is chosen here and given to the kernel when the pair is created): a DEL or a
+//! repeated ADD after a crash finds the endpoint without its interface, as after a crash
+//! between the separate steps, and tears it down.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use common::Result;
 use common::cni::Request;
-use common::datastore::{Datastore, Entry, keys};
-use common::error::{Error, RollbackLog};
-use common::ipam::preread::CompanionOutcome;
-use common::ipam::verbs::{self, AssignInputs};
+use common::datastore::{Datastore, Entry, Txn, keys};
+use common::error::RollbackLog;
+use common::ipam::verbs::{self, AssignedWith};
+use ipnetwork::IpNetwork;
 
 use crate::attachment::{self, AttachmentGuard};
 use crate::crash;
+use crate::endpoint::{EndpointGuard, PendingEndpoint};
 use crate::ipam_delegation::{self, IpamLease};
 use crate::pod::{AddressSource, PodSetup};
 use crate::workload::WorkloadIds;
@@ -33,16 +40,22 @@ pub fn first_read_keys(req: &Request, ids: &WorkloadIds) -> Vec<String> {
     wanted
 }
 
-/// The record, claim and addresses committed in one transaction, or `None` when this ADD takes
-/// the separate steps (another IPAM plugin, requested or given addresses, a usual host veth
-/// name that needs a closer look, or a claim taken meanwhile; nothing was written then).
-/// `wanted` and `found` are [`first_read_keys`] and what the first read found for them.
-pub fn record_and_allocate<'a>(
+/// What [`record_allocate_and_publish`] committed: the guards of record and claim, of the
+/// addresses and of the endpoint.
+pub type Published<'a> = (AttachmentGuard<'a>, IpamLease<'a>, EndpointGuard<'a>);
+
+/// The record, claim, addresses and endpoint committed in one transaction, or `None` when this
+/// ADD takes the separate steps (another IPAM plugin, requested or given addresses, a usual
+/// host veth name that needs a closer look, or a key changed since the first read: nothing was
+/// written then). `wanted` and `found` are [`first_read_keys`] and what the first read found
+/// for them; `endpoint` makes the endpoint's write for the host veth name and the addresses.
+pub fn record_allocate_and_publish<'a>(
     store: &'a Datastore,
     setup: &'a PodSetup,
     (wanted, found): (&[String], &[Option<Entry>]),
+    endpoint: impl FnOnce(&str, &[IpNetwork]) -> Result<PendingEndpoint>,
     rollback: &RollbackLog,
-) -> Result<Option<(AttachmentGuard<'a>, IpamLease<'a>)>> {
+) -> Result<Option<Published<'a>>> {
     let (req, source) = (&setup.request, &setup.addresses);
     if !ipam_delegation::in_process(req) || *source != AddressSource::Ipam {
         return Ok(None);
@@ -58,25 +71,32 @@ pub fn record_and_allocate<'a>(
         .zip(found.iter().cloned())
         .skip(1)
         .collect();
-    let inputs = AssignInputs {
-        prefetched,
-        companion: Some(pending.txn.clone()),
+    let mut published = None;
+    let own = |addresses: &[IpAddr]| -> Result<Txn> {
+        let nets = ipam_delegation::workload_addresses(&verbs::ipam_result(addresses));
+        let write = endpoint(pending.host_veth_name(), &nets)?;
+        let txn = joined(&pending.txn, &write.txn);
+        published = Some(write);
+        Ok(txn)
     };
     let assigned =
-        verbs::assign_under_node_lock(store, &ipam_delegation::ipam_request(req), inputs);
-    match assigned.companion {
-        CompanionOutcome::Broken => Ok(None),
-        CompanionOutcome::NotSent => Err(assigned
-            .addresses
-            .err()
-            .unwrap_or_else(|| Error::internal("addresses assigned without a transaction"))),
-        CompanionOutcome::Committed => {
-            // From here on, dropping the guard undoes record and claim.
-            let recorded = pending.committed(store, rollback);
-            crash::point("after-record");
-            let addresses = assigned.addresses?;
-            let lease = ipam_delegation::assigned_lease(store, req, addresses, rollback);
-            Ok(Some((recorded, lease)))
-        }
-    }
+        verbs::assign_with(store, &ipam_delegation::ipam_request(req), &prefetched, own)?;
+    let (AssignedWith::Committed(addresses, _), Some(written)) = (assigned, published) else {
+        return Ok(None);
+    };
+    // From here on, dropping the guards undoes what was written.
+    let recorded = pending.committed(store, rollback);
+    crash::point("after-record");
+    let lease = ipam_delegation::assigned_lease(store, req, addresses, rollback);
+    Ok(Some((recorded, lease, written.committed(store, rollback))))
+}
+
+/// One transaction of both: their conditions, writes and failure reads.
+fn joined(first: &Txn, second: &Txn) -> Txn {
+    let mut txn = first.clone();
+    txn.conditions.extend(second.conditions.iter().cloned());
+    txn.writes.extend(second.writes.iter().cloned());
+    txn.reads_on_failure
+        .extend(second.reads_on_failure.iter().cloned());
+    txn
 }

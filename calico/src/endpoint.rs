@@ -291,6 +291,51 @@ pub fn write_endpoint<'a>(
     write: &EndpointWrite<'_>,
     rollback: &RollbackLog,
 ) -> Result<EndpointGuard<'a>> {
+    let pending = pending_endpoint(write)?;
+    let (key, txn) = (write.key, &pending.txn);
+    let outcome = store
+        .txn(txn)
+        .with_context(|| format!("write endpoint {key}"))?;
+    // The datastore repeats a transaction whose answer was lost (a timeout, then failover);
+    // finding exactly this value means the first attempt was applied.
+    let applied_before = outcome.resent
+        && outcome
+            .current
+            .first()
+            .is_some_and(|e| e.value == pending.written.written);
+    if !outcome.committed && !applied_before {
+        datastore::log_conflict(txn, &outcome.current);
+        return Err(Error::new(
+            codes::CONFLICT,
+            format!("endpoint {key} was changed by another writer"),
+        ));
+    }
+    Ok(pending.committed(store, rollback))
+}
+
+/// An endpoint write not sent yet, for [`write_endpoint`] or to join another transaction.
+pub struct PendingEndpoint {
+    /// Its conditions (the key absent, or at the revision read) and writes (the endpoint, the
+    /// profile unless it exists).
+    pub txn: Txn,
+    /// What the undo finds and puts back.
+    pub written: WrittenKey,
+}
+
+impl PendingEndpoint {
+    /// The guard of the write once it has committed.
+    pub fn committed<'a>(self, store: &'a Datastore, rollback: &RollbackLog) -> EndpointGuard<'a> {
+        EndpointGuard {
+            store,
+            written: self.written,
+            rollback: rollback.clone(),
+            committed: false,
+        }
+    }
+}
+
+/// The transaction [`write_endpoint`] sends for `write`.
+pub fn pending_endpoint(write: &EndpointWrite<'_>) -> Result<PendingEndpoint> {
     let key = write.key;
     let condition = match write.previous {
         Some(stored) => Condition::Revision(key.to_string(), stored.revision),
@@ -309,34 +354,17 @@ pub fn write_endpoint<'a>(
             writes: puts,
         });
     }
-    let txn = Txn {
-        conditions: vec![condition],
-        writes,
-        reads_on_failure: vec![key.to_string()],
-    };
-    let outcome = store
-        .txn(&txn)
-        .with_context(|| format!("write endpoint {key}"))?;
-    // The datastore repeats a transaction whose answer was lost (a timeout, then failover);
-    // finding exactly this value means the first attempt was applied.
-    let applied_before =
-        outcome.resent && outcome.current.first().is_some_and(|e| e.value == value);
-    if !outcome.committed && !applied_before {
-        datastore::log_conflict(&txn, &outcome.current);
-        return Err(Error::new(
-            codes::CONFLICT,
-            format!("endpoint {key} was changed by another writer"),
-        ));
-    }
-    Ok(EndpointGuard {
-        store,
+    Ok(PendingEndpoint {
+        txn: Txn {
+            conditions: vec![condition],
+            writes,
+            reads_on_failure: vec![key.to_string()],
+        },
         written: WrittenKey {
             key: key.to_string(),
             written: value,
             previous: write.previous.map(|p| p.endpoint.to_json()).transpose()?,
         },
-        rollback: rollback.clone(),
-        committed: false,
     })
 }
 

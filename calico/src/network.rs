@@ -61,6 +61,7 @@ pub fn create_workload_interfaces<'a>(
     sessions: &'a Sessions,
     host: &attachment::HostVeth,
     addresses: &[IpNetwork],
+    container_mac: [u8; 6],
     rollback: &RollbackLog,
 ) -> Result<veth::VethGuard<'a>> {
     let host_ifname = host.name.as_str();
@@ -70,6 +71,7 @@ pub fn create_workload_interfaces<'a>(
     }
     let mut request = veth::VethRequest::new(host_ifname, &req.ifname);
     request.mtu = req.config.mtu;
+    request.container_mac = Some(container_mac);
     let mut pair = veth::create_veth(sessions.host, &sessions.container, &request)?;
     pair.report_rollback_to(rollback);
     crash::point("after-veth");

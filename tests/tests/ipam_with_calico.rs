@@ -55,16 +55,16 @@ fn write_transactions(log: &std::path::Path) -> usize {
 /// executes `calico-ipam` (the record and claim, the assignment, the endpoint; the release,
 /// then the deletes).
 fn writes_per_add_and_del(in_process: bool) -> (usize, usize) {
-    if in_process { (2, 1) } else { (3, 2) }
+    if in_process { (1, 1) } else { (3, 2) }
 }
 
-/// With `ipam.type: calico-ipam`, an ADD commits record, claim and addresses in one
-/// transaction and the endpoint in a second; DEL releases and deletes in one. Forcing the
+/// With `ipam.type: calico-ipam`, an ADD commits record, claim, addresses and endpoint in one
+/// transaction; DEL releases and deletes in one. Forcing the
 /// exec path (`CALICO_IPAM_EXEC=1`, or `ipam_in_process: false`) executes calico-ipam, with
 /// its own transactions.
 #[test]
 #[ignore = "needs root and etcd"]
-fn an_add_writes_etcd_twice_and_a_del_once_with_calico_ipam_in_process() {
+fn an_add_writes_etcd_once_and_a_del_once_with_calico_ipam_in_process() {
     let bed = TestBed::new();
     let log_dir = TempDir::new("request-log");
     let log = log_dir.join("requests");

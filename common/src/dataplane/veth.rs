@@ -36,6 +36,8 @@ pub struct VethRequest {
     pub mtu: Option<u32>,
     /// MAC address of the host end.
     pub host_mac: [u8; 6],
+    /// MAC address of the container end; the kernel chooses one when `None`.
+    pub container_mac: Option<[u8; 6]>,
 }
 
 impl VethRequest {
@@ -46,6 +48,7 @@ impl VethRequest {
             container_ifname: container_ifname.into(),
             mtu: None,
             host_mac: HOST_MAC,
+            container_mac: None,
         }
     }
 }
@@ -261,13 +264,16 @@ pub fn create_veth<'a>(
 }
 
 /// The RTM_NEWLINK message for the pair: the host end's attributes, and a peer message holding
-/// the container end's name, MTU and the netns fd to create it in.
+/// the container end's name, MTU, MAC (when chosen) and the netns fd to create it in.
 ///
 /// The peer cannot carry the up flag: the kernel registers and configures the peer before the
 /// host end exists, and opening a veth without its other end fails with `ENOTCONN`. The
 /// container end is set up afterwards, over the container's session.
 fn veth_message(req: &VethRequest, netns_fd: i32) -> LinkMessage {
     let mut peer = LinkUnspec::new_with_name(&req.container_ifname).setns_by_fd(netns_fd);
+    if let Some(mac) = req.container_mac {
+        peer = peer.address(mac.to_vec());
+    }
     let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
         .name(req.host_ifname.clone())
         .address(req.host_mac.to_vec())

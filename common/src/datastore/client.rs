@@ -19,9 +19,9 @@ use super::txn::{
     Entry, Read, Txn, TxnOutcome, entry, etcd_reads, etcd_txn, read_answers, txn_keys, txn_log_key,
     txn_outcome,
 };
-use crate::log;
 use crate::config::EtcdSettings;
 use crate::error::{Code, Context, Error, Kind, Result, codes};
+use crate::log;
 
 /// Environment variable naming a file to which every etcd request appends `<verb> <key>`:
 /// `txn` for a transaction that writes (committed or not), `read` for reads (a transaction

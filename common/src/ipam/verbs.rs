@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use super::allocator::hinted_read;
 use super::node_lock::{NodeIpamLock, newest_of};
-use super::preread::{CompanionOutcome, Preread};
+use super::preread::{HeldOutcome, Preread};
 use super::{
     Allocator, AutoAssign, BlockHints, GcScope, PRIMARY_IFNAME, RoomRequest, address_shortages,
     handle_id, handle_mismatches, release_unlisted_idle_handles,
@@ -32,48 +32,69 @@ pub struct AssignInputs {
     /// `None` for a key found absent): they, or the node's block copy where it is newer, serve
     /// the allocator's first read.
     pub prefetched: HashMap<String, Option<Entry>>,
-    /// Writes of the caller's that must commit together with the first assignment (see
-    /// [`Preread::with_companion`]).
-    pub companion: Option<Txn>,
 }
 
 /// The outcome of [`assign_under_node_lock`].
 pub struct Assigned {
     /// The addresses, or why none were assigned.
     pub addresses: Result<Vec<IpAddr>>,
-    /// What became of the companion writes.
-    pub companion: CompanionOutcome,
 }
 
 /// Assigns the request's addresses (the `IP=` address, or one per family enabled in the
 /// config) under the request's handle, holding the node's IPAM lock from the first read to the
 /// last commit; then leaves the node's blocks as committed in the block copy.
 pub fn assign_under_node_lock(store: &Datastore, req: &Request, inputs: AssignInputs) -> Assigned {
-    let lock = match node_lock(req) {
-        Ok(lock) => lock,
-        Err(err) => {
-            return Assigned {
-                addresses: Err(err),
-                companion: CompanionOutcome::NotSent,
-            };
+    let addresses = node_lock(req).and_then(|lock| {
+        let copy = lock.read_copy();
+        let preread = Preread::new(store, newest_of(&inputs.prefetched, &copy));
+        let addresses = assign(&allocator(&preread, req), &request_handle(req), req);
+        if addresses.is_ok() {
+            lock.write_copy(copy, &preread.seen());
         }
-    };
+        addresses
+    });
+    Assigned { addresses }
+}
+
+/// What [`assign_with`] did.
+pub enum AssignedWith {
+    /// The addresses and the caller's writes committed in one transaction, at this revision.
+    Committed(Vec<IpAddr>, i64),
+    /// Nothing was written: another writer changed a key the assignment or the caller's writes
+    /// depend on, or the assignment took steps that cannot join one transaction. The caller
+    /// takes the separate steps.
+    NotWritten,
+}
+
+/// Assigns the request's addresses like [`assign_under_node_lock`], but commits them in one
+/// transaction together with the writes `own` makes for those addresses (the caller's record,
+/// claim and endpoint): the allocator's steps are held back and joined (see
+/// [`Preread::holding`]). An assignment that fails (no room, no pool) is an error and writes
+/// nothing.
+pub fn assign_with(
+    store: &Datastore,
+    req: &Request,
+    prefetched: &HashMap<String, Option<Entry>>,
+    own: impl FnOnce(&[IpAddr]) -> Result<Txn>,
+) -> Result<AssignedWith> {
+    let lock = node_lock(req)?;
     let copy = lock.read_copy();
-    let mut preread = Preread::new(store, newest_of(&inputs.prefetched, &copy));
-    if let Some(companion) = inputs.companion {
-        preread = preread.with_companion(companion);
+    let preread = Preread::new(store, newest_of(prefetched, &copy)).holding();
+    let addresses = assign(&allocator(&preread, req), &request_handle(req), req)?;
+    match preread.commit_held(&own(&addresses)?)? {
+        HeldOutcome::Committed(revision) => {
+            lock.write_copy(copy, &preread.seen());
+            Ok(AssignedWith::Committed(addresses, revision))
+        }
+        HeldOutcome::NotWritten => Ok(AssignedWith::NotWritten),
     }
-    let ipam = Allocator::new(&preread, &req.config.nodename)
+}
+
+/// The allocator of `req`'s node and network over `store`, with the node's block hints.
+fn allocator<'s>(store: &'s Preread<'_>, req: &'s Request) -> Allocator<'s> {
+    Allocator::new(store, &req.config.nodename)
         .with_network(&req.config.name)
-        .with_block_hints(req.config.ipam.block_hint_dir.as_deref());
-    let addresses = assign(&ipam, &request_handle(req), req);
-    if addresses.is_ok() {
-        lock.write_copy(copy, &preread.seen());
-    }
-    Assigned {
-        addresses,
-        companion: preread.companion_outcome(),
-    }
+        .with_block_hints(req.config.ipam.block_hint_dir.as_deref())
 }
 
 /// The keys an ADD's assignment reads first when the node's block hint names blocks: what

@@ -9,13 +9,13 @@ use ipnetwork::IpNetwork;
 use super::Allocator;
 use super::auto_assign::in_requested_pools;
 use super::commit::HandleView;
-use crate::log;
 use crate::datastore::Entry;
 use crate::datastore::keys::{self, IpFamily};
 use crate::error::Result;
 use crate::ipam::block::{AllocationBlock, addr_to_u128, family_name};
 use crate::ipam::hint::BlockHints;
 use crate::ipam::store::read_many;
+use crate::log;
 
 impl Allocator<'_> {
     /// The common case with a hint: one read of the handle, the hinted blocks and their
