@@ -9,12 +9,11 @@ use common::dataplane::netns::ContainerNetns;
 use common::dataplane::veth::{self, HOST_MAC, VethGuard};
 use common::datastore::model::{Profile, WorkloadEndpoint};
 use common::datastore::{Datastore, Entry};
-use common::error::RollbackLog;
+use common::rollback::RollbackLog;
 use ipnetwork::IpNetwork;
 
 use crate::attachment::{self, AttachmentGuard};
 use crate::combined;
-use crate::crash;
 use crate::endpoint::{self, EndpointWrite, StoredEndpoint};
 use crate::ipam::{self, IpamLease};
 use crate::labels;
@@ -22,6 +21,7 @@ use crate::network;
 use crate::pod::{self, AddressSource, PodSetup};
 use crate::policy;
 use crate::workload::WorkloadIds;
+use common::fault;
 
 /// Handles ADD.
 pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
@@ -63,11 +63,11 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let (mut recorded, mut lease) =
         record_and_allocate(&store, &setup, read, replaced.as_ref(), &rollback)?;
     let addresses = ipam::workload_addresses(&lease.result);
-    crash::point("after-ipam");
+    fault::point("after-ipam")?;
     let host_veth = recorded.host_veth();
     let mut pair =
         network::create_workload_interfaces(req, &sessions, host_veth, &addresses, &rollback)?;
-    crash::point("after-routes");
+    fault::point("after-routes")?;
     let (key, profile) = (endpoint::endpoint_key(&ids), network_profile(req, &ids));
     let new_endpoint = policy::NewEndpoint {
         host_veth: pair.host_ifname(),
@@ -76,7 +76,7 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
         reuses_host_veth: replaced.is_some() || host_veth.replaces_stale_link,
     };
     let mut policed = policy::enforce_new_endpoint(req, &profiles, &new_endpoint, &rollback)?;
-    crash::point("after-policy");
+    fault::point("after-policy")?;
     let endpoint = workload_endpoint(&setup, &ids, &pair, &addresses, replaced.as_ref());
     let write = EndpointWrite {
         key: &key,
@@ -85,9 +85,9 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
         profile: profile.as_ref(),
     };
     let mut written = endpoint::write_endpoint(&store, &write, &rollback)?;
-    crash::point("after-endpoint");
+    fault::point("after-endpoint")?;
     reply.send(&attachment_result(req, &pair, &addresses, &lease.result))?;
-    crash::point("after-result");
+    fault::point("after-result")?;
     written.commit();
     policed.commit();
     pair.commit();
@@ -113,7 +113,7 @@ fn record_and_allocate<'a>(
     let req = &setup.request;
     let ids = WorkloadIds::for_request(req);
     let recorded = attachment::record_attachment(store, req, &ids, &setup.addresses, rollback)?;
-    crash::point("after-record");
+    fault::point("after-record")?;
     release_replaced_addresses(store, req, &setup.addresses, replaced)?;
     let lease = ipam::allocate(store, req, &setup.addresses, rollback)?;
     Ok((recorded, lease))

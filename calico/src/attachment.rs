@@ -5,9 +5,10 @@
 use common::cni::Request;
 use common::dataplane::{Netlink, veth};
 use common::datastore::model::{AttachmentRecord, HostVethClaim};
-use common::datastore::undo::{WrittenKey, undo_writes};
+use common::datastore::undo::{WrittenKey, WrittenKeys};
 use common::datastore::{self, Condition, Datastore, Entry, Txn, Write, keys};
-use common::error::{RollbackLog, codes};
+use common::error::codes;
+use common::rollback::{Guard, RollbackLog, Undo};
 use common::{Context, Error, Result};
 
 use crate::endpoint;
@@ -39,52 +40,38 @@ pub fn attachment_key(req: &Request) -> String {
     )
 }
 
-/// A written record and claim; dropping it deletes both again unless committed, or unless
-/// undoing another step failed: then the record stays, so that a later DEL or GC finds what
-/// is left.
-pub struct AttachmentGuard<'a> {
-    store: &'a Datastore,
-    written: Vec<WrittenKey>,
+/// A written record and claim, under a guard that deletes both again unless committed.
+pub type AttachmentGuard<'a> = Guard<RecordedAttachment<'a>>;
+
+/// A written record and claim. Undoing another step failed, the record stays, so that a later
+/// DEL or GC finds what is left.
+pub struct RecordedAttachment<'a> {
+    written: WrittenKeys<'a>,
     host_veth: HostVeth,
-    rollback: RollbackLog,
-    committed: bool,
 }
 
-impl AttachmentGuard<'_> {
+impl RecordedAttachment<'_> {
     /// The host veth name claimed.
     pub fn host_veth(&self) -> &HostVeth {
         &self.host_veth
     }
-
-    /// Keeps the record and the claim.
-    pub fn commit(&mut self) {
-        self.committed = true;
-    }
 }
 
-impl Drop for AttachmentGuard<'_> {
-    fn drop(&mut self) {
-        if self.committed {
-            return;
-        }
-        let record_key = &self.written[0].key;
-        if self.rollback.failed() {
+impl Undo for RecordedAttachment<'_> {
+    fn action(&self) -> String {
+        self.written.action()
+    }
+
+    fn undo(&mut self, log: &RollbackLog) -> Result<Vec<String>> {
+        if log.failed() {
             common::cni::log::warn(&format!(
-                "rollback incomplete: keeping attachment record {record_key} for DEL or GC"
+                "rollback incomplete: keeping attachment record {} for DEL or GC",
+                self.written.first_key()
             ));
-            return;
+            return Ok(Vec::new());
         }
         // A pod's next sandbox may have taken the claim over meanwhile: it keeps it.
-        match undo_writes(self.store, &self.written) {
-            Ok(left) if left.is_empty() => {}
-            Ok(left) => common::cni::log::info(&format!(
-                "rollback: leaving {}: changed by another writer",
-                left.join(", ")
-            )),
-            Err(err) => common::cni::log::error(&format!(
-                "rollback: failed to delete attachment record {record_key}: {err}"
-            )),
-        }
+        self.written.undo(log)
     }
 }
 
@@ -107,13 +94,11 @@ pub fn record_attachment<'a>(
     for name in candidates {
         let record = attachment_record(req, ids, addresses, &name)?;
         if let Some((host_veth, written)) = claim_host_veth(store, req, ids, &record)? {
-            return Ok(AttachmentGuard {
-                store,
-                written,
+            let recorded = RecordedAttachment {
+                written: WrittenKeys::new(store, written),
                 host_veth,
-                rollback: rollback.clone(),
-                committed: false,
-            });
+            };
+            return Ok(Guard::new(recorded, rollback));
         }
     }
     Err(Error::new(
@@ -138,13 +123,11 @@ impl PendingClaim {
         store: &'a Datastore,
         rollback: &RollbackLog,
     ) -> AttachmentGuard<'a> {
-        AttachmentGuard {
-            store,
-            written: self.written,
+        let recorded = RecordedAttachment {
+            written: WrittenKeys::new(store, self.written),
             host_veth: self.host_veth,
-            rollback: rollback.clone(),
-            committed: false,
-        }
+        };
+        Guard::new(recorded, rollback)
     }
 }
 

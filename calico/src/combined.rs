@@ -10,15 +10,16 @@ use std::collections::HashMap;
 use common::Result;
 use common::cni::Request;
 use common::datastore::{Datastore, Entry, keys};
-use common::error::{Error, RollbackLog};
+use common::error::Error;
 use common::ipam::preread::CompanionOutcome;
 use common::ipam::verbs::{self, AssignInputs};
+use common::rollback::RollbackLog;
 
 use crate::attachment::{self, AttachmentGuard};
-use crate::crash;
 use crate::ipam::{self, IpamLease};
 use crate::pod::{AddressSource, PodSetup};
 use crate::workload::WorkloadIds;
+use common::fault;
 
 /// The keys this step wants in ADD's first read: the claim on the usual host veth name, then
 /// (in this process) what IPAM reads first.
@@ -72,7 +73,7 @@ pub fn record_and_allocate<'a>(
         CompanionOutcome::Committed => {
             // From here on, dropping the guard undoes record and claim.
             let recorded = pending.committed(store, rollback);
-            crash::point("after-record");
+            fault::point("after-record")?;
             let addresses = assigned.addresses?;
             let lease = ipam::assigned_lease(store, req, addresses, rollback);
             Ok(Some((recorded, lease)))

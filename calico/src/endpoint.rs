@@ -2,9 +2,10 @@
 
 use common::cni::Request;
 use common::datastore::model::{Profile, WorkloadEndpoint};
-use common::datastore::undo::{WrittenKey, undo_writes};
+use common::datastore::undo::{WrittenKey, WrittenKeys};
 use common::datastore::{self, Condition, Datastore, Entry, Read, Txn, Write, keys};
-use common::error::{RollbackLog, codes};
+use common::error::codes;
+use common::rollback::{Guard, RollbackLog};
 use common::{Context, Error, Result};
 
 use crate::workload::WorkloadIds;
@@ -238,42 +239,9 @@ pub fn endpoint_using_link(
     }))
 }
 
-/// A written endpoint; dropping it undoes the write unless committed: a new endpoint is
-/// deleted, a replaced one gets its previous value back.
-pub struct EndpointGuard<'a> {
-    store: &'a Datastore,
-    written: WrittenKey,
-    rollback: RollbackLog,
-    committed: bool,
-}
-
-impl EndpointGuard<'_> {
-    /// Keeps the endpoint.
-    pub fn commit(&mut self) {
-        self.committed = true;
-    }
-}
-
-impl Drop for EndpointGuard<'_> {
-    fn drop(&mut self) {
-        if self.committed {
-            return;
-        }
-        let key = &self.written.key;
-        match undo_writes(self.store, std::slice::from_ref(&self.written)) {
-            Ok(left) if left.is_empty() => {}
-            Ok(_) => common::cni::log::info(&format!(
-                "rollback: leaving endpoint {key}: changed by another writer"
-            )),
-            Err(err) => {
-                self.rollback.record_failure();
-                common::cni::log::error(&format!(
-                    "rollback: failed to restore endpoint {key}: {err}"
-                ));
-            }
-        }
-    }
-}
+/// A written endpoint, under a guard that undoes the write unless committed: a new endpoint
+/// is deleted, a replaced one gets its previous value back.
+pub type EndpointGuard<'a> = Guard<WrittenKeys<'a>>;
 
 /// Writes the endpoint: a new one only if the key is still absent, a replacement only if the
 /// key still holds the revision that was read. When `profile` is given, it is created in the
@@ -322,16 +290,12 @@ pub fn write_endpoint<'a>(
         )
         .with_kind(common::Kind::CasConflict));
     }
-    Ok(EndpointGuard {
-        store,
-        written: WrittenKey {
-            key: key.to_string(),
-            written: value,
-            previous: write.previous.map(|p| p.endpoint.to_json()).transpose()?,
-        },
-        rollback: rollback.clone(),
-        committed: false,
-    })
+    let written = WrittenKey {
+        key: key.to_string(),
+        written: value,
+        previous: write.previous.map(|p| p.endpoint.to_json()).transpose()?,
+    };
+    Ok(Guard::new(WrittenKeys::new(store, vec![written]), rollback))
 }
 
 /// What [`write_endpoint`] writes.

@@ -4,7 +4,6 @@ mod add;
 mod attachment;
 mod check;
 mod combined;
-mod crash;
 mod del;
 mod endpoint;
 mod ipam;

@@ -378,6 +378,7 @@ mod tests {
             Netlink::host().unwrap(),
             &container,
             &VethRequest::new(host.name(), "eth0"),
+            &crate::rollback::RollbackLog::default(),
         )
         .unwrap();
         guard.commit();
@@ -472,6 +473,7 @@ mod tests {
             Netlink::host().unwrap(),
             &container,
             &VethRequest::new(host.name(), "eth1"),
+            &crate::rollback::RollbackLog::default(),
         )
         .unwrap();
         guard.commit();
@@ -573,6 +575,7 @@ mod tests {
             Netlink::host().unwrap(),
             &ContainerNetns::open(ns.path()).unwrap(),
             &VethRequest::new(host.name(), "eth0"),
+            &crate::rollback::RollbackLog::default(),
         )
         .unwrap();
         guard.commit();
@@ -633,6 +636,7 @@ mod tests {
             Netlink::host().unwrap(),
             &ContainerNetns::open(ns.path()).unwrap(),
             &VethRequest::new(host.name(), "eth0"),
+            &crate::rollback::RollbackLog::default(),
         )
         .unwrap();
         guard.commit();

@@ -2,6 +2,7 @@
 //! value only while it still holds exactly what this run wrote there.
 
 use super::{Condition, Datastore, Read, Txn, Write};
+use crate::rollback::{RollbackLog, Undo};
 use crate::{Context, Result};
 
 /// How often the undo is retried after the keys changed between its read and its write.
@@ -56,4 +57,33 @@ pub fn undo_writes(store: &Datastore, writes: &[WrittenKey]) -> Result<Vec<Strin
         crate::error::codes::CONFLICT,
         format!("{first} kept changing while undoing this run's write"),
     ))
+}
+
+/// This run's writes, under a guard that undoes them with [`undo_writes`] unless committed.
+pub struct WrittenKeys<'a> {
+    store: &'a Datastore,
+    writes: Vec<WrittenKey>,
+}
+
+impl<'a> WrittenKeys<'a> {
+    /// The writes `writes` made in `store`.
+    pub fn new(store: &'a Datastore, writes: Vec<WrittenKey>) -> WrittenKeys<'a> {
+        WrittenKeys { store, writes }
+    }
+
+    /// The first key written.
+    pub fn first_key(&self) -> &str {
+        self.writes.first().map_or("", |w| w.key.as_str())
+    }
+}
+
+impl Undo for WrittenKeys<'_> {
+    fn action(&self) -> String {
+        let keys: Vec<&str> = self.writes.iter().map(|w| w.key.as_str()).collect();
+        format!("undo the write of {}", keys.join(", "))
+    }
+
+    fn undo(&mut self, _log: &RollbackLog) -> Result<Vec<String>> {
+        undo_writes(self.store, &self.writes)
+    }
 }
