@@ -100,6 +100,7 @@ impl Undo for VethPair<'_> {
     fn undo(&mut self, _log: &RollbackLog) -> Result<Vec<String>> {
         // By index, and only while it still has the name this run gave it: a link another
         // writer created under the name meanwhile is not this run's to delete.
+        crate::fault::point("veth-delete")?;
         delete_link_at(self.host, self.host_index, &self.host_ifname)?;
         Ok(Vec::new())
     }
@@ -242,6 +243,7 @@ pub fn create_veth<'a>(
     );
     // The host end was created up; this only reads its index back.
     guard.host_index = existing_link(host, &req.host_ifname)?.index;
+    crate::fault::point("veth-up")?;
     let container_end = bring_up(container.netlink(), &req.container_ifname)?;
     guard.container_index = container_end.index;
     guard.container_mac = container_end.mac;
