@@ -126,8 +126,10 @@ pub fn allocate<'a>(
                 release => *release = Release::Assigned(store, addresses),
             }
         } else {
-            let answer = delegate::ipam_add(&asking)?;
+            let printed = delegate::ipam_add(&asking)?;
+            // The plugin holds addresses now, even when its result turns out unusable.
             lease.release = Release::IpamDel;
+            let answer = delegate::ipam_result(&asking, &printed)?;
             let take = if address.is_some() {
                 1
             } else {
