@@ -117,14 +117,20 @@ pub struct PendingClaim {
 }
 
 impl PendingClaim {
-    /// The guard of the record and claim, once the transaction carrying them committed.
+    /// The guard of the record and claim, once the transaction carrying them committed at
+    /// `revision`.
     pub fn committed<'a>(
         self,
         store: &'a Datastore,
+        revision: i64,
         rollback: &RollbackLog,
     ) -> AttachmentGuard<'a> {
+        let mut written = self.written;
+        for key in &mut written {
+            key.revision = revision;
+        }
         let recorded = RecordedAttachment {
-            written: WrittenKeys::new(store, self.written),
+            written: WrittenKeys::new(store, written),
             host_veth: self.host_veth,
         };
         Guard::new(recorded, rollback)
@@ -173,24 +179,35 @@ pub fn pending_claim(
             ],
             reads_on_failure: vec![claim_key.clone()],
         },
-        // Under the attachment's lock nobody else writes its record: it was absent.
-        written: vec![
-            WrittenKey {
-                key: attachment_key(req),
-                written: record_value,
-                previous: None,
-            },
-            WrittenKey {
-                key: claim_key,
-                written: claim_value,
-                previous: claim.map(|e| e.value.clone()),
-            },
-        ],
+        // The revision is the transaction's, known once it committed.
+        written: written_keys(req, claim_key, claim.map(|e| e.value.clone()), 0),
         host_veth: HostVeth {
             name,
             replaces_stale_link: exists,
         },
     }))
+}
+
+/// The record and the claim (which held `claim_before`) as this run wrote them at `revision`,
+/// for the undo. Under the attachment's lock nobody else writes its record: it was absent.
+fn written_keys(
+    req: &Request,
+    claim_key: String,
+    claim_before: Option<Vec<u8>>,
+    revision: i64,
+) -> Vec<WrittenKey> {
+    vec![
+        WrittenKey {
+            key: attachment_key(req),
+            revision,
+            previous: None,
+        },
+        WrittenKey {
+            key: claim_key,
+            revision,
+            previous: claim_before,
+        },
+    ]
 }
 
 fn attachment_record(
@@ -246,19 +263,7 @@ fn claim_host_veth(
             .txn(&txn)
             .with_context(|| format!("claim host veth name {name}"))?;
         if outcome.committed {
-            // Under the attachment's lock nobody else writes its record: it was absent.
-            let written = vec![
-                WrittenKey {
-                    key: attachment_key(req),
-                    written: record_value,
-                    previous: None,
-                },
-                WrittenKey {
-                    key: claim_key.clone(),
-                    written: claim_value,
-                    previous: claim_before,
-                },
-            ];
+            let written = written_keys(req, claim_key.clone(), claim_before, outcome.revision);
             let host_veth = host_veth_after_claim(
                 store,
                 ids,

@@ -70,9 +70,9 @@ pub fn record_and_allocate<'a>(
             .addresses
             .err()
             .unwrap_or_else(|| Error::internal("addresses assigned without a transaction"))),
-        CompanionOutcome::Committed => {
+        CompanionOutcome::Committed(revision) => {
             // From here on, dropping the guard undoes record and claim.
-            let recorded = pending.committed(store, rollback);
+            let recorded = pending.committed(store, revision, rollback);
             fault::point("after-record")?;
             let addresses = assigned.addresses?;
             let lease = ipam::assigned_lease(store, req, addresses, rollback);

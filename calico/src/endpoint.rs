@@ -292,7 +292,10 @@ pub fn write_endpoint<'a>(
     }
     let written = WrittenKey {
         key: key.to_string(),
-        written: value,
+        revision: match outcome.committed {
+            true => outcome.revision,
+            false => outcome.current.first().map_or(0, |e| e.mod_revision),
+        },
         previous: write.previous.map(|p| p.endpoint.to_json()).transpose()?,
     };
     Ok(Guard::new(WrittenKeys::new(store, vec![written]), rollback))

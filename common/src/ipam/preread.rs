@@ -20,8 +20,9 @@ use crate::error::{Error, Kind, Result, codes};
 pub enum CompanionOutcome {
     /// No transaction that writes was made (the allocation failed before one).
     NotSent,
-    /// Committed together with an assignment.
-    Committed,
+    /// Committed together with an assignment, at this revision: the `mod_revision` its keys
+    /// carry.
+    Committed(i64),
     /// Its conditions no longer held: another writer changed one of its keys. The allocation
     /// stopped with a conflict, and nothing of it was written.
     Broken,
@@ -176,8 +177,23 @@ impl<'s> Preread<'s> {
                 _ => false,
             });
         if outcome.committed || applied_before {
+            // An attempt applied before has its revision on the keys it wrote.
+            let written = |key: &str| {
+                companion
+                    .writes
+                    .iter()
+                    .any(|w| matches!(w, Write::Put(k, _) if k == key))
+            };
+            let revision = match outcome.committed {
+                true => outcome.revision,
+                false => outcome
+                    .current
+                    .iter()
+                    .find(|e| written(&e.key))
+                    .map_or(0, |e| e.mod_revision),
+            };
             state.companion = None;
-            state.outcome = CompanionOutcome::Committed;
+            state.outcome = CompanionOutcome::Committed(revision);
             return Ok(());
         }
         let broken = companion.conflicting_keys(&outcome.current);
@@ -291,7 +307,10 @@ mod tests {
         let companion = write("/claim");
         let preread = Preread::new(&store, HashMap::new()).with_companion(companion.clone());
         assert!(preread.txn(&write("/block1")).unwrap().committed);
-        assert_eq!(preread.companion_outcome(), CompanionOutcome::Committed);
+        assert!(matches!(
+            preread.companion_outcome(),
+            CompanionOutcome::Committed(_)
+        ));
         assert!(store.get("/claim").unwrap().is_some());
         // Only once: the next write goes alone.
         assert!(preread.txn(&write("/block2")).unwrap().committed);
