@@ -7,21 +7,24 @@ use common::cni::{CniResult, Interface, IpConfig, Reply, Request};
 use common::dataplane::format_mac;
 use common::dataplane::netns::ContainerNetns;
 use common::dataplane::veth::{self, HOST_MAC, VethGuard};
-use common::datastore::model::{Profile, WorkloadEndpoint};
+use common::datastore::model::WorkloadEndpoint;
 use common::datastore::{Datastore, Entry};
+use common::fault;
 use common::rollback::RollbackLog;
 use ipnetwork::IpNetwork;
 
 use crate::attachment::{self, AttachmentGuard};
 use crate::combined;
 use crate::endpoint::{self, EndpointWrite, StoredEndpoint};
+use crate::first_read;
 use crate::ipam::{self, IpamLease};
+use crate::join;
 use crate::labels;
 use crate::network;
 use crate::pod::{self, AddressSource, PodSetup};
 use crate::policy;
+use crate::profile;
 use crate::workload::WorkloadIds;
-use common::fault;
 
 /// Handles ADD.
 pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
@@ -31,7 +34,7 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let wanted = combined::first_read_keys(req, &ids);
     let profile_reads = policy::profile_reads(req);
     let record_key = attachment::attachment_key(req);
-    let first = endpoint::read_for_add(&store, &ids, &record_key, &wanted, &profile_reads)?;
+    let first = first_read::read_for_add(&store, &ids, &record_key, &wanted, &profile_reads)?;
     let (found, record, profiles) = (first.endpoint, first.record, first.policy);
     let existing = match found {
         Some(found) if is_this_attachment(req, &ids, &found) => {
@@ -45,7 +48,10 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
             remove_attachment_left_elsewhere(req, container, &found)?;
             None
         }
-        Some(found) if !ids.is_kubernetes() => return join_network(&store, req, found, reply),
+        Some(found) if join::joins(req, &ids, &found) => {
+            let joined = join::join(&store, req, found)?;
+            return reply.send(&endpoint_result(req, &joined));
+        }
         other => {
             if record.is_some() {
                 remove_unfinished_attachment(req)?;
@@ -68,7 +74,10 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let mut pair =
         network::create_workload_interfaces(req, &sessions, host_veth, &addresses, &rollback)?;
     fault::point("after-routes")?;
-    let (key, profile) = (endpoint::endpoint_key(&ids), network_profile(req, &ids));
+    let (key, profile) = (
+        endpoint::endpoint_key(&ids),
+        profile::network_profile(req, &ids),
+    );
     let new_endpoint = policy::NewEndpoint {
         host_veth: pair.host_ifname(),
         addresses: &addresses,
@@ -182,41 +191,6 @@ fn release_replaced_addresses(
             },
         ),
         _ => Ok(()),
-    }
-}
-
-/// The workload has an endpoint under this `CNI_IFNAME` already, made by another network (it
-/// joins a second network under the same interface name, as Calico v1 does, or that ADD is
-/// repeated): add this network's profile and answer with the endpoint's addresses, without
-/// IPAM or interface work.
-fn join_network(
-    store: &Datastore,
-    req: &Request,
-    existing: StoredEndpoint,
-    reply: &mut Reply<'_>,
-) -> Result<()> {
-    let updated = endpoint::append_profile(store, existing, &req.config.name)?;
-    if let Some(profile) = network_profile(req, &WorkloadIds::for_request(req)) {
-        endpoint::ensure_profile(store, &profile)?;
-    }
-    policy::enforce_joined(store, req, &updated)?;
-    reply.send(&endpoint_result(req, &updated))
-}
-
-/// The profile the plugin maintains for the network (also under local policy, which enforces
-/// it), unless another policy type or the operator (`create_profiles: false`) manages
-/// profiles: inbound only from the network's own endpoints, or (Kubernetes without policy)
-/// everything.
-fn network_profile(req: &Request, ids: &WorkloadIds) -> Option<Profile> {
-    let name = &req.config.name;
-    match (
-        (req.config.policy.policy_type.is_empty() || policy::is_local(&req.config))
-            && req.config.create_profiles,
-        ids.is_kubernetes(),
-    ) {
-        (false, _) => None,
-        (true, false) => Some(Profile::for_network(name)),
-        (true, true) => Some(Profile::allow_all(name)),
     }
 }
 

@@ -11,6 +11,7 @@ use common::Result;
 use common::cni::Request;
 use common::datastore::{Datastore, Entry, keys};
 use common::error::Error;
+use common::fault;
 use common::ipam::preread::CompanionOutcome;
 use common::ipam::verbs::{self, AssignInputs};
 use common::rollback::RollbackLog;
@@ -19,7 +20,6 @@ use crate::attachment::{self, AttachmentGuard};
 use crate::ipam::{self, IpamLease};
 use crate::pod::{AddressSource, PodSetup};
 use crate::workload::WorkloadIds;
-use common::fault;
 
 /// The keys this step wants in ADD's first read: the claim on the usual host veth name, then
 /// (in this process) what IPAM reads first.

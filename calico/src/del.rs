@@ -15,9 +15,12 @@ use common::{Error, Result};
 
 use crate::attachment;
 use crate::endpoint::{self, StoredEndpoint};
+use crate::first_read;
 use crate::ipam;
+use crate::join;
 use crate::network;
 use crate::policy;
+use crate::ready;
 use crate::teardown_commit::{self, TeardownRead};
 use crate::workload::WorkloadIds;
 
@@ -34,11 +37,11 @@ pub fn del(req: &Request) -> Result<()> {
         keys::host_veth_claim(&req.config.nodename, &usual),
     ];
     also.extend(teardown_commit::first_read_keys(req));
-    let (stored, found) = endpoint::read_for_del(&store, &ids, &also)?;
+    let (stored, found) = first_read::read_for_del(&store, &ids, &also)?;
     let ipam_read = also.iter().cloned().zip(found.iter().cloned()).skip(2);
     let ipam_read = ipam_read.collect();
-    if let Some(joined) = endpoint::joined_endpoint(req, &ids, stored.as_ref()) {
-        return leave_network(&store, req, joined);
+    if let Some(joined) = join::joined_endpoint(req, &ids, stored.as_ref()) {
+        return join::leave(&store, req, joined);
     }
     let record = found[0]
         .as_ref()
@@ -80,7 +83,7 @@ pub fn del(req: &Request) -> Result<()> {
 /// Absent lists mean no attachment is valid, as libcni sends none when it has none.
 pub fn gc(req: &Request) -> Result<()> {
     let store = Datastore::connect(&req.config.etcd)?;
-    endpoint::ensure_ready(&store)?;
+    ready::ensure_ready(&store)?;
     sweep_lock_files(req);
     let valid = req.config.valid_attachments.clone().unwrap_or_default();
     let is_valid = |r: &AttachmentRecord| {
@@ -189,15 +192,6 @@ fn teardown(
             .collect(),
         |failures| plan.finish(store, &req.config.nodename, &record_key, failures),
     )
-}
-
-/// Leaving a network the container joined later: drop its profile, release whatever the IPAM
-/// plugin may hold for it; the interface stays with the network that made it.
-fn leave_network(store: &Datastore, req: &Request, stored: StoredEndpoint) -> Result<()> {
-    let released = ipam::release(store, req);
-    endpoint::remove_profile(store, stored.clone(), &req.config.name)?;
-    policy::enforce_left(store, req, &stored.endpoint)?;
-    released
 }
 
 /// The request DEL would have had for a recorded attachment.

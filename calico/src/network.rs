@@ -9,12 +9,12 @@ use common::cni::Request;
 use common::dataplane::netns::{self, ContainerNetns};
 use common::dataplane::{Netlink, addr, configure_container_interface, route, sysctl, veth};
 use common::error::codes;
+use common::fault;
 use common::rollback::RollbackLog;
 use common::{Error, Result};
 use ipnetwork::IpNetwork;
 
 use crate::attachment;
-use common::fault;
 
 /// The netlink sessions of one verb: the host's and the container's.
 pub struct Sessions {
