@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use common::cni::{Plugin, Reply, Request};
 use common::datastore::Datastore;
 use common::ipam::verbs::{self, AssignInputs};
+use common::rollback::{Guard, RollbackLog, Undo};
 use common::{Code, Result};
 
 /// The `calico-ipam` plugin.
@@ -22,14 +23,14 @@ impl Plugin for CalicoIpam {
     fn add(&self, req: &Request, reply: &mut Reply<'_>) -> Result<()> {
         let store = Datastore::connect(&req.config.etcd)?;
         let assigned = verbs::assign_under_node_lock(&store, req, AssignInputs::default());
-        let mut lease = Lease {
+        let assigned = Assigned {
             store: &store,
             req,
             addresses: assigned.addresses?,
-            committed: false,
         };
+        let mut lease = Guard::new(assigned, &RollbackLog::default());
         reply.send(&verbs::ipam_result(&lease.addresses))?;
-        lease.committed = true;
+        lease.commit();
         Ok(())
     }
 
@@ -59,22 +60,21 @@ impl Plugin for CalicoIpam {
     }
 }
 
-/// Addresses assigned for one ADD; released again when dropped uncommitted (the result could
-/// not be printed).
-struct Lease<'a> {
+/// Addresses assigned for one ADD, released again when their guard is dropped uncommitted
+/// (the result could not be printed).
+struct Assigned<'a> {
     store: &'a Datastore,
     req: &'a Request,
     addresses: Vec<IpAddr>,
-    committed: bool,
 }
 
-impl Drop for Lease<'_> {
-    fn drop(&mut self) {
-        if self.committed {
-            return;
-        }
-        if let Err(err) = verbs::release_assigned(self.store, self.req, &self.addresses) {
-            common::log::error(&format!("rollback: {err}"));
-        }
+impl Undo for Assigned<'_> {
+    fn action(&self) -> String {
+        format!("release addresses of {}", self.req.container_id)
+    }
+
+    fn undo(&mut self, _log: &RollbackLog) -> Result<Vec<String>> {
+        verbs::release_assigned(self.store, self.req, &self.addresses)?;
+        Ok(Vec::new())
     }
 }

@@ -5,25 +5,27 @@ use std::collections::BTreeMap;
 
 use common::Result;
 use common::cni::{CniResult, Interface, IpConfig, Reply, Request};
-use common::config::PolicyType;
 use common::dataplane::netns::ContainerNetns;
 use common::dataplane::veth::{self, HOST_MAC, VethGuard};
 use common::dataplane::{format_mac, random_mac};
 use common::datastore::model::{Profile, WorkloadEndpoint};
 use common::datastore::{Datastore, Entry};
-use common::error::RollbackLog;
+use common::fault;
+use common::rollback::RollbackLog;
 use ipnetwork::IpNetwork;
 
 use crate::attachment::{self, AttachmentGuard};
 use crate::check;
 use crate::combined;
-use crate::crash;
 use crate::endpoint::{self, EndpointGuard, EndpointWrite, StoredEndpoint};
+use crate::first_read;
 use crate::ipam_delegation::{self, IpamLease};
+use crate::join;
 use crate::labels;
 use crate::network;
 use crate::pod::{self, AddressSource, PodSetup};
 use crate::policy;
+use crate::profile;
 use crate::workload::WorkloadIds;
 
 /// Handles ADD.
@@ -34,7 +36,7 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let wanted = combined::first_read_keys(req, &ids);
     let profile_reads = policy::profile_reads(req);
     let record_key = attachment::attachment_key(req);
-    let first = endpoint::read_for_add(&store, &ids, &record_key, &wanted, &profile_reads)?;
+    let first = first_read::read_for_add(&store, &ids, &record_key, &wanted, &profile_reads)?;
     let (found, record, profiles) = (first.endpoint, first.record, first.policy);
     let existing = match found {
         Some(found) if is_this_attachment(req, &ids, &found) => {
@@ -54,7 +56,10 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
             }
             None
         }
-        Some(found) if !ids.is_kubernetes() => return join_network(&store, req, found, reply),
+        Some(found) if join::joins(req, &ids, &found) => {
+            let joined = join::join(&store, req, found)?;
+            return reply.send(&endpoint_result(req, &joined));
+        }
         other => {
             if record.is_some() {
                 remove_unfinished_attachment(req, "it has a record but no endpoint")?;
@@ -72,7 +77,7 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
         setup: &setup,
         ids: &ids,
         key: endpoint::endpoint_key(&ids),
-        profile: network_profile(req, &ids),
+        profile: profile::network_profile(req, &ids),
         replaced: replaced.as_ref(),
         container_mac: random_mac(),
     };
@@ -80,7 +85,7 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let (mut recorded, mut lease, published) =
         record_and_allocate(&store, &setup, read, &plan, &rollback)?;
     let addresses = ipam_delegation::workload_addresses(&lease.result);
-    crash::point("after-ipam");
+    fault::point("after-ipam")?;
     let host_veth = recorded.host_veth();
     let mut pair = network::create_workload_interfaces(
         req,
@@ -90,7 +95,7 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
         plan.container_mac,
         &rollback,
     )?;
-    crash::point("after-routes");
+    fault::point("after-routes")?;
     let new_endpoint = policy::NewEndpoint {
         host_veth: pair.host_ifname(),
         addresses: &addresses,
@@ -98,7 +103,7 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
         reuses_host_veth: replaced.is_some() || host_veth.replaces_stale_link,
     };
     let mut policed = policy::enforce_new_endpoint(req, &profiles, &new_endpoint, &rollback)?;
-    crash::point("after-policy");
+    fault::point("after-policy")?;
     let mut written = match published {
         Some(written) => written,
         None => {
@@ -106,9 +111,9 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
             endpoint::write_endpoint(&store, &plan.write(&endpoint), &rollback)?
         }
     };
-    crash::point("after-endpoint");
+    fault::point("after-endpoint")?;
     reply.send(&attachment_result(req, &pair, &addresses, &lease.result))?;
-    crash::point("after-result");
+    fault::point("after-result")?;
     written.commit();
     policed.commit();
     pair.commit();
@@ -144,7 +149,7 @@ fn record_and_allocate<'a>(
     let req = &setup.request;
     let ids = WorkloadIds::for_request(req);
     let recorded = attachment::record_attachment(store, req, &ids, &setup.addresses, rollback)?;
-    crash::point("after-record");
+    fault::point("after-record")?;
     release_replaced_addresses(store, req, &setup.addresses, plan.replaced)?;
     let lease = ipam_delegation::allocate(store, req, &setup.addresses, rollback)?;
     Ok((recorded, lease, None))
@@ -248,43 +253,6 @@ fn release_replaced_addresses(
             },
         ),
         _ => Ok(()),
-    }
-}
-
-/// The workload has an endpoint under this `CNI_IFNAME` already, made by another network (it
-/// joins a second network under the same interface name, as Calico v1 does, or that ADD is
-/// repeated): add this network's profile and answer with the endpoint's addresses, without
-/// IPAM or interface work.
-fn join_network(
-    store: &Datastore,
-    req: &Request,
-    existing: StoredEndpoint,
-    reply: &mut Reply<'_>,
-) -> Result<()> {
-    let updated = endpoint::append_profile(store, existing, &req.config.name)?;
-    if let Some(profile) = network_profile(req, &WorkloadIds::for_request(req)) {
-        endpoint::ensure_profile(store, &profile)?;
-    }
-    policy::enforce_joined(store, req, &updated)?;
-    reply.send(&endpoint_result(req, &updated))
-}
-
-/// The profile the plugin maintains for the network (also under local policy, which enforces
-/// it), unless another policy type or the operator (`create_profiles: false`) manages
-/// profiles: inbound only from the network's own endpoints, or (Kubernetes without policy)
-/// everything.
-fn network_profile(req: &Request, ids: &WorkloadIds) -> Option<Profile> {
-    let name = &req.config.name;
-    match (
-        matches!(
-            req.config.policy.policy_type,
-            PolicyType::NetworkProfile | PolicyType::Local
-        ) && req.config.create_profiles,
-        ids.is_kubernetes(),
-    ) {
-        (false, _) => None,
-        (true, false) => Some(Profile::for_network(name)),
-        (true, true) => Some(Profile::allow_all(name)),
     }
 }
 

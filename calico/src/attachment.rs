@@ -6,9 +6,10 @@ use common::cni::Request;
 use common::dataplane::{Netlink, veth};
 use common::datastore::records::{AttachmentRecord, HostVethClaim};
 use common::datastore::retry::{Backoff, CasRetry};
-use common::datastore::undo::{WrittenKey, undo_writes};
+use common::datastore::undo::{WrittenKey, WrittenKeys};
 use common::datastore::{self, Condition, Datastore, Entry, Txn, Write, keys};
-use common::error::{RollbackLog, codes};
+use common::error::codes;
+use common::rollback::{Guard, RollbackLog, Undo};
 use common::{Context, Error, Result};
 
 use crate::endpoint;
@@ -41,52 +42,38 @@ pub fn attachment_key(req: &Request) -> String {
     )
 }
 
-/// A written record and claim; dropping it deletes both again unless committed, or unless
-/// undoing another step failed: then the record stays, so that a later DEL or GC finds what
-/// is left.
-pub struct AttachmentGuard<'a> {
-    store: &'a Datastore,
-    written: Vec<WrittenKey>,
+/// A written record and claim, under a guard that deletes both again unless committed.
+pub type AttachmentGuard<'a> = Guard<RecordedAttachment<'a>>;
+
+/// A written record and claim. Undoing another step failed, the record stays, so that a later
+/// DEL or GC finds what is left.
+pub struct RecordedAttachment<'a> {
+    written: WrittenKeys<'a>,
     host_veth: HostVeth,
-    rollback: RollbackLog,
-    committed: bool,
 }
 
-impl AttachmentGuard<'_> {
+impl RecordedAttachment<'_> {
     /// The host veth name claimed.
     pub fn host_veth(&self) -> &HostVeth {
         &self.host_veth
     }
-
-    /// Keeps the record and the claim.
-    pub fn commit(&mut self) {
-        self.committed = true;
-    }
 }
 
-impl Drop for AttachmentGuard<'_> {
-    fn drop(&mut self) {
-        if self.committed {
-            return;
-        }
-        let record_key = &self.written[0].key;
-        if self.rollback.failed() {
+impl Undo for RecordedAttachment<'_> {
+    fn action(&self) -> String {
+        self.written.action()
+    }
+
+    fn undo(&mut self, log: &RollbackLog) -> Result<Vec<String>> {
+        if log.failed() {
             common::log::warn(&format!(
-                "rollback incomplete: keeping attachment record {record_key} for DEL or GC"
+                "rollback incomplete: keeping attachment record {} for DEL or GC",
+                self.written.first_key()
             ));
-            return;
+            return Ok(Vec::new());
         }
         // A pod's next sandbox may have taken the claim over meanwhile: it keeps it.
-        match undo_writes(self.store, &self.written) {
-            Ok(left) if left.is_empty() => {}
-            Ok(left) => common::log::info(&format!(
-                "rollback: leaving {}: changed by another writer",
-                left.join(", ")
-            )),
-            Err(err) => common::log::error(&format!(
-                "rollback: failed to delete attachment record {record_key}: {err}"
-            )),
-        }
+        self.written.undo(log)
     }
 }
 
@@ -109,13 +96,11 @@ pub fn record_attachment<'a>(
     for name in candidates {
         let record = attachment_record(req, ids, addresses, &name)?;
         if let Some((host_veth, written)) = claim_host_veth(store, req, ids, &record)? {
-            return Ok(AttachmentGuard {
-                store,
-                written,
+            let recorded = RecordedAttachment {
+                written: WrittenKeys::new(store, written),
                 host_veth,
-                rollback: rollback.clone(),
-                committed: false,
-            });
+            };
+            return Ok(Guard::new(recorded, rollback));
         }
     }
     Err(Error::new(
@@ -139,19 +124,23 @@ impl PendingClaim {
         &self.host_veth.name
     }
 
-    /// The guard of the record and claim, once the transaction carrying them committed.
+    /// The guard of the record and claim, once the transaction carrying them committed at
+    /// `revision`.
     pub fn committed<'a>(
         self,
         store: &'a Datastore,
+        revision: i64,
         rollback: &RollbackLog,
     ) -> AttachmentGuard<'a> {
-        AttachmentGuard {
-            store,
-            written: self.written,
-            host_veth: self.host_veth,
-            rollback: rollback.clone(),
-            committed: false,
+        let mut written = self.written;
+        for key in &mut written {
+            key.revision = revision;
         }
+        let recorded = RecordedAttachment {
+            written: WrittenKeys::new(store, written),
+            host_veth: self.host_veth,
+        };
+        Guard::new(recorded, rollback)
     }
 }
 
@@ -197,24 +186,35 @@ pub fn pending_claim(
             ],
             reads_on_failure: vec![claim_key.clone()],
         },
-        // Under the attachment's lock nobody else writes its record: it was absent.
-        written: vec![
-            WrittenKey {
-                key: attachment_key(req),
-                written: record_value,
-                previous: None,
-            },
-            WrittenKey {
-                key: claim_key,
-                written: claim_value,
-                previous: claim.map(|e| e.value.clone()),
-            },
-        ],
+        // The revision is the transaction's, known once it committed.
+        written: written_keys(req, claim_key, claim.map(|e| e.value.clone()), 0),
         host_veth: HostVeth {
             name,
             replaces_stale_link: exists,
         },
     }))
+}
+
+/// The record and the claim (which held `claim_before`) as this run wrote them at `revision`,
+/// for the undo. Under the attachment's lock nobody else writes its record: it was absent.
+fn written_keys(
+    req: &Request,
+    claim_key: String,
+    claim_before: Option<Vec<u8>>,
+    revision: i64,
+) -> Vec<WrittenKey> {
+    vec![
+        WrittenKey {
+            key: attachment_key(req),
+            revision,
+            previous: None,
+        },
+        WrittenKey {
+            key: claim_key,
+            revision,
+            previous: claim_before,
+        },
+    ]
 }
 
 fn attachment_record(
@@ -271,19 +271,7 @@ fn claim_host_veth(
             .txn(&txn)
             .with_context(|| format!("claim host veth name {name}"))?;
         if outcome.committed {
-            // Under the attachment's lock nobody else writes its record: it was absent.
-            let written = vec![
-                WrittenKey {
-                    key: attachment_key(req),
-                    written: record_value,
-                    previous: None,
-                },
-                WrittenKey {
-                    key: claim_key.clone(),
-                    written: claim_value,
-                    previous: claim_before,
-                },
-            ];
+            let written = written_keys(req, claim_key.clone(), claim_before, outcome.revision);
             let host_veth = host_veth_after_claim(
                 store,
                 ids,

@@ -16,6 +16,8 @@ use ipnetwork::IpNetwork;
 use crate::attachment;
 use crate::endpoint;
 use crate::ipam_delegation;
+
+use crate::join;
 use crate::network;
 use crate::policy;
 use crate::workload::WorkloadIds;
@@ -37,7 +39,7 @@ pub fn check(req: &Request) -> Result<()> {
     // A network the container only joined owns nothing but its profile on the endpoint of the
     // network that made the interface, and finding that profile is what makes it a join; the
     // other network's CHECK covers the rest.
-    if endpoint::joined_endpoint(req, &ids, own.as_ref()).is_some() {
+    if join::joined_endpoint(req, &ids, own.as_ref()).is_some() {
         return Ok(());
     }
     let expected = expected_state(req)?;

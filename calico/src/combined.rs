@@ -16,12 +16,12 @@ use std::net::IpAddr;
 use common::Result;
 use common::cni::Request;
 use common::datastore::{Datastore, Entry, Txn, keys};
-use common::error::RollbackLog;
+use common::fault;
 use common::ipam::verbs::{self, AssignedWith};
+use common::rollback::RollbackLog;
 use ipnetwork::IpNetwork;
 
 use crate::attachment::{self, AttachmentGuard};
-use crate::crash;
 use crate::endpoint::{EndpointGuard, PendingEndpoint};
 use crate::ipam_delegation::{self, IpamLease};
 use crate::pod::{AddressSource, PodSetup};
@@ -81,14 +81,16 @@ pub fn record_allocate_and_publish<'a>(
     };
     let assigned =
         verbs::assign_with(store, &ipam_delegation::ipam_request(req), &prefetched, own)?;
-    let (AssignedWith::Committed(addresses, _), Some(written)) = (assigned, published) else {
+    let (AssignedWith::Committed(addresses, revision), Some(written)) = (assigned, published)
+    else {
         return Ok(None);
     };
     // From here on, dropping the guards undoes what was written.
-    let recorded = pending.committed(store, rollback);
-    crash::point("after-record");
+    let recorded = pending.committed(store, revision, rollback);
     let lease = ipam_delegation::assigned_lease(store, req, addresses, rollback);
-    Ok(Some((recorded, lease, written.committed(store, rollback))))
+    let published = written.committed(store, revision, rollback);
+    fault::point("after-record")?;
+    Ok(Some((recorded, lease, published)))
 }
 
 /// One transaction of both: their conditions, writes and failure reads.

@@ -10,8 +10,10 @@ use common::datastore::records::HostVethClaim;
 use common::datastore::{Datastore, Entry, keys};
 
 use crate::attachment;
-use crate::endpoint::{self, StoredEndpoint};
+use crate::endpoint::StoredEndpoint;
+use crate::first_read;
 use crate::ipam_delegation;
+use crate::join;
 use crate::network;
 use crate::policy;
 use crate::teardown_commit::{self, TeardownRead};
@@ -30,11 +32,11 @@ pub fn del(req: &Request) -> Result<()> {
         keys::host_veth_claim(&req.config.nodename, &usual),
     ];
     also.extend(teardown_commit::first_read_keys(req));
-    let (stored, found) = endpoint::read_for_del(&store, &ids, &also)?;
+    let (stored, found) = first_read::read_for_del(&store, &ids, &also)?;
     let ipam_read = also.iter().cloned().zip(found.iter().cloned()).skip(2);
     let ipam_read = ipam_read.collect();
-    if let Some(joined) = endpoint::joined_endpoint(req, &ids, stored.as_ref()) {
-        return leave_network(&store, req, joined);
+    if let Some(joined) = join::joined_endpoint(req, &ids, stored.as_ref()) {
+        return join::leave(&store, req, joined);
     }
     let record = found[0]
         .as_ref()
@@ -129,13 +131,4 @@ pub fn teardown(
             .collect(),
         |failures| plan.finish(store, &req.config.nodename, &record_key, failures),
     )
-}
-
-/// Leaving a network the container joined later: drop its profile, release whatever the IPAM
-/// plugin may hold for it; the interface stays with the network that made it.
-fn leave_network(store: &Datastore, req: &Request, stored: StoredEndpoint) -> Result<()> {
-    let released = ipam_delegation::release(store, req);
-    endpoint::remove_profile(store, stored.clone(), &req.config.name)?;
-    policy::enforce_left(store, req, &stored.endpoint)?;
-    released
 }

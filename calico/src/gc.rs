@@ -16,13 +16,14 @@ use crate::attachment;
 use crate::del::{self, HostVethState};
 use crate::endpoint;
 use crate::ipam_delegation;
+use crate::ready;
 
 /// Handles GC: every attachment of this network on this node that the runtime no longer lists
 /// is torn down as DEL would, even when its ADD never finished; then the IPAM plugin's GC.
 /// Absent lists mean no attachment is valid, as libcni sends none when it has none.
 pub fn gc(req: &Request) -> Result<()> {
     let store = Datastore::connect(&req.config.etcd)?;
-    endpoint::ensure_ready(&store)?;
+    ready::ensure_ready(&store)?;
     sweep_lock_files(req);
     let valid = req.config.valid_attachments.clone().unwrap_or_default();
     let (records, mut failures) = attachment::list_attachments(&store, req)?;

@@ -7,8 +7,8 @@ use common::Result;
 use common::cni::{CniResult, Command, IpConfig, Request, delegate};
 use common::config::{Attachment, IpamPlugin};
 use common::datastore::Datastore;
-use common::error::RollbackLog;
 use common::ipam::verbs;
+use common::rollback::{Guard, RollbackLog, Undo};
 use ipnetwork::IpNetwork;
 
 use crate::pod::{self, AddressSource};
@@ -25,52 +25,40 @@ pub fn in_process(req: &Request) -> bool {
         && !std::env::var(IPAM_EXEC_ENV).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
-/// Addresses held for the attachment; dropping the lease releases them unless it was
-/// committed: with IPAM DEL when the IPAM plugin assigned them, address by address (only while
-/// the attachment's handle still holds each) when this process did. Addresses given without
-/// IPAM are not released.
-pub struct IpamLease<'a> {
+/// Addresses held for the attachment, under a guard that releases them unless committed.
+pub type IpamLease<'a> = Guard<HeldAddresses<'a>>;
+
+/// Addresses held for the attachment. They are released with IPAM DEL when the IPAM plugin
+/// assigned them, address by address (only while the attachment's handle still holds each)
+/// when this process did; addresses given without IPAM are not released.
+pub struct HeldAddresses<'a> {
     req: &'a Request,
     /// The addresses and DNS settings.
     pub result: CniResult,
-    undo: Undo<'a>,
-    rollback: RollbackLog,
-    committed: bool,
+    release: Release<'a>,
 }
 
-/// How a lease gives its addresses back.
-enum Undo<'a> {
+/// How held addresses are given back.
+enum Release<'a> {
     Nothing,
     IpamDel,
-    Release(&'a Datastore, Vec<IpAddr>),
+    Assigned(&'a Datastore, Vec<IpAddr>),
 }
 
-impl IpamLease<'_> {
-    /// Keeps the addresses.
-    pub fn commit(&mut self) {
-        self.committed = true;
+impl Undo for HeldAddresses<'_> {
+    fn action(&self) -> String {
+        format!("release addresses of {}", self.req.container_id)
     }
-}
 
-impl Drop for IpamLease<'_> {
-    fn drop(&mut self) {
-        if self.committed {
-            return;
-        }
-        let released = match &self.undo {
-            Undo::Nothing => Ok(()),
-            Undo::IpamDel => release_with_ipam_plugin(self.req),
-            Undo::Release(store, addresses) => {
-                verbs::release_assigned(store, &ipam_request(self.req), addresses)
+    fn undo(&mut self, _log: &RollbackLog) -> Result<Vec<String>> {
+        match &self.release {
+            Release::Nothing => {}
+            Release::IpamDel => release_with_ipam_plugin(self.req)?,
+            Release::Assigned(store, addresses) => {
+                verbs::release_assigned(store, &ipam_request(self.req), addresses)?
             }
-        };
-        if let Err(err) = released {
-            self.rollback.record_failure();
-            common::log::error(&format!(
-                "rollback: failed to release addresses of {}: {err}",
-                self.req.container_id
-            ));
         }
+        Ok(Vec::new())
     }
 }
 
@@ -81,13 +69,12 @@ pub fn assigned_lease<'a>(
     addresses: Vec<IpAddr>,
     rollback: &RollbackLog,
 ) -> IpamLease<'a> {
-    IpamLease {
+    let held = HeldAddresses {
         req,
         result: verbs::ipam_result(&addresses),
-        undo: Undo::Release(store, addresses),
-        rollback: rollback.clone(),
-        committed: false,
-    }
+        release: Release::Assigned(store, addresses),
+    };
+    Guard::new(held, rollback)
 }
 
 /// Gets the addresses: IPAM ADD, one IPAM ADD per requested address, or none at all.
@@ -99,13 +86,12 @@ pub fn allocate<'a>(
 ) -> Result<IpamLease<'a>> {
     // Nothing to release until IPAM has answered an ADD: one that failed cleaned up after
     // itself.
-    let mut lease = IpamLease {
+    let nothing_yet = HeldAddresses {
         req,
         result: CniResult::default(),
-        undo: Undo::Nothing,
-        rollback: rollback.clone(),
-        committed: false,
+        release: Release::Nothing,
     };
+    let mut lease = Guard::new(nothing_yet, rollback);
     let requested: Vec<Option<IpAddr>> = match source {
         AddressSource::Ipam => vec![None],
         AddressSource::IpamRequested(addresses) => addresses.iter().copied().map(Some).collect(),
@@ -135,13 +121,15 @@ pub fn allocate<'a>(
             let assigned = verbs::assign_under_node_lock(store, &ipam_req, Default::default());
             let addresses = assigned.addresses?;
             lease.result.ips.extend(verbs::ipam_result(&addresses).ips);
-            match &mut lease.undo {
-                Undo::Release(_, held) => held.extend(addresses),
-                undo => *undo = Undo::Release(store, addresses),
+            match &mut lease.release {
+                Release::Assigned(_, held) => held.extend(addresses),
+                release => *release = Release::Assigned(store, addresses),
             }
         } else {
-            let answer = delegate::ipam_add(&asking)?;
-            lease.undo = Undo::IpamDel;
+            let printed = delegate::ipam_add(&asking)?;
+            // The plugin holds addresses now, even when its result turns out unusable.
+            lease.release = Release::IpamDel;
+            let answer = delegate::ipam_result(&asking, &printed)?;
             let take = if address.is_some() {
                 1
             } else {

@@ -8,13 +8,13 @@
 use common::cni::Request;
 use common::dataplane::netns::{self, ContainerNetns};
 use common::dataplane::{Netlink, addr, configure_container_interface, route, sysctl, veth};
-use common::error::RollbackLog;
 use common::error::codes;
+use common::fault;
+use common::rollback::RollbackLog;
 use common::{Error, Result};
 use ipnetwork::IpNetwork;
 
 use crate::attachment;
-use crate::crash;
 
 /// The netlink sessions of one verb: the host's and the container's.
 pub struct Sessions {
@@ -72,9 +72,8 @@ pub fn create_workload_interfaces<'a>(
     let mut request = veth::VethRequest::new(host_ifname, &req.ifname);
     request.mtu = req.config.mtu;
     request.container_mac = Some(container_mac);
-    let mut pair = veth::create_veth(sessions.host, &sessions.container, &request)?;
-    pair.report_rollback_to(rollback);
-    crash::point("after-veth");
+    let pair = veth::create_veth(sessions.host, &sessions.container, &request, rollback)?;
+    fault::point("after-veth")?;
     let has_ipv4 = addresses.iter().any(IpNetwork::is_ipv4);
     let has_ipv6 = addresses.iter().any(IpNetwork::is_ipv6);
     sysctl::configure_host_veth(host_ifname, has_ipv4, has_ipv6)?;

@@ -33,7 +33,8 @@ use common::dataplane::nft::{
 use common::datastore::model::{Profile, ProfileRules, Rule, WorkloadEndpoint};
 use common::datastore::records::AttachmentRecord;
 use common::datastore::{Datastore, Entry, Read, keys};
-use common::error::{RollbackLog, codes};
+use common::error::codes;
+use common::rollback::{Guard, RollbackLog, Undo};
 use common::{Code, Context, Error, Result};
 use ipnetwork::IpNetwork;
 
@@ -83,32 +84,27 @@ struct Target<'a> {
     profiles: &'a [Profile],
 }
 
-/// The enforcement a new endpoint got; dropping it removes it again unless committed. A failed
-/// removal is reported to the rollback log, so that the attachment record stays for DEL or GC.
-pub struct PolicyGuard {
-    applied: Option<(String, String)>,
-    rollback: RollbackLog,
-    committed: bool,
-}
+/// The enforcement a new endpoint got, under a guard that removes it again unless committed.
+pub type PolicyGuard = Guard<Enforcement>;
 
-impl PolicyGuard {
-    /// Keeps the enforcement.
-    pub fn commit(&mut self) {
-        self.committed = true;
+/// The enforcement a new endpoint got: its nftables table and host veth, `None` without local
+/// policy.
+pub struct Enforcement(Option<(String, String)>);
+
+impl Undo for Enforcement {
+    fn action(&self) -> String {
+        let host_veth = self
+            .0
+            .as_ref()
+            .map_or("", |(_, host_veth)| host_veth.as_str());
+        format!("remove local policy of {host_veth}")
     }
-}
 
-impl Drop for PolicyGuard {
-    fn drop(&mut self) {
-        let Some((table, host_veth)) = self.applied.as_ref().filter(|_| !self.committed) else {
-            return;
-        };
-        if let Err(err) = remove_endpoint(table, host_veth) {
-            self.rollback.record_failure();
-            common::log::error(&format!(
-                "rollback: failed to remove local policy of {host_veth}: {err}"
-            ));
+    fn undo(&mut self, _log: &RollbackLog) -> Result<Vec<String>> {
+        if let Some((table, host_veth)) = &self.0 {
+            remove_endpoint(table, host_veth)?;
         }
+        Ok(Vec::new())
     }
 }
 
@@ -146,13 +142,8 @@ pub fn enforce_new_endpoint(
     new: &NewEndpoint<'_>,
     rollback: &RollbackLog,
 ) -> Result<PolicyGuard> {
-    let mut guard = PolicyGuard {
-        applied: None,
-        rollback: rollback.clone(),
-        committed: false,
-    };
     let Some(table) = table(req)? else {
-        return Ok(guard);
+        return Ok(Guard::new(Enforcement(None), rollback));
     };
     let started = std::time::Instant::now();
     let name = WorkloadIds::for_request(req).profile(&req.config);
@@ -175,8 +166,8 @@ pub fn enforce_new_endpoint(
         batch.len(),
         started.elapsed().as_micros()
     ));
-    guard.applied = Some((table, host_veth.to_string()));
-    Ok(guard)
+    let applied = Enforcement(Some((table, host_veth.to_string())));
+    Ok(Guard::new(applied, rollback))
 }
 
 /// A container joined this network on an interface another network made: its chains get this

@@ -203,23 +203,6 @@ impl Error {
     }
 }
 
-/// Shared by the rollback guards of one operation: a guard whose undo failed says so, and the
-/// guard of the record that lets a later DEL or GC find the leftovers keeps that record.
-#[derive(Debug, Clone, Default)]
-pub struct RollbackLog(std::rc::Rc<std::cell::Cell<bool>>);
-
-impl RollbackLog {
-    /// Notes that an undo step failed.
-    pub fn record_failure(&self) {
-        self.0.set(true);
-    }
-
-    /// Whether any undo step failed.
-    pub fn failed(&self) -> bool {
-        self.0.get()
-    }
-}
-
 /// Success when nothing was found; otherwise one error whose message is the first finding and
 /// whose details list all of them (CHECK reports every mismatch this way).
 pub fn from_findings(code: Code, findings: &[String]) -> Result<()> {

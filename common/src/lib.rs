@@ -8,11 +8,13 @@ pub mod config;
 pub mod dataplane;
 pub mod datastore;
 pub mod error;
+pub mod fault;
 pub mod file;
 pub mod ipam;
 pub mod kubernetes;
 pub mod log;
 pub mod name_rule;
+pub mod rollback;
 pub mod special_ranges;
 
 pub use error::{Code, Context, Error, Kind, Result};

@@ -41,20 +41,21 @@ pub fn find_plugin(plugin: &str, cni_path: &[PathBuf]) -> Result<PathBuf> {
         })
 }
 
-/// Runs the IPAM plugin for ADD and reads its result, whatever version shape it printed. A
-/// result that cannot be used (not JSON, no addresses) is released with IPAM DEL before the
-/// error: the plugin did allocate something.
-pub fn ipam_add(req: &Request) -> Result<CniResult> {
-    let plugin = req.config.ipam.plugin.binary_name();
-    let stdout = exec_ipam(req, Command::Add, &req.raw_config)?;
-    usable_result(&stdout).map_err(|err| {
-        if let Err(del_err) = ipam_exec(req, Command::Del, &req.raw_config) {
-            log::error(&format!(
-                "rollback: ipam plugin {plugin} DEL failed: {del_err}"
-            ));
-        }
-        err.with_code(codes::IPAM)
-            .context(format!("ipam plugin {plugin} ADD"))
+/// Runs the IPAM plugin for ADD and returns what it printed. Once the plugin succeeded it holds
+/// addresses for the attachment, whatever it printed: should [`ipam_result`] find the result
+/// unusable, the caller releases them with IPAM DEL.
+pub fn ipam_add(req: &Request) -> Result<Vec<u8>> {
+    exec_ipam(req, Command::Add, &req.raw_config)
+}
+
+/// The result the IPAM plugin printed for ADD (`stdout`), whatever version shape; an error
+/// when it cannot be used (not JSON, no addresses).
+pub fn ipam_result(req: &Request, stdout: &[u8]) -> Result<CniResult> {
+    usable_result(stdout).map_err(|err| {
+        err.with_code(codes::IPAM).context(format!(
+            "ipam plugin {} ADD",
+            req.config.ipam.plugin.binary_name()
+        ))
     })
 }
 

@@ -223,8 +223,13 @@ mod tests {
             Netlink::host().unwrap(),
             ContainerNetns::open(ns.path()).unwrap(),
         );
-        let mut guard =
-            create_veth(netlink, &container, &VethRequest::new(host.name(), "eth0")).unwrap();
+        let mut guard = create_veth(
+            netlink,
+            &container,
+            &VethRequest::new(host.name(), "eth0"),
+            &crate::rollback::RollbackLog::default(),
+        )
+        .unwrap();
         guard.commit();
         let addrs: Vec<IpNetwork> = vec![
             "10.65.0.7/26".parse().unwrap(),

@@ -377,6 +377,7 @@ mod tests {
             Netlink::host().unwrap(),
             &container,
             &VethRequest::new(host.name(), "eth0"),
+            &crate::rollback::RollbackLog::default(),
         )
         .unwrap();
         guard.commit();
@@ -471,6 +472,7 @@ mod tests {
             Netlink::host().unwrap(),
             &container,
             &VethRequest::new(host.name(), "eth1"),
+            &crate::rollback::RollbackLog::default(),
         )
         .unwrap();
         guard.commit();
@@ -572,6 +574,7 @@ mod tests {
             Netlink::host().unwrap(),
             &ContainerNetns::open(ns.path()).unwrap(),
             &VethRequest::new(host.name(), "eth0"),
+            &crate::rollback::RollbackLog::default(),
         )
         .unwrap();
         guard.commit();
@@ -632,6 +635,7 @@ mod tests {
             Netlink::host().unwrap(),
             &ContainerNetns::open(ns.path()).unwrap(),
             &VethRequest::new(host.name(), "eth0"),
+            &crate::rollback::RollbackLog::default(),
         )
         .unwrap();
         guard.commit();

@@ -14,8 +14,8 @@ use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
 use super::format_mac;
 use super::netlink::{self, Netlink, netlink_error, split_messages};
 use super::netns::{self, ContainerNetns, Probe};
-use crate::error::RollbackLog;
 use crate::error::codes::DATAPLANE;
+use crate::rollback::{Guard, RollbackLog, Undo};
 use crate::{Context, Error, Kind, Result};
 
 /// The MAC address Calico gives every host end (v1.11.2+): the kernel-generated one
@@ -53,26 +53,22 @@ impl VethRequest {
     }
 }
 
-/// A created veth pair. Dropping it deletes the pair (through its host end, over the host
-/// session it was created with) unless [`VethGuard::commit`] was called.
+/// A created veth pair, under a guard that deletes it again (through its host end, over the
+/// host session it was created with) unless committed.
+pub type VethGuard<'a> = Guard<VethPair<'a>>;
+
+/// A veth pair [`create_veth`] created.
 #[derive(Debug)]
-pub struct VethGuard<'a> {
+pub struct VethPair<'a> {
     host: &'a Netlink,
     host_ifname: String,
     host_index: u32,
     container_ifname: String,
     container_index: u32,
     container_mac: String,
-    committed: bool,
-    rollback_log: Option<RollbackLog>,
 }
 
-impl VethGuard<'_> {
-    /// Reports a failed rollback of this pair to `log` as well as to stderr.
-    pub fn report_rollback_to(&mut self, log: &RollbackLog) {
-        self.rollback_log = Some(log.clone());
-    }
-
+impl VethPair<'_> {
     /// Name of the host end.
     pub fn host_ifname(&self) -> &str {
         &self.host_ifname
@@ -97,29 +93,19 @@ impl VethGuard<'_> {
     pub fn container_mac(&self) -> &str {
         &self.container_mac
     }
-
-    /// Keeps the pair when the guard is dropped.
-    pub fn commit(&mut self) {
-        self.committed = true;
-    }
 }
 
-impl Drop for VethGuard<'_> {
-    fn drop(&mut self) {
-        if self.committed {
-            return;
-        }
+impl Undo for VethPair<'_> {
+    fn action(&self) -> String {
+        format!("delete host veth {}", self.host_ifname)
+    }
+
+    fn undo(&mut self, _log: &RollbackLog) -> Result<Vec<String>> {
         // By index, and only while it still has the name this run gave it: a link another
         // writer created under the name meanwhile is not this run's to delete.
-        if let Err(err) = delete_link_at(self.host, self.host_index, &self.host_ifname) {
-            crate::log::error(&format!(
-                "rollback: delete host veth {}: {err}",
-                self.host_ifname
-            ));
-            if let Some(log) = &self.rollback_log {
-                log.record_failure();
-            }
-        }
+        crate::fault::point("veth-delete")?;
+        delete_link_at(self.host, self.host_index, &self.host_ifname)?;
+        Ok(Vec::new())
     }
 }
 
@@ -216,7 +202,8 @@ pub fn check_ifname(name: &str) -> Result<()> {
 /// straight into `container`, so each end is born in its final namespace under its final name
 /// (renaming or moving an end raced with udev and other tools, calico-cni#135). Both ends get
 /// the MTU when one is given and are set up; the host end gets `req.host_mac`. On an error
-/// after the pair exists, the pair is deleted again.
+/// after the pair exists, the pair is deleted again; a failure to delete it is noted in
+/// `rollback`.
 ///
 /// An existing interface named `req.container_ifname` in the container, or `req.host_ifname` in
 /// the host namespace, is an error naming both: the kernel refuses the
@@ -225,6 +212,7 @@ pub fn create_veth<'a>(
     host: &'a Netlink,
     container: &ContainerNetns,
     req: &VethRequest,
+    rollback: &RollbackLog,
 ) -> Result<VethGuard<'a>> {
     check_ifname(&req.host_ifname)?;
     check_ifname(&req.container_ifname)?;
@@ -245,18 +233,20 @@ pub fn create_veth<'a>(
         )
     })?;
     // From here on the pair exists: every early return deletes it through the guard.
-    let mut guard = VethGuard {
-        host,
-        rollback_log: None,
-        host_ifname: req.host_ifname.clone(),
-        host_index: 0,
-        container_ifname: req.container_ifname.clone(),
-        container_index: 0,
-        container_mac: String::new(),
-        committed: false,
-    };
+    let mut guard = Guard::new(
+        VethPair {
+            host,
+            host_ifname: req.host_ifname.clone(),
+            host_index: 0,
+            container_ifname: req.container_ifname.clone(),
+            container_index: 0,
+            container_mac: String::new(),
+        },
+        rollback,
+    );
     // The host end was created up; this only reads its index back.
     guard.host_index = existing_link(host, &req.host_ifname)?.index;
+    crate::fault::point("veth-up")?;
     let container_end = bring_up(container.netlink(), &req.container_ifname)?;
     guard.container_index = container_end.index;
     guard.container_mac = container_end.mac;
@@ -650,7 +640,13 @@ mod tests {
         let mut req = VethRequest::new(host.name(), "eth0");
         req.mtu = Some(1400);
         let container = ContainerNetns::open(ns.path()).unwrap();
-        let mut guard = create_veth(Netlink::host().unwrap(), &container, &req).unwrap();
+        let mut guard = create_veth(
+            Netlink::host().unwrap(),
+            &container,
+            &req,
+            &crate::rollback::RollbackLog::default(),
+        )
+        .unwrap();
 
         let h = link_json(None, host.name());
         assert_eq!(h["address"], "ee:ee:ee:ee:ee:ee");
@@ -695,6 +691,7 @@ mod tests {
             Netlink::host().unwrap(),
             &ContainerNetns::open(ns.path()).unwrap(),
             &VethRequest::new(host.name(), "eth0"),
+            &crate::rollback::RollbackLog::default(),
         )
         .unwrap();
         drop(guard);
@@ -718,6 +715,7 @@ mod tests {
             Netlink::host().unwrap(),
             &ContainerNetns::open(ns.path()).unwrap(),
             &VethRequest::new(host.name(), "eth0"),
+            &crate::rollback::RollbackLog::default(),
         )
         .unwrap_err();
         assert!(err.msg().contains("exists"), "{err:?}");
@@ -735,6 +733,7 @@ mod tests {
             Netlink::host().unwrap(),
             &ContainerNetns::open(ns.path()).unwrap(),
             &VethRequest::new(host.name(), "eth0"),
+            &crate::rollback::RollbackLog::default(),
         )
         .unwrap_err();
         assert!(err.msg().contains("exists"), "{err:?}");
@@ -756,6 +755,7 @@ mod tests {
                     Netlink::host().unwrap(),
                     &c,
                     &VethRequest::new(host.name(), "eth0"),
+                    &crate::rollback::RollbackLog::default(),
                 )
             })
             .unwrap_err();
@@ -772,6 +772,7 @@ mod tests {
             Netlink::host().unwrap(),
             &ContainerNetns::open(ns.path()).unwrap(),
             &VethRequest::new(host.name(), "eth0"),
+            &crate::rollback::RollbackLog::default(),
         )
         .unwrap()
         .commit();
@@ -805,6 +806,7 @@ mod tests {
                 Netlink::host().unwrap(),
                 &ContainerNetns::open(ns.path()).unwrap(),
                 &VethRequest::new(host.name(), "eth0"),
+                &crate::rollback::RollbackLog::default(),
             )
             .unwrap()
             .commit();
@@ -884,6 +886,7 @@ mod tests {
             Netlink::host().unwrap(),
             &container,
             &VethRequest::new(host.name(), "eth0"),
+            &crate::rollback::RollbackLog::default(),
         )
         .unwrap()
         .commit();
