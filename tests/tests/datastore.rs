@@ -13,14 +13,7 @@ use tests::{Etcd, TempDir};
 
 /// Settings for the given endpoints, no TLS or credentials, a 5 s time budget.
 fn settings_for(endpoints: Vec<String>) -> EtcdSettings {
-    EtcdSettings {
-        endpoints,
-        key_file: None,
-        cert_file: None,
-        ca_cert_file: None,
-        credentials: None,
-        timeout: Duration::from_secs(5),
-    }
+    EtcdSettings::plain(endpoints, Duration::from_secs(5))
 }
 
 /// Settings for every member of `etcd`, with its CA and client identity when it uses TLS.

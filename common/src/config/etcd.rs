@@ -26,6 +26,20 @@ pub struct EtcdSettings {
     pub timeout: Duration,
 }
 
+impl EtcdSettings {
+    /// Plain `endpoints`, without TLS or credentials, with a time budget of `timeout`.
+    pub fn plain(endpoints: Vec<String>, timeout: Duration) -> EtcdSettings {
+        EtcdSettings {
+            endpoints,
+            key_file: None,
+            cert_file: None,
+            ca_cert_file: None,
+            credentials: None,
+            timeout,
+        }
+    }
+}
+
 /// The default of `etcd_timeout`: all etcd work of one plugin run. A hung member costs far less
 /// (see `datastore`); this bounds a cluster that is slow or has lost its leader.
 pub const DEFAULT_ETCD_TIMEOUT: Duration = Duration::from_secs(10);
