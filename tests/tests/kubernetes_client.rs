@@ -7,8 +7,8 @@ use common::config::NetConf;
 use common::kubernetes::Pod;
 use common::{Code, Kind};
 use serde_json::{Value, json};
-use tests::{Netns, TempDir};
 use tests::apiserver::{ApiServer, Auth, KubeCa, KubeUser};
+use tests::{Netns, TempDir};
 
 const TOKEN: &str = "s3cr3t-service-account-token";
 
