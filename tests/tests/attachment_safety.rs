@@ -86,17 +86,17 @@ fn assert_fully_attached(bed: &TestBed, cid: &str, netns: &Netns) {
 #[ignore = "root: real etcd and netns"]
 fn del_of_a_second_ifname_on_the_same_network_does_not_free_the_first_ones_address() {
     let (bed, conf) = ipam_bed();
-    let netns = Netns::new();
-    let cid = names::container_id();
-    bed.add(&conf, &cid, &netns.path(), "eth0").result();
-    let ip = address_in(&netns, "eth0").expect("eth0 address");
-    bed.add(&conf, &cid, &netns.path(), "eth1").result();
+    let container = bed.container(conf.clone());
+    let (cid, netns) = (&container.id, &container.netns);
+    container.add().result();
+    let ip = address_in(netns, "eth0").expect("eth0 address");
+    bed.add(&conf, cid, &netns.path(), "eth1").result();
 
-    bed.del(&conf, &cid, &netns.path(), "eth1").assert_success();
+    bed.del(&conf, cid, &netns.path(), "eth1").assert_success();
 
-    assert_eq!(address_in(&netns, "eth0").as_deref(), Some(ip.as_str()));
+    assert_eq!(address_in(netns, "eth0").as_deref(), Some(ip.as_str()));
     assert!(
-        bed.endpoint(&cid, "eth0").is_some(),
+        bed.endpoint(cid, "eth0").is_some(),
         "eth0's endpoint deleted"
     );
     assert_eq!(
@@ -115,9 +115,8 @@ fn del_of_a_second_ifname_on_the_same_network_does_not_free_the_first_ones_addre
     let taken = run_plugin("calico-ipam", &env, &other);
     assert!(!taken.status.success(), "{ip} handed out twice\n{taken}");
 
-    bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
+    drop(container);
     assert_eq!(holder_of(&bed, &ip), None);
-    bed.assert_nothing_left(&[&cid]);
 }
 
 #[test]
@@ -152,17 +151,16 @@ fn calico_ipam_gives_each_interface_of_a_container_its_own_handle() {
 #[ignore = "root: real etcd and netns"]
 fn del_of_a_never_added_container_leaves_a_foreign_link_called_cni_ifname() {
     let bed = TestBed::new();
-    let netns = Netns::new();
-    let cid = names::container_id();
+    let container = bed.container(bed.conf());
+    let netns = &container.netns;
     ip_in(
-        &netns,
+        netns,
         &[
             "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
         ],
     );
 
-    bed.del(&bed.conf(), &cid, &netns.path(), "eth0")
-        .assert_success();
+    container.del().assert_success();
 
     assert!(
         netns_link(netns.name(), "eth0").is_some(),
@@ -172,40 +170,38 @@ fn del_of_a_never_added_container_leaves_a_foreign_link_called_cni_ifname() {
         netns_link(netns.name(), "peer0").is_some(),
         "foreign veth peer deleted"
     );
-    bed.assert_nothing_left(&[&cid]);
 }
 
 #[test]
 #[ignore = "root: real etcd and netns"]
 fn del_given_another_containers_netns_leaves_that_container_alone() {
     let bed = TestBed::new();
-    let conf = bed.conf();
-    let (netns_a, netns_b) = (Netns::new(), Netns::new());
-    let (a, b) = (names::container_id(), names::container_id());
-    bed.add(&conf, &a, &netns_a.path(), "eth0").result();
-    bed.add(&conf, &b, &netns_b.path(), "eth0").result();
-    let b_ip = address_in(&netns_b, "eth0").expect("b's address");
+    let (a, b) = (bed.container(bed.conf()), bed.container(bed.conf()));
+    a.add().result();
+    b.add().result();
+    let b_ip = address_in(&b.netns, "eth0").expect("b's address");
 
-    bed.del(&conf, &a, &netns_b.path(), "eth0").assert_success();
+    bed.del(&a.conf, &a.id, &b.netns.path(), "eth0")
+        .assert_success();
 
-    assert_eq!(address_in(&netns_b, "eth0"), Some(b_ip), "b's eth0 removed");
+    assert_eq!(address_in(&b.netns, "eth0"), Some(b_ip), "b's eth0 removed");
     assert!(
-        host_link(&host_veth_name(&b)).is_some(),
+        host_link(&host_veth_name(&b.id)).is_some(),
         "b's host veth removed"
     );
-    assert!(bed.endpoint(&b, "eth0").is_some(), "b's endpoint removed");
     assert!(
-        netns_link(netns_a.name(), "eth0").is_none(),
+        bed.endpoint(&b.id, "eth0").is_some(),
+        "b's endpoint removed"
+    );
+    assert!(
+        netns_link(a.netns.name(), "eth0").is_none(),
         "a's eth0 left"
     );
     assert!(
-        host_link(&host_veth_name(&a)).is_none(),
+        host_link(&host_veth_name(&a.id)).is_none(),
         "a's host veth left"
     );
-    assert!(bed.endpoint(&a, "eth0").is_none(), "a's endpoint left");
-
-    bed.del(&conf, &b, &netns_b.path(), "eth0").assert_success();
-    bed.assert_nothing_left(&[&a, &b]);
+    assert!(bed.endpoint(&a.id, "eth0").is_none(), "a's endpoint left");
 }
 
 #[test]
@@ -213,24 +209,21 @@ fn del_given_another_containers_netns_leaves_that_container_alone() {
 fn the_same_container_added_twice_at_once_keeps_the_winners_attachment() {
     let (bed, conf) = ipam_bed();
     for _ in 0..6 {
-        let netns = Netns::new();
-        let cid = names::container_id();
+        let container = bed.container(conf.clone());
         let (first, second) = std::thread::scope(|s| {
-            let one = s.spawn(|| bed.add(&conf, &cid, &netns.path(), "eth0"));
-            let two = s.spawn(|| bed.add(&conf, &cid, &netns.path(), "eth0"));
+            let one = s.spawn(|| container.add());
+            let two = s.spawn(|| container.add());
             (one.join().unwrap(), two.join().unwrap())
         });
         assert!(
             first.status.success() || second.status.success(),
             "neither ADD succeeded\n{first}\n{second}"
         );
-        assert_fully_attached(&bed, &cid, &netns);
+        assert_fully_attached(&bed, &container.id, &container.netns);
         // The second ADD saw the first's complete attachment: it answered with it.
         if first.status.success() && second.status.success() {
             assert_eq!(first.result()["ips"], second.result()["ips"]);
         }
-        bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
-        bed.assert_nothing_left(&[&cid]);
     }
     assert_no_allocations(&bed.etcd, "after the last DEL");
 }
@@ -240,27 +233,27 @@ fn the_same_container_added_twice_at_once_keeps_the_winners_attachment() {
 fn del_racing_add_ends_fully_attached_or_fully_gone() {
     let (bed, conf) = ipam_bed();
     for round in 0..6 {
-        let netns = Netns::new();
-        let cid = names::container_id();
+        let container = bed.container(conf.clone());
+        let (cid, netns) = (&container.id, &container.netns);
         let (add, del) = std::thread::scope(|s| {
-            let add = s.spawn(|| bed.add(&conf, &cid, &netns.path(), "eth0"));
+            let add = s.spawn(|| container.add());
             // Alternate which verb the kernel is likely to start first.
             std::thread::sleep(Duration::from_millis(if round % 2 == 0 { 0 } else { 15 }));
-            let del = s.spawn(|| bed.del(&conf, &cid, &netns.path(), "eth0"));
+            let del = s.spawn(|| container.del());
             (add.join().unwrap(), del.join().unwrap())
         });
         del.assert_success();
-        if bed.endpoint(&cid, "eth0").is_some() {
+        if bed.endpoint(cid, "eth0").is_some() {
             assert!(add.status.success(), "endpoint of a failed ADD\n{add}");
-            assert_fully_attached(&bed, &cid, &netns);
-            bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
+            assert_fully_attached(&bed, cid, netns);
         } else {
             assert!(
                 netns_link(netns.name(), "eth0").is_none(),
                 "eth0 without endpoint"
             );
+            bed.assert_nothing_left(&[cid]);
         }
-        bed.assert_nothing_left(&[&cid]);
+        drop(container);
         assert_no_allocations(&bed.etcd, "an address outlived its container");
     }
 }
@@ -288,43 +281,40 @@ fn an_ipam_type_naming_the_plugin_itself_is_refused_instead_of_forking_without_b
 #[ignore = "root: real etcd"]
 fn delegation_deeper_than_two_levels_is_refused() {
     let bed = TestBed::new();
-    let netns = Netns::new();
-    let cid = names::container_id();
-    let env = bed
-        .env("ADD", &cid, &netns.path(), "eth0")
-        .set("CALICO_CNI_DELEGATION_DEPTH", "2");
+    let container = bed.container(bed.conf());
+    let env = container.env("ADD").set("CALICO_CNI_DELEGATION_DEPTH", "2");
 
-    let err = run_plugin("calico", &env, &bed.conf().to_bytes()).error_with_code(7);
+    let err = run_plugin("calico", &env, &container.conf.to_bytes()).error_with_code(7);
 
     assert!(err.msg.contains("CALICO_CNI_DELEGATION_DEPTH"), "{err:?}");
-    bed.assert_nothing_left(&[&cid]);
+    bed.assert_nothing_left(&[&container.id]);
 }
 
 #[test]
 #[ignore = "root: real etcd and netns"]
 fn a_repeated_add_under_a_new_netns_sets_the_container_up_there() {
     let (bed, conf) = ipam_bed();
-    let (old, new) = (Netns::new(), Netns::new());
-    let cid = names::container_id();
-    bed.add(&conf, &cid, &old.path(), "eth0").result();
+    let old = Netns::new();
+    let container = bed.container(conf);
+    let (cid, new) = (&container.id, &container.netns);
+    bed.add(&container.conf, cid, &old.path(), "eth0").result();
     let old_ip = address_in(&old, "eth0").expect("first address");
 
-    let result = bed.add(&conf, &cid, &new.path(), "eth0").result().clone();
+    let result = container.add().result().clone();
 
-    let ip = address_in(&new, "eth0").expect("no eth0 in the new netns");
+    let ip = address_in(new, "eth0").expect("no eth0 in the new netns");
     assert_eq!(result["ips"][0]["address"], format!("{ip}/32"));
     assert!(netns_link(old.name(), "eth0").is_none(), "old eth0 left");
-    assert_fully_attached(&bed, &cid, &new);
+    assert_fully_attached(&bed, cid, new);
     if ip != old_ip {
         assert_eq!(holder_of(&bed, &old_ip), None, "old address leaked");
     }
     // Repeated once more in the same netns: the stored attachment answers, nothing changes.
-    let again = bed.add(&conf, &cid, &new.path(), "eth0").result().clone();
+    let again = container.add().result().clone();
     assert_eq!(again["ips"], result["ips"]);
-    assert_eq!(address_in(&new, "eth0"), Some(ip));
+    assert_eq!(address_in(new, "eth0"), Some(ip));
 
-    bed.del(&conf, &cid, &new.path(), "eth0").assert_success();
-    bed.assert_nothing_left(&[&cid]);
+    drop(container);
     assert_no_allocations(&bed.etcd, "after the last DEL");
 }
 
@@ -384,26 +374,25 @@ fn ip_in(netns: &Netns, args: &[&str]) {
 #[ignore = "root: real etcd and netns"]
 fn gc_leaves_an_attachment_whose_verb_is_still_running() {
     let (bed, conf) = ipam_bed();
-    let conf = conf.set("cniVersion", "1.1.0");
-    let netns = Netns::new();
-    let cid = names::container_id();
-    bed.add(&conf, &cid, &netns.path(), "eth0").result();
+    let container = bed.container(conf.set("cniVersion", "1.1.0"));
+    let cid = &container.id;
+    container.add().result();
     let lock = format!("/run/calico/cni/calico:{cid}:eth0.lock");
     // Another verb of the attachment, as far as the plugin can tell: it holds the lock.
-    let holder = AttachmentLock::acquire(Path::new(LOCK_DIR), "calico", &cid, "eth0").unwrap();
-    let gc = || gc_keeping_nothing("calico", &bed, &conf);
+    let holder = AttachmentLock::acquire(Path::new(LOCK_DIR), "calico", cid, "eth0").unwrap();
+    let gc = || gc_keeping_nothing("calico", &bed, &container.conf);
 
     gc().assert_success();
-    assert_fully_attached(&bed, &cid, &netns);
+    assert_fully_attached(&bed, cid, &container.netns);
 
     drop(holder);
     gc().assert_success();
     assert!(
-        bed.endpoint(&cid, "eth0").is_none(),
+        bed.endpoint(cid, "eth0").is_none(),
         "unlisted endpoint left"
     );
     assert!(!std::path::Path::new(&lock).exists(), "lock file left");
-    bed.assert_nothing_left(&[&cid]);
+    bed.assert_nothing_left(&[cid]);
 }
 
 #[test]
@@ -411,27 +400,21 @@ fn gc_leaves_an_attachment_whose_verb_is_still_running() {
 fn del_of_a_network_the_container_is_not_on_leaves_the_other_networks_attachment() {
     let (bed, conf) = ipam_bed();
     let other = conf.clone().set("name", names::unique("net"));
-    let netns = Netns::new();
-    let cid = names::container_id();
-    bed.add(&conf, &cid, &netns.path(), "eth0").result();
+    let container = bed.container(conf);
+    let (cid, netns) = (&container.id, &container.netns);
+    container.add().result();
 
     // Never added to `other`, then joined and left twice (a retried DEL).
-    bed.del(&other, &cid, &netns.path(), "eth0")
-        .assert_success();
-    assert_fully_attached(&bed, &cid, &netns);
-    bed.add(&other, &cid, &netns.path(), "eth0").result();
-    bed.del(&other, &cid, &netns.path(), "eth0")
-        .assert_success();
-    bed.del(&other, &cid, &netns.path(), "eth0")
-        .assert_success();
-    assert_fully_attached(&bed, &cid, &netns);
+    bed.del(&other, cid, &netns.path(), "eth0").assert_success();
+    assert_fully_attached(&bed, cid, netns);
+    bed.add(&other, cid, &netns.path(), "eth0").result();
+    bed.del(&other, cid, &netns.path(), "eth0").assert_success();
+    bed.del(&other, cid, &netns.path(), "eth0").assert_success();
+    assert_fully_attached(&bed, cid, netns);
     assert_eq!(
-        bed.endpoint(&cid, "eth0").unwrap()["profile_ids"],
+        bed.endpoint(cid, "eth0").unwrap()["profile_ids"],
         serde_json::json!([bed.network])
     );
-
-    bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
-    bed.assert_nothing_left(&[&cid]);
 }
 
 #[test]
@@ -439,20 +422,18 @@ fn del_of_a_network_the_container_is_not_on_leaves_the_other_networks_attachment
 fn an_add_retried_after_a_kill_midway_ends_with_one_address_and_one_interface() {
     let (bed, conf) = ipam_bed();
     for step in ["after-record", "after-ipam", "after-veth", "after-routes"] {
-        let netns = Netns::new();
-        let cid = names::container_id();
-        let env = bed
-            .env("ADD", &cid, &netns.path(), "eth0")
-            .set("CALICO_CRASH_AT", step);
+        let container = bed.container(conf.clone());
+        let cid = &container.id;
+        let env = container.env("ADD").set("CALICO_CRASH_AT", step);
         let killed = run_plugin("calico", &env, &conf.to_bytes());
         assert!(
             !killed.status.success(),
             "{step}: ADD was not killed\n{killed}"
         );
 
-        let retried = bed.add(&conf, &cid, &netns.path(), "eth0");
+        let retried = container.add();
         assert!(retried.status.success(), "{step}: retry failed\n{retried}");
-        assert_fully_attached(&bed, &cid, &netns);
+        assert_fully_attached(&bed, cid, &container.netns);
         let handle = bed
             .etcd
             .get_json(&format!("/calico/ipam/v2/handle/{}.{cid}", bed.network))
@@ -464,9 +445,6 @@ fn an_add_retried_after_a_kill_midway_ends_with_one_address_and_one_interface() 
             .filter_map(serde_json::Value::as_u64)
             .sum();
         assert_eq!(held, 1, "{step}: the retry left a second address: {handle}");
-
-        bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
-        bed.assert_nothing_left(&[&cid]);
     }
     assert_no_allocations(&bed.etcd, "after every retried ADD was deleted");
 }
@@ -475,14 +453,13 @@ fn an_add_retried_after_a_kill_midway_ends_with_one_address_and_one_interface() 
 #[ignore = "root: real etcd and netns"]
 fn ipam_gc_keeps_the_handle_of_an_attachment_whose_add_is_still_running() {
     let (bed, conf) = ipam_bed();
-    let conf = conf.set("cniVersion", "1.1.0");
-    let netns = Netns::new();
-    let cid = names::container_id();
-    bed.add(&conf, &cid, &netns.path(), "eth0").result();
+    let container = bed.container(conf.set("cniVersion", "1.1.0"));
+    let cid = &container.id;
+    container.add().result();
     let handle = format!("/calico/ipam/v2/handle/{}.{cid}", bed.network);
-    let ipam_gc = || gc_keeping_nothing("calico-ipam", &bed, &conf);
+    let ipam_gc = || gc_keeping_nothing("calico-ipam", &bed, &container.conf);
     // calico's ADD of the attachment is still running: it holds the attachment's lock.
-    let adding = AttachmentLock::acquire(Path::new(LOCK_DIR), "calico", &cid, "eth0").unwrap();
+    let adding = AttachmentLock::acquire(Path::new(LOCK_DIR), "calico", cid, "eth0").unwrap();
 
     ipam_gc().assert_success();
     assert!(
@@ -496,8 +473,6 @@ fn ipam_gc_keeps_the_handle_of_an_attachment_whose_add_is_still_running() {
         bed.etcd.get(&handle).is_none(),
         "GC kept an unlisted handle"
     );
-    bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
-    bed.assert_nothing_left(&[&cid]);
 }
 
 #[test]

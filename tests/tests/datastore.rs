@@ -9,7 +9,7 @@ use common::datastore::{Condition, Datastore, Entry, HEDGE_DELAY, Read, Txn, Wri
 use common::error::codes;
 use common::{Code, Kind};
 use tests::pki::{TlsFiles, write_loopback_identity};
-use tests::{Etcd, TempDir};
+use tests::{Etcd, Netns, TempDir};
 
 /// Settings for the given endpoints, no TLS or credentials, a 5 s time budget.
 fn settings_for(endpoints: Vec<String>) -> EtcdSettings {
@@ -33,8 +33,9 @@ fn dead_endpoint() -> String {
 }
 
 #[test]
-#[ignore = "needs etcd"]
+#[ignore = "root: real etcd"]
 fn get_put_list_delete_round_trip() {
+    let _host = Netns::host();
     let etcd = Etcd::start();
     let ds = Datastore::connect(&settings_of(&etcd)).unwrap();
     assert_eq!(ds.get("/calico/v1/Ready").unwrap(), None);
@@ -79,8 +80,9 @@ fn get_put_list_delete_round_trip() {
 }
 
 #[test]
-#[ignore = "needs etcd"]
+#[ignore = "root: real etcd"]
 fn paged_listing_reads_every_key_once_at_the_first_page_revision() {
+    let _host = Netns::host();
     let etcd = Etcd::start();
     let ds = Datastore::connect(&settings_of(&etcd)).unwrap();
     for i in 0..7 {
@@ -102,8 +104,9 @@ fn paged_listing_reads_every_key_once_at_the_first_page_revision() {
 }
 
 #[test]
-#[ignore = "needs etcd"]
+#[ignore = "root: real etcd"]
 fn txn_commits_when_conditions_hold_and_returns_current_on_conflict() {
+    let _host = Netns::host();
     let etcd = Etcd::start();
     let ds = Datastore::connect(&settings_of(&etcd)).unwrap();
     let block = "/calico/ipam/v2/assignment/ipv4/block/10.0.0.0-26";
@@ -173,8 +176,9 @@ fn pairs(entries: &[Entry]) -> Vec<(&str, &[u8])> {
 }
 
 #[test]
-#[ignore = "needs etcd"]
+#[ignore = "root: real etcd"]
 fn read_answers_keys_and_prefixes_in_request_order_in_one_request() {
+    let _host = Netns::host();
     let etcd = Etcd::start();
     let dir = TempDir::new("etcd-request-log");
     let log = dir.join("requests");
@@ -216,8 +220,9 @@ fn read_answers_keys_and_prefixes_in_request_order_in_one_request() {
 }
 
 #[test]
-#[ignore = "needs etcd"]
+#[ignore = "root: real etcd"]
 fn if_absent_group_is_applied_only_when_its_key_is_absent() {
+    let _host = Netns::host();
     let etcd = Etcd::start();
     let ds = Datastore::connect(&settings_of(&etcd)).unwrap();
     let endpoint = "/calico/v1/host/n/workload/k8s/p/endpoint/eth0";
@@ -252,8 +257,9 @@ fn if_absent_group_is_applied_only_when_its_key_is_absent() {
 }
 
 #[test]
-#[ignore = "needs etcd"]
+#[ignore = "root: real etcd"]
 fn failed_outer_condition_writes_nothing_including_the_group() {
+    let _host = Netns::host();
     let etcd = Etcd::start();
     let ds = Datastore::connect(&settings_of(&etcd)).unwrap();
     let endpoint = "/calico/v1/host/n/workload/k8s/p/endpoint/eth0";
@@ -289,8 +295,9 @@ fn failed_outer_condition_writes_nothing_including_the_group() {
 }
 
 #[test]
-#[ignore = "needs etcd"]
+#[ignore = "root: real etcd"]
 fn dead_first_endpoint_fails_over_to_live_ones() {
+    let _host = Netns::host();
     let etcd = Etcd::start();
     let endpoints = vec![
         dead_endpoint(),
@@ -306,8 +313,9 @@ fn dead_first_endpoint_fails_over_to_live_ones() {
 }
 
 #[test]
-#[ignore = "needs etcd"]
+#[ignore = "root: real etcd"]
 fn killed_cluster_member_is_skipped() {
+    let _host = Netns::host();
     let mut etcd = Etcd::start_cluster();
     let ds = Datastore::connect(&settings_of(&etcd)).unwrap();
     ds.put("/calico/t/k", b"before").unwrap();
@@ -331,8 +339,9 @@ fn killed_cluster_member_is_skipped() {
 }
 
 #[test]
-#[ignore = "needs etcd"]
+#[ignore = "root: real etcd"]
 fn stopped_first_member_costs_a_read_the_hedge_delay_and_later_requests_nothing() {
+    let _host = Netns::host();
     let mut etcd = Etcd::start_cluster();
     Datastore::connect(&settings_of(&etcd))
         .unwrap()
@@ -357,8 +366,9 @@ fn stopped_first_member_costs_a_read_the_hedge_delay_and_later_requests_nothing(
 }
 
 #[test]
-#[ignore = "needs etcd"]
+#[ignore = "root: real etcd"]
 fn two_stopped_members_cost_one_hedge_delay() {
+    let _host = Netns::host();
     // Two stopped members of one cluster would take its quorum, so each stands alone.
     let mut stopped = [Etcd::start(), Etcd::start()];
     let live = Etcd::start();
@@ -378,8 +388,9 @@ fn two_stopped_members_cost_one_hedge_delay() {
 }
 
 #[test]
-#[ignore = "needs etcd"]
+#[ignore = "root: real etcd"]
 fn write_to_a_member_stopped_mid_run_fails_over_and_applies_once() {
+    let _host = Netns::host();
     let mut etcd = Etcd::start_cluster();
     let mut settings = settings_of(&etcd);
     settings.timeout = Duration::from_secs(3);
@@ -407,8 +418,9 @@ fn write_to_a_member_stopped_mid_run_fails_over_and_applies_once() {
 }
 
 #[test]
-#[ignore = "needs etcd"]
+#[ignore = "root: real etcd"]
 fn request_log_gets_one_line_per_request() {
+    let _host = Netns::host();
     let etcd = Etcd::start();
     let dir = TempDir::new("etcd-request-log");
     let log = dir.join("requests");
@@ -430,8 +442,9 @@ fn request_log_gets_one_line_per_request() {
 }
 
 #[test]
-#[ignore = "needs etcd"]
+#[ignore = "root: real etcd"]
 fn tls_endpoint_is_used_with_ca_and_client_certificate() {
+    let _host = Netns::host();
     let etcd = Etcd::start_tls();
     let settings = settings_of(&etcd);
     assert!(settings.endpoints[0].starts_with("https://"));
@@ -459,8 +472,9 @@ fn tls_endpoint_is_used_with_ca_and_client_certificate() {
 }
 
 #[test]
-#[ignore = "needs etcd"]
+#[ignore = "root: real etcd"]
 fn credentials_authenticate_and_missing_ones_are_refused() {
+    let _host = Netns::host();
     let mut etcd = Etcd::start();
     etcd.enable_auth("s3cret");
     let mut settings = settings_of(&etcd);

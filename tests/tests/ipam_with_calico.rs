@@ -7,18 +7,17 @@ mod ipam_support;
 use ipam_support::assert_no_allocations;
 use tests::kernel::netns_ipv4_addrs;
 use tests::plugin::ipam_exec_forced;
-use tests::{CniPath, Netns, TempDir, TestBed, names, run_plugin};
+use tests::{CniPath, Container, Netns, TempDir, TestBed, names, run_plugin};
 
 #[test]
 #[ignore = "needs root and etcd"]
 fn calico_with_calico_ipam_adds_and_deletes() {
     let bed = TestBed::new();
     let pool = bed.subnet.cidr();
-    let conf = bed.calico_ipam_conf();
-    let netns = Netns::new();
-    let cid = names::container_id();
+    let container = bed.container(bed.calico_ipam_conf());
+    let cid = &container.id;
 
-    let result = bed.add(&conf, &cid, &netns.path(), "eth0");
+    let result = container.add();
     let json = result.result();
     let address = json["ips"][0]["address"]
         .as_str()
@@ -28,18 +27,17 @@ fn calico_with_calico_ipam_adds_and_deletes() {
         address.ends_with("/32") && bed.subnet.contains(ip),
         "{address} in {pool}"
     );
-    let in_container: Vec<String> = netns_ipv4_addrs(netns.name(), "eth0")
+    let in_container: Vec<String> = netns_ipv4_addrs(container.netns.name(), "eth0")
         .into_iter()
         .map(|a| a.local)
         .collect();
     assert_eq!(in_container, [ip]);
     let handle = format!("/calico/ipam/v2/handle/{}.{cid}", bed.network);
     assert!(bed.etcd.get(&handle).is_some());
-    let endpoint = bed.endpoint(&cid, "eth0").expect("workload endpoint");
+    let endpoint = bed.endpoint(cid, "eth0").expect("workload endpoint");
     assert_eq!(endpoint["ipv4_nets"], serde_json::json!([address]));
 
-    bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
-    bed.assert_nothing_left(&[&cid]);
+    drop(container);
     assert_eq!(bed.etcd.get(&handle), None);
     assert_no_allocations(&bed.etcd, "after the last DEL");
 }
@@ -73,13 +71,12 @@ fn an_add_writes_etcd_once_and_a_del_once_with_calico_ipam_in_process() {
         (base.clone(), !ipam_exec_forced()),
         (base.clone().set("ipam_in_process", false), false),
     ] {
-        let netns = Netns::new();
-        let cid = names::container_id();
+        let container = bed.container(conf);
         let run = |command: &str| {
-            let env = bed
-                .env(command, &cid, &netns.path(), "eth0")
+            let env = container
+                .env(command)
                 .set("CALICO_ETCD_REQUEST_LOG", log.to_str().unwrap());
-            run_plugin("calico", &env, &conf.to_bytes())
+            run_plugin("calico", &env, &container.conf.to_bytes())
         };
         run("ADD").assert_success();
         let add_writes = write_transactions(&log);
@@ -90,7 +87,6 @@ fn an_add_writes_etcd_once_and_a_del_once_with_calico_ipam_in_process() {
             writes_per_add_and_del(in_process),
             "write transactions of ADD and DEL, in process: {in_process}"
         );
-        bed.assert_nothing_left(&[&cid]);
     }
     assert_no_allocations(&bed.etcd, "after the last DEL");
 }
@@ -138,20 +134,18 @@ fn thirty_concurrent_adds_on_one_node_get_distinct_addresses_without_a_conflict(
         .set_ipam("block_hint_dir", hints.path_str());
     let log_dir = TempDir::new("request-log");
     let log = log_dir.join("requests");
-    let containers: Vec<(String, Netns)> = (0..ADDS)
-        .map(|_| (names::container_id(), Netns::new()))
-        .collect();
+    let containers: Vec<Container> = (0..ADDS).map(|_| bed.container(conf.clone())).collect();
     let verb = |command: &str| {
         std::thread::scope(|scope| {
             let runs: Vec<_> = containers
                 .iter()
-                .map(|(cid, netns)| {
-                    let (bed, conf, log) = (&bed, &conf, &log);
+                .map(|container| {
+                    let log = &log;
                     scope.spawn(move || {
-                        let env = bed
-                            .env(command, cid, &netns.path(), "eth0")
+                        let env = container
+                            .env(command)
                             .set("CALICO_ETCD_REQUEST_LOG", log.to_str().unwrap());
-                        run_plugin("calico", &env, &conf.to_bytes())
+                        run_plugin("calico", &env, &container.conf.to_bytes())
                     })
                 })
                 .collect();
@@ -183,7 +177,6 @@ fn thirty_concurrent_adds_on_one_node_get_distinct_addresses_without_a_conflict(
     for out in verb("DEL") {
         out.assert_success();
     }
-    let cids: Vec<&str> = containers.iter().map(|(cid, _)| cid.as_str()).collect();
-    bed.assert_nothing_left(&cids);
+    drop(containers);
     assert_no_allocations(&bed.etcd, "after the DELs");
 }

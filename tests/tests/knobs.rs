@@ -4,20 +4,12 @@
 
 use serde_json::{Value, json};
 use tests::kernel::{eventually, host_ipv6_forwarding, host_link, set_host_ipv6_forwarding};
-use tests::{Env, NetConf, Netns, PluginOutput, TestBed, names, run_plugin};
+use tests::{Env, NetConf, PluginOutput, TestBed, names, run_plugin};
 
 const TEARDOWN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A prefix no other test uses, so a leftover link would be this file's.
 const PREFIX: &str = "knob";
-
-fn run(bed: &TestBed, command: &str, conf: &NetConf, cid: &str, netns: &Netns) -> PluginOutput {
-    run_plugin(
-        "calico",
-        &bed.env(command, cid, &netns.path(), "eth0"),
-        &conf.to_bytes(),
-    )
-}
 
 /// `PREFIX` + the first 11 characters of the container id, cut to 15 bytes.
 fn prefixed_veth(cid: &str) -> String {
@@ -44,40 +36,34 @@ fn add_check_del_and_gc_all_follow_the_interface_prefix() {
         .calico_ipam_conf()
         .set("cniVersion", "1.1.0")
         .set("interface_prefix", PREFIX);
-    let (netns, cid) = (Netns::new(), names::container_id());
-    let veth = prefixed_veth(&cid);
+    let container = bed.container(conf.clone());
+    let veth = prefixed_veth(&container.id);
 
-    let out = run(&bed, "ADD", &conf, &cid, &netns);
+    let out = container.add();
     let result = out.result().clone();
     assert_eq!(result["interfaces"][0]["name"], json!(veth), "{out}");
     assert!(host_link(&veth).is_some(), "no host veth {veth}\n{out}");
-    let endpoint = bed.endpoint(&cid, "eth0").expect("endpoint");
+    let endpoint = bed.endpoint(&container.id, "eth0").expect("endpoint");
     assert_eq!(endpoint["name"], json!(veth), "{endpoint}");
-    run(
-        &bed,
-        "CHECK",
-        &conf.clone().set("prevResult", result),
-        &cid,
-        &netns,
-    )
-    .assert_success();
-    run(&bed, "DEL", &conf, &cid, &netns).assert_success();
+    let check = conf.clone().set("prevResult", result);
+    run_plugin("calico", &container.env("CHECK"), &check.to_bytes()).assert_success();
+    container.del().assert_success();
     assert!(
         eventually(TEARDOWN, || host_link(&veth).is_none()),
         "DEL left host veth {veth}"
     );
 
     // GC finds the veth of an attachment through its record, whatever the prefix.
-    let (gone_ns, gone) = (Netns::new(), names::container_id());
-    let gone_veth = prefixed_veth(&gone);
-    run(&bed, "ADD", &conf, &gone, &gone_ns).result();
+    let gone = bed.container(conf.clone());
+    let gone_veth = prefixed_veth(&gone.id);
+    gone.add().result();
     assert!(host_link(&gone_veth).is_some(), "no host veth {gone_veth}");
     gc_keeping_nothing(&bed, &conf).assert_success();
     assert!(
         eventually(TEARDOWN, || host_link(&gone_veth).is_none()),
         "GC left host veth {gone_veth}"
     );
-    bed.assert_nothing_left(&[&cid, &gone]);
+    bed.assert_nothing_left(&[&container.id, &gone.id]);
 }
 
 /// With `create_profiles: false` the operator owns profiles: a first ADD creates none, an ADD
@@ -96,12 +82,13 @@ fn create_profiles_false_names_the_profile_but_never_writes_one() {
     bed.etcd.put(&operators, rules);
     let other_network = names::unique("net");
     let other_conf = conf.clone().set("name", other_network.as_str());
-    let (netns, cid) = (Netns::new(), names::container_id());
+    let container = bed.container(conf);
+    let (cid, netns) = (&container.id, container.netns.path());
 
-    run(&bed, "ADD", &conf, &cid, &netns).result();
-    run(&bed, "ADD", &other_conf, &cid, &netns).result();
+    container.add().result();
+    bed.add(&other_conf, cid, &netns, "eth0").result();
 
-    let endpoint = bed.endpoint(&cid, "eth0").expect("endpoint");
+    let endpoint = bed.endpoint(cid, "eth0").expect("endpoint");
     assert_eq!(
         endpoint["profile_ids"],
         json!([bed.network, other_network]),
@@ -113,10 +100,7 @@ fn create_profiles_false_names_the_profile_but_never_writes_one() {
         "a profile key was written"
     );
     assert_eq!(bed.etcd.get(&operators).as_deref(), Some(rules));
-
-    run(&bed, "DEL", &other_conf, &cid, &netns).assert_success();
-    run(&bed, "DEL", &conf, &cid, &netns).assert_success();
-    bed.assert_nothing_left(&[&cid]);
+    bed.del(&other_conf, cid, &netns, "eth0").assert_success();
 }
 
 /// `label_endpoints` copies the `args.cni.labels` under `org.projectcalico.label.` onto the
@@ -139,14 +123,12 @@ fn label_endpoints_copies_only_the_calico_prefixed_cni_labels() {
         (base.clone(), Value::Null),
     ];
     for (conf, want) in cases {
-        let (netns, cid) = (Netns::new(), names::container_id());
-        run(&bed, "ADD", &conf, &cid, &netns).result();
-        let endpoint = bed.endpoint(&cid, "eth0").expect("endpoint");
+        let container = bed.container(conf);
+        container.add().result();
+        let endpoint = bed.endpoint(&container.id, "eth0").expect("endpoint");
         let got = endpoint.get("labels").cloned().unwrap_or(Value::Null);
         let got = if got == json!({}) { Value::Null } else { got };
         assert_eq!(got, want, "{endpoint}");
-        run(&bed, "DEL", &conf, &cid, &netns).assert_success();
-        bed.assert_nothing_left(&[&cid]);
     }
 }
 
@@ -167,10 +149,13 @@ fn ipv6_container_turns_on_host_ipv6_forwarding_and_ipv4_only_does_not() {
     ];
     set_host_ipv6_forwarding("0");
     for (conf, want) in cases {
-        let (netns, cid) = (Netns::new(), names::container_id());
-        run(&bed, "ADD", &conf, &cid, &netns).result();
-        assert_eq!(host_ipv6_forwarding(), want, "{}", conf.value()["ipam"]);
-        run(&bed, "DEL", &conf, &cid, &netns).assert_success();
-        bed.assert_nothing_left(&[&cid]);
+        let container = bed.container(conf);
+        container.add().result();
+        assert_eq!(
+            host_ipv6_forwarding(),
+            want,
+            "{}",
+            container.conf.value()["ipam"]
+        );
     }
 }

@@ -1,13 +1,14 @@
 //! The Kubernetes client of `common` against the stand-in API server: every way of configuring
-//! the connection, and the errors a plugin run has to report. No root needed.
+//! the connection, and the errors a plugin run has to report. The server listens on the
+//! loopback of the test's own host namespace, which takes root to create.
 
 use calico_k8s::KubeClient;
 use common::config::NetConf;
 use common::kubernetes::Pod;
 use common::{Code, Kind};
 use serde_json::{Value, json};
-use tests::TempDir;
 use tests::apiserver::{ApiServer, Auth, KubeCa, KubeUser};
+use tests::{Netns, TempDir};
 
 const TOKEN: &str = "s3cr3t-service-account-token";
 
@@ -52,7 +53,9 @@ fn web_pod() -> Pod {
 }
 
 #[test]
+#[ignore = "root: API server in a throwaway host netns"]
 fn pod_is_read_with_bearer_token_and_ca_file() {
+    let _host = Netns::host();
     let server = server_with_web_pod(Auth::Token(TOKEN.into()));
     let client = client(
         json!({"type": "k8s", "k8s_api_root": server.url(), "k8s_auth_token": TOKEN,
@@ -69,7 +72,9 @@ fn pod_is_read_with_bearer_token_and_ca_file() {
 }
 
 #[test]
+#[ignore = "root: API server in a throwaway host netns"]
 fn pod_is_read_with_client_certificate() {
+    let _host = Netns::host();
     let server = server_with_web_pod(Auth::ClientCert);
     let client = client(
         json!({"type": "k8s", "k8s_api_root": server.url(),
@@ -86,7 +91,9 @@ fn pod_is_read_with_client_certificate() {
 }
 
 #[test]
+#[ignore = "root: API server in a throwaway host netns"]
 fn pod_is_read_via_kubeconfig_file() {
+    let _host = Netns::host();
     let cases = [
         (
             Auth::Token(TOKEN.into()),
@@ -122,7 +129,9 @@ fn pod_is_read_via_kubeconfig_file() {
 }
 
 #[test]
+#[ignore = "root: API server in a throwaway host netns"]
 fn config_keys_override_the_kubeconfig() {
+    let _host = Netns::host();
     let server = server_with_web_pod(Auth::Token(TOKEN.into()));
     let kubeconfig = server.write_kubeconfig(KubeUser::Token("stale-token".into()), KubeCa::Data);
     // The kubeconfig's server is replaced as well: point it at the stand-in through the root.
@@ -135,7 +144,9 @@ fn config_keys_override_the_kubeconfig() {
 }
 
 #[test]
+#[ignore = "root: API server in a throwaway host netns"]
 fn api_root_with_api_v1_suffix_is_accepted() {
+    let _host = Netns::host();
     let server = server_with_web_pod(Auth::Token(TOKEN.into()));
     let client = client(
         json!({"type": "k8s", "k8s_api_root": format!("{}/api/v1/", server.url()), "k8s_auth_token": TOKEN,
@@ -150,7 +161,9 @@ fn api_root_with_api_v1_suffix_is_accepted() {
 }
 
 #[test]
+#[ignore = "root: API server in a throwaway host netns"]
 fn pod_without_labels_or_annotations_reads_as_empty() {
+    let _host = Netns::host();
     let server = ApiServer::start(Auth::Anonymous);
     server.add_pod("default", "bare", &[], &[]);
     let client = client(
@@ -161,7 +174,9 @@ fn pod_without_labels_or_annotations_reads_as_empty() {
 }
 
 #[test]
+#[ignore = "root: API server in a throwaway host netns"]
 fn missing_pod_is_not_found_with_the_api_message() {
+    let _host = Netns::host();
     let server = server_with_web_pod(Auth::Token(TOKEN.into()));
     let client = client(
         json!({"type": "k8s", "k8s_api_root": server.url(), "k8s_auth_token": TOKEN,
@@ -176,7 +191,9 @@ fn missing_pod_is_not_found_with_the_api_message() {
 }
 
 #[test]
+#[ignore = "root: API server in a throwaway host netns"]
 fn wrong_token_is_unauthorized() {
+    let _host = Netns::host();
     let server = server_with_web_pod(Auth::Token(TOKEN.into()));
     let client = client(
         json!({"type": "k8s", "k8s_api_root": server.url(), "k8s_auth_token": "wrong",
@@ -192,7 +209,9 @@ fn wrong_token_is_unauthorized() {
 }
 
 #[test]
+#[ignore = "root: API server in a throwaway host netns"]
 fn missing_rbac_grant_is_forbidden() {
+    let _host = Netns::host();
     let server = server_with_web_pod(Auth::Token(TOKEN.into()));
     server.set_forbidden(true);
     let client = client(
@@ -209,7 +228,9 @@ fn missing_rbac_grant_is_forbidden() {
 }
 
 #[test]
+#[ignore = "root: API server in a throwaway host netns"]
 fn server_certificate_from_another_ca_is_a_tls_error() {
+    let _host = Netns::host();
     let server = server_with_web_pod(Auth::Token(TOKEN.into()));
     let client = client(
         json!({"type": "k8s", "k8s_api_root": server.url(), "k8s_auth_token": TOKEN,
@@ -227,7 +248,9 @@ fn server_certificate_from_another_ca_is_a_tls_error() {
 }
 
 #[test]
+#[ignore = "root: API server in a throwaway host netns"]
 fn kubeconfig_without_ca_does_not_trust_the_server() {
+    let _host = Netns::host();
     let server = server_with_web_pod(Auth::Token(TOKEN.into()));
     let kubeconfig = server.write_kubeconfig(KubeUser::Token(TOKEN.into()), KubeCa::None);
     let client = client(json!({"type": "k8s"}), json!({"kubeconfig": kubeconfig}));
@@ -237,7 +260,9 @@ fn kubeconfig_without_ca_does_not_trust_the_server() {
 }
 
 #[test]
+#[ignore = "root: API server in a throwaway host netns"]
 fn client_certificate_is_required_when_the_server_wants_one() {
+    let _host = Netns::host();
     let server = server_with_web_pod(Auth::ClientCert);
     let client = client(
         json!({"type": "k8s", "k8s_api_root": server.url(), "k8s_auth_token": TOKEN,
@@ -249,7 +274,9 @@ fn client_certificate_is_required_when_the_server_wants_one() {
 }
 
 #[test]
+#[ignore = "root: API server in a throwaway host netns"]
 fn node_pod_cidr_is_read() {
+    let _host = Netns::host();
     let server = ApiServer::start(Auth::Token(TOKEN.into()));
     server.add_node("node1", Some("10.244.3.0/24"));
     server.add_node("node2", None);
@@ -279,7 +306,9 @@ fn node_pod_cidr_is_read() {
 }
 
 #[test]
+#[ignore = "root: API server in a throwaway host netns"]
 fn stopped_server_is_try_again_later() {
+    let _host = Netns::host();
     let server = server_with_web_pod(Auth::Token(TOKEN.into()));
     // The server's files go with it; keep a copy of its CA.
     let dir = TempDir::new("kube-ca");
@@ -307,7 +336,9 @@ fn no_server_configured_is_invalid_config() {
 }
 
 #[test]
+#[ignore = "root: API server in a throwaway host netns"]
 fn unreadable_client_key_is_invalid_config_naming_the_file() {
+    let _host = Netns::host();
     let server = ApiServer::start(Auth::ClientCert);
     let client = KubeClient::new(&net_conf(
         json!({"type": "k8s", "k8s_api_root": server.url(),
@@ -323,7 +354,9 @@ fn unreadable_client_key_is_invalid_config_naming_the_file() {
 }
 
 #[test]
+#[ignore = "root: API server in a throwaway host netns"]
 fn special_files_as_kubeconfig_or_ca_fail_at_once_naming_key_and_file() {
+    let _host = Netns::host();
     let server = ApiServer::start(Auth::Token(TOKEN.into()));
     let cases = [
         (

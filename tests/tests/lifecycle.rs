@@ -3,7 +3,9 @@
 
 use serde_json::{Value, json};
 use tests::kernel::{eventually, host_link};
-use tests::{Env, NetConf, Netns, PluginOutput, TestBed, host_veth_name, names, run_plugin};
+use tests::{
+    Container, Env, NetConf, Netns, PluginOutput, TestBed, host_veth_name, names, run_plugin,
+};
 
 const CHECK_FAILED: u64 = 106;
 const NOT_AVAILABLE: u64 = 50;
@@ -21,12 +23,8 @@ fn calico_ipam_conf(bed: &TestBed) -> NetConf {
         .set("cniVersion", "1.1.0")
 }
 
-fn run(bed: &TestBed, command: &str, conf: &NetConf, cid: &str, netns: &Netns) -> PluginOutput {
-    run_plugin(
-        "calico",
-        &bed.env(command, cid, &netns.path(), "eth0"),
-        &conf.to_bytes(),
-    )
+fn check(container: &Container, conf: &NetConf) -> PluginOutput {
+    run_plugin("calico", &container.env("CHECK"), &conf.to_bytes())
 }
 
 fn with_prev_result(conf: &NetConf, result: &Value) -> NetConf {
@@ -109,28 +107,24 @@ fn check_after_add_succeeds_and_each_tampering_is_reported() {
     ];
     for (what, tamper, expected) in cases {
         let bed = TestBed::new();
-        let netns = Netns::new();
-        let cid = names::container_id();
-        let conf = calico_ipam_conf(&bed);
-        let result = run(&bed, "ADD", &conf, &cid, &netns).result().clone();
+        let container = bed.container(calico_ipam_conf(&bed));
+        let result = container.add().result().clone();
         let ip = result["ips"][0]["address"]
             .as_str()
             .unwrap()
             .trim_end_matches("/32")
             .to_string();
-        let check_conf = with_prev_result(&conf, &result);
-        run(&bed, "CHECK", &check_conf, &cid, &netns).assert_success();
+        let check_conf = with_prev_result(&container.conf, &result);
+        check(&container, &check_conf).assert_success();
 
-        tamper(&bed, &netns, &cid, &ip);
-        let out = run(&bed, "CHECK", &check_conf, &cid, &netns);
+        tamper(&bed, &container.netns, &container.id, &ip);
+        let out = check(&container, &check_conf);
         let err = out.error();
         let text = format!("{} {}", err.msg, err.details.clone().unwrap_or_default());
         assert!(
             text.contains(expected),
             "{what}: expected {expected:?}\n{out}"
         );
-        run(&bed, "DEL", &conf, &cid, &netns).assert_success();
-        bed.assert_nothing_left(&[&cid]);
     }
 }
 
@@ -138,17 +132,13 @@ fn check_after_add_succeeds_and_each_tampering_is_reported() {
 #[ignore = "root: real etcd and netns"]
 fn check_needs_prev_result_and_version_0_4_0() {
     let bed = TestBed::new();
-    let netns = Netns::new();
-    let cid = names::container_id();
-    let conf = calico_ipam_conf(&bed);
-    let result = run(&bed, "ADD", &conf, &cid, &netns).result().clone();
-    let err = run(&bed, "CHECK", &conf, &cid, &netns).error();
+    let container = bed.container(calico_ipam_conf(&bed));
+    let result = container.add().result().clone();
+    let err = check(&container, &container.conf).error();
     assert!(err.msg.contains("prevResult"), "{err:?}");
-    let old = with_prev_result(&conf, &result).set("cniVersion", "0.3.1");
-    assert_eq!(run(&bed, "CHECK", &old, &cid, &netns).error().code, 1);
+    let old = with_prev_result(&container.conf, &result).set("cniVersion", "0.3.1");
+    assert_eq!(check(&container, &old).error().code, 1);
     assert_ne!(CHECK_FAILED, 1);
-    run(&bed, "DEL", &conf, &cid, &netns).assert_success();
-    bed.assert_nothing_left(&[&cid]);
 }
 
 #[test]
@@ -182,87 +172,73 @@ fn status_reports_full_pools_from_the_ipam_plugin() {
 fn gc_keeps_listed_attachments_and_removes_the_others() {
     let bed = TestBed::new();
     let conf = calico_ipam_conf(&bed);
-    let (kept_ns, gone_ns) = (Netns::new(), Netns::new());
-    let (kept, gone) = (names::container_id(), names::container_id());
-    run(&bed, "ADD", &conf, &kept, &kept_ns).result();
-    run(&bed, "ADD", &conf, &gone, &gone_ns).result();
+    let (kept, gone) = (bed.container(conf.clone()), bed.container(conf.clone()));
+    kept.add().result();
+    gone.add().result();
 
     // Another network and another node on the same etcd: GC of this network must not touch them.
     let other_network = names::unique("net");
-    let other_conf = bed
-        .fixture("calico-ipam.conf", &other_network)
-        .set("cniVersion", "1.1.0");
-    let other_ns = Netns::new();
-    let other = names::container_id();
-    run(&bed, "ADD", &other_conf, &other, &other_ns).result();
-    let other_node_conf = conf.clone().set("nodename", names::unique("node"));
-    let other_node_ns = Netns::new();
-    let on_other_node = names::container_id();
-    run(
-        &bed,
-        "ADD",
-        &other_node_conf,
-        &on_other_node,
-        &other_node_ns,
-    )
-    .result();
+    let other = bed.container(
+        bed.fixture("calico-ipam.conf", &other_network)
+            .set("cniVersion", "1.1.0"),
+    );
+    other.add().result();
+    let on_other_node = bed.container(conf.clone().set("nodename", names::unique("node")));
+    on_other_node.add().result();
 
-    gc(&bed, &conf, &[(&kept, "eth0")]).assert_success();
+    gc(&bed, &conf, &[(&kept.id, "eth0")]).assert_success();
 
     assert!(
-        bed.endpoint(&gone, "eth0").is_none(),
+        bed.endpoint(&gone.id, "eth0").is_none(),
         "unlisted endpoint left"
     );
     assert!(
-        eventually(TEARDOWN, || host_link(&host_veth_name(&gone)).is_none()),
+        eventually(TEARDOWN, || host_link(&host_veth_name(&gone.id)).is_none()),
         "unlisted veth left"
     );
     assert!(
         bed.etcd
-            .get(&format!("/calico/ipam/v2/handle/{}.{gone}", bed.network))
+            .get(&format!(
+                "/calico/ipam/v2/handle/{}.{}",
+                bed.network, gone.id
+            ))
             .is_none(),
         "unlisted handle left"
     );
     assert!(
-        bed.endpoint(&kept, "eth0").is_some(),
+        bed.endpoint(&kept.id, "eth0").is_some(),
         "listed endpoint removed"
     );
     assert!(
-        host_link(&host_veth_name(&kept)).is_some(),
+        host_link(&host_veth_name(&kept.id)).is_some(),
         "listed veth removed"
     );
     assert!(
-        bed.endpoint(&other, "eth0").is_some(),
+        bed.endpoint(&other.id, "eth0").is_some(),
         "other network's endpoint removed"
     );
     assert!(
-        host_link(&host_veth_name(&other)).is_some(),
+        host_link(&host_veth_name(&other.id)).is_some(),
         "other network's veth removed"
     );
     assert!(
-        host_link(&host_veth_name(&on_other_node)).is_some(),
+        host_link(&host_veth_name(&on_other_node.id)).is_some(),
         "other node's veth removed"
     );
     let other_node_key = format!(
-        "/calico/v1/host/{}/workload/cni/{on_other_node}/endpoint/eth0",
-        other_node_conf.value()["nodename"].as_str().unwrap()
+        "/calico/v1/host/{}/workload/cni/{}/endpoint/eth0",
+        on_other_node.conf.value()["nodename"].as_str().unwrap(),
+        on_other_node.id
     );
     assert!(
         bed.etcd.get(&other_node_key).is_some(),
         "other node's endpoint removed"
     );
 
-    run(&bed, "DEL", &conf, &kept, &kept_ns).assert_success();
-    run(&bed, "DEL", &other_conf, &other, &other_ns).assert_success();
-    run(
-        &bed,
-        "DEL",
-        &other_node_conf,
-        &on_other_node,
-        &other_node_ns,
-    )
-    .assert_success();
-    bed.assert_nothing_left(&[&kept, &gone, &other, &on_other_node]);
+    // Each container's drop checks that nothing at all is left: delete them all first.
+    for container in [&kept, &other, &on_other_node] {
+        container.del().assert_success();
+    }
 }
 
 fn ip_cmd(args: &[&str]) {

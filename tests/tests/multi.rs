@@ -26,24 +26,18 @@ fn link_indexes(netns: &Netns) -> Vec<(String, u64)> {
 #[ignore = "root: real etcd and netns"]
 fn second_add_on_another_network_appends_profile_and_reuses_address() {
     let bed = TestBed::new();
-    let netns = Netns::new();
-    let cid = names::container_id();
-    let veth = tests::host_veth_name(&cid);
+    let container = bed.container(bed.conf());
+    let (cid, netns) = (&container.id, &container.netns);
+    let veth = tests::host_veth_name(cid);
     let net2 = names::unique("net2");
-    let conf1 = bed.conf();
     let conf2 = bed.conf_for_network(&net2);
 
-    let first = bed
-        .add(&conf1, &cid, &netns.path(), "eth0")
-        .result()
-        .clone();
-    let endpoint1 = bed
-        .endpoint(&cid, "eth0")
-        .expect("endpoint after first ADD");
+    let first = container.add().result().clone();
+    let endpoint1 = bed.endpoint(cid, "eth0").expect("endpoint after first ADD");
     let host_index = host_link(&veth).expect("host veth").index;
-    let container_links = link_indexes(&netns);
+    let container_links = link_indexes(netns);
 
-    let second = bed.add(&conf2, &cid, &netns.path(), "eth0");
+    let second = bed.add(&conf2, cid, &netns.path(), "eth0");
     let second_result = second.result();
     assert_eq!(
         addresses(second_result),
@@ -53,7 +47,7 @@ fn second_add_on_another_network_appends_profile_and_reuses_address() {
     let mut expected = endpoint1.clone();
     expected["profile_ids"] = json!([bed.network, net2]);
     assert_eq!(
-        bed.endpoint(&cid, "eth0"),
+        bed.endpoint(cid, "eth0"),
         Some(expected.clone()),
         "endpoint after joining {net2}"
     );
@@ -69,7 +63,7 @@ fn second_add_on_another_network_appends_profile_and_reuses_address() {
         "host veth re-created"
     );
     assert_eq!(
-        link_indexes(&netns),
+        link_indexes(netns),
         container_links,
         "container links changed"
     );
@@ -80,11 +74,11 @@ fn second_add_on_another_network_appends_profile_and_reuses_address() {
     );
 
     // Repeats on either network add no duplicate profile and keep the address.
-    for conf in [&conf2, &conf1] {
-        let again = bed.add(conf, &cid, &netns.path(), "eth0");
+    for conf in [&conf2, &container.conf] {
+        let again = bed.add(conf, cid, &netns.path(), "eth0");
         assert_eq!(addresses(again.result()), addresses(&first), "{again}");
         assert_eq!(
-            bed.endpoint(&cid, "eth0"),
+            bed.endpoint(cid, "eth0"),
             Some(expected.clone()),
             "endpoint after a repeated ADD"
         );
@@ -96,11 +90,7 @@ fn second_add_on_another_network_appends_profile_and_reuses_address() {
         "host veth re-created"
     );
 
-    bed.del(&conf2, &cid, &netns.path(), "eth0")
-        .assert_success();
-    bed.del(&conf1, &cid, &netns.path(), "eth0")
-        .assert_success();
-    bed.assert_nothing_left(&[&cid]);
+    bed.del(&conf2, cid, &netns.path(), "eth0").assert_success();
 }
 
 /// Calico v1 failure history, row 33: container ids sharing their first 11 characters got one
@@ -111,18 +101,11 @@ fn containers_sharing_id_prefix_get_distinct_working_veths() {
     let bed = TestBed::new();
     let (cid_a, cid_b) = names::container_ids_sharing_prefix();
     assert_eq!(cid_a[..11], cid_b[..11]);
-    let netns_a = Netns::new();
-    let netns_b = Netns::new();
-    let conf = bed.conf();
+    let a = bed.container(bed.conf()).id(&cid_a);
+    let b = bed.container(bed.conf()).id(&cid_b);
 
-    let result_a = bed
-        .add(&conf, &cid_a, &netns_a.path(), "eth0")
-        .result()
-        .clone();
-    let result_b = bed
-        .add(&conf, &cid_b, &netns_b.path(), "eth0")
-        .result()
-        .clone();
+    let result_a = a.add().result().clone();
+    let result_b = b.add().result().clone();
     let veth_a = result_a["interfaces"][0]["name"]
         .as_str()
         .expect("host veth of a")
@@ -138,8 +121,8 @@ fn containers_sharing_id_prefix_get_distinct_working_veths() {
             "bad host veth name {veth}"
         );
     }
-    let ip_a = netns_ipv4_addrs(netns_a.name(), "eth0")[0].local.clone();
-    let ip_b = netns_ipv4_addrs(netns_b.name(), "eth0")[0].local.clone();
+    let ip_a = netns_ipv4_addrs(a.netns.name(), "eth0")[0].local.clone();
+    let ip_b = netns_ipv4_addrs(b.netns.name(), "eth0")[0].local.clone();
     assert_ne!(ip_a, ip_b);
     for (cid, veth, ip) in [(&cid_a, &veth_a, &ip_a), (&cid_b, &veth_b, &ip_b)] {
         let link = host_link(veth).unwrap_or_else(|| panic!("host veth {veth} missing"));
@@ -152,8 +135,7 @@ fn containers_sharing_id_prefix_get_distinct_working_veths() {
         assert!(ping(ip), "container {cid} ({ip}) does not answer ping");
     }
 
-    bed.del(&conf, &cid_a, &netns_a.path(), "eth0")
-        .assert_success();
+    a.del().assert_success();
     assert!(
         eventually(TEARDOWN, || host_link(&veth_a).is_none()),
         "host veth of a left"
@@ -173,13 +155,11 @@ fn containers_sharing_id_prefix_get_distinct_working_veths() {
     );
     assert!(ping(&ip_b), "b unreachable after DEL of a");
 
-    bed.del(&conf, &cid_b, &netns_b.path(), "eth0")
-        .assert_success();
+    b.del().assert_success();
     assert!(
         eventually(TEARDOWN, || host_link(&veth_b).is_none()),
         "host veth of b left"
     );
-    bed.assert_nothing_left(&[&cid_a, &cid_b]);
 }
 
 /// A container whose netns vanished before its DEL still holds its host veth name: a second
@@ -190,36 +170,28 @@ fn containers_sharing_id_prefix_get_distinct_working_veths() {
 fn late_del_without_netns_leaves_the_link_of_a_container_sharing_the_prefix() {
     let bed = TestBed::new();
     let (cid_a, cid_b) = names::container_ids_sharing_prefix();
-    let mut netns_a = Netns::new();
-    let netns_b = Netns::new();
-    let conf = bed.conf();
-    bed.add(&conf, &cid_a, &netns_a.path(), "eth0").result();
-    netns_a.delete();
+    let mut a = bed.container(bed.conf()).id(&cid_a);
+    let b = bed.container(bed.conf()).id(&cid_b);
+    a.add().result();
+    a.netns.delete();
     let usual = host_veth_name(&cid_a);
     assert!(
         eventually(TEARDOWN, || host_link(&usual).is_none()),
         "the kernel kept the veth of a deleted netns"
     );
 
-    let result_b = bed
-        .add(&conf, &cid_b, &netns_b.path(), "eth0")
-        .result()
-        .clone();
+    let result_b = b.add().result().clone();
     let veth_b = result_b["interfaces"][0]["name"]
         .as_str()
         .expect("host veth of b")
         .to_string();
     assert_ne!(veth_b, usual, "b took the name a still holds");
 
-    bed.del(&conf, &cid_a, "", "eth0").assert_success();
+    bed.del(&a.conf, &cid_a, "", "eth0").assert_success();
     assert!(
         host_link(&veth_b).is_some(),
         "DEL of a removed b's host veth"
     );
-    let ip_b = netns_ipv4_addrs(netns_b.name(), "eth0")[0].local.clone();
+    let ip_b = netns_ipv4_addrs(b.netns.name(), "eth0")[0].local.clone();
     assert!(ping(&ip_b), "b unreachable after DEL of a");
-
-    bed.del(&conf, &cid_b, &netns_b.path(), "eth0")
-        .assert_success();
-    bed.assert_nothing_left(&[&cid_a, &cid_b]);
 }

@@ -213,12 +213,10 @@ fn add_at_once(
 #[ignore = "root: real etcd and netns"]
 fn ip_is_released_when_veth_creation_fails() {
     let bed = TestBed::new();
-    let netns = Netns::new();
-    let cid = names::container_id();
-    let conf = bed.conf();
-    let bridge = HostBridge::new(&host_veth_name(&cid));
+    let container = bed.container(bed.conf());
+    let bridge = HostBridge::new(&host_veth_name(&container.id));
 
-    let out = bed.add(&conf, &cid, &netns.path(), "eth0");
+    let out = container.add();
     let err = out.error_with_code(103);
     assert!(
         err.msg.contains(&bridge.0),
@@ -232,11 +230,11 @@ fn ip_is_released_when_veth_creation_fails() {
     let link = host_link(&bridge.0).expect("the bridge was removed");
     assert_eq!(link.kind.as_deref(), Some("bridge"), "{link:?}");
     assert!(
-        netns_link(netns.name(), "eth0").is_none(),
+        netns_link(container.netns.name(), "eth0").is_none(),
         "eth0 left\n{out}"
     );
     drop(bridge);
-    bed.assert_nothing_left(&[&cid]);
+    bed.assert_nothing_left(&[&container.id]);
 }
 
 /// Calico v1 failure history, row 2: about ten pods starting at once failed with `failed to
@@ -312,14 +310,15 @@ fn pod_del_releases_the_address_under_the_handle_its_add_used() {
 #[ignore = "root: real etcd and netns"]
 fn ipv6_container_gets_a_default_route_via_the_host_veths_link_local() {
     let bed = TestBed::new();
-    let netns = Netns::new();
-    let cid = names::container_id();
-    let conf = host_local_conf(&bed, &[bed.subnet.cidr(), bed.subnet.ipv6_cidr(213, 120)]);
-    let veth = host_veth_name(&cid);
+    let container = bed.container(host_local_conf(
+        &bed,
+        &[bed.subnet.cidr(), bed.subnet.ipv6_cidr(213, 120)],
+    ));
+    let (netns, veth) = (&container.netns, host_veth_name(&container.id));
 
-    let out = bed.add(&conf, &cid, &netns.path(), "eth0");
+    let out = container.add();
     let address = result_address(out.result(), true).unwrap_or_else(|| panic!("no IPv6\n{out}"));
-    assert_eq!(netns_ipv6_addrs(&netns, "eth0"), [(address.clone(), 128)]);
+    assert_eq!(netns_ipv6_addrs(netns, "eth0"), [(address.clone(), 128)]);
     let host_ll = ip_json(None, &["-6", "addr", "show", "dev", &veth, "scope", "link"]);
     let host_ll = host_ll[0]["addr_info"][0]["local"]
         .as_str()
@@ -336,12 +335,11 @@ fn ipv6_container_gets_a_default_route_via_the_host_veths_link_local() {
         "{address} does not answer ping -6"
     );
 
-    bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
+    drop(container);
     assert!(
         eventually(SETTLE, || host_ipv6_routes_to(&address).is_empty()),
         "IPv6 host route left"
     );
-    bed.assert_nothing_left(&[&cid]);
 }
 
 /// Calico v1 failure history, row 14: calico-ipam kept reading `hostname` after calico moved to
@@ -352,16 +350,16 @@ fn ipv6_container_gets_a_default_route_via_the_host_veths_link_local() {
 fn calico_ipam_claims_blocks_under_the_nodename_calico_uses() {
     let bed = TestBed::new();
     bed.add_pool(&bed.subnet.cidr());
-    let netns = Netns::new();
-    let cid = names::container_id();
     let old_name = names::unique("hostname");
-    let conf = bed
-        .fixture("calico-ipam.conf", &bed.network)
-        .set("hostname", old_name.as_str());
+    let container = bed.container(
+        bed.fixture("calico-ipam.conf", &bed.network)
+            .set("hostname", old_name.as_str()),
+    );
+    let cid = &container.id;
 
-    bed.add(&conf, &cid, &netns.path(), "eth0").result();
+    container.add().result();
     assert!(
-        bed.endpoint(&cid, "eth0").is_some(),
+        bed.endpoint(cid, "eth0").is_some(),
         "no endpoint under nodename"
     );
     let affinities = bed
@@ -390,9 +388,6 @@ fn calico_ipam_claims_blocks_under_the_nodename_calico_uses() {
             .is_empty(),
         "keys under the old hostname"
     );
-
-    bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
-    bed.assert_nothing_left(&[&cid]);
 }
 
 /// Calico v1 failure history, row 17: the result built from an existing endpoint (a repeated
@@ -403,17 +398,13 @@ fn calico_ipam_claims_blocks_under_the_nodename_calico_uses() {
 fn repeated_add_answers_from_the_endpoint_in_the_configs_result_shape() {
     let bed = TestBed::new();
     for version in tests::SUPPORTED_VERSIONS {
-        let netns = Netns::new();
-        let cid = names::container_id();
-        let conf = bed.conf().set("cniVersion", version);
-        let first = bed.add(&conf, &cid, &netns.path(), "eth0").result().clone();
-        let again = bed.add(&conf, &cid, &netns.path(), "eth0");
+        let container = bed.container(bed.conf().set("cniVersion", version));
+        let first = container.add().result().clone();
+        let again = container.add();
         assert_eq!(again.result(), &first, "{version}: repeated ADD\n{again}");
         if version.starts_with("0.3") || version == "0.4.0" {
             assert_eq!(first["ips"][0]["version"], json!("4"), "{version}: {first}");
         }
-        bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
-        bed.assert_nothing_left(&[&cid]);
     }
 }
 
@@ -447,10 +438,10 @@ fn ipam_addresses_are_released_when_its_result_is_unusable() {
     for (name, answer) in answers {
         std::fs::write(state.join("answer"), answer).unwrap();
         let _ = std::fs::remove_file(state.join("released"));
-        let netns = Netns::new();
-        let cid = names::container_id();
+        let container = bed.container(conf.clone());
+        let cid = &container.id;
 
-        let out = bed.add(&conf, &cid, &netns.path(), "eth0");
+        let out = container.add();
         out.error_with_code(101);
         let released = std::fs::read_to_string(state.join("released")).unwrap_or_default();
         assert_eq!(
@@ -459,10 +450,10 @@ fn ipam_addresses_are_released_when_its_result_is_unusable() {
             "{name}: the IPAM plugin was not asked to release once\n{out}"
         );
         assert!(
-            netns_link(netns.name(), "eth0").is_none(),
+            netns_link(container.netns.name(), "eth0").is_none(),
             "{name}: eth0 left"
         );
-        bed.assert_nothing_left(&[&cid]);
+        bed.assert_nothing_left(&[cid]);
     }
 }
 
@@ -591,24 +582,22 @@ fn a_recreated_pod_gets_a_fresh_endpoint_instead_of_the_stale_one() {
 #[ignore = "root: real etcd and netns"]
 fn del_of_an_ipv6_only_container_succeeds_and_leaves_nothing() {
     let bed = TestBed::new();
-    let netns = Netns::new();
-    let cid = names::container_id();
-    let conf = host_local_conf(&bed, &[bed.subnet.ipv6_cidr(213, 120)]);
+    let container = bed.container(host_local_conf(&bed, &[bed.subnet.ipv6_cidr(213, 120)]));
+    let netns = &container.netns;
 
-    let out = bed.add(&conf, &cid, &netns.path(), "eth0");
+    let out = container.add();
     let result = out.result();
     assert_eq!(result_address(result, false), None, "{out}");
     let address = result_address(result, true).unwrap_or_else(|| panic!("no IPv6\n{out}"));
-    assert_eq!(netns_ipv6_addrs(&netns, "eth0"), [(address.clone(), 128)]);
+    assert_eq!(netns_ipv6_addrs(netns, "eth0"), [(address.clone(), 128)]);
     assert_eq!(host_ipv6_routes_to(&address).len(), 1);
 
-    bed.del(&conf, &cid, &netns.path(), "eth0").assert_success();
+    container.del().assert_success();
     assert!(netns_link(netns.name(), "eth0").is_none(), "eth0 left");
     assert!(
         eventually(SETTLE, || host_ipv6_routes_to(&address).is_empty()),
         "IPv6 host route left"
     );
-    bed.assert_nothing_left(&[&cid]);
 }
 
 /// Calico v1 failure history, row 33: the first ADDs on a network raced to create its profile,

@@ -171,7 +171,7 @@ pub fn eui64_link_local(mac: [u8; 6]) -> Ipv6Addr {
 mod tests {
     use super::*;
     use crate::dataplane::netns::ContainerNetns;
-    use crate::dataplane::testutil::{HostLink, TestNetns, ip_json, unique_ifname};
+    use crate::dataplane::testutil::{HostLink, TestHost, TestNetns, ip_json, unique_ifname};
     use crate::dataplane::veth::{VethRequest, create_veth};
 
     #[test]
@@ -217,12 +217,10 @@ mod tests {
     #[test]
     #[ignore = "needs root"]
     fn container_gets_single_addresses_and_host_link_local_is_found() {
+        let host_ns = TestHost::enter();
         let ns = TestNetns::new("addr");
         let host = HostLink::new(unique_ifname("ca"));
-        let (netlink, container) = (
-            Netlink::host().unwrap(),
-            ContainerNetns::open(ns.path()).unwrap(),
-        );
+        let (netlink, container) = (host_ns.netlink(), ContainerNetns::open(ns.path()).unwrap());
         let mut guard = create_veth(
             netlink,
             &container,

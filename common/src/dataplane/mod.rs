@@ -77,12 +77,19 @@ pub fn format_mac(bytes: &[u8]) -> String {
         .join(":")
 }
 
-/// Fixtures of the root tests: a uniquely named netns and host links, both removed on drop.
+/// Fixtures of the root tests: a throwaway host namespace for the test's thread, a uniquely
+/// named netns and host links, all removed on drop.
 #[cfg(test)]
 pub(crate) mod testutil {
+    use std::fs::File;
     use std::path::{Path, PathBuf};
     use std::process::Command;
     use std::sync::atomic::{AtomicU32, Ordering};
+    use std::thread::ThreadId;
+
+    use nix::sched::{CloneFlags, setns, unshare};
+
+    use super::Netlink;
 
     static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -114,6 +121,57 @@ pub(crate) mod testutil {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).expect("ip -j prints JSON")
+    }
+
+    /// A fresh, unnamed network namespace that the calling thread enters (`unshare`) and
+    /// leaves again on drop, standing in for the host: the links, routes and sysctls a test
+    /// changes there go with it, so root tests never touch the machine's own host and two
+    /// test runs side by side never meet. `ip` and the threads the test starts run in it too.
+    ///
+    /// Make it first in a test, so that it is dropped last. [`Netlink::host`] is the process's
+    /// own namespace, not this one: a test in here uses [`TestHost::netlink`].
+    pub struct TestHost {
+        netlink: Netlink,
+        previous: File,
+        thread: ThreadId,
+    }
+
+    impl TestHost {
+        /// Moves the calling thread into a new network namespace with `lo` up.
+        pub fn enter() -> TestHost {
+            let previous =
+                File::open("/proc/thread-self/ns/net").expect("open this thread's netns");
+            unshare(CloneFlags::CLONE_NEWNET).expect("unshare the network namespace");
+            let host = TestHost {
+                netlink: Netlink::open_here("the test host".into()).expect("netlink session"),
+                previous,
+                thread: std::thread::current().id(),
+            };
+            let out = run_ip(&["link", "set", "lo", "up"]);
+            assert!(
+                out.status.success(),
+                "ip link set lo up: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            host
+        }
+
+        /// A netlink session of this namespace, in place of [`Netlink::host`].
+        pub fn netlink(&self) -> &Netlink {
+            &self.netlink
+        }
+    }
+
+    impl Drop for TestHost {
+        fn drop(&mut self) {
+            // Only the entering thread is in the namespace; any other has nothing to leave.
+            if std::thread::current().id() != self.thread {
+                return;
+            }
+            if let Err(e) = setns(&self.previous, CloneFlags::CLONE_NEWNET) {
+                eprintln!("cannot leave the test host namespace: {e}");
+            }
+        }
     }
 
     /// A network namespace made with `ip netns add`, deleted on drop.
@@ -172,7 +230,8 @@ pub(crate) mod testutil {
         }
     }
 
-    /// A host interface name a test may create; whatever has that name is deleted on drop.
+    /// An interface name a test may create on its host (a [`TestHost`]); whatever has that name
+    /// is deleted on drop.
     pub struct HostLink {
         name: String,
     }

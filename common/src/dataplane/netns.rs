@@ -212,7 +212,7 @@ impl ContainerNetns {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::testutil::TestNetns;
+    use crate::dataplane::testutil::{TestHost, TestNetns};
 
     #[test]
     fn regular_file_is_not_a_netns() {
@@ -236,6 +236,7 @@ mod tests {
     #[test]
     #[ignore = "needs root"]
     fn closure_runs_in_the_netns_and_returns_its_value() {
+        let _host_ns = TestHost::enter();
         let ns = TestNetns::new("enter");
         let own = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
         let inside = with_netns(ns.path(), || {
@@ -255,6 +256,7 @@ mod tests {
     #[test]
     #[ignore = "needs root"]
     fn panic_in_closure_comes_back_as_error() {
+        let _host_ns = TestHost::enter();
         let ns = TestNetns::new("panic");
         let err = with_netns(ns.path(), || -> Result<()> { panic!("boom") }).unwrap_err();
         assert!(err.msg().contains("panicked: boom"), "{err:?}");

@@ -326,7 +326,7 @@ pub fn list_routes(netlink: &Netlink, ifindex: u32) -> Result<Vec<RouteState>> {
 mod tests {
     use super::*;
     use crate::dataplane::netns::ContainerNetns;
-    use crate::dataplane::testutil::{HostLink, TestNetns, ip_json, unique_ifname};
+    use crate::dataplane::testutil::{HostLink, TestHost, TestNetns, ip_json, unique_ifname};
     use crate::dataplane::veth::{VethRequest, create_veth};
     use crate::dataplane::{addr, configure_container_interface, sysctl};
 
@@ -369,12 +369,16 @@ mod tests {
     }
 
     /// A veth into a fresh netns, configured like an ADD would, returning the pieces to check.
-    fn configured_pair(tag: &str, addrs: &[IpNetwork]) -> (TestNetns, HostLink, u32, u32) {
+    fn configured_pair(
+        host_ns: &TestHost,
+        tag: &str,
+        addrs: &[IpNetwork],
+    ) -> (TestNetns, HostLink, u32, u32) {
         let ns = TestNetns::new(tag);
         let host = HostLink::new(unique_ifname("cr"));
         let container = ContainerNetns::open(ns.path()).unwrap();
         let mut guard = create_veth(
-            Netlink::host().unwrap(),
+            host_ns.netlink(),
             &container,
             &VethRequest::new(host.name(), "eth0"),
             &crate::rollback::RollbackLog::default(),
@@ -382,28 +386,23 @@ mod tests {
         .unwrap();
         guard.commit();
         let ll = if addrs.iter().any(IpNetwork::is_ipv6) {
-            Some(addr::host_link_local_address(Netlink::host().unwrap(), host.name()).unwrap())
+            Some(addr::host_link_local_address(host_ns.netlink(), host.name()).unwrap())
         } else {
             None
         };
         let index = guard.container_index();
         configure_container_interface(&container, index, addrs, ll).unwrap();
         sysctl::configure_host_veth(host.name(), true, true).unwrap();
-        add_host_routes(
-            Netlink::host().unwrap(),
-            guard.host_index(),
-            host.name(),
-            addrs,
-        )
-        .unwrap();
+        add_host_routes(host_ns.netlink(), guard.host_index(), host.name(), addrs).unwrap();
         (ns, host, guard.host_index(), index)
     }
 
     #[test]
     #[ignore = "needs root"]
     fn ipv4_container_and_host_routes_are_installed() {
+        let host_ns = TestHost::enter();
         let addrs = ["10.66.0.9/32".parse().unwrap()];
-        let (ns, host, host_index, index) = configured_pair("r4", &addrs);
+        let (ns, host, host_index, index) = configured_pair(&host_ns, "r4", &addrs);
 
         let routes = ip_json(&["-n", ns.name(), "-4", "route", "show", "dev", "eth0"]);
         let routes = routes.as_array().unwrap();
@@ -445,7 +444,7 @@ mod tests {
             "{host_routes}"
         );
         assert!(
-            list_routes(Netlink::host().unwrap(), host_index)
+            list_routes(host_ns.netlink(), host_index)
                 .unwrap()
                 .contains(&route("10.66.0.9/32", None, Scope::Link, host_index))
         );
@@ -455,28 +454,29 @@ mod tests {
         );
 
         // The same route again (as if Felix had added it) is accepted.
-        add_host_routes(Netlink::host().unwrap(), host_index, host.name(), &addrs).unwrap();
+        add_host_routes(host_ns.netlink(), host_index, host.name(), &addrs).unwrap();
     }
 
     #[test]
     #[ignore = "needs root"]
     fn a_second_interface_routes_behind_the_first_instead_of_replacing_it() {
+        let host_ns = TestHost::enter();
         let addrs: [IpNetwork; 2] = [
             "10.66.1.9/32".parse().unwrap(),
             "fd00:66:1::9/128".parse().unwrap(),
         ];
-        let (ns, _host, _, first) = configured_pair("r2nd", &addrs);
+        let (ns, _host, _, first) = configured_pair(&host_ns, "r2nd", &addrs);
         let host = HostLink::new(unique_ifname("cr"));
         let container = ContainerNetns::open(ns.path()).unwrap();
         let mut guard = create_veth(
-            Netlink::host().unwrap(),
+            host_ns.netlink(),
             &container,
             &VethRequest::new(host.name(), "eth1"),
             &crate::rollback::RollbackLog::default(),
         )
         .unwrap();
         guard.commit();
-        let ll = addr::host_link_local_address(Netlink::host().unwrap(), host.name()).unwrap();
+        let ll = addr::host_link_local_address(host_ns.netlink(), host.name()).unwrap();
         let second = guard.container_index();
         let more: [IpNetwork; 2] = [
             "10.66.2.9/32".parse().unwrap(),
@@ -514,8 +514,9 @@ mod tests {
     #[test]
     #[ignore = "needs root"]
     fn ipv6_container_default_route_goes_via_host_link_local() {
+        let host_ns = TestHost::enter();
         let addrs = ["fd00:66::9/128".parse().unwrap()];
-        let (ns, host, host_index, index) = configured_pair("r6", &addrs);
+        let (ns, host, host_index, index) = configured_pair(&host_ns, "r6", &addrs);
         let ll = addr::eui64_link_local(crate::dataplane::veth::HOST_MAC).to_string();
 
         let routes = ip_json(&["-n", ns.name(), "-6", "route", "show", "dev", "eth0"]);
@@ -558,7 +559,7 @@ mod tests {
             sysctl::read(&format!("net/ipv6/conf/{}/proxy_ndp", host.name())).unwrap(),
             "1"
         );
-        add_host_routes(Netlink::host().unwrap(), host_index, host.name(), &addrs).unwrap();
+        add_host_routes(host_ns.netlink(), host_index, host.name(), &addrs).unwrap();
     }
 
     /// Calico v1 failure history, row 21: ADD failed with `failed to add route file exists`
@@ -568,10 +569,11 @@ mod tests {
     #[test]
     #[ignore = "needs root"]
     fn host_route_already_present_on_the_veth_is_accepted_not_file_exists() {
+        let host_ns = TestHost::enter();
         let ns = TestNetns::new("rhave");
         let host = HostLink::new(unique_ifname("cr"));
         let mut guard = create_veth(
-            Netlink::host().unwrap(),
+            host_ns.netlink(),
             &ContainerNetns::open(ns.path()).unwrap(),
             &VethRequest::new(host.name(), "eth0"),
             &crate::rollback::RollbackLog::default(),
@@ -596,14 +598,8 @@ mod tests {
             "10.68.0.4/32".parse().unwrap(),
             "fd00:68::4/128".parse().unwrap(),
         ];
-        add_host_routes(
-            Netlink::host().unwrap(),
-            guard.host_index(),
-            host.name(),
-            &addrs,
-        )
-        .unwrap();
-        let routes = list_routes(Netlink::host().unwrap(), guard.host_index()).unwrap();
+        add_host_routes(host_ns.netlink(), guard.host_index(), host.name(), &addrs).unwrap();
+        let routes = list_routes(host_ns.netlink(), guard.host_index()).unwrap();
         for addr in &addrs {
             let found = routes.iter().filter(|r| r.destination == *addr).count();
             assert_eq!(found, 1, "{addr}: {routes:?}");
@@ -615,6 +611,7 @@ mod tests {
     #[test]
     #[ignore = "needs root"]
     fn host_route_on_another_link_is_already_exists() {
+        let host_ns = TestHost::enter();
         let other = HostLink::new(unique_ifname("cr"));
         other.create_spare_veth();
         other.ip(&["link", "set", other.name(), "up"]);
@@ -632,7 +629,7 @@ mod tests {
         let ns = TestNetns::new("rdup");
         let host = HostLink::new(unique_ifname("cr"));
         let mut guard = create_veth(
-            Netlink::host().unwrap(),
+            host_ns.netlink(),
             &ContainerNetns::open(ns.path()).unwrap(),
             &VethRequest::new(host.name(), "eth0"),
             &crate::rollback::RollbackLog::default(),
@@ -641,7 +638,7 @@ mod tests {
         guard.commit();
         for addr in ["10.67.0.3/32", "fd00:67::3/128"] {
             let err = add_host_routes(
-                Netlink::host().unwrap(),
+                host_ns.netlink(),
                 guard.host_index(),
                 host.name(),
                 &[addr.parse().unwrap()],

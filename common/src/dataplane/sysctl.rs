@@ -120,7 +120,7 @@ impl Ipv6Switches {
 mod tests {
     use super::*;
     use crate::dataplane::netns::{ContainerNetns, with_netns};
-    use crate::dataplane::testutil::{HostLink, TestNetns, unique_ifname};
+    use crate::dataplane::testutil::{HostLink, TestHost, TestNetns, unique_ifname};
 
     #[test]
     fn only_plain_relative_paths_are_accepted() {
@@ -153,6 +153,7 @@ mod tests {
     #[test]
     #[ignore = "needs root"]
     fn host_veth_sysctls_are_set_per_family() {
+        let _host_ns = TestHost::enter();
         let host = HostLink::new(unique_ifname("cs"));
         host.create_spare_veth();
         let name = host.name();
@@ -192,6 +193,7 @@ mod tests {
     #[test]
     #[ignore = "needs root"]
     fn ipv6_forwarding_is_turned_on_for_the_namespace_and_kept_on() {
+        let _host_ns = TestHost::enter();
         let ns = TestNetns::new("fwd6");
         let host_before = read("net/ipv6/conf/all/forwarding").unwrap();
         with_netns(ns.path(), || {
@@ -210,6 +212,7 @@ mod tests {
     #[test]
     #[ignore = "needs root"]
     fn ipv6_is_enabled_in_the_namespace_only() {
+        let _host_ns = TestHost::enter();
         let ns = TestNetns::new("sysctl");
         let host_before = read("net/ipv6/conf/default/disable_ipv6").unwrap();
         with_netns(ns.path(), || {

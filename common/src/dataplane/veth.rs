@@ -572,7 +572,7 @@ fn delete_index(netlink: &Netlink, index: u32, name: &str) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::testutil::{HostLink, TestNetns, ip_json, unique_ifname};
+    use crate::dataplane::testutil::{HostLink, TestHost, TestNetns, ip_json, unique_ifname};
 
     #[test]
     fn interface_names_follow_kernel_rules() {
@@ -635,13 +635,14 @@ mod tests {
     #[test]
     #[ignore = "needs root"]
     fn host_veth_is_born_with_the_fixed_mac_not_a_kernel_generated_one() {
+        let host_ns = TestHost::enter();
         let ns = TestNetns::new("veth");
         let host = HostLink::new(unique_ifname("cv"));
         let mut req = VethRequest::new(host.name(), "eth0");
         req.mtu = Some(1400);
         let container = ContainerNetns::open(ns.path()).unwrap();
         let mut guard = create_veth(
-            Netlink::host().unwrap(),
+            host_ns.netlink(),
             &container,
             &req,
             &crate::rollback::RollbackLog::default(),
@@ -669,9 +670,7 @@ mod tests {
         assert_eq!(guard.container_ifname(), "eth0");
         assert_eq!(guard.host_ifname(), host.name());
 
-        let state = read_link(Netlink::host().unwrap(), host.name())
-            .unwrap()
-            .unwrap();
+        let state = read_link(host_ns.netlink(), host.name()).unwrap().unwrap();
         assert!(state.is_veth() && state.up && state.mtu == 1400);
         let inside = read_link(ContainerNetns::open(ns.path()).unwrap().netlink(), "eth0")
             .unwrap()
@@ -679,23 +678,24 @@ mod tests {
         assert_eq!(inside.mac, guard.container_mac());
         guard.commit();
         drop(guard);
-        assert!(host_link_exists(Netlink::host().unwrap(), host.name()).unwrap());
+        assert!(host_link_exists(host_ns.netlink(), host.name()).unwrap());
     }
 
     #[test]
     #[ignore = "needs root"]
     fn dropped_guard_removes_both_ends() {
+        let host_ns = TestHost::enter();
         let ns = TestNetns::new("vdrop");
         let host = HostLink::new(unique_ifname("cv"));
         let guard = create_veth(
-            Netlink::host().unwrap(),
+            host_ns.netlink(),
             &ContainerNetns::open(ns.path()).unwrap(),
             &VethRequest::new(host.name(), "eth0"),
             &crate::rollback::RollbackLog::default(),
         )
         .unwrap();
         drop(guard);
-        assert!(!host_link_exists(Netlink::host().unwrap(), host.name()).unwrap());
+        assert!(!host_link_exists(host_ns.netlink(), host.name()).unwrap());
         assert!(
             read_link(ContainerNetns::open(ns.path()).unwrap().netlink(), "eth0")
                 .unwrap()
@@ -706,13 +706,14 @@ mod tests {
     #[test]
     #[ignore = "needs root"]
     fn existing_container_ifname_is_already_exists() {
+        let host_ns = TestHost::enter();
         let ns = TestNetns::new("vexist");
         ns.ip(&[
             "link", "add", "eth0", "type", "veth", "peer", "name", "spare0",
         ]);
         let host = HostLink::new(unique_ifname("cv"));
         let err = create_veth(
-            Netlink::host().unwrap(),
+            host_ns.netlink(),
             &ContainerNetns::open(ns.path()).unwrap(),
             &VethRequest::new(host.name(), "eth0"),
             &crate::rollback::RollbackLog::default(),
@@ -720,17 +721,18 @@ mod tests {
         .unwrap_err();
         assert!(err.msg().contains("exists"), "{err:?}");
         assert!(err.msg().contains("eth0"), "{err:?}");
-        assert!(!host_link_exists(Netlink::host().unwrap(), host.name()).unwrap());
+        assert!(!host_link_exists(host_ns.netlink(), host.name()).unwrap());
     }
 
     #[test]
     #[ignore = "needs root"]
     fn existing_host_link_is_already_exists() {
+        let host_ns = TestHost::enter();
         let ns = TestNetns::new("vhost");
         let host = HostLink::new(unique_ifname("cv"));
         host.create_spare_veth();
         let err = create_veth(
-            Netlink::host().unwrap(),
+            host_ns.netlink(),
             &ContainerNetns::open(ns.path()).unwrap(),
             &VethRequest::new(host.name(), "eth0"),
             &crate::rollback::RollbackLog::default(),
@@ -748,11 +750,12 @@ mod tests {
     #[test]
     #[ignore = "needs root"]
     fn missing_netns_is_not_found() {
+        let host_ns = TestHost::enter();
         let host = HostLink::new(unique_ifname("cv"));
         let err = ContainerNetns::open(Path::new("/run/netns/calico-test-gone"))
             .and_then(|c| {
                 create_veth(
-                    Netlink::host().unwrap(),
+                    host_ns.netlink(),
                     &c,
                     &VethRequest::new(host.name(), "eth0"),
                     &crate::rollback::RollbackLog::default(),
@@ -760,16 +763,17 @@ mod tests {
             })
             .unwrap_err();
         assert_eq!(err.kind(), Kind::NotFound);
-        assert!(!host_link_exists(Netlink::host().unwrap(), host.name()).unwrap());
+        assert!(!host_link_exists(host_ns.netlink(), host.name()).unwrap());
     }
 
     #[test]
     #[ignore = "needs root"]
     fn deletes_report_whether_something_was_deleted() {
+        let host_ns = TestHost::enter();
         let ns = TestNetns::new("vdel");
         let host = HostLink::new(unique_ifname("cv"));
         create_veth(
-            Netlink::host().unwrap(),
+            host_ns.netlink(),
             &ContainerNetns::open(ns.path()).unwrap(),
             &VethRequest::new(host.name(), "eth0"),
             &crate::rollback::RollbackLog::default(),
@@ -777,13 +781,13 @@ mod tests {
         .unwrap()
         .commit();
 
-        assert!(delete_host_veth(Netlink::host().unwrap(), host.name()).unwrap());
+        assert!(delete_host_veth(host_ns.netlink(), host.name()).unwrap());
         assert!(
             !container_link_exists(ns.path(), "eth0").unwrap(),
             "deleting the host end removes the container end"
         );
-        assert!(!delete_host_veth(Netlink::host().unwrap(), host.name()).unwrap());
-        assert!(!host_link_exists(Netlink::host().unwrap(), host.name()).unwrap());
+        assert!(!delete_host_veth(host_ns.netlink(), host.name()).unwrap());
+        assert!(!host_link_exists(host_ns.netlink(), host.name()).unwrap());
         for gone in [
             "/run/netns/calico-test-gone",
             "/proc/self/status",
@@ -796,6 +800,7 @@ mod tests {
     #[test]
     #[ignore = "needs root"]
     fn only_the_peer_of_the_host_veth_is_its_container_end() {
+        let host_ns = TestHost::enter();
         let (ns_a, ns_b) = (TestNetns::new("vpa"), TestNetns::new("vpb"));
         let (host_a, host_b) = (
             HostLink::new(unique_ifname("ca")),
@@ -803,7 +808,7 @@ mod tests {
         );
         for (host, ns) in [(&host_a, &ns_a), (&host_b, &ns_b)] {
             create_veth(
-                Netlink::host().unwrap(),
+                host_ns.netlink(),
                 &ContainerNetns::open(ns.path()).unwrap(),
                 &VethRequest::new(host.name(), "eth0"),
                 &crate::rollback::RollbackLog::default(),
@@ -812,7 +817,7 @@ mod tests {
             .commit();
         }
         let own = container_end_of(
-            Netlink::host().unwrap(),
+            host_ns.netlink(),
             &ContainerNetns::open(ns_a.path()).unwrap(),
             "eth0",
             host_a.name(),
@@ -822,7 +827,7 @@ mod tests {
         // The other container's eth0, with the same name and maybe the same index, is not it.
         assert!(
             container_end_of(
-                Netlink::host().unwrap(),
+                host_ns.netlink(),
                 &ContainerNetns::open(ns_b.path()).unwrap(),
                 "eth0",
                 host_a.name()
@@ -832,7 +837,7 @@ mod tests {
         );
         assert!(
             container_end_of(
-                Netlink::host().unwrap(),
+                host_ns.netlink(),
                 &ContainerNetns::open(ns_a.path()).unwrap(),
                 "eth1",
                 host_a.name()
@@ -842,7 +847,7 @@ mod tests {
         );
         assert!(
             container_end_of(
-                Netlink::host().unwrap(),
+                host_ns.netlink(),
                 &ContainerNetns::open(ns_a.path()).unwrap(),
                 "lo",
                 host_a.name()
@@ -850,11 +855,11 @@ mod tests {
             .unwrap()
             .is_none()
         );
-        assert!(delete_host_veth(Netlink::host().unwrap(), host_a.name()).unwrap());
+        assert!(delete_host_veth(host_ns.netlink(), host_a.name()).unwrap());
         assert!(container_link_exists(ns_b.path(), "eth0").unwrap());
         assert!(
             container_end_of(
-                Netlink::host().unwrap(),
+                host_ns.netlink(),
                 &ContainerNetns::open(ns_a.path()).unwrap(),
                 "eth0",
                 host_a.name()
@@ -867,11 +872,12 @@ mod tests {
     #[test]
     #[ignore = "needs root"]
     fn a_host_link_that_is_not_a_veth_is_left() {
+        let host_ns = TestHost::enter();
         let host = HostLink::new(unique_ifname("cd"));
         host.ip(&["link", "add", host.name(), "type", "bridge"]);
-        let err = delete_host_veth(Netlink::host().unwrap(), host.name()).unwrap_err();
+        let err = delete_host_veth(host_ns.netlink(), host.name()).unwrap_err();
         assert!(err.msg().contains("not a veth"), "{err:?}");
-        assert!(host_link_exists(Netlink::host().unwrap(), host.name()).unwrap());
+        assert!(host_link_exists(host_ns.netlink(), host.name()).unwrap());
     }
 
     /// DEL commits its last etcd transaction from this closure: it must run exactly once, and
@@ -879,11 +885,12 @@ mod tests {
     #[test]
     #[ignore = "needs root"]
     fn closure_runs_once_when_the_deleted_veth_is_gone_from_both_namespaces() {
+        let host_ns = TestHost::enter();
         let ns = TestNetns::new("vthen");
         let host = HostLink::new(unique_ifname("ct"));
         let container = ContainerNetns::open(ns.path()).unwrap();
         create_veth(
-            Netlink::host().unwrap(),
+            host_ns.netlink(),
             &container,
             &VethRequest::new(host.name(), "eth0"),
             &crate::rollback::RollbackLog::default(),
@@ -893,7 +900,7 @@ mod tests {
         // A session of its own: the host session is busy with the deletion meanwhile.
         let observer = Netlink::open_here("the test's host view".into()).unwrap();
         let mut runs = 0;
-        let outcome = delete_host_veth_then(Netlink::host().unwrap(), host.name(), || {
+        let outcome = delete_host_veth_then(host_ns.netlink(), host.name(), || {
             runs += 1;
             (
                 read_link(&observer, host.name()).unwrap(),
@@ -903,15 +910,16 @@ mod tests {
         assert!(outcome.deleted.unwrap());
         assert_eq!(runs, 1);
         assert_eq!(outcome.then, Some((None, None)));
-        assert!(!host_link_exists(Netlink::host().unwrap(), host.name()).unwrap());
+        assert!(!host_link_exists(host_ns.netlink(), host.name()).unwrap());
     }
 
     #[test]
     #[ignore = "needs root"]
     fn closure_runs_at_once_when_there_is_no_link_to_delete() {
+        let host_ns = TestHost::enter();
         let host = HostLink::new(unique_ifname("ct"));
         let mut runs = 0;
-        let outcome = delete_host_veth_then(Netlink::host().unwrap(), host.name(), || runs += 1);
+        let outcome = delete_host_veth_then(host_ns.netlink(), host.name(), || runs += 1);
         assert!(!outcome.deleted.unwrap());
         assert_eq!(outcome.then, Some(()));
         assert_eq!(runs, 1);
@@ -920,14 +928,15 @@ mod tests {
     #[test]
     #[ignore = "needs root"]
     fn closure_does_not_run_when_the_link_cannot_be_deleted() {
+        let host_ns = TestHost::enter();
         let host = HostLink::new(unique_ifname("ct"));
         host.ip(&["link", "add", host.name(), "type", "bridge"]);
         let mut runs = 0;
-        let outcome = delete_host_veth_then(Netlink::host().unwrap(), host.name(), || runs += 1);
+        let outcome = delete_host_veth_then(host_ns.netlink(), host.name(), || runs += 1);
         let err = outcome.deleted.unwrap_err();
         assert!(err.msg().contains("not a veth"), "{err:?}");
         assert_eq!(outcome.then, None);
         assert_eq!(runs, 0);
-        assert!(host_link_exists(Netlink::host().unwrap(), host.name()).unwrap());
+        assert!(host_link_exists(host_ns.netlink(), host.name()).unwrap());
     }
 }
