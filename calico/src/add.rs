@@ -5,24 +5,24 @@ use std::collections::BTreeMap;
 
 use common::Result;
 use common::cni::{CniResult, Interface, IpConfig, Reply, Request};
+use common::dataplane::format_mac;
 use common::dataplane::netns::ContainerNetns;
 use common::dataplane::veth::{self, HOST_MAC, VethGuard};
-use common::dataplane::{format_mac, random_mac};
 use common::datastore::model::{Profile, WorkloadEndpoint};
 use common::datastore::{Datastore, Entry};
 use common::fault;
 use common::rollback::RollbackLog;
 use ipnetwork::IpNetwork;
 
-use crate::attachment::{self, AttachmentGuard};
+use crate::attachment::{self, AttachmentGuard, HostVeth};
 use crate::check;
-use crate::combined;
+use crate::combined::{self, Published};
 use crate::endpoint::{self, EndpointGuard, EndpointWrite, StoredEndpoint};
 use crate::first_read;
 use crate::ipam_delegation::{self, IpamLease};
 use crate::join;
 use crate::labels;
-use crate::network;
+use crate::network::{self, Sessions};
 use crate::pod::{self, AddressSource, PodSetup};
 use crate::policy;
 use crate::profile;
@@ -63,6 +63,9 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
         other => {
             if record.is_some() {
                 remove_unfinished_attachment(req, "it has a record but no endpoint")?;
+            } else {
+                let usual = ids.host_veth_name(&req.container_id);
+                network::remove_unrecorded_pair(req, &sessions.container, &usual)?;
             }
             network::refuse_existing_interface(req, &sessions.container)?;
             other
@@ -79,22 +82,23 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
         key: endpoint::endpoint_key(&ids),
         profile: profile::network_profile(req, &ids),
         replaced: replaced.as_ref(),
-        container_mac: random_mac(),
+        container_mac: attachment::container_mac(req),
     };
     let read = (wanted.as_slice(), first.also.as_slice());
-    let (mut recorded, mut lease, published) =
-        record_and_allocate(&store, &setup, read, &plan, &rollback)?;
+    let Written {
+        mut recorded,
+        mut lease,
+        endpoint: published,
+        pair: created,
+    } = record_and_allocate(&store, &setup, &sessions, read, &plan, &rollback)?;
     let addresses = ipam_delegation::workload_addresses(&lease.result);
     fault::point("after-ipam")?;
     let host_veth = recorded.host_veth();
-    let mut pair = network::create_workload_interfaces(
-        req,
-        &sessions,
-        host_veth,
-        &addresses,
-        plan.container_mac,
-        &rollback,
-    )?;
+    let mut pair = match created {
+        Some(pair) => pair,
+        None => network::create_pair(req, &sessions, host_veth, plan.container_mac, &rollback)?,
+    };
+    network::configure_workload_interfaces(&sessions, &pair, &addresses)?;
     fault::point("after-routes")?;
     let new_endpoint = policy::NewEndpoint {
         host_veth: pair.host_ifname(),
@@ -122,37 +126,63 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     Ok(())
 }
 
+/// What ADD has written before it programs the interfaces. The bindings ADD destructures it
+/// into drop in reverse: the pair first, the record last.
+struct Written<'a> {
+    recorded: AttachmentGuard<'a>,
+    lease: IpamLease<'a>,
+    /// The endpoint, when it committed with the record (else it is written at the end).
+    endpoint: Option<EndpointGuard<'a>>,
+    /// The veth pair, when it was created while the record committed.
+    pair: Option<VethGuard<'a>>,
+}
+
 /// The record, the claim on its host veth name, the addresses and the endpoint: in one
-/// transaction where [`combined`] can, else the record and claim first, then the addresses
-/// (the endpoint is then written once the interfaces exist: `None`). `read` is what ADD's
-/// first read found for [`combined::first_read_keys`]; where the ADD removed an old attachment
-/// since, it is stale, and the commit's conditions catch that.
+/// transaction where [`combined`] can (the veth pair created meanwhile), else the record and
+/// claim first, then the addresses (the endpoint is then written once the interfaces exist).
+/// `read` is what ADD's first read found for [`combined::first_read_keys`]; where the ADD
+/// removed an old attachment since, it is stale, and the commit's conditions catch that.
 fn record_and_allocate<'a>(
     store: &'a Datastore,
     setup: &'a PodSetup,
+    sessions: &'a Sessions,
     read: (&[String], &[Option<Entry>]),
     plan: &EndpointPlan<'_>,
     rollback: &RollbackLog,
-) -> Result<(
-    AttachmentGuard<'a>,
-    IpamLease<'a>,
-    Option<EndpointGuard<'a>>,
-)> {
+) -> Result<Written<'a>> {
+    let req = &setup.request;
     let publish = |host_veth: &str, addresses: &[IpNetwork]| {
         endpoint::pending_endpoint(&plan.write(&plan.endpoint(host_veth, addresses)))
     };
-    if let Some((recorded, lease, written)) =
-        combined::record_allocate_and_publish(store, setup, read, publish, rollback)?
+    let mac = plan.container_mac;
+    let create_pair = |host: &HostVeth| network::create_pair(req, sessions, host, mac, rollback);
+    if let Some(published) =
+        combined::record_allocate_and_publish(store, setup, read, publish, create_pair, rollback)?
     {
-        return Ok((recorded, lease, Some(written)));
+        let Published {
+            pair,
+            endpoint,
+            lease,
+            recorded,
+        } = published;
+        return Ok(Written {
+            recorded,
+            lease,
+            endpoint: Some(endpoint),
+            pair,
+        });
     }
-    let req = &setup.request;
     let ids = WorkloadIds::for_request(req);
     let recorded = attachment::record_attachment(store, req, &ids, &setup.addresses, rollback)?;
     fault::point("after-record")?;
     release_replaced_addresses(store, req, &setup.addresses, plan.replaced)?;
     let lease = ipam_delegation::allocate(store, req, &setup.addresses, rollback)?;
-    Ok((recorded, lease, None))
+    Ok(Written {
+        recorded,
+        lease,
+        endpoint: None,
+        pair: None,
+    })
 }
 
 /// What the attachment's endpoint will be, once its host veth name and addresses are known.

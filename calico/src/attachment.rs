@@ -32,6 +32,50 @@ pub struct HostVeth {
     pub replaces_stale_link: bool,
 }
 
+/// The MAC address of the container end of this request's attachment: derived from the
+/// network, the container id and the interface name (SHA-1, made unicast and locally
+/// administered). Known before the pair exists, so the endpoint naming it commits with the
+/// record while the kernel creates the pair, and it marks the pair as this attachment's from
+/// its creation: a pair whose ADD was killed before anything in etcd named it is recognised by
+/// its DEL or retried ADD (the host veth under the attachment's usual name, whose other end is
+/// `CNI_IFNAME` in `CNI_NETNS` with exactly this MAC) and removed.
+pub fn container_mac(req: &Request) -> [u8; 6] {
+    let identity = format!("{}:{}:{}", req.config.name, req.container_id, req.ifname);
+    let digest = sha1_smol::Sha1::from(identity).digest().bytes();
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&digest[..6]);
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
+}
+
+/// The longest alias the kernel keeps (`IFALIASZ` less its terminating NUL).
+const MAX_ALIAS_LEN: usize = 255;
+
+/// The alias that names the attachment owning a host veth, for GC:
+/// `calico:<network>:<container id>:<ifname>` (`:` appears in none of them). `None` when it
+/// would not fit an alias.
+pub fn veth_alias(req: &Request) -> Option<String> {
+    let alias = format!(
+        "{}{}:{}",
+        network_alias_prefix(&req.config.name),
+        req.container_id,
+        req.ifname
+    );
+    (alias.len() <= MAX_ALIAS_LEN).then_some(alias)
+}
+
+/// The beginning of the aliases of `network`'s host veths.
+pub fn network_alias_prefix(network: &str) -> String {
+    format!("calico:{network}:")
+}
+
+/// The container id and interface name an alias of `network`'s host veth names.
+pub fn aliased_attachment<'a>(alias: &'a str, network: &str) -> Option<(&'a str, &'a str)> {
+    alias
+        .strip_prefix(&network_alias_prefix(network))?
+        .split_once(':')
+}
+
 /// The key of this request's attachment record.
 pub fn attachment_key(req: &Request) -> String {
     keys::attachment(
@@ -119,6 +163,11 @@ pub struct PendingClaim {
 }
 
 impl PendingClaim {
+    /// The host veth it claims, and whether a stale link of that name is in the way.
+    pub fn host_veth(&self) -> &HostVeth {
+        &self.host_veth
+    }
+
     /// The host veth name it claims.
     pub fn host_veth_name(&self) -> &str {
         &self.host_veth.name

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use common::Result;
 use common::cni::Request;
+use common::dataplane::netns::ContainerNetns;
 use common::datastore::endpoint::{Teardown, decode_claim, read_claim};
 use common::datastore::records::HostVethClaim;
 use common::datastore::{Datastore, Entry, keys};
@@ -55,6 +56,11 @@ pub fn del(req: &Request) -> Result<()> {
         .as_ref()
         .map(|s| s.endpoint.name.clone())
         .or(record.map(|r| r.host_veth));
+    if host_veth.is_none() {
+        // Nothing in etcd names a pair, but an ADD killed while its first transaction
+        // committed may have left one that is provably this attachment's.
+        remove_unrecorded_pair(req, &usual)?;
+    }
     let claim = match host_veth.as_deref() {
         Some(name) if name == usual => found[1].as_ref().map(decode_claim).transpose()?,
         Some(name) => read_claim(&store, &req.config.nodename, name)?,
@@ -131,4 +137,20 @@ pub fn teardown(
             .collect(),
         |failures| plan.finish(store, &req.config.nodename, &record_key, failures),
     )
+}
+
+/// [`network::remove_unrecorded_pair`] in `CNI_NETNS`, when there is one to look into.
+fn remove_unrecorded_pair(req: &Request, usual: &str) -> Result<()> {
+    let Some(netns) = req.netns.as_deref() else {
+        return Ok(());
+    };
+    // A netns that is gone took any pair with it.
+    match ContainerNetns::open(netns) {
+        Ok(container) => network::remove_unrecorded_pair(req, &container, usual).map(|_| ()),
+        Err(err) if err.is_not_found() => Ok(()),
+        Err(err) => {
+            common::log::info(&format!("not looking for an unrecorded pair: {err}"));
+            Ok(())
+        }
+    }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use common::cni::lock::AttachmentLock;
 use common::cni::{CniArgs, Request};
 use common::config::Attachment;
+use common::dataplane::{Netlink, veth};
 use common::datastore::Datastore;
 use common::datastore::endpoint::read_claim;
 use common::datastore::records::AttachmentRecord;
@@ -27,6 +28,13 @@ pub fn gc(req: &Request) -> Result<()> {
     sweep_lock_files(req);
     let valid = req.config.valid_attachments.clone().unwrap_or_default();
     let (records, mut failures) = attachment::list_attachments(&store, req)?;
+    let recorded: Vec<Attachment> = records
+        .iter()
+        .map(|r| Attachment {
+            container_id: r.container_id.clone(),
+            ifname: r.ifname.clone(),
+        })
+        .collect();
     let mut busy = Vec::new();
     for record in records.into_iter().filter(|r| !is_listed(&valid, r)) {
         // An ADD or DEL of the attachment is running right now: it is not garbage yet, and
@@ -58,7 +66,65 @@ pub fn gc(req: &Request) -> Result<()> {
                 .map(|e| e.context(context)),
         );
     }
+    failures.extend(remove_unrecorded_pairs(&store, req, &valid, &recorded).err());
     failures.extend(ipam_delegation::gc(&store, req, &busy).err());
+    Error::combine(failures)
+}
+
+/// Pairs whose ADD was killed while its first transaction committed: host veths whose alias
+/// names an attachment of this network ([`attachment::veth_alias`]) that has no record and is
+/// not listed. Each goes under its attachment's lock, once its record is found still absent,
+/// so an ADD that is running (or has just finished) keeps its pair.
+fn remove_unrecorded_pairs(
+    store: &Datastore,
+    req: &Request,
+    valid: &[Attachment],
+    recorded: &[Attachment],
+) -> Result<()> {
+    let network = &req.config.name;
+    let prefix = attachment::network_alias_prefix(network);
+    let mut failures = Vec::new();
+    for link in veth::host_veths_aliased(Netlink::host()?, &prefix)? {
+        let Some((container_id, ifname)) = link
+            .alias
+            .as_deref()
+            .and_then(|alias| attachment::aliased_attachment(alias, network))
+        else {
+            continue;
+        };
+        let named = |a: &Attachment| a.container_id == container_id && a.ifname == ifname;
+        if valid.iter().any(named) || recorded.iter().any(named) {
+            continue;
+        }
+        let Some(_lock) =
+            AttachmentLock::try_acquire(&req.lock_dir, "calico", container_id, ifname)?
+        else {
+            continue;
+        };
+        let attachment_req = Request {
+            container_id: container_id.to_string(),
+            ifname: ifname.to_string(),
+            netns: None,
+            args: CniArgs::default(),
+            ..req.clone()
+        };
+        let removed = match attachment::read_attachment(store, &attachment_req) {
+            Ok(Some(_)) => Ok(false),
+            Ok(None) => {
+                common::log::info(&format!(
+                    "gc: removing host veth {}: an unfinished ADD of {container_id}/{ifname} made it",
+                    link.name
+                ));
+                veth::delete_host_link_at(Netlink::host()?, link.index, &link.name)
+            }
+            Err(err) => Err(err),
+        };
+        failures.extend(
+            removed
+                .err()
+                .map(|e| e.context(format!("gc: host veth {}", link.name))),
+        );
+    }
     Error::combine(failures)
 }
 

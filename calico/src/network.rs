@@ -7,7 +7,9 @@
 
 use common::cni::Request;
 use common::dataplane::netns::{self, ContainerNetns};
-use common::dataplane::{Netlink, addr, configure_container_interface, route, sysctl, veth};
+use common::dataplane::{
+    Netlink, addr, configure_container_interface, format_mac, route, sysctl, veth,
+};
 use common::error::codes;
 use common::fault;
 use common::rollback::RollbackLog;
@@ -54,13 +56,14 @@ pub fn refuse_existing_interface(req: &Request, container: &ContainerNetns) -> R
     Ok(())
 }
 
-/// Creates the veth pair and programs both sides. The returned guard deletes the pair (and with
-/// it the addresses and routes) unless committed.
-pub fn create_workload_interfaces<'a>(
+/// Creates the veth pair for `host` (deleting a stale link of that name first), the container
+/// end with `container_mac`, the host end with the alias naming the attachment
+/// ([`attachment::veth_alias`]) that GC finds a pair by when nothing in etcd names it. The
+/// returned guard deletes the pair unless committed.
+pub fn create_pair<'a>(
     req: &Request,
     sessions: &'a Sessions,
     host: &attachment::HostVeth,
-    addresses: &[IpNetwork],
     container_mac: [u8; 6],
     rollback: &RollbackLog,
 ) -> Result<veth::VethGuard<'a>> {
@@ -73,7 +76,21 @@ pub fn create_workload_interfaces<'a>(
     request.mtu = req.config.mtu;
     request.container_mac = Some(container_mac);
     let pair = veth::create_veth(sessions.host, &sessions.container, &request, rollback)?;
+    if let Some(alias) = attachment::veth_alias(req) {
+        veth::set_alias(sessions.host, pair.host_index(), host_ifname, &alias)?;
+    }
     fault::point("after-veth")?;
+    Ok(pair)
+}
+
+/// Programs both sides of `pair`: the host end's sysctls and routes, the container end's
+/// addresses and routes.
+pub fn configure_workload_interfaces(
+    sessions: &Sessions,
+    pair: &veth::VethPair<'_>,
+    addresses: &[IpNetwork],
+) -> Result<()> {
+    let host_ifname = pair.host_ifname();
     let has_ipv4 = addresses.iter().any(IpNetwork::is_ipv4);
     let has_ipv6 = addresses.iter().any(IpNetwork::is_ipv6);
     sysctl::configure_host_veth(host_ifname, has_ipv4, has_ipv6)?;
@@ -85,15 +102,43 @@ pub fn create_workload_interfaces<'a>(
     } else {
         None
     };
-    let container_index = pair.container_index();
     configure_container_interface(
         &sessions.container,
-        container_index,
+        pair.container_index(),
         addresses,
         ipv6_gateway,
     )?;
-    route::add_host_routes(sessions.host, pair.host_index(), host_ifname, addresses)?;
-    Ok(pair)
+    route::add_host_routes(sessions.host, pair.host_index(), host_ifname, addresses)
+}
+
+/// A pair this attachment's ADD created before it was killed, with nothing in etcd naming it
+/// yet (the pair is created while the first transaction commits): the host veth under the
+/// usual name whose other end is `CNI_IFNAME` in `CNI_NETNS` with this attachment's own MAC
+/// ([`attachment::container_mac`]). It is removed, so that a retried ADD finds `CNI_IFNAME`
+/// free and a DEL leaves nothing; any other link is left. A pair whose netns is gone went with
+/// it.
+pub fn remove_unrecorded_pair(
+    req: &Request,
+    container: &ContainerNetns,
+    usual_host_veth: &str,
+) -> Result<bool> {
+    let host = Netlink::host()?;
+    let Some(container_end) =
+        veth::container_end_of(host, container, &req.ifname, usual_host_veth)?
+    else {
+        return Ok(false);
+    };
+    let own_mac = format_mac(&attachment::container_mac(req));
+    let (true, Some(host_index)) = (
+        container_end.mac.eq_ignore_ascii_case(&own_mac),
+        container_end.peer_index,
+    ) else {
+        return Ok(false);
+    };
+    common::log::info(&format!(
+        "removing host veth {usual_host_veth}: an unfinished ADD of this attachment made it"
+    ));
+    veth::delete_host_link_at(host, host_index, usual_host_veth)
 }
 
 /// Removes the veth pair through its host end `owned_host_veth`, the one this attachment's

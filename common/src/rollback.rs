@@ -3,26 +3,27 @@
 //! remove is noted in the operation's [`RollbackLog`] and reported on stderr, so that the guard
 //! of the attachment record, dropped last, keeps the record for a later DEL or GC.
 
-use std::cell::Cell;
 use std::ops::{Deref, DerefMut};
-use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::Result;
 use crate::log;
 
-/// Shared by the guards of one operation: whether any undo failed.
+/// Shared by the guards of one operation, also across the threads that run its steps side by
+/// side: whether any undo failed.
 #[derive(Debug, Clone, Default)]
-pub struct RollbackLog(Rc<Cell<bool>>);
+pub struct RollbackLog(Arc<AtomicBool>);
 
 impl RollbackLog {
     /// Notes that an undo failed.
     pub fn record_failure(&self) {
-        self.0.set(true);
+        self.0.store(true, Ordering::Relaxed);
     }
 
     /// Whether any undo failed.
     pub fn failed(&self) -> bool {
-        self.0.get()
+        self.0.load(Ordering::Relaxed)
     }
 }
 

@@ -56,18 +56,6 @@ pub(crate) fn errno_text(errno: nix::errno::Errno) -> String {
     }
 }
 
-/// A random unicast, locally administered MAC address, as the kernel would give a new link:
-/// chosen before the link exists, so that the endpoint naming it can be stored first.
-pub fn random_mac() -> [u8; 6] {
-    use std::hash::BuildHasher;
-    // The standard hasher's keys come from the kernel's random source, fresh for each process.
-    let bits = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
-    let mut mac = [0u8; 6];
-    mac.copy_from_slice(&bits.to_le_bytes()[..6]);
-    mac[0] = (mac[0] & 0xfe) | 0x02;
-    mac
-}
-
 /// `aa:bb:cc:dd:ee:ff` in lower case.
 pub fn format_mac(bytes: &[u8]) -> String {
     bytes
@@ -280,14 +268,6 @@ mod tests {
     use super::*;
     use crate::Kind;
     use crate::error::codes::DATAPLANE;
-
-    #[test]
-    fn a_random_mac_is_unicast_and_locally_administered() {
-        let mac = random_mac();
-        assert_eq!(mac[0] & 0x01, 0, "unicast");
-        assert_eq!(mac[0] & 0x02, 0x02, "locally administered");
-        assert_ne!(random_mac(), mac);
-    }
 
     #[test]
     fn mac_is_formatted_lower_case_with_colons() {

@@ -126,6 +126,8 @@ pub struct LinkState {
     pub kind: Option<String>,
     /// For a veth: the interface index of its other end, in the other end's namespace.
     pub peer_index: Option<u32>,
+    /// The alias (`IFLA_IFALIAS`), when set.
+    pub alias: Option<String>,
 }
 
 impl LinkState {
@@ -143,6 +145,7 @@ impl LinkState {
             mtu: 0,
             kind: None,
             peer_index: None,
+            alias: None,
         };
         for attr in &msg.attributes {
             match attr {
@@ -150,6 +153,7 @@ impl LinkState {
                 LinkAttribute::Address(mac) => state.mac = format_mac(mac),
                 LinkAttribute::Mtu(mtu) => state.mtu = *mtu,
                 LinkAttribute::Link(index) => state.peer_index = Some(*index),
+                LinkAttribute::IfAlias(alias) => state.alias = Some(alias.clone()),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         if let LinkInfo::Kind(kind) = info {
@@ -371,6 +375,41 @@ pub fn delete_host_veth(host: &Netlink, name: &str) -> Result<bool> {
         None => Ok(false),
         Some(link) => delete_index(host, link.index, name),
     }
+}
+
+/// Sets the alias (`IFLA_IFALIAS`) of the link at `index`, called `name` in messages. The kernel
+/// takes an alias only on a link that exists, not with its creation.
+pub fn set_alias(netlink: &Netlink, index: u32, name: &str, alias: &str) -> Result<()> {
+    let mut message = LinkMessage::default();
+    message.header.index = index;
+    message
+        .attributes
+        .push(LinkAttribute::IfAlias(alias.to_string()));
+    netlink
+        .request(RouteNetlinkMessage::SetLink(message), 0)
+        .map_err(|e| netlink_error(e, format_args!("set the alias of link {name}")))?;
+    Ok(())
+}
+
+/// Every host veth whose alias starts with `prefix`, from one dump of the host's links.
+pub fn host_veths_aliased(host: &Netlink, prefix: &str) -> Result<Vec<LinkState>> {
+    let answers = host.dump(
+        RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        "host links",
+    )?;
+    Ok(answers
+        .iter()
+        .filter_map(|answer| match answer {
+            RouteNetlinkMessage::NewLink(msg) => Some(LinkState::from_message(msg)),
+            _ => None,
+        })
+        .filter(|l| l.is_veth() && l.alias.as_deref().is_some_and(|a| a.starts_with(prefix)))
+        .collect())
+}
+
+/// Deletes the host link at `index` while it is still called `name`; false when it is gone.
+pub fn delete_host_link_at(host: &Netlink, index: u32, name: &str) -> Result<bool> {
+    delete_link_at(host, index, name)
 }
 
 /// What [`delete_host_veth_then`] did.
