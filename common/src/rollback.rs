@@ -102,6 +102,8 @@ impl<T: Undo> Drop for Guard<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
 
     struct Step {
         fails: bool,
