@@ -643,6 +643,7 @@ mod tests {
             LinkAttribute::Mtu(1400),
             LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth)]),
             LinkAttribute::Link(12),
+            LinkAttribute::IfAlias("calico:net:c1:eth0".into()),
         ];
         let state = LinkState::from_message(&msg);
         assert_eq!(
@@ -655,6 +656,7 @@ mod tests {
                 mtu: 1400,
                 kind: Some("veth".into()),
                 peer_index: Some(12),
+                alias: Some("calico:net:c1:eth0".into()),
             }
         );
         assert!(state.is_veth());
