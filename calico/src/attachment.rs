@@ -52,28 +52,27 @@ pub fn container_mac(req: &Request) -> [u8; 6] {
 const MAX_ALIAS_LEN: usize = 255;
 
 /// The alias that names the attachment owning a host veth, for GC:
-/// `calico:<network>:<container id>:<ifname>` (`:` appears in none of them). `None` when it
-/// would not fit an alias.
+/// `calico:<network>:<node>:<container id>:<ifname>` (`:` appears in none of them). `None` when
+/// it would not fit an alias.
 pub fn veth_alias(req: &Request) -> Option<String> {
     let alias = format!(
         "{}{}:{}",
-        network_alias_prefix(&req.config.name),
+        alias_prefix(&req.config.name, &req.config.nodename),
         req.container_id,
         req.ifname
     );
     (alias.len() <= MAX_ALIAS_LEN).then_some(alias)
 }
 
-/// The beginning of the aliases of `network`'s host veths.
-pub fn network_alias_prefix(network: &str) -> String {
-    format!("calico:{network}:")
+/// The beginning of the aliases of the host veths of `network` on `node`.
+pub fn alias_prefix(network: &str, node: &str) -> String {
+    format!("calico:{network}:{node}:")
 }
 
-/// The container id and interface name an alias of `network`'s host veth names.
-pub fn aliased_attachment<'a>(alias: &'a str, network: &str) -> Option<(&'a str, &'a str)> {
-    alias
-        .strip_prefix(&network_alias_prefix(network))?
-        .split_once(':')
+/// The container id and interface name an alias starting with `prefix` ([`alias_prefix`])
+/// names.
+pub fn aliased_attachment<'a>(alias: &'a str, prefix: &str) -> Option<(&'a str, &'a str)> {
+    alias.strip_prefix(prefix)?.split_once(':')
 }
 
 /// The key of this request's attachment record.

@@ -72,8 +72,8 @@ pub fn gc(req: &Request) -> Result<()> {
 }
 
 /// Pairs whose ADD was killed while its first transaction committed: host veths whose alias
-/// names an attachment of this network ([`attachment::veth_alias`]) that has no record and is
-/// not listed. Each goes under its attachment's lock, once its record is found still absent,
+/// names an attachment of this network on this node ([`attachment::veth_alias`]) that has no
+/// record and is not listed. Each goes under its attachment's lock, once its record is found still absent,
 /// so an ADD that is running (or has just finished) keeps its pair.
 fn remove_unrecorded_pairs(
     store: &Datastore,
@@ -82,13 +82,13 @@ fn remove_unrecorded_pairs(
     recorded: &[Attachment],
 ) -> Result<()> {
     let network = &req.config.name;
-    let prefix = attachment::network_alias_prefix(network);
+    let prefix = attachment::alias_prefix(network, &req.config.nodename);
     let mut failures = Vec::new();
     for link in veth::host_veths_aliased(Netlink::host()?, &prefix)? {
         let Some((container_id, ifname)) = link
             .alias
             .as_deref()
-            .and_then(|alias| attachment::aliased_attachment(alias, network))
+            .and_then(|alias| attachment::aliased_attachment(alias, &prefix))
         else {
             continue;
         };
