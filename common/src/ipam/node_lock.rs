@@ -122,13 +122,26 @@ impl NodeIpamLock {
             .collect();
         let written = serde_json::to_vec(&entries)
             .map_err(crate::Error::from)
-            .and_then(|bytes| Ok(crate::file::replace_atomically(path, &bytes)?));
+            .and_then(|bytes| Ok(rewrite_in_place(path, &bytes)?));
         if let Err(err) = written {
             log::debug(&format!(
                 "cannot write block copy {}: {err}",
                 path.display()
             ));
         }
+    }
+}
+
+/// Rewrites the copy in place. Every reader of the copy holds the node's lock, so none sees it
+/// half written, except after a writer was killed mid-write; a copy that does not parse is
+/// ignored then. That spares every ADD a temporary file and a rename while it holds the lock.
+fn rewrite_in_place(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    match std::fs::write(path, bytes) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+            std::fs::write(path, bytes)
+        }
+        written => written,
     }
 }
 
