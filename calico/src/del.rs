@@ -52,15 +52,16 @@ pub fn del(req: &Request) -> Result<()> {
             || ids.is_kubernetes()
             || s.endpoint.profile_ids.first() == Some(&req.config.name)
     });
+    if record.is_none() {
+        // No record names this attachment's pair, but an ADD killed while its first
+        // transaction committed may have left one that is provably this attachment's (a pod's
+        // earlier sandbox's endpoint may still name the same host veth name).
+        remove_unrecorded_pair(req, &usual)?;
+    }
     let host_veth = stored
         .as_ref()
         .map(|s| s.endpoint.name.clone())
         .or(record.map(|r| r.host_veth));
-    if host_veth.is_none() {
-        // Nothing in etcd names a pair, but an ADD killed while its first transaction
-        // committed may have left one that is provably this attachment's.
-        remove_unrecorded_pair(req, &usual)?;
-    }
     let claim = match host_veth.as_deref() {
         Some(name) if name == usual => found[1].as_ref().map(decode_claim).transpose()?,
         Some(name) => read_claim(&store, &req.config.nodename, name)?,

@@ -89,12 +89,12 @@ impl Held {
 
     /// Adds `txn`, whose conditions on the batch's own writes [hold](Held::holds), as if it
     /// committed now: its conditions on keys the batch has not written speak of the state
-    /// before the batch and join it.
+    /// before the batch and join it, every one of them (etcd checks several conditions on one
+    /// key, so a step that read a key again is held to what it read).
     fn add(&mut self, txn: &Txn) {
         for condition in &txn.conditions {
             let key = condition_key(condition);
-            let known = self.conditions.iter().any(|c| condition_key(c) == key);
-            if !known && !self.writes_key(key) {
+            if !self.writes_key(key) && !self.conditions.contains(condition) {
                 self.conditions.push(condition.clone());
             }
         }
@@ -178,9 +178,18 @@ impl<'s> Preread<'s> {
         reads.dedup();
         txn.reads_on_failure = reads;
         let outcome = self.inner.txn(&txn)?;
-        if outcome.committed || (outcome.resent && applied_before(&txn, &outcome.current)) {
-            self.remember_writes(&txn.writes, outcome.revision);
-            return Ok(HeldOutcome::Committed(outcome.revision));
+        let revision = if outcome.committed {
+            Some(outcome.revision)
+        } else if outcome.resent && applied_before(&txn, &outcome.current) {
+            // An earlier attempt was applied and its answer lost: the revision its writes
+            // carry is theirs, not the store's revision now.
+            written_revision(&txn, &outcome.current)
+        } else {
+            None
+        };
+        if let Some(revision) = revision {
+            self.remember_writes(&txn.writes, revision);
+            return Ok(HeldOutcome::Committed(revision));
         }
         datastore::log_conflict(&txn, &outcome.current);
         Ok(HeldOutcome::NotWritten)
@@ -341,6 +350,18 @@ fn is_plain_read(txn: &Txn) -> bool {
             .iter()
             .zip(&txn.reads_on_failure)
             .all(|(c, k)| matches!(c, Condition::Absent(key) if key == k))
+}
+
+/// The revision the puts of `txn` carry in `current` (all the same: one transaction wrote
+/// them); `None` when it puts nothing.
+fn written_revision(txn: &Txn, current: &[Entry]) -> Option<i64> {
+    txn.writes.iter().find_map(|w| match w {
+        Write::Put(key, _) => current
+            .iter()
+            .find(|e| &e.key == key)
+            .map(|e| e.mod_revision),
+        _ => None,
+    })
 }
 
 /// Whether the block copy keeps `key`: allocation blocks and host affinities.
@@ -554,5 +575,44 @@ mod tests {
         assert_eq!(handle.total(), 2);
         assert!(store.get("/record").unwrap().is_some());
         assert_eq!(preread.seen().values().flatten().count(), 4);
+    }
+
+    /// A store whose answer to a write is lost: it applies the transaction, another writer
+    /// moves the store's revision on, and the resent transaction fails its conditions.
+    struct LostAnswer(MemoryStore);
+
+    impl Store for LostAnswer {
+        fn get(&self, key: &str) -> Result<Option<Entry>> {
+            self.0.get(key)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<Entry>> {
+            self.0.list(prefix)
+        }
+        fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
+            self.0.list_keys(prefix)
+        }
+        fn txn(&self, txn: &Txn) -> Result<TxnOutcome> {
+            if txn.writes.is_empty() {
+                return self.0.txn(txn);
+            }
+            assert!(self.0.txn(txn)?.committed);
+            self.0.put("/unrelated", b"moved on");
+            let mut resent = self.0.txn(txn)?;
+            resent.resent = true;
+            Ok(resent)
+        }
+    }
+
+    #[test]
+    fn a_commit_applied_before_its_answer_was_lost_reports_the_revision_of_its_writes() {
+        let store = LostAnswer(MemoryStore::new());
+        let preread = Preread::new(&store, HashMap::new()).holding();
+        preread
+            .txn(&put("/block", Condition::Absent("/block".into())))
+            .unwrap();
+        let own = put("/record", Condition::Absent("/record".into()));
+        let outcome = preread.commit_held(&own).unwrap();
+        let written = store.0.get("/record").unwrap().unwrap().mod_revision;
+        assert_eq!(outcome, HeldOutcome::Committed(written));
     }
 }
