@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use common::Result;
 use common::cni::{CniResult, Interface, IpConfig, Reply, Request};
 use common::dataplane::format_mac;
 use common::dataplane::netns::ContainerNetns;
@@ -11,7 +12,6 @@ use common::datastore::model::{Profile, WorkloadEndpoint};
 use common::datastore::{Datastore, Entry};
 use common::fault;
 use common::rollback::RollbackLog;
-use common::{Error, Result};
 use ipnetwork::IpNetwork;
 
 use crate::attachment::{self, AttachmentGuard, HostVeth};
@@ -31,24 +31,12 @@ use crate::workload::WorkloadIds;
 /// Handles ADD.
 pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
     let ids = WorkloadIds::for_request(req);
-    let netns = network::usable_netns(req)?;
+    let sessions = network::open_sessions(req)?;
     let store = Datastore::connect(&req.config.etcd)?;
     let wanted = combined::first_read_keys(req, &ids);
     let profile_reads = policy::profile_reads(req);
     let record_key = attachment::attachment_key(req);
-    // etcd's connection and first read need nothing from the kernel: they run while the
-    // namespaces are opened.
-    let (sessions, first) = std::thread::scope(|scope| {
-        let reading = scope
-            .spawn(|| first_read::read_for_add(&store, &ids, &record_key, &wanted, &profile_reads));
-        let sessions = network::open_sessions_at(netns);
-        let first = reading
-            .join()
-            .unwrap_or_else(|_| Err(Error::internal("the first read panicked")));
-        (sessions, first)
-    });
-    let sessions = sessions?;
-    let first = first?;
+    let first = first_read::read_for_add(&store, &ids, &record_key, &wanted, &profile_reads)?;
     let (found, record, profiles) = (first.endpoint, first.record, first.policy);
     let existing = match found {
         Some(found) if is_this_attachment(req, &ids, &found) => {

@@ -5,8 +5,6 @@
 //! container's, whose namespace is entered once for it. Every kernel step of ADD and CHECK goes
 //! over these two; DEL needs only the host's.
 
-use std::path::Path;
-
 use common::cni::Request;
 use common::dataplane::netns::{self, ContainerNetns};
 use common::dataplane::{
@@ -31,21 +29,11 @@ pub struct Sessions {
 /// Before anything is changed: `CNI_NETNS` must exist, be a network namespace and not the
 /// plugin's own. It is entered once, here, to open the session every container step uses.
 pub fn open_sessions(req: &Request) -> Result<Sessions> {
-    open_sessions_at(usable_netns(req)?)
-}
-
-/// `CNI_NETNS`, once it is known to be a network namespace other than the plugin's own.
-pub fn usable_netns(req: &Request) -> Result<&Path> {
     let path = req
         .netns
         .as_deref()
         .ok_or_else(|| Error::new(common::Code::InvalidEnvironment, "CNI_NETNS is empty"))?;
     netns::check_netns(path)?;
-    Ok(path)
-}
-
-/// The sessions of the host and of the [usable](usable_netns) namespace at `path`.
-pub fn open_sessions_at(path: &Path) -> Result<Sessions> {
     Ok(Sessions {
         host: Netlink::host()?,
         container: ContainerNetns::open(path)?,
