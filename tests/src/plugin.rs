@@ -321,3 +321,47 @@ impl Default for CniPath {
         CniPath::new()
     }
 }
+
+/// A plugin run held at a fault point: started on a thread of its own with `CALICO_PAUSE_AT`
+/// naming `step`, it waits there until [`Paused::resume`] (the plugins must be built with
+/// `--features calico/crash-points`).
+pub struct Paused {
+    marker: PathBuf,
+    run: std::thread::JoinHandle<PluginOutput>,
+    _dir: TempDir,
+}
+
+impl Paused {
+    /// Starts `binary_name` with `env` (plus the pause variables) and `stdin`.
+    pub fn start(binary_name: &str, env: Env, stdin: Vec<u8>, step: &str) -> Paused {
+        let dir = TempDir::new("pause");
+        let env = env
+            .set("CALICO_PAUSE_AT", step)
+            .set("CALICO_PAUSE_DIR", &dir.path_str());
+        let binary = binary(binary_name);
+        Paused {
+            marker: dir.join(step),
+            run: std::thread::spawn(move || run_binary(&binary, &env, &stdin)),
+            _dir: dir,
+        }
+    }
+
+    /// Waits until the run holds at its step and `also` is true (20 s at most).
+    pub fn wait_until(&self, also: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(self.marker.exists() && also()) {
+            assert!(
+                Instant::now() < deadline,
+                "the plugin did not reach {}: build the plugins with --features calico/crash-points",
+                self.marker.display()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Lets the run go on from its step, and waits for its end.
+    pub fn resume(self) -> PluginOutput {
+        std::fs::remove_file(&self.marker).expect("remove the pause marker");
+        self.run.join().expect("the plugin run's thread")
+    }
+}

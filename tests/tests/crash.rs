@@ -9,6 +9,7 @@ use std::os::unix::process::ExitStatusExt;
 
 use serde_json::{Value, json};
 use tests::kernel::{host_link, netns_link};
+use tests::plugin::Paused;
 use tests::{NetConf, Netns, PluginOutput, Subnet, TestBed, host_veth_name_for, names, run_plugin};
 
 /// Every crash point of ADD, in the order ADD reaches them.
@@ -301,23 +302,12 @@ fn kill_with_the_pair_made_before_the_commit(
     cid: &str,
     netns: &Netns,
 ) {
-    let pause = tests::TempDir::new("pause");
     let env = bed
         .env("ADD", cid, &netns.path(), "eth0")
-        .set("CALICO_PAUSE_AT", "before-commit")
-        .set("CALICO_PAUSE_DIR", &pause.path_str())
         .set("CALICO_CRASH_AT", "before-commit");
-    let add = std::thread::spawn({
-        let bytes = conf.to_bytes();
-        move || run_plugin("calico", &env, &bytes)
-    });
-    let marker = pause.join("before-commit");
+    let add = Paused::start("calico", env, conf.to_bytes(), "before-commit");
     let veth = host_veth_name_for(cid, "eth0");
-    let made = tests::kernel::eventually(std::time::Duration::from_secs(20), || {
-        marker.exists() && host_link(&veth).is_some()
-    });
-    assert!(made, "ADD did not reach before-commit with its pair made");
-    std::fs::remove_file(&marker).unwrap();
-    let out = add.join().unwrap();
+    add.wait_until(|| host_link(&veth).is_some());
+    let out = add.resume();
     assert_eq!(out.status.signal(), Some(9), "ADD was not killed\n{out}");
 }

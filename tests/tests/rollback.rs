@@ -1,6 +1,7 @@
 //! A failed ADD leaves nothing behind: no address reserved, no etcd key, no veth.
 
 use tests::kernel::{HostLink, host_link, netns_links};
+use tests::plugin::Paused;
 use tests::{CniPath, NetConf, Netns, TestBed, host_veth_name, names, run_plugin};
 
 fn netns_link_names(netns: &Netns) -> Vec<String> {
@@ -272,30 +273,15 @@ fn a_failed_add_leaves_an_endpoint_another_writer_wrote_over() {
     let netns = Netns::new();
     let cid = names::container_id();
     let conf = bed.conf();
-    let pause = tests::TempDir::new("pause");
     let env = bed
         .env("ADD", &cid, &netns.path(), "eth0")
-        .set("CALICO_PAUSE_AT", "after-endpoint")
-        .set("CALICO_PAUSE_DIR", &pause.path_str())
         .set("CALICO_FAIL_AT", "after-endpoint");
-    let add = std::thread::spawn({
-        let bytes = conf.to_bytes();
-        move || run_plugin("calico", &env, &bytes)
-    });
-    let marker = pause.join("after-endpoint");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !marker.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ADD did not reach after-endpoint: build the plugins with --features calico/crash-points"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let add = Paused::start("calico", env, conf.to_bytes(), "after-endpoint");
+    add.wait_until(|| true);
     let key = bed.endpoint_key(&cid, "eth0");
     let value = bed.etcd.get(&key).expect("the endpoint ADD wrote");
     bed.etcd.put(&key, &value);
-    std::fs::remove_file(&marker).unwrap();
-    let out = add.join().unwrap();
+    let out = add.resume();
     out.error();
 
     assert_eq!(
