@@ -61,13 +61,15 @@ pub fn add(req: &Request, reply: &mut Reply<'_>) -> Result<()> {
             return reply.send(&endpoint_result(req, &joined));
         }
         other => {
-            if record.is_some() {
-                remove_unfinished_attachment(req, "it has a record but no endpoint")?;
-            } else {
-                let usual = ids.host_veth_name(&req.container_id);
-                network::remove_unrecorded_pair(req, &sessions.container, &usual)?;
-            }
-            network::refuse_existing_interface(req, &sessions.container)?;
+            let usual = ids.host_veth_name(&req.container_id);
+            let unrecorded = match record {
+                Some(_) => {
+                    remove_unfinished_attachment(req, "it has a record but no endpoint")?;
+                    None
+                }
+                None => Some(usual.as_str()),
+            };
+            network::refuse_existing_interface(req, &sessions.container, unrecorded)?;
             other
         }
     };
@@ -240,7 +242,7 @@ fn remove_attachment_left_elsewhere(
     container: &ContainerNetns,
     found: &StoredEndpoint,
 ) -> Result<()> {
-    network::refuse_existing_interface(req, container)?;
+    network::refuse_existing_interface(req, container, None)?;
     common::log::info(&format!(
         "endpoint {} has no interface {} in netns {}: removing what it left before setting it up again",
         found.key,

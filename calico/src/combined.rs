@@ -68,7 +68,7 @@ pub struct Published<'a> {
 /// thread of its own while the transaction commits: the kernel's work and etcd's round trip
 /// and fsync overlap. The pair's container end carries this attachment's own MAC from its
 /// creation ([`attachment::container_mac`]), so a crash before the commit leaves a pair its
-/// DEL or retried ADD recognises ([`crate::network::remove_unrecorded_pair`]); a commit that
+/// DEL, GC or retried ADD recognises ([`crate::network::remove_unrecorded_pair`]); a commit that
 /// fails deletes it again.
 pub fn record_allocate_and_publish<'a>(
     store: &'a Datastore,

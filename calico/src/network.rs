@@ -41,19 +41,30 @@ pub fn open_sessions(req: &Request) -> Result<Sessions> {
 }
 
 /// Before a new attachment changes anything: no interface called `CNI_IFNAME` may exist in
-/// the container yet (the spec requires ADD to fail then).
-pub fn refuse_existing_interface(req: &Request, container: &ContainerNetns) -> Result<()> {
-    if veth::read_link(container.netlink(), &req.ifname)?.is_some() {
-        return Err(Error::new(
-            codes::DATAPLANE,
-            format!(
-                "interface {} already exists in {}",
-                req.ifname,
-                container.path().display()
-            ),
-        ));
+/// the container yet (the spec requires ADD to fail then). When `unrecorded_host_veth` names the
+/// attachment's usual host veth name (it has no record), an interface that is the container end
+/// of a pair its own unfinished ADD left ([`remove_unrecorded_pair`]) is removed instead.
+pub fn refuse_existing_interface(
+    req: &Request,
+    container: &ContainerNetns,
+    unrecorded_host_veth: Option<&str>,
+) -> Result<()> {
+    let Some(link) = veth::read_link(container.netlink(), &req.ifname)? else {
+        return Ok(());
+    };
+    if let Some(usual) = unrecorded_host_veth
+        && delete_if_unrecorded_pair(req, &link, usual)?
+    {
+        return Ok(());
     }
-    Ok(())
+    Err(Error::new(
+        codes::DATAPLANE,
+        format!(
+            "interface {} already exists in {}",
+            req.ifname,
+            container.path().display()
+        ),
+    ))
 }
 
 /// Creates the veth pair for `host` (deleting a stale link of that name first), the container
@@ -114,31 +125,45 @@ pub fn configure_workload_interfaces(
 /// A pair this attachment's ADD created before it was killed, with nothing in etcd naming it
 /// yet (the pair is created while the first transaction commits): the host veth under the
 /// usual name whose other end is `CNI_IFNAME` in `CNI_NETNS` with this attachment's own MAC
-/// ([`attachment::container_mac`]). It is removed, so that a retried ADD finds `CNI_IFNAME`
-/// free and a DEL leaves nothing; any other link is left. A pair whose netns is gone went with
-/// it.
+/// ([`attachment::container_mac`]). It is removed, so that a DEL leaves nothing; any other
+/// link is left. A pair whose netns is gone went with it.
 pub fn remove_unrecorded_pair(
     req: &Request,
     container: &ContainerNetns,
     usual_host_veth: &str,
 ) -> Result<bool> {
-    let host = Netlink::host()?;
-    let Some(container_end) =
-        veth::container_end_of(host, container, &req.ifname, usual_host_veth)?
-    else {
-        return Ok(false);
-    };
+    match veth::read_link(container.netlink(), &req.ifname)? {
+        Some(link) => delete_if_unrecorded_pair(req, &link, usual_host_veth),
+        None => Ok(false),
+    }
+}
+
+/// Deletes the pair whose container end is `container_end` if it is this attachment's
+/// unrecorded pair ([`remove_unrecorded_pair`]): the end has the attachment's own MAC, and it
+/// and the host veth `usual_host_veth` name each other as peers.
+fn delete_if_unrecorded_pair(
+    req: &Request,
+    container_end: &veth::LinkState,
+    usual_host_veth: &str,
+) -> Result<bool> {
     let own_mac = format_mac(&attachment::container_mac(req));
-    let (true, Some(host_index)) = (
-        container_end.mac.eq_ignore_ascii_case(&own_mac),
-        container_end.peer_index,
-    ) else {
+    if !container_end.is_veth() || !container_end.mac.eq_ignore_ascii_case(&own_mac) {
+        return Ok(false);
+    }
+    let host = Netlink::host()?;
+    let Some(host_end) = veth::read_link(host, usual_host_veth)? else {
         return Ok(false);
     };
+    let peers = host_end.is_veth()
+        && container_end.peer_index == Some(host_end.index)
+        && host_end.peer_index == Some(container_end.index);
+    if !peers {
+        return Ok(false);
+    }
     common::log::info(&format!(
         "removing host veth {usual_host_veth}: an unfinished ADD of this attachment made it"
     ));
-    veth::delete_host_link_at(host, host_index, usual_host_veth)
+    veth::delete_host_link_at(host, host_end.index, usual_host_veth)
 }
 
 /// Removes the veth pair through its host end `owned_host_veth`, the one this attachment's
