@@ -97,7 +97,8 @@ pub fn record_allocate_and_publish<'a>(
     let own = |addresses: &[IpAddr]| -> Result<Txn> {
         let nets = ipam_delegation::workload_addresses(&verbs::ipam_result(addresses));
         let write = endpoint(pending.host_veth_name(), &nets)?;
-        let txn = joined(&pending.txn, &write.txn);
+        let mut txn = pending.txn.clone();
+        txn.join(write.txn.clone());
         published = Some(write);
         fault::point("before-commit")?;
         Ok(txn)
@@ -129,14 +130,4 @@ pub fn record_allocate_and_publish<'a>(
     };
     fault::point("after-record")?;
     Ok(Some(published))
-}
-
-/// One transaction of both: their conditions, writes and failure reads.
-fn joined(first: &Txn, second: &Txn) -> Txn {
-    let mut txn = first.clone();
-    txn.conditions.extend(second.conditions.iter().cloned());
-    txn.writes.extend(second.writes.iter().cloned());
-    txn.reads_on_failure
-        .extend(second.reads_on_failure.iter().cloned());
-    txn
 }

@@ -91,9 +91,7 @@ fn release_and_delete(
     let held = allocator.read_handles(&ids)?;
     let (mut txn, _) = allocator.release_txn(&held)?;
     let deletes = read.plan.txn(node, record_key, keep_record);
-    txn.conditions.extend(deletes.conditions);
-    txn.writes.extend(deletes.writes);
-    txn.reads_on_failure.extend(deletes.reads_on_failure);
+    txn.join(deletes);
     if txn.writes.is_empty() {
         return Ok(true);
     }

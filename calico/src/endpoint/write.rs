@@ -30,21 +30,19 @@ pub fn write_endpoint<'a>(
         .with_context(|| format!("write endpoint {key}"))?;
     // The datastore repeats a transaction whose answer was lost (a timeout, then failover);
     // finding exactly this value means the first attempt was applied.
-    let applied_before = outcome.resent
-        && outcome
-            .current
-            .first()
-            .is_some_and(|e| e.value == pending.value);
-    if !outcome.committed && !applied_before {
+    let revision = if outcome.committed {
+        Some(outcome.revision)
+    } else if outcome.resent && txn.applied_earlier(&outcome.current) {
+        txn.written_revision(&outcome.current)
+    } else {
+        None
+    };
+    let Some(revision) = revision else {
         datastore::log_conflict(txn, &outcome.current);
         return Err(Error::new(
             codes::CONFLICT,
             format!("endpoint {key} was changed by another writer"),
         ));
-    }
-    let revision = match outcome.committed {
-        true => outcome.revision,
-        false => outcome.current.first().map_or(0, |e| e.mod_revision),
     };
     Ok(pending.committed(store, revision, rollback))
 }
@@ -55,7 +53,6 @@ pub struct PendingEndpoint {
     /// profile unless it exists).
     pub txn: Txn,
     key: String,
-    value: Vec<u8>,
     previous: Option<Vec<u8>>,
 }
 
@@ -84,7 +81,7 @@ pub fn pending_endpoint(write: &EndpointWrite<'_>) -> Result<PendingEndpoint> {
         None => Condition::Absent(key.to_string()),
     };
     let value = write.endpoint.to_json()?;
-    let mut writes = vec![Write::Put(key.to_string(), value.clone())];
+    let mut writes = vec![Write::Put(key.to_string(), value)];
     if let Some(profile) = write.profile {
         let puts = profile
             .key_values()?
@@ -103,7 +100,6 @@ pub fn pending_endpoint(write: &EndpointWrite<'_>) -> Result<PendingEndpoint> {
             reads_on_failure: vec![key.to_string()],
         },
         key: key.to_string(),
-        value,
         previous: write.previous.map(|p| p.endpoint.to_json()).transpose()?,
     })
 }

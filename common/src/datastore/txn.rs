@@ -67,6 +67,15 @@ impl Read {
     }
 }
 
+impl Condition {
+    /// The key the condition is on.
+    pub fn key(&self) -> &str {
+        match self {
+            Condition::Absent(key) | Condition::Revision(key, _) => key,
+        }
+    }
+}
+
 /// An atomic transaction: when every condition holds, all writes happen; otherwise nothing is
 /// written and the keys in `reads_on_failure` are read in the same round trip.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -99,6 +108,47 @@ pub struct TxnOutcome {
 }
 
 impl Txn {
+    /// Adds `other`'s conditions, writes and failure reads to this transaction's, so that both
+    /// commit together or not at all.
+    pub fn join(&mut self, other: Txn) {
+        self.conditions.extend(other.conditions);
+        self.writes.extend(other.writes);
+        self.reads_on_failure.extend(other.reads_on_failure);
+    }
+
+    /// Whether a transaction that failed after the datastore resent it had been applied by an
+    /// earlier attempt whose answer was lost: it has plain writes, and each reads back in
+    /// `current` (its failure reads) as written, every key it puts holding exactly its value
+    /// and every key it deletes gone. A conditional group cannot be judged so and is left out.
+    pub fn applied_earlier(&self, current: &[Entry]) -> bool {
+        let read_back = |key: &String| self.reads_on_failure.contains(key);
+        let plain: Vec<&Write> = self
+            .writes
+            .iter()
+            .filter(|w| !matches!(w, Write::IfAbsent { .. }))
+            .collect();
+        !plain.is_empty()
+            && plain.iter().all(|w| match w {
+                Write::Put(k, v) => {
+                    read_back(k) && current.iter().any(|e| &e.key == k && &e.value == v)
+                }
+                Write::Delete(k) => read_back(k) && !current.iter().any(|e| &e.key == k),
+                Write::IfAbsent { .. } => true,
+            })
+    }
+
+    /// The revision the writes of an [applied earlier](Txn::applied_earlier) transaction carry:
+    /// the `mod_revision` of the first key it puts, as `current` shows it.
+    pub fn written_revision(&self, current: &[Entry]) -> Option<i64> {
+        self.writes.iter().find_map(|w| match w {
+            Write::Put(key, _) => current
+                .iter()
+                .find(|e| &e.key == key)
+                .map(|e| e.mod_revision),
+            _ => None,
+        })
+    }
+
     /// The keys whose condition the failure reads `current` show broken: created, changed or
     /// deleted since they were read. Conditions on keys that were not read back cannot be
     /// judged and are left out.
@@ -122,13 +172,7 @@ impl Txn {
 pub fn log_conflict(txn: &Txn, current: &[Entry]) {
     let mut keys = txn.conflicting_keys(current);
     let which = if keys.is_empty() {
-        keys = txn
-            .conditions
-            .iter()
-            .map(|c| match c {
-                Condition::Absent(key) | Condition::Revision(key, _) => key.as_str(),
-            })
-            .collect();
+        keys = txn.conditions.iter().map(Condition::key).collect();
         "one of"
     } else {
         "changed:"
@@ -288,9 +332,7 @@ pub(super) fn txn_log_key(txn: &Txn) -> &str {
 
 /// Every key a transaction names: conditions, writes (with those of groups), reads.
 pub(super) fn txn_keys(txn: &Txn) -> impl Iterator<Item = &str> {
-    let condition_keys = txn.conditions.iter().map(|c| match c {
-        Condition::Absent(key) | Condition::Revision(key, _) => key.as_str(),
-    });
+    let condition_keys = txn.conditions.iter().map(Condition::key);
     condition_keys
         .chain(txn.writes.iter().flat_map(write_keys))
         .chain(txn.reads_on_failure.iter().map(String::as_str))

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
-use super::store::Store;
+use super::store::{Store, is_plain_read, plain_read};
 use crate::datastore::{self, Condition, Entry, Txn, TxnOutcome, Write, keys};
 use crate::error::Result;
 
@@ -76,15 +76,15 @@ impl Held {
     /// Whether the conditions of `txn` on keys the batch wrote hold for what it wrote, as etcd
     /// would judge them after the batch.
     fn holds(&self, txn: &Txn) -> bool {
-        txn.conditions.iter().all(|condition| {
-            match (condition, self.entry(condition_key(condition))) {
+        txn.conditions
+            .iter()
+            .all(|condition| match (condition, self.entry(condition.key())) {
                 (_, None) => true,
                 (Condition::Absent(_), Some(entry)) => entry.is_none(),
                 (Condition::Revision(_, revision), Some(entry)) => {
                     entry.is_some() && *revision == HELD_REVISION
                 }
-            }
-        })
+            })
     }
 
     /// Adds `txn`, whose conditions on the batch's own writes [hold](Held::holds), as if it
@@ -93,7 +93,7 @@ impl Held {
     /// key, so a step that read a key again is held to what it read).
     fn add(&mut self, txn: &Txn) {
         for condition in &txn.conditions {
-            let key = condition_key(condition);
+            let key = condition.key();
             if !self.writes_key(key) && !self.conditions.contains(condition) {
                 self.conditions.push(condition.clone());
             }
@@ -106,12 +106,6 @@ impl Held {
             self.writes.retain(|w| write_key(w) != Some(key));
             self.writes.push(write.clone());
         }
-    }
-}
-
-fn condition_key(condition: &Condition) -> &str {
-    match condition {
-        Condition::Absent(key) | Condition::Revision(key, _) => key,
     }
 }
 
@@ -164,15 +158,10 @@ impl<'s> Preread<'s> {
             writes: held.writes,
             reads_on_failure: Vec::new(),
         };
-        txn.conditions.extend(own.conditions.iter().cloned());
-        txn.writes.extend(own.writes.iter().cloned());
+        txn.join(own.clone());
         // Read back on failure: every key a condition speaks of and every key put, to tell a
         // lost race from an earlier attempt of this same transaction that was applied.
-        let mut reads: Vec<String> = txn
-            .conditions
-            .iter()
-            .map(|c| condition_key(c).to_string())
-            .collect();
+        let mut reads: Vec<String> = txn.conditions.iter().map(|c| c.key().to_string()).collect();
         reads.extend(txn.writes.iter().filter_map(write_key).map(str::to_string));
         reads.sort();
         reads.dedup();
@@ -180,10 +169,10 @@ impl<'s> Preread<'s> {
         let outcome = self.inner.txn(&txn)?;
         let revision = if outcome.committed {
             Some(outcome.revision)
-        } else if outcome.resent && applied_before(&txn, &outcome.current) {
+        } else if outcome.resent && txn.applied_earlier(&outcome.current) {
             // An earlier attempt was applied and its answer lost: the revision its writes
             // carry is theirs, not the store's revision now.
-            written_revision(&txn, &outcome.current)
+            txn.written_revision(&outcome.current)
         } else {
             None
         };
@@ -245,15 +234,8 @@ impl<'s> Preread<'s> {
         };
         let mut current = Vec::new();
         if !others.is_empty() {
-            let read = Txn {
-                conditions: others
-                    .iter()
-                    .map(|k| Condition::Absent(k.to_string()))
-                    .collect(),
-                writes: Vec::new(),
-                reads_on_failure: others.iter().map(|k| k.to_string()).collect(),
-            };
-            current = self.read(&read)?.current;
+            let others: Vec<String> = others.into_iter().cloned().collect();
+            current = self.read(&plain_read(&others))?.current;
         }
         let state = self.lock();
         if let Some(held) = &state.held {
@@ -329,41 +311,6 @@ impl<'s> Preread<'s> {
     }
 }
 
-/// Whether a transaction that failed after being resent had been applied by an earlier
-/// attempt whose answer was lost: every key it puts holds exactly what it puts, every key it
-/// deletes is gone.
-fn applied_before(txn: &Txn, current: &[Entry]) -> bool {
-    txn.writes.iter().all(|w| match w {
-        Write::Put(k, v) => current.iter().any(|e| &e.key == k && &e.value == v),
-        Write::Delete(k) => !current.iter().any(|e| &e.key == k),
-        Write::IfAbsent { .. } => true,
-    })
-}
-
-/// Whether `txn` is the shape `store::read_many` sends: no writes, and "absent" conditions on
-/// exactly the keys it reads.
-fn is_plain_read(txn: &Txn) -> bool {
-    txn.writes.is_empty()
-        && txn.conditions.len() == txn.reads_on_failure.len()
-        && txn
-            .conditions
-            .iter()
-            .zip(&txn.reads_on_failure)
-            .all(|(c, k)| matches!(c, Condition::Absent(key) if key == k))
-}
-
-/// The revision the puts of `txn` carry in `current` (all the same: one transaction wrote
-/// them); `None` when it puts nothing.
-fn written_revision(txn: &Txn, current: &[Entry]) -> Option<i64> {
-    txn.writes.iter().find_map(|w| match w {
-        Write::Put(key, _) => current
-            .iter()
-            .find(|e| &e.key == key)
-            .map(|e| e.mod_revision),
-        _ => None,
-    })
-}
-
 /// Whether the block copy keeps `key`: allocation blocks and host affinities.
 fn is_copied(key: &str) -> bool {
     keys::parse_block(key).is_some() || keys::parse_host_affinity(key).is_some()
@@ -407,16 +354,7 @@ impl Store for Preread<'_> {
             let holds = self.lock().held.as_ref().is_some_and(|h| h.holds(txn));
             if !holds {
                 // As etcd would answer: not applied, and what the keys hold now.
-                let read = Txn {
-                    conditions: txn
-                        .reads_on_failure
-                        .iter()
-                        .map(|k| Condition::Absent(k.clone()))
-                        .collect(),
-                    writes: Vec::new(),
-                    reads_on_failure: txn.reads_on_failure.clone(),
-                };
-                let mut answer = self.read_through_held(&read)?;
+                let mut answer = self.read_through_held(&plain_read(&txn.reads_on_failure))?;
                 answer.committed = false;
                 return Ok(answer);
             }
@@ -446,14 +384,7 @@ mod tests {
     use crate::ipam::MemoryStore;
 
     fn read(keys: &[&str]) -> Txn {
-        Txn {
-            conditions: keys
-                .iter()
-                .map(|k| Condition::Absent(k.to_string()))
-                .collect(),
-            writes: Vec::new(),
-            reads_on_failure: keys.iter().map(|k| k.to_string()).collect(),
-        }
+        plain_read(&keys.iter().map(|k| k.to_string()).collect::<Vec<_>>())
     }
 
     #[test]

@@ -61,12 +61,7 @@ const READ_BATCH: usize = 100;
 pub fn read_many(store: &dyn Store, keys: &[String]) -> Result<Vec<Option<Entry>>> {
     let mut found = Vec::with_capacity(keys.len());
     for batch in keys.chunks(READ_BATCH) {
-        let txn = Txn {
-            conditions: batch.iter().map(|k| Condition::Absent(k.clone())).collect(),
-            writes: Vec::new(),
-            reads_on_failure: batch.to_vec(),
-        };
-        let outcome = store.txn(&txn)?;
+        let outcome = store.txn(&plain_read(batch))?;
         found.extend(
             batch
                 .iter()
@@ -74,6 +69,27 @@ pub fn read_many(store: &dyn Store, keys: &[String]) -> Result<Vec<Option<Entry>
         );
     }
     Ok(found)
+}
+
+/// The read [`read_many`] sends for `keys`: a transaction without writes whose conditions say
+/// "every key is absent", reading them all back when one exists.
+pub fn plain_read(keys: &[String]) -> Txn {
+    Txn {
+        conditions: keys.iter().map(|k| Condition::Absent(k.clone())).collect(),
+        writes: Vec::new(),
+        reads_on_failure: keys.to_vec(),
+    }
+}
+
+/// Whether `txn` is a [`plain_read`].
+pub fn is_plain_read(txn: &Txn) -> bool {
+    txn.writes.is_empty()
+        && txn.conditions.len() == txn.reads_on_failure.len()
+        && txn
+            .conditions
+            .iter()
+            .zip(&txn.reads_on_failure)
+            .all(|(c, k)| matches!(c, Condition::Absent(key) if key == k))
 }
 
 /// An in-memory [`Store`] with etcd's revision semantics, for unit tests and dry runs.

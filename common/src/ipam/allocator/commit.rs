@@ -98,7 +98,7 @@ impl Allocator<'_> {
     /// and taking its write for ours would hand one address to both.
     pub(super) fn commit(&self, txn: &Txn) -> Result<Commit> {
         let outcome = self.store.txn(txn)?;
-        if outcome.committed || (outcome.resent && already_applied(txn, &outcome.current)) {
+        if outcome.committed || (outcome.resent && txn.applied_earlier(&outcome.current)) {
             return Ok(Commit::Done);
         }
         datastore::log_conflict(txn, &outcome.current);
@@ -115,19 +115,4 @@ impl Allocator<'_> {
             )
         })
     }
-}
-
-/// True when every write of `txn` reads back exactly as written.
-fn already_applied(txn: &Txn, current: &[Entry]) -> bool {
-    !txn.writes.is_empty()
-        && txn.writes.iter().all(|w| match w {
-            Write::Put(k, v) => {
-                txn.reads_on_failure.contains(k)
-                    && current.iter().any(|e| &e.key == k && &e.value == v)
-            }
-            Write::Delete(k) => {
-                txn.reads_on_failure.contains(k) && !current.iter().any(|e| &e.key == k)
-            }
-            Write::IfAbsent { .. } => false,
-        })
 }
