@@ -8,9 +8,9 @@ use common::cni::lock::AttachmentLock;
 use common::cni::{CniArgs, Request};
 use common::config::Attachment;
 use common::dataplane::{Netlink, veth};
-use common::datastore::Datastore;
 use common::datastore::endpoint::read_claim;
 use common::datastore::records::AttachmentRecord;
+use common::datastore::{Datastore, keys};
 use common::{Error, Result};
 
 use crate::attachment;
@@ -28,15 +28,8 @@ pub fn gc(req: &Request) -> Result<()> {
     sweep_lock_files(req);
     let valid = req.config.valid_attachments.clone().unwrap_or_default();
     let (records, mut failures) = attachment::list_attachments(&store, req)?;
-    let recorded: Vec<Attachment> = records
-        .iter()
-        .map(|r| Attachment {
-            container_id: r.container_id.clone(),
-            ifname: r.ifname.clone(),
-        })
-        .collect();
     let mut busy = Vec::new();
-    for record in records.into_iter().filter(|r| !is_listed(&valid, r)) {
+    for record in records.iter().filter(|r| !is_listed(&valid, r)) {
         // An ADD or DEL of the attachment is running right now: it is not garbage yet, and
         // tearing it down under that verb would leave half of it. The next GC looks again.
         let Some(_lock) = AttachmentLock::try_acquire(
@@ -51,8 +44,8 @@ pub fn gc(req: &Request) -> Result<()> {
                 record.container_id, record.ifname
             ));
             busy.push(Attachment {
-                container_id: record.container_id,
-                ifname: record.ifname,
+                container_id: record.container_id.clone(),
+                ifname: record.ifname.clone(),
             });
             continue;
         };
@@ -61,28 +54,28 @@ pub fn gc(req: &Request) -> Result<()> {
             record.container_id, record.ifname
         );
         failures.extend(
-            tear_down(&store, req, &record)
+            tear_down(&store, req, record)
                 .err()
                 .map(|e| e.context(context)),
         );
     }
-    failures.extend(remove_unrecorded_pairs(&store, req, &valid, &recorded).err());
+    failures.extend(remove_unrecorded_pairs(&store, req, &valid, &records).err());
     failures.extend(ipam_delegation::gc(&store, req, &busy).err());
     Error::combine(failures)
 }
 
 /// Pairs whose ADD was killed while its first transaction committed: host veths whose alias
-/// names an attachment of this network on this node ([`attachment::veth_alias`]) that has no
-/// record and is not listed. Each goes under its attachment's lock, once its record is found still absent,
-/// so an ADD that is running (or has just finished) keeps its pair.
+/// names an attachment of this network on this node ([`attachment::veth_alias`]) that is not
+/// listed and has no record (in `records`, and again under the attachment's lock, so that an
+/// ADD that is running or has just finished keeps its pair).
 fn remove_unrecorded_pairs(
     store: &Datastore,
     req: &Request,
     valid: &[Attachment],
-    recorded: &[Attachment],
+    records: &[AttachmentRecord],
 ) -> Result<()> {
-    let network = &req.config.name;
-    let prefix = attachment::alias_prefix(network, &req.config.nodename);
+    let (node, network) = (&req.config.nodename, &req.config.name);
+    let prefix = attachment::alias_prefix(network, node);
     let mut failures = Vec::new();
     for link in veth::host_veths_aliased(Netlink::host()?, &prefix)? {
         let Some((container_id, ifname)) = link
@@ -92,8 +85,10 @@ fn remove_unrecorded_pairs(
         else {
             continue;
         };
-        let named = |a: &Attachment| a.container_id == container_id && a.ifname == ifname;
-        if valid.iter().any(named) || recorded.iter().any(named) {
+        let named = |id: &str, name: &str| id == container_id && name == ifname;
+        if valid.iter().any(|a| named(&a.container_id, &a.ifname))
+            || records.iter().any(|r| named(&r.container_id, &r.ifname))
+        {
             continue;
         }
         let Some(_lock) =
@@ -101,24 +96,17 @@ fn remove_unrecorded_pairs(
         else {
             continue;
         };
-        let attachment_req = Request {
-            container_id: container_id.to_string(),
-            ifname: ifname.to_string(),
-            netns: None,
-            args: CniArgs::default(),
-            ..req.clone()
-        };
-        let removed = match attachment::read_attachment(store, &attachment_req) {
-            Ok(Some(_)) => Ok(false),
-            Ok(None) => {
-                common::log::info(&format!(
-                    "gc: removing host veth {}: an unfinished ADD of {container_id}/{ifname} made it",
-                    link.name
-                ));
-                veth::delete_host_link_at(Netlink::host()?, link.index, &link.name)
+        let record_key = keys::attachment(node, network, container_id, ifname);
+        let removed = attachment::read_record(store, &record_key).and_then(|record| {
+            if record.is_some() {
+                return Ok(false);
             }
-            Err(err) => Err(err),
-        };
+            common::log::info(&format!(
+                "gc: removing host veth {}: an unfinished ADD of {container_id}/{ifname} made it",
+                link.name
+            ));
+            veth::delete_host_link_at(Netlink::host()?, link.index, &link.name)
+        });
         failures.extend(
             removed
                 .err()
