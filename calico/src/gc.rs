@@ -105,7 +105,7 @@ fn remove_unrecorded_pairs(
                 "gc: removing host veth {}: an unfinished ADD of {container_id}/{ifname} made it",
                 link.name
             ));
-            veth::delete_host_link_at(Netlink::host()?, link.index, &link.name)
+            veth::delete_link_at(Netlink::host()?, link.index, &link.name)
         });
         failures.extend(
             removed

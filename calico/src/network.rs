@@ -147,23 +147,20 @@ fn delete_if_unrecorded_pair(
     usual_host_veth: &str,
 ) -> Result<bool> {
     let own_mac = format_mac(&attachment::container_mac(req));
-    if !container_end.is_veth() || !container_end.mac.eq_ignore_ascii_case(&own_mac) {
+    if !container_end.mac.eq_ignore_ascii_case(&own_mac) {
         return Ok(false);
     }
     let host = Netlink::host()?;
     let Some(host_end) = veth::read_link(host, usual_host_veth)? else {
         return Ok(false);
     };
-    let peers = host_end.is_veth()
-        && container_end.peer_index == Some(host_end.index)
-        && host_end.peer_index == Some(container_end.index);
-    if !peers {
+    if !veth::are_peers(&host_end, container_end) {
         return Ok(false);
     }
     common::log::info(&format!(
         "removing host veth {usual_host_veth}: an unfinished ADD of this attachment made it"
     ));
-    veth::delete_host_link_at(host, host_end.index, usual_host_veth)
+    veth::delete_link_at(host, host_end.index, usual_host_veth)
 }
 
 /// Removes the veth pair through its host end `owned_host_veth`, the one this attachment's

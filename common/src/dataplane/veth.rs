@@ -407,11 +407,6 @@ pub fn host_veths_aliased(host: &Netlink, prefix: &str) -> Result<Vec<LinkState>
         .collect())
 }
 
-/// Deletes the host link at `index` while it is still called `name`; false when it is gone.
-pub fn delete_host_link_at(host: &Netlink, index: u32, name: &str) -> Result<bool> {
-    delete_link_at(host, index, name)
-}
-
 /// What [`delete_host_veth_then`] did.
 #[derive(Debug)]
 pub struct VethDeleted<T> {
@@ -570,9 +565,16 @@ pub fn container_end_of(
         return Ok(None);
     };
     let container_end = get_link(container.netlink(), ifname)?;
-    Ok(container_end.filter(|c| {
-        c.is_veth() && c.peer_index == Some(host_end.index) && host_end.peer_index == Some(c.index)
-    }))
+    Ok(container_end.filter(|c| are_peers(&host_end, c)))
+}
+
+/// Whether the host link `host_end` and the container link `container_end` are the two ends of
+/// one veth pair: each is a veth and names the other's index as its peer.
+pub fn are_peers(host_end: &LinkState, container_end: &LinkState) -> bool {
+    host_end.is_veth()
+        && container_end.is_veth()
+        && container_end.peer_index == Some(host_end.index)
+        && host_end.peer_index == Some(container_end.index)
 }
 
 /// Whether an interface called `ifname` exists in the netns at `netns` (false when the netns is
@@ -587,8 +589,9 @@ pub fn container_link_exists(netns: &Path, ifname: &str) -> Result<bool> {
     }
 }
 
-/// Deletes the link at `index` in the namespace of `netlink` if it is still called `name`.
-fn delete_link_at(netlink: &Netlink, index: u32, name: &str) -> Result<bool> {
+/// Deletes the link at `index` in the namespace of `netlink` if it is still called `name`;
+/// false when it is gone or has another name now.
+pub fn delete_link_at(netlink: &Netlink, index: u32, name: &str) -> Result<bool> {
     match get_link_at(netlink, index, name)? {
         Some(current) if current.name == name => delete_index(netlink, index, name),
         _ => Ok(false),
