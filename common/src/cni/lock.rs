@@ -9,12 +9,14 @@
 //! file it locked) and starts over on a new one, so only the file at the path ever counts.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use crate::error::Code;
 use crate::{Context, Error, Result};
@@ -126,57 +128,140 @@ fn lock_file_name(plugin: &str, container_id: &str, ifname: &str) -> String {
     format!("{plugin}:{digest}.lock")
 }
 
-/// Opens (creating) the lock file at `path` and locks it, polling until `wait` has passed.
+/// Opens (creating) the lock file at `path` and locks it, waiting up to `wait` for its holder.
 /// A file removed by the holder while this waited is not a lock any more: it is opened again.
+///
+/// The wait is woken by the holder's removal of the file (inotify), so a released lock passes
+/// on at once: during a burst of ADDs, all taking turns on their node's IPAM lock, waiting in
+/// growing pauses left the lock unused for most of the burst. A holder that was killed removes
+/// nothing: the kernel releases its lock, and the wait notices within [`LONGEST_PAUSE`].
 fn acquire_at(path: &Path, wait: Duration) -> Result<AttachmentLock> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir)
         .with_context(|| format!("create lock directory {}", dir.display()))?;
     let deadline = Instant::now() + wait;
-    let mut pause = Duration::from_millis(2);
+    let mut removals: Option<Inotify> = None;
     loop {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-            .open(path)
-            .with_context(|| format!("open lock file {}", path.display()))?;
-        // SAFETY: flock only reads the descriptor, which `file` keeps open.
-        let locked =
-            unsafe { nix::libc::flock(file.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) };
-        if locked == 0 {
-            if still_linked(&file, path)? {
-                return Ok(AttachmentLock {
-                    _file: file,
-                    path: path.to_path_buf(),
-                });
-            }
-            continue;
+        // Watched before the attempt, so a removal between the attempt and the wait still wakes it.
+        if let Some(inotify) = &removals {
+            watch_removal(inotify, path)?;
         }
-        let errno = Errno::last();
-        if errno != Errno::EWOULDBLOCK && errno != Errno::EINTR {
+        match lock_file(path)? {
+            Attempt::Taken(lock) => return Ok(lock),
+            Attempt::Removed => continue,
+            Attempt::Held => {}
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(still_held(path, wait));
+        }
+        match &removals {
+            None => {
+                removals = Some(
+                    Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
+                        .context("watch lock files")?,
+                );
+            }
+            Some(inotify) => wait_for_removal(inotify, left.min(LONGEST_PAUSE))?,
+        }
+    }
+}
+
+/// The longest a waiter sleeps before it looks at the lock again, for a holder that died
+/// without removing its file.
+const LONGEST_PAUSE: Duration = Duration::from_millis(50);
+
+/// Asks `inotify` to report when the file at `path` is removed (its link count changes).
+fn watch_removal(inotify: &Inotify, path: &Path) -> Result<()> {
+    match inotify.add_watch(path, AddWatchFlags::IN_ATTRIB | AddWatchFlags::IN_DELETE_SELF) {
+        // Removed meanwhile: the attempt that follows opens a new one.
+        Ok(_) | Err(Errno::ENOENT) => Ok(()),
+        Err(errno) => Err(Error::internal(format!(
+            "watch lock file {}: {}",
+            path.display(),
+            errno.desc()
+        ))),
+    }
+}
+
+/// Sleeps until a watched file changes or `pause` has passed, then forgets the reports.
+fn wait_for_removal(inotify: &Inotify, pause: Duration) -> Result<()> {
+    let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+    let millis = u16::try_from(pause.as_millis().max(1)).unwrap_or(u16::MAX);
+    match poll(&mut fds, PollTimeout::from(millis)) {
+        Ok(_) | Err(Errno::EINTR) => {}
+        Err(errno) => {
             return Err(Error::internal(format!(
-                "lock {}: {}",
-                path.display(),
+                "wait for a lock: {}",
                 errno.desc()
             )));
         }
-        if Instant::now() >= deadline {
-            return Err(Error::new(
-                Code::TryAgainLater,
-                format!(
-                    "another verb on this attachment still holds lock file {} after {}s",
-                    path.display(),
-                    wait.as_secs()
-                ),
-            ));
-        }
-        std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
-        pause = (pause * 2).min(Duration::from_millis(50));
     }
+    while let Ok(events) = inotify.read_events() {
+        if events.is_empty() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// What one attempt to lock the file at a path found.
+enum Attempt {
+    Taken(AttachmentLock),
+    /// Someone holds it.
+    Held,
+    /// Its holder removed it once done: the path names another file now, or none.
+    Removed,
+}
+
+/// Opens (creating) the file at `path` and locks it.
+fn lock_file(path: &Path) -> Result<Attempt> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)
+        .with_context(|| format!("open lock file {}", path.display()))?;
+    loop {
+        // SAFETY: flock only reads the descriptor, which `file` keeps open.
+        let operation = nix::libc::LOCK_EX | nix::libc::LOCK_NB;
+        if unsafe { nix::libc::flock(file.as_raw_fd(), operation) } == 0 {
+            break;
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            Errno::EWOULDBLOCK => return Ok(Attempt::Held),
+            errno => {
+                return Err(Error::internal(format!(
+                    "lock {}: {}",
+                    path.display(),
+                    errno.desc()
+                )));
+            }
+        }
+    }
+    if !still_linked(&file, path)? {
+        return Ok(Attempt::Removed);
+    }
+    Ok(Attempt::Taken(AttachmentLock {
+        _file: file,
+        path: path.to_path_buf(),
+    }))
+}
+
+/// The error of a lock still held after `wait`.
+fn still_held(path: &Path, wait: Duration) -> Error {
+    Error::new(
+        Code::TryAgainLater,
+        format!(
+            "another verb on this attachment still holds lock file {} after {}s",
+            path.display(),
+            wait.as_secs()
+        ),
+    )
 }
 
 /// True when `path` still names the locked `file` (its holder did not remove it meanwhile).
@@ -231,6 +316,26 @@ mod tests {
         let second = waiter.join().unwrap().unwrap();
         assert!(path.exists());
         drop(second);
+        assert!(!path.exists());
+        std::fs::remove_dir(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_lock_its_dead_holder_left_in_place_is_taken_by_the_waiter() {
+        let path = temp_lock("dead-holder.lock");
+        // What a killed holder is to the kernel: a locked file closed without being removed.
+        let dead = acquire_at(&path, WAIT).unwrap();
+        let waiter = std::thread::spawn({
+            let path = path.clone();
+            move || acquire_at(&path, WAIT)
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        // SAFETY: unlocks the descriptor `dead` keeps open, as the kernel does at a holder's exit.
+        let unlocked = unsafe { nix::libc::flock(dead._file.as_raw_fd(), nix::libc::LOCK_UN) };
+        assert_eq!(unlocked, 0);
+        let taken = waiter.join().unwrap().unwrap();
+        drop(taken);
+        drop(dead);
         assert!(!path.exists());
         std::fs::remove_dir(path.parent().unwrap()).unwrap();
     }
