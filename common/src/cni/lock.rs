@@ -140,11 +140,11 @@ fn acquire_at(path: &Path, wait: Duration) -> Result<AttachmentLock> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("create lock directory {}", dir.display()))?;
     let deadline = Instant::now() + wait;
-    let mut removals: Option<Inotify> = None;
+    let mut removals: Option<Removals> = None;
     loop {
         // Watched before the attempt, so a removal between the attempt and the wait still wakes it.
-        if let Some(inotify) = &removals {
-            watch_removal(inotify, path)?;
+        if let Some(removals) = &removals {
+            removals.watch(path);
         }
         match lock_file(path)? {
             Attempt::Taken(lock) => return Ok(lock),
@@ -156,53 +156,67 @@ fn acquire_at(path: &Path, wait: Duration) -> Result<AttachmentLock> {
             return Err(still_held(path, wait));
         }
         match &removals {
-            None => {
-                removals = Some(
-                    Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
-                        .context("watch lock files")?,
-                );
-            }
-            Some(inotify) => wait_for_removal(inotify, left.min(LONGEST_PAUSE))?,
+            None => removals = Some(Removals::new()),
+            Some(removals) => removals.wait(left),
         }
     }
 }
 
 /// The longest a waiter sleeps before it looks at the lock again, for a holder that died
-/// without removing its file.
+/// without removing its file, or a removal that could not be watched.
 const LONGEST_PAUSE: Duration = Duration::from_millis(50);
 
-/// Asks `inotify` to report when the file at `path` is removed (its link count changes).
-fn watch_removal(inotify: &Inotify, path: &Path) -> Result<()> {
-    match inotify.add_watch(path, AddWatchFlags::IN_ATTRIB | AddWatchFlags::IN_DELETE_SELF) {
-        // Removed meanwhile: the attempt that follows opens a new one.
-        Ok(_) | Err(Errno::ENOENT) => Ok(()),
-        Err(errno) => Err(Error::internal(format!(
-            "watch lock file {}: {}",
-            path.display(),
-            errno.desc()
-        ))),
-    }
+/// How a waiter learns that the holder removed the lock file.
+enum Removals {
+    /// The kernel tells (inotify).
+    Watched(Inotify),
+    /// Without inotify (the user's instances all taken): a look every [`POLL_PAUSE`].
+    Polled,
 }
 
-/// Sleeps until a watched file changes or `pause` has passed, then forgets the reports.
-fn wait_for_removal(inotify: &Inotify, pause: Duration) -> Result<()> {
-    let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
-    let millis = u16::try_from(pause.as_millis().max(1)).unwrap_or(u16::MAX);
-    match poll(&mut fds, PollTimeout::from(millis)) {
-        Ok(_) | Err(Errno::EINTR) => {}
-        Err(errno) => {
-            return Err(Error::internal(format!(
-                "wait for a lock: {}",
-                errno.desc()
-            )));
+/// The pause between looks at the lock when removals cannot be watched.
+const POLL_PAUSE: Duration = Duration::from_millis(5);
+
+impl Removals {
+    fn new() -> Removals {
+        match Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK) {
+            Ok(inotify) => Removals::Watched(inotify),
+            Err(errno) => {
+                super::log::info(&format!(
+                    "cannot watch lock files ({}): looking again every {POLL_PAUSE:?}",
+                    errno.desc()
+                ));
+                Removals::Polled
+            }
         }
     }
-    while let Ok(events) = inotify.read_events() {
-        if events.is_empty() {
-            break;
+
+    /// Asks to be told when the file now at `path` is removed (its link count changes). A
+    /// watch that cannot be placed (the path is gone, the watches are all taken) costs at most
+    /// [`LONGEST_PAUSE`]: the attempt that follows still looks.
+    fn watch(&self, path: &Path) {
+        if let Removals::Watched(inotify) = self {
+            let removed = AddWatchFlags::IN_ATTRIB | AddWatchFlags::IN_DELETE_SELF;
+            let _ = inotify.add_watch(path, removed);
         }
     }
-    Ok(())
+
+    /// Sleeps until a watched file changes, or for a pause no longer than `left`.
+    fn wait(&self, left: Duration) {
+        let inotify = match self {
+            Removals::Watched(inotify) => inotify,
+            Removals::Polled => return std::thread::sleep(left.min(POLL_PAUSE)),
+        };
+        let pause = left.min(LONGEST_PAUSE);
+        let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+        let millis = u16::try_from(pause.as_millis().max(1)).unwrap_or(u16::MAX);
+        // A report, the pause over or a signal all lead to a new look; a failed wait pauses.
+        if poll(&mut fds, PollTimeout::from(millis)).is_err() {
+            std::thread::sleep(pause);
+        }
+        // The reports only woke the waiter: read and forgotten.
+        while inotify.read_events().is_ok_and(|events| !events.is_empty()) {}
+    }
 }
 
 /// What one attempt to lock the file at a path found.
