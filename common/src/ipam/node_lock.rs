@@ -15,8 +15,14 @@
 //! then). It serves the first attempt only: when another node changed a block meanwhile, the
 //! commit fails and the allocator reads etcd again. A copy that is missing, unreadable or
 //! corrupt is ignored; without a hint directory there is no copy, only the lock.
+//!
+//! The copy is rewritten in place, followed by a line with the SHA-1 of what precedes it: a
+//! writer killed midway leaves a file whose digest does not match, which is ignored. Truncating
+//! and writing it anew would be as safe, but ext4 flushes a file truncated to nothing when it
+//! is closed, which cost every ADD about 0.4 ms while it held the lock.
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -66,7 +72,14 @@ impl NodeIpamLock {
         let Ok(bytes) = std::fs::read(path) else {
             return HashMap::new();
         };
-        match serde_json::from_slice::<Vec<CopiedEntry>>(&bytes) {
+        let Some(json) = verified(&bytes) else {
+            log::debug(&format!(
+                "ignoring block copy {}: its digest does not match (a write was cut short)",
+                path.display()
+            ));
+            return HashMap::new();
+        };
+        match serde_json::from_slice::<Vec<CopiedEntry>>(json) {
             Ok(entries) => entries
                 .into_iter()
                 .map(|e| {
@@ -122,7 +135,7 @@ impl NodeIpamLock {
             .collect();
         let written = serde_json::to_vec(&entries)
             .map_err(crate::Error::from)
-            .and_then(|bytes| Ok(rewrite_in_place(path, &bytes)?));
+            .and_then(|json| Ok(rewrite_in_place(path, &with_digest(json))?));
         if let Err(err) = written {
             log::debug(&format!(
                 "cannot write block copy {}: {err}",
@@ -132,17 +145,42 @@ impl NodeIpamLock {
     }
 }
 
-/// Rewrites the copy in place. Every reader of the copy holds the node's lock, so none sees it
-/// half written, except after a writer was killed mid-write; a copy that does not parse is
-/// ignored then. That spares every ADD a temporary file and a rename while it holds the lock.
+/// Rewrites the copy in place: over the old bytes, then cut to the new length. Every reader
+/// of the copy holds the node's lock, so none sees it half written, except after a writer was
+/// killed mid-write; the digest tells ([`verified`]). That spares every ADD a temporary file
+/// and a rename while it holds the lock.
 fn rewrite_in_place(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    match std::fs::write(path, bytes) {
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+    };
+    let file = match open() {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
-            std::fs::write(path, bytes)
+            open()?
         }
-        written => written,
-    }
+        opened => opened?,
+    };
+    file.write_all_at(bytes, 0)?;
+    file.set_len(bytes.len() as u64)
+}
+
+/// `json` followed by a line with its SHA-1.
+fn with_digest(mut json: Vec<u8>) -> Vec<u8> {
+    let digest = sha1_smol::Sha1::from(&json).digest().to_string();
+    json.push(b'\n');
+    json.extend_from_slice(digest.as_bytes());
+    json
+}
+
+/// The JSON of a copy written by [`with_digest`], when its last line is the SHA-1 of the rest.
+fn verified(bytes: &[u8]) -> Option<&[u8]> {
+    let split = bytes.iter().rposition(|&b| b == b'\n')?;
+    let (json, digest) = (&bytes[..split], &bytes[split + 1..]);
+    (sha1_smol::Sha1::from(json).digest().to_string().as_bytes() == digest).then_some(json)
 }
 
 /// `known` (entries read before the lock was taken; `None` for keys found absent) with the
@@ -214,6 +252,44 @@ mod tests {
 
         std::fs::write(&copy_path, b"{not json").unwrap();
         assert!(lock.read_copy().is_empty(), "a corrupt copy is ignored");
+        drop(lock);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_copy_cut_short_by_a_killed_writer_is_ignored() {
+        let dir = std::env::temp_dir().join(format!("calico-copy-cut-{}", std::process::id()));
+        let copy_path = dir.join("node1.blocks");
+        let lock = NodeIpamLock::acquire(&dir, "node1", Some(copy_path.clone())).unwrap();
+        let long = BTreeMap::from([
+            (
+                "/b1".to_string(),
+                Some(entry("/b1", "a longer value, written first", 5)),
+            ),
+            ("/b2".to_string(), Some(entry("/b2", "two", 6))),
+        ]);
+        lock.write_copy(HashMap::new(), &long);
+        let whole = std::fs::read(&copy_path).unwrap();
+        assert_eq!(lock.read_copy().len(), 2);
+        // A shorter copy written over it, the writer killed before the file was cut to length:
+        // the new copy's bytes, then what is left of the old one.
+        let short = with_digest(
+            br#"[{"key":"/b2","value":"x","mod_revision":7,"create_revision":1}]"#.to_vec(),
+        );
+        let mut torn = short.clone();
+        torn.extend_from_slice(&whole[short.len()..]);
+        std::fs::write(&copy_path, &torn).unwrap();
+        assert!(
+            lock.read_copy().is_empty(),
+            "the old copy's tail was taken for the new one"
+        );
+        // Killed halfway through the write: the new copy's first half over the old copy.
+        let mut torn = whole.clone();
+        torn[..short.len() / 2].copy_from_slice(&short[..short.len() / 2]);
+        std::fs::write(&copy_path, &torn).unwrap();
+        assert!(lock.read_copy().is_empty(), "a half-written copy was taken");
+        std::fs::write(&copy_path, &short).unwrap();
+        assert_eq!(lock.read_copy()["/b2"].value, b"x");
         drop(lock);
         std::fs::remove_dir_all(&dir).unwrap();
     }
