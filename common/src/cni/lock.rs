@@ -9,14 +9,14 @@
 //! file it locked) and starts over on a new one, so only the file at the path ever counts.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use crate::error::Code;
 use crate::{Context, Error, Result};
@@ -130,106 +130,78 @@ fn lock_file_name(plugin: &str, container_id: &str, ifname: &str) -> String {
 
 /// Opens (creating) the lock file at `path` and locks it, waiting up to `wait` for its holder.
 /// A file removed by the holder while this waited is not a lock any more: it is opened again.
-///
-/// The wait is woken by the holder's removal of the file (inotify), so a released lock passes
-/// on at once: during a burst of ADDs, all taking turns on their node's IPAM lock, waiting in
-/// growing pauses left the lock unused for most of the burst. A holder that was killed removes
-/// nothing: the kernel releases its lock, and the wait notices within [`LONGEST_PAUSE`].
 fn acquire_at(path: &Path, wait: Duration) -> Result<AttachmentLock> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir)
         .with_context(|| format!("create lock directory {}", dir.display()))?;
-    let deadline = Instant::now() + wait;
-    let mut removals: Option<Removals> = None;
     loop {
-        // Watched before the attempt, so a removal between the attempt and the wait still wakes it.
-        if let Some(removals) = &removals {
-            removals.watch(path);
-        }
-        match lock_file(path)? {
+        match lock_file(path, Blocking::No)? {
             Attempt::Taken(lock) => return Ok(lock),
             Attempt::Removed => continue,
-            Attempt::Held => {}
+            Attempt::Held => break,
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(still_held(path, wait));
-        }
-        match &removals {
-            None => removals = Some(Removals::new()),
-            Some(removals) => removals.wait(left),
+    }
+    if wait.is_zero() {
+        return Err(still_held(path, wait));
+    }
+    wait_in_the_kernel(path, wait)
+}
+
+/// Waits for the lock blocked in `flock` on a thread of its own, for up to `wait`: the kernel
+/// hands a released lock to a waiter at once. (Waiting in growing pauses left the lock unused
+/// for most of a burst of ADDs taking turns on their node's IPAM lock.) A waiter that gives up
+/// says so; its thread then leaves a removed file alone instead of opening the next one, and a
+/// lock it took meanwhile is released, as nobody receives it.
+fn wait_in_the_kernel(path: &Path, wait: Duration) -> Result<AttachmentLock> {
+    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+    let gave_up = Arc::new(AtomicBool::new(false));
+    let waiting = (path.to_path_buf(), Arc::clone(&gave_up));
+    std::thread::Builder::new()
+        .name("lock wait".into())
+        .spawn(move || {
+            let (path, gave_up) = waiting;
+            let taken = loop {
+                match lock_file(&path, Blocking::Yes) {
+                    Ok(Attempt::Taken(lock)) => break Ok(lock),
+                    Ok(Attempt::Removed | Attempt::Held) if !gave_up.load(Ordering::Acquire) => {}
+                    Ok(Attempt::Removed | Attempt::Held) => return,
+                    Err(err) => break Err(err),
+                }
+            };
+            // Fails when the waiter gave up: the lock comes back and is dropped here.
+            let _ = sender.send(taken);
+        })
+        .context("start a thread to wait for a lock")?;
+    match receiver.recv_timeout(wait) {
+        Ok(taken) => taken,
+        Err(_) => {
+            gave_up.store(true, Ordering::Release);
+            // Taken at the last moment: as good as in time.
+            receiver
+                .try_recv()
+                .unwrap_or_else(|_| Err(still_held(path, wait)))
         }
     }
 }
 
-/// The longest a waiter sleeps before it looks at the lock again, for a holder that died
-/// without removing its file, or a removal that could not be watched.
-const LONGEST_PAUSE: Duration = Duration::from_millis(50);
-
-/// How a waiter learns that the holder removed the lock file.
-enum Removals {
-    /// The kernel tells (inotify).
-    Watched(Inotify),
-    /// Without inotify (the user's instances all taken): a look every [`POLL_PAUSE`].
-    Polled,
-}
-
-/// The pause between looks at the lock when removals cannot be watched.
-const POLL_PAUSE: Duration = Duration::from_millis(5);
-
-impl Removals {
-    fn new() -> Removals {
-        match Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK) {
-            Ok(inotify) => Removals::Watched(inotify),
-            Err(errno) => {
-                super::log::info(&format!(
-                    "cannot watch lock files ({}): looking again every {POLL_PAUSE:?}",
-                    errno.desc()
-                ));
-                Removals::Polled
-            }
-        }
-    }
-
-    /// Asks to be told when the file now at `path` is removed (its link count changes). A
-    /// watch that cannot be placed (the path is gone, the watches are all taken) costs at most
-    /// [`LONGEST_PAUSE`]: the attempt that follows still looks.
-    fn watch(&self, path: &Path) {
-        if let Removals::Watched(inotify) = self {
-            let removed = AddWatchFlags::IN_ATTRIB | AddWatchFlags::IN_DELETE_SELF;
-            let _ = inotify.add_watch(path, removed);
-        }
-    }
-
-    /// Sleeps until a watched file changes, or for a pause no longer than `left`.
-    fn wait(&self, left: Duration) {
-        let inotify = match self {
-            Removals::Watched(inotify) => inotify,
-            Removals::Polled => return std::thread::sleep(left.min(POLL_PAUSE)),
-        };
-        let pause = left.min(LONGEST_PAUSE);
-        let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
-        let millis = u16::try_from(pause.as_millis().max(1)).unwrap_or(u16::MAX);
-        // A report, the pause over or a signal all lead to a new look; a failed wait pauses.
-        if poll(&mut fds, PollTimeout::from(millis)).is_err() {
-            std::thread::sleep(pause);
-        }
-        // The reports only woke the waiter: read and forgotten.
-        while inotify.read_events().is_ok_and(|events| !events.is_empty()) {}
-    }
+/// Whether an attempt at the lock waits for its holder.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Blocking {
+    Yes,
+    No,
 }
 
 /// What one attempt to lock the file at a path found.
 enum Attempt {
     Taken(AttachmentLock),
-    /// Someone holds it.
+    /// Someone holds it (only when not blocking).
     Held,
     /// Its holder removed it once done: the path names another file now, or none.
     Removed,
 }
 
-/// Opens (creating) the file at `path` and locks it.
-fn lock_file(path: &Path) -> Result<Attempt> {
+/// Opens (creating) the file at `path` and locks it, waiting for its holder if `blocking`.
+fn lock_file(path: &Path, blocking: Blocking) -> Result<Attempt> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -241,7 +213,10 @@ fn lock_file(path: &Path) -> Result<Attempt> {
         .with_context(|| format!("open lock file {}", path.display()))?;
     loop {
         // SAFETY: flock only reads the descriptor, which `file` keeps open.
-        let operation = nix::libc::LOCK_EX | nix::libc::LOCK_NB;
+        let operation = match blocking {
+            Blocking::Yes => nix::libc::LOCK_EX,
+            Blocking::No => nix::libc::LOCK_EX | nix::libc::LOCK_NB,
+        };
         if unsafe { nix::libc::flock(file.as_raw_fd(), operation) } == 0 {
             break;
         }
