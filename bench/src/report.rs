@@ -237,7 +237,8 @@ impl Results {
         let _ = writeln!(md, "|---|---|");
         let _ = writeln!(
             md,
-            "| bare veth pair deleted with one RTM_DELLINK from the driver | {bare:.2} |"
+            "| bare veth pair, made at the cycle's start, deleted with one RTM_DELLINK from the \
+             driver | {bare:.2} |"
         );
         let _ = writeln!(
             md,

@@ -1,6 +1,8 @@
 //! Single ADD / CHECK / DEL, one container at a time, A and B alternating cycle by cycle (and
 //! which of them goes first), so both see the same machine load. Each cycle also deletes a
-//! bare veth pair, the kernel's own share of a DEL. Each setup keeps one container netns for
+//! bare veth pair, the kernel's own share of a DEL: made at the cycle's start, so that it has
+//! lived about as long as a container's pair at its DEL (the kernel deletes a pair made a
+//! moment before 4-6 ms faster, which no DEL sees). Each setup keeps one container netns for
 //! all its cycles: after a DEL it holds only `lo` again, as a fresh one would, and no netns
 //! teardown of an earlier cycle runs in the kernel's background during a timed run.
 
@@ -67,17 +69,17 @@ pub fn run_cycles(work: &WorkDir, setups: [&Setup; 2], cycles: usize) -> Result<
         let record = cycle >= WARMUP;
         let order = if cycle % 2 == 0 { [0, 1] } else { [1, 0] };
         let mut runs: [Vec<Run>; 2] = Default::default();
+        let bare = BareVeth::create(
+            &format!("cbv{}", std::process::id()),
+            &bare_netns,
+            "10.33.0.2",
+        )?;
         for i in order {
             let id =
                 format!("{}s{cycle:05}p{}", setups[i].label, std::process::id()).to_lowercase();
             runs[i] = one_container(work, setups[i], &id, &netns[i])?;
         }
-        let bare = BareVeth::create(
-            &format!("cbv{}", std::process::id()),
-            &bare_netns,
-            "10.33.0.2",
-        )?
-        .delete(&mut rtnl)?;
+        let bare = bare.delete(&mut rtnl)?;
         if !record {
             continue;
         }
