@@ -211,12 +211,12 @@ fn lock_file(path: &Path, blocking: Blocking) -> Result<Attempt> {
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
         .open(path)
         .with_context(|| format!("open lock file {}", path.display()))?;
+    let operation = match blocking {
+        Blocking::Yes => nix::libc::LOCK_EX,
+        Blocking::No => nix::libc::LOCK_EX | nix::libc::LOCK_NB,
+    };
     loop {
         // SAFETY: flock only reads the descriptor, which `file` keeps open.
-        let operation = match blocking {
-            Blocking::Yes => nix::libc::LOCK_EX,
-            Blocking::No => nix::libc::LOCK_EX | nix::libc::LOCK_NB,
-        };
         if unsafe { nix::libc::flock(file.as_raw_fd(), operation) } == 0 {
             break;
         }
