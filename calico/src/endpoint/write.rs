@@ -30,14 +30,7 @@ pub fn write_endpoint<'a>(
         .with_context(|| format!("write endpoint {key}"))?;
     // The datastore repeats a transaction whose answer was lost (a timeout, then failover);
     // finding exactly this value means the first attempt was applied.
-    let revision = if outcome.committed {
-        Some(outcome.revision)
-    } else if outcome.resent && txn.applied_earlier(&outcome.current) {
-        txn.written_revision(&outcome.current)
-    } else {
-        None
-    };
-    let Some(revision) = revision else {
+    let Some(revision) = txn.landed_at(&outcome) else {
         datastore::log_conflict(txn, &outcome.current);
         return Err(Error::new(
             codes::CONFLICT,

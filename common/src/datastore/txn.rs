@@ -116,6 +116,26 @@ impl Txn {
         self.reads_on_failure.extend(other.reads_on_failure);
     }
 
+    /// Whether this transaction's writes are in the store after `outcome`: etcd says it
+    /// committed, or it failed after the datastore resent it and an earlier attempt, whose
+    /// answer was lost, was [applied](Txn::applied_earlier).
+    pub fn landed(&self, outcome: &TxnOutcome) -> bool {
+        outcome.committed || (outcome.resent && self.applied_earlier(&outcome.current))
+    }
+
+    /// The revision this transaction's writes carry when they [landed](Txn::landed): etcd's
+    /// answer, or for an earlier attempt the one its first put shows now (not the store's
+    /// revision, which later writes moved on). `None` when it did not land.
+    pub fn landed_at(&self, outcome: &TxnOutcome) -> Option<i64> {
+        if outcome.committed {
+            Some(outcome.revision)
+        } else if self.landed(outcome) {
+            self.written_revision(&outcome.current)
+        } else {
+            None
+        }
+    }
+
     /// Whether a transaction that failed after the datastore resent it had been applied by an
     /// earlier attempt whose answer was lost: it has plain writes, and each reads back in
     /// `current` (its failure reads) as written, every key it puts holding exactly its value
@@ -351,6 +371,42 @@ fn write_keys(write: &Write) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transaction_landed_when_committed_or_found_applied_after_a_resend() {
+        let txn = Txn {
+            conditions: vec![Condition::Absent("/a".into())],
+            writes: vec![
+                Write::Put("/a".into(), b"mine".to_vec()),
+                Write::Delete("/b".into()),
+            ],
+            reads_on_failure: ["/a", "/b"].map(String::from).to_vec(),
+        };
+        let found = |value: &[u8], resent| TxnOutcome {
+            committed: false,
+            current: vec![Entry {
+                key: "/a".into(),
+                value: value.to_vec(),
+                mod_revision: 7,
+                create_revision: 7,
+            }],
+            resent,
+            revision: 12,
+        };
+        let committed = TxnOutcome {
+            committed: true,
+            current: Vec::new(),
+            resent: false,
+            revision: 9,
+        };
+        assert_eq!(txn.landed_at(&committed), Some(9));
+        // Its own first attempt: the revision its write carries, not the store's now.
+        assert_eq!(txn.landed_at(&found(b"mine", true)), Some(7));
+        assert!(txn.landed(&found(b"mine", true)));
+        // Sent once, the same value is another writer's.
+        assert_eq!(txn.landed_at(&found(b"mine", false)), None);
+        assert!(!txn.landed(&found(b"theirs", true)));
+    }
 
     #[test]
     fn conflicting_keys_are_the_ones_changed_since_read() {

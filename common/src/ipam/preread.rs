@@ -167,16 +167,7 @@ impl<'s> Preread<'s> {
         reads.dedup();
         txn.reads_on_failure = reads;
         let outcome = self.inner.txn(&txn)?;
-        let revision = if outcome.committed {
-            Some(outcome.revision)
-        } else if outcome.resent && txn.applied_earlier(&outcome.current) {
-            // An earlier attempt was applied and its answer lost: the revision its writes
-            // carry is theirs, not the store's revision now.
-            txn.written_revision(&outcome.current)
-        } else {
-            None
-        };
-        if let Some(revision) = revision {
+        if let Some(revision) = txn.landed_at(&outcome) {
             self.remember_writes(&txn.writes, revision);
             return Ok(HeldOutcome::Committed(revision));
         }

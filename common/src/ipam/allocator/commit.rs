@@ -98,7 +98,7 @@ impl Allocator<'_> {
     /// and taking its write for ours would hand one address to both.
     pub(super) fn commit(&self, txn: &Txn) -> Result<Commit> {
         let outcome = self.store.txn(txn)?;
-        if outcome.committed || (outcome.resent && txn.applied_earlier(&outcome.current)) {
+        if txn.landed(&outcome) {
             return Ok(Commit::Done);
         }
         datastore::log_conflict(txn, &outcome.current);
