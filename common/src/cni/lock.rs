@@ -241,12 +241,13 @@ fn lock_file(path: &Path, blocking: Blocking) -> Result<Attempt> {
     }))
 }
 
-/// The error of a lock still held after `wait`.
+/// The error of a lock still held after `wait`. The file's name says whose it is: an
+/// attachment's verbs or a node's IPAM.
 fn still_held(path: &Path, wait: Duration) -> Error {
     Error::new(
         Code::TryAgainLater,
         format!(
-            "another verb on this attachment still holds lock file {} after {}s",
+            "another plugin run still holds lock file {} after {}s",
             path.display(),
             wait.as_secs()
         ),
