@@ -373,6 +373,7 @@ impl Store for Preread<'_> {
 mod tests {
     use super::*;
     use crate::ipam::MemoryStore;
+    use crate::ipam::store::TxnHook;
 
     fn read(keys: &[&str]) -> Txn {
         plain_read(&keys.iter().map(|k| k.to_string()).collect::<Vec<_>>())
@@ -501,33 +502,22 @@ mod tests {
 
     /// A store whose answer to a write is lost: it applies the transaction, another writer
     /// moves the store's revision on, and the resent transaction fails its conditions.
-    struct LostAnswer(MemoryStore);
-
-    impl Store for LostAnswer {
-        fn get(&self, key: &str) -> Result<Option<Entry>> {
-            self.0.get(key)
-        }
-        fn list(&self, prefix: &str) -> Result<Vec<Entry>> {
-            self.0.list(prefix)
-        }
-        fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
-            self.0.list_keys(prefix)
-        }
-        fn txn(&self, txn: &Txn) -> Result<TxnOutcome> {
+    fn lost_answer() -> TxnHook {
+        TxnHook(MemoryStore::new(), |store, txn| {
             if txn.writes.is_empty() {
-                return self.0.txn(txn);
+                return store.txn(txn);
             }
-            assert!(self.0.txn(txn)?.committed);
-            self.0.put("/unrelated", b"moved on");
-            let mut resent = self.0.txn(txn)?;
+            assert!(store.txn(txn)?.committed);
+            store.put("/unrelated", b"moved on");
+            let mut resent = store.txn(txn)?;
             resent.resent = true;
             Ok(resent)
-        }
+        })
     }
 
     #[test]
     fn a_commit_applied_before_its_answer_was_lost_reports_the_revision_of_its_writes() {
-        let store = LostAnswer(MemoryStore::new());
+        let store = lost_answer();
         let preread = Preread::new(&store, HashMap::new()).holding();
         preread
             .txn(&put("/block", Condition::Absent("/block".into())))

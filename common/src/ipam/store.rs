@@ -165,6 +165,31 @@ impl MemoryStore {
     }
 }
 
+/// A [`MemoryStore`] whose transactions go to a hook, which may change the store around them:
+/// a faster writer elsewhere, an answer lost and the transaction resent (test setup).
+#[cfg(test)]
+pub struct TxnHook<F = Hook>(pub MemoryStore, pub F);
+
+/// A [`TxnHook`]'s hook as a plain function.
+#[cfg(test)]
+pub type Hook = fn(&MemoryStore, &Txn) -> Result<TxnOutcome>;
+
+#[cfg(test)]
+impl<F: Fn(&MemoryStore, &Txn) -> Result<TxnOutcome> + Sync> Store for TxnHook<F> {
+    fn get(&self, key: &str) -> Result<Option<Entry>> {
+        self.0.get(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<Entry>> {
+        self.0.list(prefix)
+    }
+    fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
+        self.0.list_keys(prefix)
+    }
+    fn txn(&self, txn: &Txn) -> Result<TxnOutcome> {
+        (self.1)(&self.0, txn)
+    }
+}
+
 impl Store for MemoryStore {
     fn get(&self, key: &str) -> Result<Option<Entry>> {
         let mut state = self.lock();

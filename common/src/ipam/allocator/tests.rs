@@ -3,12 +3,12 @@ use std::net::IpAddr;
 
 use super::*;
 use crate::datastore::keys::{self, IpFamily};
-use crate::datastore::{Condition, Entry, Txn, TxnOutcome, Write};
-use crate::error::{Code, Result, codes};
+use crate::datastore::{Condition, Txn, TxnOutcome, Write};
+use crate::error::{Code, codes};
 use crate::ipam::block::{AllocationBlock, addr_to_u128};
 use crate::ipam::handle::AllocationHandle;
 use crate::ipam::pool::{IpPool, PoolSpec, add_pool};
-use crate::ipam::store::MemoryStore;
+use crate::ipam::store::{MemoryStore, TxnHook};
 
 fn net(s: &str) -> IpNetwork {
     s.parse().unwrap()
@@ -412,27 +412,16 @@ fn concurrent_assignments_under_one_handle_never_share_an_address() {
 
 /// Changes the block a transaction is conditional on right before it runs, like a faster
 /// writer on another node.
-struct AlwaysRaced(MemoryStore);
-
-impl Store for AlwaysRaced {
-    fn get(&self, key: &str) -> Result<Option<Entry>> {
-        self.0.get(key)
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<Entry>> {
-        self.0.list(prefix)
-    }
-    fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
-        self.0.list_keys(prefix)
-    }
-    fn txn(&self, txn: &Txn) -> Result<TxnOutcome> {
+fn always_raced(store: MemoryStore) -> TxnHook {
+    TxnHook(store, |store, txn| {
         if let (Some(Condition::Revision(key, _)), false) =
             (txn.conditions.first(), txn.writes.is_empty())
         {
-            let value = self.0.get(key)?.unwrap().value;
-            self.0.put(key, &value);
+            let value = store.get(key)?.unwrap().value;
+            store.put(key, &value);
         }
-        self.0.txn(txn)
-    }
+        store.txn(txn)
+    })
 }
 
 #[test]
@@ -441,7 +430,7 @@ fn endless_conflicts_give_up_with_a_conflict_error() {
     Allocator::new(&store, "n")
         .auto_assign(&v4("first"))
         .unwrap();
-    let raced = AlwaysRaced(store);
+    let raced = always_raced(store);
     let err = Allocator::new(&raced, "n")
         .with_max_conflicts(5)
         .auto_assign(&v4("h"))
@@ -453,33 +442,22 @@ fn endless_conflicts_give_up_with_a_conflict_error() {
 
 /// Applies every transaction but reports it as failed, as when etcd's answer is lost and the
 /// datastore's retry finds the conditions no longer hold.
-struct LostAnswers(MemoryStore);
-
-impl Store for LostAnswers {
-    fn get(&self, key: &str) -> Result<Option<Entry>> {
-        self.0.get(key)
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<Entry>> {
-        self.0.list(prefix)
-    }
-    fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
-        self.0.list_keys(prefix)
-    }
-    fn txn(&self, txn: &Txn) -> Result<TxnOutcome> {
-        let first = self.0.txn(txn)?;
+fn lost_answers(store: MemoryStore) -> TxnHook {
+    TxnHook(store, |store, txn| {
+        let first = store.txn(txn)?;
         if txn.writes.is_empty() || !first.committed {
             return Ok(first);
         }
         Ok(TxnOutcome {
             resent: true,
-            ..self.0.txn(txn)?
+            ..store.txn(txn)?
         })
-    }
+    })
 }
 
 #[test]
 fn an_applied_transaction_with_a_lost_answer_is_not_repeated() {
-    let store = LostAnswers(store_with_pools(&["10.0.0.0/16"]));
+    let store = lost_answers(store_with_pools(&["10.0.0.0/16"]));
     let ipam = Allocator::new(&store, "n");
     ipam.auto_assign(&v4("a")).unwrap();
     ipam.auto_assign(&v4("b")).unwrap();
@@ -655,33 +633,22 @@ fn unusable_hints_fall_back_to_the_listing_and_are_rewritten() {
 
 /// Deletes the node's affinity key of the block a transaction writes right before it runs,
 /// like the block being released between the read and the commit.
-struct AffinityReleasedBeforeCommit(MemoryStore);
-
-impl Store for AffinityReleasedBeforeCommit {
-    fn get(&self, key: &str) -> Result<Option<Entry>> {
-        self.0.get(key)
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<Entry>> {
-        self.0.list(prefix)
-    }
-    fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
-        self.0.list_keys(prefix)
-    }
-    fn txn(&self, txn: &Txn) -> Result<TxnOutcome> {
+fn affinity_released_before_commit(store: MemoryStore) -> TxnHook {
+    TxnHook(store, |store, txn| {
         for condition in &txn.conditions {
             if let Condition::Revision(key, _) = condition
                 && keys::parse_host_affinity(key).is_some()
             {
-                delete(&self.0, key);
+                delete(store, key);
             }
         }
-        self.0.txn(txn)
-    }
+        store.txn(txn)
+    })
 }
 
 #[test]
 fn commit_from_a_hinted_block_requires_its_affinity_key() {
-    let store = AffinityReleasedBeforeCommit(store_with_pools(&["10.0.0.0/16"]));
+    let store = affinity_released_before_commit(store_with_pools(&["10.0.0.0/16"]));
     let dir = HintDir::new("affinity-condition");
     dir.allocator(&store, "node-1")
         .auto_assign(&v4("a"))
