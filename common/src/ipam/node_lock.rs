@@ -3,14 +3,16 @@
 //!
 //! Without the lock, concurrent ADDs on one node all read the node's block, assign its first
 //! free address and race to write it back: all but one lose the compare-and-swap, and a failed
-//! conditional write still costs etcd a consensus round and an fsync. Holding an `flock` in the
-//! attachment locks' directory from reading the block to committing it makes them take turns
-//! instead; another node's writer can still race, which the compare-and-swap still catches.
+//! conditional write still costs etcd a consensus round and an fsync. Holding an `flock` on
+//! `ipam:<node>.flock` in the attachment locks' directory from reading the block to committing
+//! it makes them take turns instead; another node's writer can still race, which the
+//! compare-and-swap still catches. The file stays when its holder is done ([`KeptLock`]), so
+//! the lock passes from one turn to the next without a new file.
 //!
 //! The copy (`<node>.blocks` beside the node's block hint files, JSON) holds the blocks and
 //! affinity keys as the last holder of the lock left them, with their revisions. It lives with
 //! the hints rather than in the lock directory, which by design holds files only while a verb
-//! runs. It is written only under the lock, after a successful commit, so the next holder can
+//! runs (the node's lock file aside). It is written only under the lock, after a successful commit, so the next holder can
 //! use it in place of a read made before it waited for the lock (which would be stale by
 //! then). It serves the first attempt only: when another node changed a block meanwhile, the
 //! commit fails and the allocator reads etcd again. A copy that is missing, unreadable or
@@ -28,13 +30,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
-use crate::cni::lock::AttachmentLock;
+use crate::cni::lock::KeptLock;
 use crate::datastore::Entry;
 use crate::log;
 
 /// The held IPAM lock of one node. Dropping it releases the lock.
 pub struct NodeIpamLock {
-    _lock: AttachmentLock,
+    _lock: KeptLock,
     copy_path: Option<PathBuf>,
 }
 
@@ -55,9 +57,7 @@ impl NodeIpamLock {
         node: &str,
         copy_path: Option<PathBuf>,
     ) -> Result<NodeIpamLock> {
-        // The attachment lock's file rules (flock, removed by its holder) serve as they are:
-        // "ipam" is no plugin name and "blocks" no interface name, so no attachment shares it.
-        let lock = AttachmentLock::acquire(lock_dir, "ipam", node, "blocks")?;
+        let lock = KeptLock::acquire(&lock_dir.join(lock_file_name(node)))?;
         Ok(NodeIpamLock {
             _lock: lock,
             copy_path,
@@ -143,6 +143,17 @@ impl NodeIpamLock {
             ));
         }
     }
+}
+
+/// `ipam:<node>.flock` in the lock directory, the one file there that stays after its holder
+/// is done (see [`KeptLock`]); the attachments' lock files end in `.lock`. A node name too long
+/// for a file name is hashed.
+fn lock_file_name(node: &str) -> String {
+    const MAX_READABLE_NODE: usize = 200;
+    if node.len() <= MAX_READABLE_NODE {
+        return format!("ipam:{node}.flock");
+    }
+    format!("ipam:{}.flock", sha1_smol::Sha1::from(node).digest())
 }
 
 /// Rewrites the copy in place: over the old bytes, then cut to the new length. Every reader
