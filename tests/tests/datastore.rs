@@ -317,7 +317,13 @@ fn dead_first_endpoint_fails_over_to_live_ones() {
 fn killed_cluster_member_is_skipped() {
     let _host = Netns::host();
     let mut etcd = Etcd::start_cluster();
-    let ds = Datastore::connect(&settings_of(&etcd)).unwrap();
+    // When the killed member led, the others elect a new leader first; on a busy machine that
+    // has taken longer than the usual 5 s budget. What is tested is where requests go.
+    let settings = EtcdSettings {
+        timeout: Duration::from_secs(30),
+        ..settings_of(&etcd)
+    };
+    let ds = Datastore::connect(&settings).unwrap();
     ds.put("/calico/t/k", b"before").unwrap();
     // The member in use dies: the next requests go to the others.
     etcd.kill_member(0);
@@ -334,7 +340,7 @@ fn killed_cluster_member_is_skipped() {
     };
     assert!(ds.txn(&cas).unwrap().committed);
     // A fresh client whose first endpoint is the dead member works too.
-    let fresh = Datastore::connect(&settings_of(&etcd)).unwrap();
+    let fresh = Datastore::connect(&settings).unwrap();
     assert_eq!(fresh.get("/calico/t/k").unwrap().unwrap().value, b"cas");
 }
 
@@ -352,16 +358,16 @@ fn stopped_first_member_costs_a_read_the_hedge_delay_and_later_requests_nothing(
     let started = Instant::now();
     assert_eq!(ds.get("/calico/t/k").unwrap().unwrap().value, b"v");
     let first = started.elapsed();
-    // When the stopped member was the leader, an election comes on top.
-    assert!(
-        first >= HEDGE_DELAY && first < Duration::from_secs(2),
-        "{first:?}"
-    );
+    // The read waited the hedge delay for the stopped member, then went to the others (an
+    // answer within the 5 s budget is the hedge's: the stopped member never answers).
+    assert!(first >= HEDGE_DELAY, "{first:?}");
     // The member that answered is used from now on, for reads and writes.
-    let started = Instant::now();
+    // Counted rather than timed: a read sent to the stopped member first would be a second
+    // request, hedged to the others.
+    let before = ds.requests_made();
     ds.put("/calico/t/k", b"w").unwrap();
     assert_eq!(ds.get("/calico/t/k").unwrap().unwrap().value, b"w");
-    assert!(started.elapsed() < HEDGE_DELAY, "{:?}", started.elapsed());
+    assert_eq!(ds.requests_made() - before, 2);
     etcd.resume_member(0);
 }
 
