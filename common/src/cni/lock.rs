@@ -139,14 +139,18 @@ impl Drop for AttachmentLock {
 /// neither holds `/`, and neither can hold `:` (the container id rule and the kernel refuse it),
 /// so two attachments never share a file.
 fn lock_file_name(plugin: &str, container_id: &str, ifname: &str) -> String {
-    let name = format!("{plugin}:{container_id}:{ifname}.lock");
+    file_name(plugin, &format!("{container_id}:{ifname}"), "lock")
+}
+
+/// `<owner>:<what>.<extension>`, with `what` replaced by its SHA-1 when the name would be too
+/// long to stay readable (or to be a file name at all).
+pub fn file_name(owner: &str, what: &str, extension: &str) -> String {
+    let name = format!("{owner}:{what}.{extension}");
     if name.len() <= MAX_READABLE_NAME {
         return name;
     }
-    let digest = sha1_smol::Sha1::from(format!("{container_id}:{ifname}"))
-        .digest()
-        .to_string();
-    format!("{plugin}:{digest}.lock")
+    let digest = sha1_smol::Sha1::from(what).digest();
+    format!("{owner}:{digest}.{extension}")
 }
 
 /// Opens (creating) the lock file at `path` and locks it, waiting up to `wait` for its holder.

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
-use crate::cni::lock::KeptLock;
+use crate::cni::lock::{self, KeptLock};
 use crate::datastore::Entry;
 use crate::log;
 
@@ -149,11 +149,7 @@ impl NodeIpamLock {
 /// is done (see [`KeptLock`]); the attachments' lock files end in `.lock`. A node name too long
 /// for a file name is hashed.
 fn lock_file_name(node: &str) -> String {
-    const MAX_READABLE_NODE: usize = 200;
-    if node.len() <= MAX_READABLE_NODE {
-        return format!("ipam:{node}.flock");
-    }
-    format!("ipam:{}.flock", sha1_smol::Sha1::from(node).digest())
+    lock::file_name("ipam", node, "flock")
 }
 
 /// Rewrites the copy in place: over the old bytes, then cut to the new length. Every reader
@@ -265,6 +261,19 @@ mod tests {
         assert!(lock.read_copy().is_empty(), "a corrupt copy is ignored");
         drop(lock);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_lock_file_names_the_node_or_its_digest_when_too_long() {
+        assert_eq!(lock_file_name("node-1"), "ipam:node-1.flock");
+        let long = "n".repeat(253);
+        let name = lock_file_name(&long);
+        assert!(
+            name.starts_with("ipam:") && name.ends_with(".flock"),
+            "{name}"
+        );
+        assert!(name.len() < 80, "{name}");
+        assert_ne!(name, lock_file_name(&"m".repeat(253)));
     }
 
     #[test]
