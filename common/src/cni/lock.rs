@@ -57,9 +57,7 @@ impl AttachmentLock {
         container_id: &str,
         ifname: &str,
     ) -> Result<AttachmentLock> {
-        let path = dir.join(lock_file_name(plugin, container_id, ifname));
-        let file = acquire_at(&path, WAIT)?;
-        Ok(AttachmentLock { _file: file, path })
+        AttachmentLock::at(dir.join(lock_file_name(plugin, container_id, ifname)), WAIT)
     }
 
     /// Takes the lock only if nobody holds it; `None` when a verb holds it now.
@@ -70,11 +68,20 @@ impl AttachmentLock {
         ifname: &str,
     ) -> Result<Option<AttachmentLock>> {
         let path = dir.join(lock_file_name(plugin, container_id, ifname));
-        match acquire_at(&path, Duration::ZERO) {
-            Ok(file) => Ok(Some(AttachmentLock { _file: file, path })),
+        match AttachmentLock::at(path, Duration::ZERO) {
+            Ok(lock) => Ok(Some(lock)),
             Err(err) if err.code() == Code::TryAgainLater => Ok(None),
             Err(err) => Err(err),
         }
+    }
+}
+
+impl AttachmentLock {
+    /// Takes the lock on the file at `path`, waiting up to `wait`; the file goes when the lock
+    /// is dropped.
+    fn at(path: PathBuf, wait: Duration) -> Result<AttachmentLock> {
+        let file = acquire_at(&path, wait)?;
+        Ok(AttachmentLock { _file: file, path })
     }
 }
 
@@ -112,9 +119,9 @@ pub fn sweep_abandoned(dir: &Path) -> Result<usize> {
         if path.extension().is_none_or(|ext| ext != "lock") {
             continue;
         }
-        match acquire_at(&path, Duration::ZERO) {
-            Ok(file) => {
-                drop(AttachmentLock { _file: file, path });
+        match AttachmentLock::at(path, Duration::ZERO) {
+            Ok(lock) => {
+                drop(lock);
                 removed += 1;
             }
             Err(err) if err.code() == Code::TryAgainLater => {}
@@ -294,15 +301,6 @@ fn still_linked(file: &File, path: &Path) -> Result<bool> {
 mod tests {
     use super::*;
 
-    /// An attachment's lock on the file at `path`, which it removes when dropped.
-    fn acquire_removed_after(path: &Path, wait: Duration) -> Result<AttachmentLock> {
-        let file = acquire_at(path, wait)?;
-        Ok(AttachmentLock {
-            _file: file,
-            path: path.to_path_buf(),
-        })
-    }
-
     fn temp_lock(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("calico-lock-{}-{name}", std::process::id()));
         dir.join(name)
@@ -311,13 +309,13 @@ mod tests {
     #[test]
     fn a_second_verb_waits_for_the_first() {
         let path = temp_lock("wait.lock");
-        let first = acquire_removed_after(&path, WAIT).unwrap();
-        let err = acquire_removed_after(&path, Duration::from_millis(20)).unwrap_err();
+        let first = AttachmentLock::at(path.clone(), WAIT).unwrap();
+        let err = AttachmentLock::at(path.clone(), Duration::from_millis(20)).unwrap_err();
         assert_eq!(err.code(), Code::TryAgainLater);
         assert!(err.msg().contains(&path.display().to_string()), "{err:?}");
         let waiter = std::thread::spawn({
             let path = path.clone();
-            move || acquire_removed_after(&path, WAIT).map(drop)
+            move || AttachmentLock::at(path.clone(), WAIT).map(drop)
         });
         std::thread::sleep(Duration::from_millis(30));
         drop(first);
@@ -329,10 +327,10 @@ mod tests {
     #[test]
     fn a_waiter_on_a_removed_file_takes_a_new_one() {
         let path = temp_lock("removed.lock");
-        let first = acquire_removed_after(&path, WAIT).unwrap();
+        let first = AttachmentLock::at(path.clone(), WAIT).unwrap();
         let waiter = std::thread::spawn({
             let path = path.clone();
-            move || acquire_removed_after(&path, WAIT)
+            move || AttachmentLock::at(path.clone(), WAIT)
         });
         std::thread::sleep(Duration::from_millis(30));
         drop(first);
@@ -347,10 +345,10 @@ mod tests {
     fn a_lock_its_dead_holder_left_in_place_is_taken_by_the_waiter() {
         let path = temp_lock("dead-holder.lock");
         // What a killed holder is to the kernel: a locked file closed without being removed.
-        let dead = acquire_removed_after(&path, WAIT).unwrap();
+        let dead = AttachmentLock::at(path.clone(), WAIT).unwrap();
         let waiter = std::thread::spawn({
             let path = path.clone();
-            move || acquire_removed_after(&path, WAIT)
+            move || AttachmentLock::at(path.clone(), WAIT)
         });
         std::thread::sleep(Duration::from_millis(30));
         // SAFETY: unlocks the descriptor `dead` keeps open, as the kernel does at a holder's exit.
@@ -367,7 +365,7 @@ mod tests {
     fn a_kept_lock_leaves_its_file_and_passes_to_its_waiter() {
         let path = temp_lock("node.flock");
         let first = KeptLock::acquire(&path).unwrap();
-        let err = acquire_removed_after(&path, Duration::from_millis(20)).unwrap_err();
+        let err = AttachmentLock::at(path.clone(), Duration::from_millis(20)).unwrap_err();
         assert_eq!(err.code(), Code::TryAgainLater);
         let waiter = std::thread::spawn({
             let path = path.clone();
@@ -389,7 +387,7 @@ mod tests {
     fn a_sweep_removes_abandoned_lock_files_and_keeps_held_ones() {
         let held = temp_lock("sweep.lock");
         let dir = held.parent().unwrap().to_path_buf();
-        let holder = acquire_removed_after(&held, WAIT).unwrap();
+        let holder = AttachmentLock::at(held.clone(), WAIT).unwrap();
         // What a verb killed before its end leaves: a file nobody holds.
         std::fs::write(dir.join("calico:dead:eth0.lock"), b"").unwrap();
         std::fs::write(dir.join("not-a-lock"), b"").unwrap();

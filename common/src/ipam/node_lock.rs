@@ -12,9 +12,9 @@
 //! The copy (`<node>.blocks` beside the node's block hint files, JSON) holds the blocks and
 //! affinity keys as the last holder of the lock left them, with their revisions. It lives with
 //! the hints rather than in the lock directory, which by design holds files only while a verb
-//! runs (the node's lock file aside). It is written only under the lock, after a successful commit, so the next holder can
-//! use it in place of a read made before it waited for the lock (which would be stale by
-//! then). It serves the first attempt only: when another node changed a block meanwhile, the
+//! runs (the node's lock file aside). It is written only under the lock, after a successful
+//! commit, so the next holder can use it in place of a read made before it waited for the lock
+//! (which would be stale by then). It serves the first attempt only: when another node changed a block meanwhile, the
 //! commit fails and the allocator reads etcd again. A copy that is missing, unreadable or
 //! corrupt is ignored; without a hint directory there is no copy, only the lock.
 //!
