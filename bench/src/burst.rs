@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
+use crate::cpu::{self, CpuUse};
 use crate::etcd::Etcd;
 use crate::exec::{Run, run};
 use crate::netns::Netns;
@@ -25,6 +26,9 @@ pub struct SetupBursts {
     /// Each round, release of the first to reap of the last.
     pub add_wall: Samples,
     pub del_wall: Samples,
+    /// The plugins' and etcd's CPU, all rounds.
+    pub add_cpu: CpuUse,
+    pub del_cpu: CpuUse,
 }
 
 /// What the bursts measured.
@@ -78,6 +82,7 @@ pub fn run_bursts(
                 .collect();
 
             let before = etcd.counters()?;
+            let cpu_before = (cpu::reaped_children(), etcd.cpu()?);
             let (adds, wall) = all_at_once(
                 work,
                 setup,
@@ -92,10 +97,12 @@ pub fn run_bursts(
             }
             record_distinct_addresses(setup, &mut containers, &adds)?;
             let stats = &mut bursts.setups[i];
+            add_cpu_since(&mut stats.add_cpu, cpu_before, etcd, adds.len())?;
             adds.iter().for_each(|r| stats.add.push(r.wall));
             stats.add_wall.push(wall);
 
             let before = etcd.counters()?;
+            let cpu_before = (cpu::reaped_children(), etcd.cpu()?);
             let (dels, wall) = all_at_once(
                 work,
                 setup,
@@ -109,11 +116,26 @@ pub fn run_bursts(
                     .record(size, del_log, before, etcd.counters()?)?;
             }
             let stats = &mut bursts.setups[i];
+            add_cpu_since(&mut stats.del_cpu, cpu_before, etcd, dels.len())?;
             dels.iter().for_each(|r| stats.del.push(r.wall));
             stats.del_wall.push(wall);
         }
     }
     Ok(bursts)
+}
+
+/// Adds the plugins' and etcd's CPU since `before` (as [`cpu::reaped_children`] and
+/// [`Etcd::cpu`] gave it) to `total`, with the `runs` of that stretch.
+fn add_cpu_since(
+    total: &mut CpuUse,
+    before: (Duration, Duration),
+    etcd: &Etcd,
+    runs: usize,
+) -> Result<(), String> {
+    total.plugins += cpu::reaped_children().saturating_sub(before.0);
+    total.etcd += etcd.cpu()?.saturating_sub(before.1);
+    total.runs += runs;
+    Ok(())
 }
 
 /// Runs `verb` for every container, one thread each, all released by one barrier: the runs

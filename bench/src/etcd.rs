@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::cpu;
 use crate::signals;
 
 const ETCD: &str = "/usr/bin/etcd";
@@ -115,6 +116,11 @@ impl Etcd {
             revision,
             proposals: proposals as u64,
         })
+    }
+
+    /// CPU time the members have used so far, all of them together.
+    pub fn cpu(&self) -> Result<Duration, String> {
+        self.members.iter().map(|m| cpu::of_process(m.id())).sum()
     }
 
     fn wait_healthy(&mut self, dir: &Path) -> Result<(), String> {

@@ -8,6 +8,7 @@
 //! SCALE_ADDS (IPAM scale run, 1000), SCALE_WORKERS (16).
 
 mod burst;
+mod cpu;
 mod etcd;
 mod exec;
 mod footprint;

@@ -227,6 +227,37 @@ impl Results {
             "\nEvery ADD of every round got addresses no other container of the round had \
              (checked; the run fails otherwise)."
         );
+        let _ = writeln!(
+            md,
+            "\nCPU per process of the bursts, ms ({} cores: 30 processes at once are bound by \
+             CPU, so these sums decide the per-process ratio more than any wait does):\n",
+            self.machine.nproc
+        );
+        let _ = writeln!(
+            md,
+            "| | A plugins | A etcd | A together | B plugins | B etcd (idle) | A together / B plugins |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+        for (what, a, bb) in [
+            ("burst ADD", a.add_cpu, bb.add_cpu),
+            ("burst DEL", a.del_cpu, bb.del_cpu),
+        ] {
+            let ((ap, ae), (bp, be)) = (a.per_run_ms(), bb.per_run_ms());
+            let _ = writeln!(
+                md,
+                "| {what} | {ap:.2} | {ae:.2} | {:.2} | {bp:.2} | {be:.2} | {:.2} |",
+                ap + ae,
+                (ap + ae) / bp
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\nPlugins: user + system time of the reaped plugin processes and what they ran \
+             (getrusage of the driver's children). etcd: its members' user + system time over \
+             the same rounds, in clock ticks of 10 ms (what it spends during B's rounds is its \
+             idle cost). The kernel's work outside these processes (RCU callbacks, the netns' \
+             workqueues) is in neither."
+        );
     }
 
     fn write_kernel(&self, md: &mut String) {
