@@ -490,3 +490,57 @@ fn gc_removes_the_lock_files_that_killed_verbs_left() {
 
     assert!(!abandoned.exists(), "{} left", abandoned.display());
 }
+
+/// An ADD that finds every ADD slot of the node held waits for one (the kernel lists it as
+/// blocked on the slot's file), and when none comes free within its wait it runs all the same:
+/// the slots set the order of a burst, they never fail an ADD. Nothing but the kept lock files
+/// stays in the lock directory.
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn an_add_waits_for_a_held_slot_and_then_runs_without_it() {
+    use std::os::unix::fs::MetadataExt;
+    let (bed, conf) = ipam_bed();
+    let locks = TempDir::new("add-slots");
+    let netns = Netns::new();
+    let cid = names::container_id();
+    let env = |command: &str| {
+        bed.env(command, &cid, &netns.path(), "eth0")
+            .set("CALICO_CNI_LOCK_DIR", &locks.path_str())
+            .set("CALICO_CNI_ADD_SLOTS", "1")
+    };
+    let slot = locks.join("add-slot:0.flock");
+    let held = common::cni::lock::KeptLock::acquire(&slot).unwrap();
+    let inode = std::fs::metadata(&slot).unwrap().ino();
+    let waiter_listed = || {
+        std::fs::read_to_string("/proc/locks")
+            .unwrap()
+            .lines()
+            .any(|l| l.contains("-> FLOCK") && l.contains(&format!(":{inode} ")))
+    };
+    let (waited, added) = std::thread::scope(|scope| {
+        let add = scope.spawn(|| run_plugin("calico", &env("ADD"), &conf.to_bytes()));
+        let mut waited = false;
+        while !waited && !add.is_finished() {
+            waited = waiter_listed();
+            std::thread::yield_now();
+        }
+        (waited, add.join().unwrap())
+    });
+    assert!(waited, "the ADD never waited for the held slot");
+    added.assert_success();
+    assert_fully_attached(&bed, &cid, &netns);
+    drop(held);
+
+    run_plugin("calico", &env("DEL"), &conf.to_bytes()).assert_success();
+    bed.assert_nothing_left(&[&cid]);
+    let mut left: Vec<String> = std::fs::read_dir(locks.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left.len(), 2, "lock files left: {left:?}");
+    assert!(
+        left[0] == "add-slot:0.flock" && left[1].starts_with("ipam:"),
+        "{left:?}"
+    );
+}

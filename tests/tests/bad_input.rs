@@ -705,6 +705,12 @@ fn single_rows() -> Vec<Row> {
             "CNI_CONTAINERID",
         ),
         row(
+            "CALICO_CNI_ADD_SLOTS not a number",
+            |w| w.add_with_env("CALICO_CNI_ADD_SLOTS", "many"),
+            Code(4),
+            "CALICO_CNI_ADD_SLOTS",
+        ),
+        row(
             "CNI_CONTAINERID climbing",
             |w| w.add_with_env("CNI_CONTAINERID", "../victim"),
             Code(4),

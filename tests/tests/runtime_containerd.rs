@@ -380,15 +380,15 @@ impl Containerd {
         response.items.into_iter().map(|s| s.id).collect()
     }
 
-    /// The files left in the plugins' lock dir, but for the node's IPAM lock file, which stays
-    /// by design (`ipam:<node>.flock`).
+    /// The files left in the plugins' lock dir, but for the kept ones, which stay by design: the
+    /// node's IPAM lock (`ipam:<node>.flock`) and the ADD slots (`add-slot:<n>.flock`).
     fn lock_files(&self) -> Vec<String> {
         std::fs::read_dir(&self.lock_dir)
             .into_iter()
             .flatten()
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|name| !(name.starts_with("ipam:") && name.ends_with(".flock")))
+            .filter(|name| !name.ends_with(".flock"))
             .collect()
     }
 

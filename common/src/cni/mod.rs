@@ -4,6 +4,7 @@
 //! 0.1.0–0.3.1, has no STATUS or GC, fails delegated DEL/CHECK against plugins that correctly
 //! print nothing, and prints `supportedVersions` in random order.
 
+pub mod admission;
 pub mod args;
 pub mod delegate;
 pub mod env;
@@ -250,6 +251,10 @@ fn dispatch(
         req.container_id,
         req.ifname
     ));
+    let add_slots = admission::takes_a_slot(command, env)
+        .then(|| admission::add_slots(env))
+        .transpose()
+        .map_err(fail)?;
     let _attachment_lock = match command {
         Command::Add | Command::Del | Command::Check => Some(
             lock::AttachmentLock::acquire(
@@ -262,6 +267,8 @@ fn dispatch(
         ),
         Command::Status | Command::Gc | Command::Version => None,
     };
+    // After the attachment's lock: a slot is never held while waiting for that one.
+    let _add_slot = add_slots.map(|slots| admission::AddSlot::take(&req.lock_dir, slots));
     run_verb(plugin, &req, stdout).map_err(fail)
 }
 
