@@ -131,7 +131,14 @@ fn tear_down(store: &Datastore, req: &Request, record: &AttachmentRecord) -> Res
         nft_table: record.nft_table.clone(),
     };
     let attachment_req = request_for(req, record);
-    del::teardown(store, &attachment_req, stored, host_veth, HashMap::new())
+    del::teardown(
+        store,
+        &attachment_req,
+        stored,
+        host_veth,
+        HashMap::new(),
+        None,
+    )
 }
 
 /// The request DEL would have had for a recorded attachment.

@@ -7,6 +7,7 @@
 
 use common::cni::Request;
 use common::dataplane::netns::{self, ContainerNetns};
+use common::dataplane::veth::HostVethDeletion;
 use common::dataplane::{
     Netlink, addr, configure_container_interface, format_mac, route, sysctl, veth,
 };
@@ -169,12 +170,16 @@ fn delete_if_unrecorded_pair(
 /// kernel has unregistered the link, while it still frees the pair, so DEL's last etcd
 /// transaction overlaps the slowest part of the kernel's work.
 ///
+/// `prepared` is a deletion made ready while etcd was read ([`prepare_host_veth_deletion`]);
+/// it serves when it is of that host veth, and is dropped unused otherwise.
+///
 /// Nothing in the container netns is deleted by name: an interface called `CNI_IFNAME` there
 /// that is not that host veth's peer (the netns of another container, a link the plugin never
 /// made) is left, and the log says so, after `finish`: the record does not depend on a log line.
 pub fn remove_workload_interfaces_then(
     req: &Request,
     owned_host_veth: Option<&str>,
+    prepared: Option<HostVethDeletion>,
     failures: Vec<Error>,
     finish: impl FnOnce(Vec<Error>) -> Result<()>,
 ) -> Result<()> {
@@ -184,10 +189,12 @@ pub fn remove_workload_interfaces_then(
     let mut removed = false;
     let mut late = None;
     if let Some(name) = owned_host_veth {
-        let outcome = Netlink::host().map(|host| {
-            veth::delete_host_veth_then(host, name, || {
-                pending.take().map(|(failures, finish)| finish(failures))
-            })
+        let deletion = match prepared.filter(|p| p.name() == name) {
+            Some(prepared) => Ok(prepared),
+            None => Netlink::host().and_then(|host| HostVethDeletion::prepare(host, name)),
+        };
+        let outcome = deletion.map(|deletion| {
+            deletion.delete_then(|| pending.take().map(|(failures, finish)| finish(failures)))
         });
         let deleted = match outcome {
             Ok(outcome) => {
@@ -217,6 +224,15 @@ pub fn remove_workload_interfaces_then(
             .flatten()
             .collect(),
     )
+}
+
+/// The deletion of the host veth `name`, made ready on a thread of its own (the host's netlink
+/// session, the link looked up) while the caller reads etcd; `None` when it cannot be, in which
+/// case [`remove_workload_interfaces_then`] prepares it itself and reports why.
+pub fn prepare_host_veth_deletion(name: &str) -> Option<HostVethDeletion> {
+    Netlink::host()
+        .and_then(|host| HostVethDeletion::prepare(host, name))
+        .ok()
 }
 
 /// Nothing was deleted: an interface called `CNI_IFNAME` in `CNI_NETNS` is not this

@@ -417,78 +417,178 @@ pub struct VethDeleted<T> {
 }
 
 /// Deletes the host veth called `name` as [`delete_host_veth`] does, and runs `on_gone` on the
-/// calling thread as soon as the link is gone, while the kernel still finishes the deletion.
-///
-/// `RTM_DELLINK` of a veth returns only after the kernel has waited for RCU grace periods and
-/// freed the pair (tens of milliseconds), but it announces the link's end (an `RTM_DELLINK`
-/// notification on `RTNLGRP_LINK`) when the link is unregistered, early in that call: no
-/// lookup finds it any more and nothing can bring it back. So the deletion runs on a thread of
-/// its own and `on_gone` runs once that notification for the link's index and name arrives (or,
-/// should it be missed, once the deletion returned). When there is no such link `on_gone` runs
-/// at once; when the deletion fails (the link is not a veth, the kernel refuses) it does not
-/// run. Call it from a thread in the host namespace: the notifications are read there.
+/// calling thread as soon as the link is gone, while the kernel still finishes the deletion:
+/// [`HostVethDeletion::prepare`], then [`HostVethDeletion::delete_then`].
 pub fn delete_host_veth_then<T>(
-    host: &Netlink,
+    host: &'static Netlink,
     name: &str,
     on_gone: impl FnOnce() -> T,
 ) -> VethDeleted<T> {
-    let link = match host_veth(host, name) {
-        Ok(Some(link)) => link,
-        Ok(None) => {
-            return VethDeleted {
-                deleted: Ok(false),
-                then: Some(on_gone()),
-            };
-        }
-        Err(err) => {
-            return VethDeleted {
-                deleted: Err(err),
-                then: None,
-            };
-        }
-    };
-    // Subscribed before the deletion is sent, or the notification could pass unseen.
-    let listener = netlink::link_listener();
-    if let Err(err) = &listener {
-        crate::log::info(&format!(
-            "{err}: waiting for the deletion of {name} to return"
-        ));
+    match HostVethDeletion::prepare(host, name) {
+        Ok(deletion) => deletion.delete_then(on_gone),
+        Err(err) => VethDeleted {
+            deleted: Err(err),
+            then: None,
+        },
     }
-    let mut on_gone = Some(on_gone);
-    let mut then = None;
-    let deleted = std::thread::scope(|scope| {
+}
+
+/// The deletion of one host veth, made ready before it is known to be wanted: a thread of its
+/// own has looked the link up and waits to be told to delete it. DEL prepares it before it
+/// reads etcd, so that the thread's start and the lookup overlap etcd's answer instead of
+/// following it; the read then decides whether it runs. Dropped unused, nothing is deleted.
+///
+/// The deletion is by the index the lookup found: a link that took the name afterwards is
+/// never the one deleted.
+pub struct HostVethDeletion {
+    name: String,
+    looked_up: std::sync::mpsc::Receiver<Result<Option<LinkState>>>,
+    /// What the lookup found, once received.
+    found: Option<Result<Option<LinkState>>>,
+    /// Tells the thread to delete; dropped unused, it tells it to end.
+    go: Option<std::sync::mpsc::SyncSender<()>>,
+    /// Closed by the thread when its deletion returned.
+    finished: std::io::PipeReader,
+    /// Returns what the deletion returned (false when it was never told to delete).
+    thread: Option<std::thread::JoinHandle<Result<bool>>>,
+}
+
+impl HostVethDeletion {
+    /// Starts the thread that looks up the host veth `name` in `host` (a link of that name
+    /// that is not a veth is an error, and is left) and then waits for [`Self::delete_then`].
+    pub fn prepare(host: &'static Netlink, name: &str) -> Result<HostVethDeletion> {
+        let (looked_up_tx, looked_up) = std::sync::mpsc::sync_channel(1);
+        let (go, go_rx) = std::sync::mpsc::sync_channel::<()>(1);
         let (finished, finished_tx) = std::io::pipe().context("create a pipe").code(DATAPLANE)?;
-        let index = link.index;
-        let deleting = std::thread::Builder::new()
+        let owned_name = name.to_string();
+        let thread = std::thread::Builder::new()
             .name("dellink".into())
-            .spawn_scoped(scope, move || {
-                let deleted = delete_index(host, index, name);
+            .spawn(move || {
+                let name = owned_name;
+                let found = host_veth(host, &name);
+                let index = found
+                    .as_ref()
+                    .ok()
+                    .and_then(|l| l.as_ref())
+                    .map(|l| l.index);
+                let _ = looked_up_tx.send(found);
+                let Some(index) = index else {
+                    return Ok(false);
+                };
+                if go_rx.recv().is_err() {
+                    return Ok(false);
+                }
+                let deleted = delete_index(host, index, &name);
                 // Closing the pipe tells the waiting thread that the deletion returned.
                 drop(finished_tx);
                 deleted
             })
             .with_context(|| format!("spawn a thread to delete host link {name}"))
             .code(DATAPLANE)?;
+        Ok(HostVethDeletion {
+            name: name.to_string(),
+            looked_up,
+            found: None,
+            go: Some(go),
+            finished,
+            thread: Some(thread),
+        })
+    }
+
+    /// The host veth's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What the lookup found, waiting for it: the link to delete, or none of that name.
+    pub fn found(&mut self) -> &Result<Option<LinkState>> {
+        let (looked_up, name) = (&self.looked_up, &self.name);
+        self.found.get_or_insert_with(|| {
+            looked_up.recv().unwrap_or_else(|_| {
+                Err(Error::internal(format!(
+                    "the thread looking up host link {name} ended without an answer"
+                )))
+            })
+        })
+    }
+
+    /// Deletes the link the lookup found, and runs `on_gone` on the calling thread as soon as
+    /// it is gone, while the kernel still finishes the deletion.
+    ///
+    /// `RTM_DELLINK` of a veth returns only after the kernel has waited for RCU grace periods
+    /// and freed the pair (tens of milliseconds), but it announces the link's end (an
+    /// `RTM_DELLINK` notification on `RTNLGRP_LINK`) when the link is unregistered, early in
+    /// that call: no lookup finds it any more and nothing can bring it back. So the deletion
+    /// runs on the prepared thread and `on_gone` runs once that notification for the link's
+    /// index and name arrives (or, should it be missed, once the deletion returned). When
+    /// there is no such link `on_gone` runs at once; when the deletion fails (the link is not
+    /// a veth, the kernel refuses) it does not run. Call it from a thread in the host
+    /// namespace: the notifications are read there.
+    pub fn delete_then<T>(mut self, on_gone: impl FnOnce() -> T) -> VethDeleted<T> {
+        let name = self.name.clone();
+        self.found();
+        let link = match self.found.take().unwrap_or(Ok(None)) {
+            Ok(Some(link)) => link,
+            Ok(None) => {
+                return VethDeleted {
+                    deleted: Ok(false),
+                    then: Some(on_gone()),
+                };
+            }
+            Err(err) => {
+                return VethDeleted {
+                    deleted: Err(err),
+                    then: None,
+                };
+            }
+        };
+        // Subscribed before the deletion is sent, or the notification could pass unseen.
+        let listener = netlink::link_listener();
+        if let Err(err) = &listener {
+            crate::log::info(&format!(
+                "{err}: waiting for the deletion of {name} to return"
+            ));
+        }
+        if let Some(go) = self.go.take() {
+            let _ = go.send(());
+        }
+        let mut on_gone = Some(on_gone);
+        let mut then = None;
         if let Ok(listener) = &listener
-            && wait_for_link_gone(listener, &finished, index, name)
+            && wait_for_link_gone(listener, &self.finished, link.index, &name)
         {
             then = on_gone.take().map(|f| f());
         }
-        deleting.join().unwrap_or_else(|_| {
-            Err(Error::new(
-                DATAPLANE,
-                format!("deleting host link {name} panicked"),
-            ))
-        })
-    });
-    // Not seen going (the notification was lost, or another writer removed the link first):
-    // the deletion has returned, so the link is gone unless it failed.
-    if deleted.is_ok()
-        && let Some(on_gone) = on_gone.take()
-    {
-        then = Some(on_gone());
+        let deleted = self.join();
+        // Not seen going (the notification was lost, or another writer removed the link
+        // first): the deletion has returned, so the link is gone unless it failed.
+        if deleted.is_ok()
+            && let Some(on_gone) = on_gone.take()
+        {
+            then = Some(on_gone());
+        }
+        VethDeleted { deleted, then }
     }
-    VethDeleted { deleted, then }
+
+    /// Waits for the thread: what its deletion returned (false when it was never told to).
+    fn join(&mut self) -> Result<bool> {
+        self.go = None;
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            None => Ok(false),
+            Some(Ok(deleted)) => deleted,
+            Some(Err(_)) => Err(Error::new(
+                DATAPLANE,
+                format!("deleting host link {} panicked", self.name),
+            )),
+        }
+    }
+}
+
+impl Drop for HostVethDeletion {
+    fn drop(&mut self) {
+        // Unused: the thread sees its channel closed and ends without deleting anything.
+        let _ = self.join();
+    }
 }
 
 /// Waits until the kernel announces that the link `index` called `name` is gone (true), or the
@@ -924,6 +1024,14 @@ mod tests {
         assert!(host_link_exists(host_ns.netlink(), host.name()).unwrap());
     }
 
+    /// A session in the calling thread's namespace that lives as long as the test process, as
+    /// the plugin's host session does.
+    fn static_session() -> &'static Netlink {
+        Box::leak(Box::new(
+            Netlink::open_here("the test's host".into()).unwrap(),
+        ))
+    }
+
     /// DEL commits its last etcd transaction from this closure: it must run exactly once, and
     /// only when the pair can no longer be found on either side.
     #[test]
@@ -944,7 +1052,7 @@ mod tests {
         // A session of its own: the host session is busy with the deletion meanwhile.
         let observer = Netlink::open_here("the test's host view".into()).unwrap();
         let mut runs = 0;
-        let outcome = delete_host_veth_then(host_ns.netlink(), host.name(), || {
+        let outcome = delete_host_veth_then(static_session(), host.name(), || {
             runs += 1;
             (
                 read_link(&observer, host.name()).unwrap(),
@@ -957,13 +1065,51 @@ mod tests {
         assert!(!host_link_exists(host_ns.netlink(), host.name()).unwrap());
     }
 
+    /// DEL prepares the deletion before it knows whether it may delete: unused, nothing goes;
+    /// used, only the link the lookup found goes, not one that took its name meanwhile.
+    #[test]
+    #[ignore = "needs root"]
+    fn a_prepared_deletion_deletes_only_the_link_it_found_and_only_when_told() {
+        let host_ns = TestHost::enter();
+        let ns = TestNetns::new("vprep");
+        let host = HostLink::new(unique_ifname("cp"));
+        let container = ContainerNetns::open(ns.path()).unwrap();
+        let pair = |ifname: &str| {
+            create_veth(
+                host_ns.netlink(),
+                &container,
+                &VethRequest::new(host.name(), ifname),
+                &crate::rollback::RollbackLog::default(),
+            )
+            .unwrap()
+            .commit();
+        };
+        pair("eth0");
+        let mut unused = HostVethDeletion::prepare(static_session(), host.name()).unwrap();
+        assert!(unused.found().as_ref().unwrap().is_some());
+        drop(unused);
+        assert!(host_link_exists(host_ns.netlink(), host.name()).unwrap());
+
+        let mut stale = HostVethDeletion::prepare(static_session(), host.name()).unwrap();
+        let first = stale.found().as_ref().unwrap().clone().unwrap();
+        assert!(delete_host_veth(host_ns.netlink(), host.name()).unwrap());
+        pair("eth1");
+        let outcome = stale.delete_then(|| ());
+        assert!(
+            !outcome.deleted.unwrap(),
+            "deleted the link that took the name"
+        );
+        let second = read_link(host_ns.netlink(), host.name()).unwrap().unwrap();
+        assert_ne!(second.index, first.index);
+    }
+
     #[test]
     #[ignore = "needs root"]
     fn closure_runs_at_once_when_there_is_no_link_to_delete() {
-        let host_ns = TestHost::enter();
+        let _host_ns = TestHost::enter();
         let host = HostLink::new(unique_ifname("ct"));
         let mut runs = 0;
-        let outcome = delete_host_veth_then(host_ns.netlink(), host.name(), || runs += 1);
+        let outcome = delete_host_veth_then(static_session(), host.name(), || runs += 1);
         assert!(!outcome.deleted.unwrap());
         assert_eq!(outcome.then, Some(()));
         assert_eq!(runs, 1);
@@ -976,7 +1122,7 @@ mod tests {
         let host = HostLink::new(unique_ifname("ct"));
         host.ip(&["link", "add", host.name(), "type", "bridge"]);
         let mut runs = 0;
-        let outcome = delete_host_veth_then(host_ns.netlink(), host.name(), || runs += 1);
+        let outcome = delete_host_veth_then(static_session(), host.name(), || runs += 1);
         let err = outcome.deleted.unwrap_err();
         assert!(err.msg().contains("not a veth"), "{err:?}");
         assert_eq!(outcome.then, None);
