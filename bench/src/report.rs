@@ -225,7 +225,8 @@ impl Results {
         let _ = writeln!(
             md,
             "\nEvery ADD of every round got addresses no other container of the round had \
-             (checked; the run fails otherwise)."
+             (checked; the run fails otherwise). A's ADDs take turns through the node's ADD \
+             slots (twice the cores run at once; the README's `calico` section)."
         );
         let _ = writeln!(
             md,
