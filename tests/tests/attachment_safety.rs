@@ -544,3 +544,27 @@ fn an_add_waits_for_a_held_slot_and_then_runs_without_it() {
         "{left:?}"
     );
 }
+
+/// A symlink planted where an attachment's lock file goes is not followed: the ADD fails at
+/// once with error 5 (I/O) naming the lock file, creates nothing where the link points, and
+/// leaves nothing behind.
+#[test]
+#[ignore = "root: real etcd and netns"]
+fn a_symlink_in_place_of_a_lock_file_is_an_io_error_naming_it() {
+    let (bed, conf) = ipam_bed();
+    let locks = TempDir::new("planted-lock");
+    let netns = Netns::new();
+    let cid = names::container_id();
+    let planted = locks.join(&format!("calico:{cid}:eth0.lock"));
+    let target = locks.join("elsewhere");
+    std::os::unix::fs::symlink(&target, &planted).unwrap();
+    let env = bed
+        .env("ADD", &cid, &netns.path(), "eth0")
+        .set("CALICO_CNI_LOCK_DIR", &locks.path_str());
+
+    let err = run_plugin("calico", &env, &conf.to_bytes()).error();
+    assert_eq!(err.code, 5, "{err:?}");
+    assert!(err.msg.contains(&planted.display().to_string()), "{err:?}");
+    assert!(!target.exists(), "the lock was taken through the symlink");
+    bed.assert_nothing_left(&[&cid]);
+}

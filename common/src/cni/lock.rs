@@ -172,7 +172,8 @@ pub fn file_name(owner: &str, what: &str, extension: &str) -> String {
 fn acquire_at(path: &Path, wait: Duration) -> Result<File> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir)
-        .with_context(|| format!("create lock directory {}", dir.display()))?;
+        .with_context(|| format!("create lock directory {}", dir.display()))
+        .code(Code::Io)?;
     loop {
         match lock_file(path, Blocking::No)? {
             Attempt::Taken(lock) => return Ok(lock),
@@ -250,7 +251,8 @@ fn lock_file(path: &Path, blocking: Blocking) -> Result<Attempt> {
         .mode(0o600)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
         .open(path)
-        .with_context(|| format!("open lock file {}", path.display()))?;
+        .with_context(|| format!("open lock file {}", path.display()))
+        .code(Code::Io)?;
     let operation = match blocking {
         Blocking::Yes => nix::libc::LOCK_EX,
         Blocking::No => nix::libc::LOCK_EX | nix::libc::LOCK_NB,
@@ -264,11 +266,10 @@ fn lock_file(path: &Path, blocking: Blocking) -> Result<Attempt> {
             Errno::EINTR => continue,
             Errno::EWOULDBLOCK => return Ok(Attempt::Held),
             errno => {
-                return Err(Error::internal(format!(
-                    "lock {}: {}",
-                    path.display(),
-                    errno.desc()
-                )));
+                return Err(Error::new(
+                    Code::Io,
+                    format!("lock {}: {}", path.display(), errno.desc()),
+                ));
             }
         }
     }
@@ -295,11 +296,14 @@ fn still_held(path: &Path, wait: Duration) -> Error {
 fn still_linked(file: &File, path: &Path) -> Result<bool> {
     let held = file
         .metadata()
-        .with_context(|| format!("stat lock file {}", path.display()))?;
+        .with_context(|| format!("stat lock file {}", path.display()))
+        .code(Code::Io)?;
     match std::fs::symlink_metadata(path) {
         Ok(current) => Ok(current.dev() == held.dev() && current.ino() == held.ino()),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(err) => Err(Error::from(err).context(format!("stat lock file {}", path.display()))),
+        Err(err) => Err(Error::from(err)
+            .context(format!("stat lock file {}", path.display()))
+            .with_code(Code::Io)),
     }
 }
 
