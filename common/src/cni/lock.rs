@@ -170,10 +170,6 @@ pub fn file_name(owner: &str, what: &str, extension: &str) -> String {
 /// A file removed by the holder while this waited is not a lock any more: it is opened again.
 /// The open file holds the lock.
 fn acquire_at(path: &Path, wait: Duration) -> Result<File> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("create lock directory {}", dir.display()))
-        .code(Code::Io)?;
     loop {
         match lock_file(path, Blocking::No)? {
             Attempt::Taken(lock) => return Ok(lock),
@@ -243,16 +239,7 @@ enum Attempt {
 
 /// Opens (creating) the file at `path` and locks it, waiting for its holder if `blocking`.
 fn lock_file(path: &Path, blocking: Blocking) -> Result<Attempt> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-        .open(path)
-        .with_context(|| format!("open lock file {}", path.display()))
-        .code(Code::Io)?;
+    let file = open_lock_file(path)?;
     let operation = match blocking {
         Blocking::Yes => nix::libc::LOCK_EX,
         Blocking::No => nix::libc::LOCK_EX | nix::libc::LOCK_NB,
@@ -277,6 +264,35 @@ fn lock_file(path: &Path, blocking: Blocking) -> Result<Attempt> {
         return Ok(Attempt::Removed);
     }
     Ok(Attempt::Taken(file))
+}
+
+/// Opens the lock file at `path`, creating it, and its directory when that is missing: on first
+/// use, or after someone removed the directory (a waiter then finds its file gone and comes
+/// back here). Creating the directory only then spares every lock a `mkdir`.
+fn open_lock_file(path: &Path) -> Result<File> {
+    let open = || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(path)
+    };
+    let opened = match open() {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let dir = path.parent().unwrap_or(Path::new("/"));
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("create lock directory {}", dir.display()))
+                .code(Code::Io)?;
+            open()
+        }
+        opened => opened,
+    };
+    opened
+        .with_context(|| format!("open lock file {}", path.display()))
+        .code(Code::Io)
 }
 
 /// The error of a lock still held after `wait`. The file's name says whose it is: an
@@ -332,6 +348,32 @@ mod tests {
         waiter.join().unwrap().unwrap();
         assert!(!path.exists());
         std::fs::remove_dir(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_waiter_whose_lock_directory_was_removed_takes_a_new_file_in_a_new_one() {
+        let path = temp_lock("dir-removed.lock");
+        let dir = path.parent().unwrap().to_path_buf();
+        let first = AttachmentLock::at(path.clone(), WAIT).unwrap();
+        let inode = std::fs::metadata(&path).unwrap().ino();
+        let waiter = std::thread::spawn({
+            let path = path.clone();
+            move || AttachmentLock::at(path, WAIT)
+        });
+        // Remove the directory only once the waiter is blocked on the file in it.
+        while !std::fs::read_to_string("/proc/locks")
+            .unwrap()
+            .lines()
+            .any(|l| l.contains("-> FLOCK") && l.contains(&format!(":{inode} ")))
+        {
+            std::thread::yield_now();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        drop(first);
+        let second = waiter.join().unwrap().unwrap();
+        assert!(path.exists(), "the waiter did not make a new file");
+        drop(second);
+        std::fs::remove_dir(&dir).unwrap();
     }
 
     #[test]
