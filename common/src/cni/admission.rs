@@ -29,6 +29,10 @@ use crate::log;
 /// should see the same value. Without it, twice the CPUs the plugin may run on.
 pub const ADD_SLOTS_ENV: &str = "CALICO_CNI_ADD_SLOTS";
 
+/// How many slots an ADD tries before it waits for one: on a machine with many CPUs, trying
+/// every one of many held slots would cost more than the wait it saves.
+const SLOTS_TRIED: usize = 8;
+
 /// How long an ADD waits for a slot before it runs without one. In a burst slots turn over
 /// every few milliseconds; a wait this long means their holders are stuck.
 const SLOT_WAIT: Duration = Duration::from_secs(1);
@@ -48,8 +52,9 @@ impl AddSlot {
     fn take_within(lock_dir: &Path, slots: usize, wait: Duration) -> AddSlot {
         let mut held = None;
         if slots > 0 {
-            held = free_slot(lock_dir, slots).or_else(|| {
-                let mine = std::process::id() as usize % slots;
+            // Where this process starts looking and, when all it tries are held, waits.
+            let mine = std::process::id() as usize % slots;
+            held = free_slot(lock_dir, slots, mine).or_else(|| {
                 let waited = KeptLock::acquire_within(&slot_path(lock_dir, mine), wait);
                 waited
                     .map_err(|err| log::info(&format!("running without an ADD slot: {err}")))
@@ -65,10 +70,13 @@ impl AddSlot {
     }
 }
 
-/// The first slot nobody holds, taken; `None` when all are held (or cannot be opened, which
-/// the wait that follows reports).
-fn free_slot(lock_dir: &Path, slots: usize) -> Option<KeptLock> {
-    (0..slots).find_map(|n| KeptLock::acquire_within(&slot_path(lock_dir, n), Duration::ZERO).ok())
+/// The first slot nobody holds from slot `first` on, taken; `None` when all those tried are
+/// held (or cannot be opened, which the wait that follows reports).
+fn free_slot(lock_dir: &Path, slots: usize, first: usize) -> Option<KeptLock> {
+    (0..slots.min(SLOTS_TRIED)).find_map(|n| {
+        let path = slot_path(lock_dir, (first + n) % slots);
+        KeptLock::acquire_within(&path, Duration::ZERO).ok()
+    })
 }
 
 fn slot_path(lock_dir: &Path, n: usize) -> PathBuf {
