@@ -23,10 +23,10 @@ use crate::workload::WorkloadIds;
 
 /// Handles DEL. The endpoint is read first, with the Ready flag, the record and the claim on the
 /// usual host veth name, in one request: when etcd cannot say what exists, nothing is touched.
-/// Meanwhile a thread looks the usual host veth up and waits to delete it, should the read
-/// show it is this attachment's (on this 2-core VM that brings the RTM_DELLINK 0.1–0.4 ms
-/// sooner). A container that joined this network on top of another one under the same
-/// `CNI_IFNAME` only leaves it.
+/// The usual host veth is looked up just before that read, so the link found existed before
+/// the claim was read (see [`HostVethDeletion`]), and the thread that will delete it starts
+/// while etcd answers. A container that joined this network on top of another one under the
+/// same `CNI_IFNAME` only leaves it.
 pub fn del(req: &Request) -> Result<()> {
     let ids = WorkloadIds::for_request(req);
     let store = Datastore::connect(&req.config.etcd)?;

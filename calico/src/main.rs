@@ -52,6 +52,10 @@ impl Plugin for Calico {
     fn supports_1_1_0(&self) -> bool {
         true
     }
+
+    fn takes_add_slots(&self) -> bool {
+        true
+    }
 }
 
 const USAGE: &str = "\

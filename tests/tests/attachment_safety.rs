@@ -498,7 +498,6 @@ fn gc_removes_the_lock_files_that_killed_verbs_left() {
 #[test]
 #[ignore = "root: real etcd and netns"]
 fn an_add_waits_for_a_held_slot_and_then_runs_without_it() {
-    use std::os::unix::fs::MetadataExt;
     let (bed, conf) = ipam_bed();
     let locks = TempDir::new("add-slots");
     let netns = Netns::new();
@@ -510,18 +509,11 @@ fn an_add_waits_for_a_held_slot_and_then_runs_without_it() {
     };
     let slot = locks.join("add-slot:0.flock");
     let held = common::cni::lock::KeptLock::acquire(&slot).unwrap();
-    let inode = std::fs::metadata(&slot).unwrap().ino();
-    let waiter_listed = || {
-        std::fs::read_to_string("/proc/locks")
-            .unwrap()
-            .lines()
-            .any(|l| l.contains("-> FLOCK") && l.contains(&format!(":{inode} ")))
-    };
     let (waited, added) = std::thread::scope(|scope| {
         let add = scope.spawn(|| run_plugin("calico", &env("ADD"), &conf.to_bytes()));
         let mut waited = false;
         while !waited && !add.is_finished() {
-            waited = waiter_listed();
+            waited = tests::kernel::flock_waiter_listed(&slot);
             std::thread::yield_now();
         }
         (waited, add.join().unwrap())

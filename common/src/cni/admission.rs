@@ -7,15 +7,17 @@
 //!
 //! A slot is an `flock` on one of the files `add-slot:<n>.flock` in the lock directory, kept
 //! like the node's IPAM lock file ([`KeptLock`]), held from after the attachment's lock to the
-//! end of the ADD. Slot holders never wait for an attachment's lock, so the order attachment
-//! lock, slot, node IPAM lock has no cycle. Only ADD takes one: DEL spends most of its time
-//! asleep in the kernel's teardown, which a slot would only serialise. A plugin that ours
-//! delegated to (`calico-ipam` run by `calico`) does not take one, as its caller holds one.
+//! end of the ADD. Only `calico`'s ADDs take one ([`super::Plugin::takes_add_slots`]); DEL
+//! spends most of its time asleep in the kernel's teardown, which a slot would only serialise.
+//! So a slot's holder may wait for its own locks and for the `calico-ipam` it runs, but no
+//! process it waits for ever waits for a slot: no cycle. (A `calico` run by another plugin of
+//! ours would not take one either; its caller holds one.)
 //!
-//! The gate never fails an ADD. An ADD that finds every slot held waits for one (the slot its
-//! process id picks, as the kernel wakes a waiter when that slot's holder is done) for up to
-//! [`SLOT_WAIT`], then runs without one: a holder stuck on a slow etcd must not hold up the
-//! node's other containers for longer than that.
+//! The gate never fails an ADD. An ADD that finds the slots it tries held waits for one (the
+//! slot its process id picks, as the kernel wakes a waiter when that slot's holder is done) for
+//! up to [`SLOT_WAIT`], then runs without one: a holder stuck on a slow etcd must not hold up
+//! the node's other containers for longer than that. The thread that waited stays blocked
+//! until the process ends; should it get the slot meanwhile, it lets it go at once.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -166,17 +168,9 @@ mod tests {
             let dir = dir.clone();
             move || AddSlot::take_within(&dir, 1, Duration::from_secs(60)).is_held()
         });
-        // Free the slot only once the waiter is blocked on it (a "->" line of /proc/locks on
-        // the slot file's inode), so that it gets the slot by waiting, not by finding it free.
-        let inode =
-            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(slot_path(&dir, 0)).unwrap());
-        while !std::fs::read_to_string("/proc/locks")
-            .unwrap()
-            .lines()
-            .any(|l| l.contains("-> FLOCK") && l.contains(&format!(":{inode} ")))
-        {
-            std::thread::yield_now();
-        }
+        // Free the slot only once the waiter is blocked on it, so that it gets the slot by
+        // waiting, not by finding it free.
+        crate::cni::lock::wait_for_flock_waiter(&slot_path(&dir, 0));
         drop(held);
         assert!(waiter.join().unwrap());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -323,6 +323,34 @@ fn still_linked(file: &File, path: &Path) -> Result<bool> {
     }
 }
 
+/// Waits until the kernel lists a process blocked in `flock` on the file at `path` (a `->`
+/// line of `/proc/locks` naming its device and inode), for tests that must act only once a
+/// waiter waits; a minute without one fails the test instead of hanging it.
+#[cfg(test)]
+pub(crate) fn wait_for_flock_waiter(path: &Path) {
+    let file = std::fs::metadata(path).unwrap();
+    let dev = file.dev();
+    let id = format!(
+        " {:02x}:{:02x}:{} ",
+        nix::libc::major(dev),
+        nix::libc::minor(dev),
+        file.ino()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .any(|line| line.contains("-> FLOCK") && line.contains(&id))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nobody waited on {} within a minute",
+            path.display()
+        );
+        std::thread::yield_now();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,19 +383,12 @@ mod tests {
         let path = temp_lock("dir-removed.lock");
         let dir = path.parent().unwrap().to_path_buf();
         let first = AttachmentLock::at(path.clone(), WAIT).unwrap();
-        let inode = std::fs::metadata(&path).unwrap().ino();
         let waiter = std::thread::spawn({
             let path = path.clone();
             move || AttachmentLock::at(path, WAIT)
         });
         // Remove the directory only once the waiter is blocked on the file in it.
-        while !std::fs::read_to_string("/proc/locks")
-            .unwrap()
-            .lines()
-            .any(|l| l.contains("-> FLOCK") && l.contains(&format!(":{inode} ")))
-        {
-            std::thread::yield_now();
-        }
+        wait_for_flock_waiter(&path);
         std::fs::remove_dir_all(&dir).unwrap();
         drop(first);
         let second = waiter.join().unwrap().unwrap();

@@ -131,6 +131,13 @@ pub trait Plugin {
     fn supports_1_1_0(&self) -> bool {
         false
     }
+
+    /// Whether its ADDs take turns through the node's ADD slots ([`admission`]): the interface
+    /// plugin's do; an IPAM plugin's never wait for one, so that nothing that holds a slot
+    /// waits on a process that waits for a slot.
+    fn takes_add_slots(&self) -> bool {
+        false
+    }
 }
 
 fn not_implemented(plugin: &str, command: Command) -> Error {
@@ -251,7 +258,7 @@ fn dispatch(
         req.container_id,
         req.ifname
     ));
-    let add_slots = admission::takes_a_slot(command, env)
+    let add_slots = (plugin.takes_add_slots() && admission::takes_a_slot(command, env))
         .then(|| admission::add_slots(env))
         .transpose()
         .map_err(fail)?;

@@ -433,66 +433,64 @@ pub fn delete_host_veth_then<T>(
     }
 }
 
-/// The deletion of one host veth, made ready before it is known to be wanted: a thread of its
-/// own has looked the link up and waits to be told to delete it. DEL prepares it before it
-/// reads etcd, so that the thread's start and the lookup overlap etcd's answer instead of
+/// The deletion of one host veth, made ready before it is known to be wanted: the link looked
+/// up, and a thread of its own started that waits to be told to delete it. DEL prepares it just
+/// before it sends its etcd read, so that the thread's start overlaps etcd's answer instead of
 /// following it; the read then decides whether it runs. Dropped unused, nothing is deleted.
 ///
-/// The deletion is by the index the lookup found: a link that took the name afterwards is
-/// never the one deleted.
+/// The lookup comes before the read on purpose: a link found then under the name existed
+/// before the read saw the name's claim, so a pod's next sandbox, which takes the claim over
+/// before it makes its own link, cannot have made it. The thread deletes that link by its index,
+/// and only if it still has the name and is a veth: a link renamed, or one that took the name
+/// since, is never the one deleted.
 pub struct HostVethDeletion {
     name: String,
-    looked_up: std::sync::mpsc::Receiver<Result<Option<LinkState>>>,
-    /// What the lookup found, once received.
-    found: Option<Result<Option<LinkState>>>,
+    /// What the lookup found: the link to delete, or none of that name.
+    found: Result<Option<LinkState>>,
     /// Tells the thread to delete; dropped unused, it tells it to end.
     go: Option<std::sync::mpsc::SyncSender<()>>,
     /// Closed by the thread when its deletion returned.
-    finished: std::io::PipeReader,
+    finished: Option<std::io::PipeReader>,
     /// Returns what the deletion returned (false when it was never told to delete).
     thread: Option<std::thread::JoinHandle<Result<bool>>>,
 }
 
 impl HostVethDeletion {
-    /// Starts the thread that looks up the host veth `name` in `host` (a link of that name
-    /// that is not a veth is an error, and is left) and then waits for [`Self::delete_then`].
+    /// Looks up the host veth `name` in `host` (a link of that name that is not a veth is an
+    /// error, and is left) and, when there is one, starts the thread that waits for
+    /// [`Self::delete_then`].
     pub fn prepare(host: &'static Netlink, name: &str) -> Result<HostVethDeletion> {
-        let (looked_up_tx, looked_up) = std::sync::mpsc::sync_channel(1);
+        let mut deletion = HostVethDeletion {
+            name: name.to_string(),
+            found: host_veth(host, name),
+            go: None,
+            finished: None,
+            thread: None,
+        };
+        let Ok(Some(link)) = &deletion.found else {
+            return Ok(deletion);
+        };
+        let index = link.index;
         let (go, go_rx) = std::sync::mpsc::sync_channel::<()>(1);
         let (finished, finished_tx) = std::io::pipe().context("create a pipe").code(DATAPLANE)?;
         let owned_name = name.to_string();
         let thread = std::thread::Builder::new()
             .name("dellink".into())
             .spawn(move || {
-                let name = owned_name;
-                let found = host_veth(host, &name);
-                let index = found
-                    .as_ref()
-                    .ok()
-                    .and_then(|l| l.as_ref())
-                    .map(|l| l.index);
-                let _ = looked_up_tx.send(found);
-                let Some(index) = index else {
-                    return Ok(false);
-                };
                 if go_rx.recv().is_err() {
                     return Ok(false);
                 }
-                let deleted = delete_index(host, index, &name);
+                let deleted = delete_veth_at(host, index, &owned_name);
                 // Closing the pipe tells the waiting thread that the deletion returned.
                 drop(finished_tx);
                 deleted
             })
             .with_context(|| format!("spawn a thread to delete host link {name}"))
             .code(DATAPLANE)?;
-        Ok(HostVethDeletion {
-            name: name.to_string(),
-            looked_up,
-            found: None,
-            go: Some(go),
-            finished,
-            thread: Some(thread),
-        })
+        deletion.go = Some(go);
+        deletion.finished = Some(finished);
+        deletion.thread = Some(thread);
+        Ok(deletion)
     }
 
     /// The host veth's name.
@@ -500,16 +498,9 @@ impl HostVethDeletion {
         &self.name
     }
 
-    /// What the lookup found, waiting for it: the link to delete, or none of that name.
-    pub fn found(&mut self) -> &Result<Option<LinkState>> {
-        let (looked_up, name) = (&self.looked_up, &self.name);
-        self.found.get_or_insert_with(|| {
-            looked_up.recv().unwrap_or_else(|_| {
-                Err(Error::internal(format!(
-                    "the thread looking up host link {name} ended without an answer"
-                )))
-            })
-        })
+    /// What the lookup found: the link to delete, or none of that name.
+    pub fn found(&self) -> &Result<Option<LinkState>> {
+        &self.found
     }
 
     /// Deletes the link the lookup found, and runs `on_gone` on the calling thread as soon as
@@ -526,8 +517,8 @@ impl HostVethDeletion {
     /// namespace: the notifications are read there.
     pub fn delete_then<T>(mut self, on_gone: impl FnOnce() -> T) -> VethDeleted<T> {
         let name = self.name.clone();
-        self.found();
-        let link = match self.found.take().unwrap_or(Ok(None)) {
+        let found = std::mem::replace(&mut self.found, Ok(None));
+        let link = match found {
             Ok(Some(link)) => link,
             Ok(None) => {
                 return VethDeleted {
@@ -554,8 +545,8 @@ impl HostVethDeletion {
         }
         let mut on_gone = Some(on_gone);
         let mut then = None;
-        if let Ok(listener) = &listener
-            && wait_for_link_gone(listener, &self.finished, link.index, &name)
+        if let (Ok(listener), Some(finished)) = (&listener, &self.finished)
+            && wait_for_link_gone(listener, finished, link.index, &name)
         {
             then = on_gone.take().map(|f| f());
         }
@@ -694,6 +685,17 @@ pub fn container_link_exists(netns: &Path, ifname: &str) -> Result<bool> {
 pub fn delete_link_at(netlink: &Netlink, index: u32, name: &str) -> Result<bool> {
     match get_link_at(netlink, index, name)? {
         Some(current) if current.name == name => delete_index(netlink, index, name),
+        _ => Ok(false),
+    }
+}
+
+/// Deletes the veth at `index` if it is still called `name`; false when it is gone, has
+/// another name now or is no veth.
+fn delete_veth_at(netlink: &Netlink, index: u32, name: &str) -> Result<bool> {
+    match get_link_at(netlink, index, name)? {
+        Some(current) if current.name == name && current.is_veth() => {
+            delete_index(netlink, index, name)
+        }
         _ => Ok(false),
     }
 }
@@ -1066,13 +1068,15 @@ mod tests {
     }
 
     /// DEL prepares the deletion before it knows whether it may delete: unused, nothing goes;
-    /// used, only the link the lookup found goes, not one that took its name meanwhile.
+    /// used, only the link the lookup found goes, and only while it keeps the name: not after
+    /// it was renamed, nor a link that took the name meanwhile.
     #[test]
     #[ignore = "needs root"]
     fn a_prepared_deletion_deletes_only_the_link_it_found_and_only_when_told() {
         let host_ns = TestHost::enter();
         let ns = TestNetns::new("vprep");
         let host = HostLink::new(unique_ifname("cp"));
+        let renamed = HostLink::new(unique_ifname("cr"));
         let container = ContainerNetns::open(ns.path()).unwrap();
         let pair = |ifname: &str| {
             create_veth(
@@ -1084,23 +1088,37 @@ mod tests {
             .unwrap()
             .commit();
         };
+        let index_now = || {
+            read_link(host_ns.netlink(), host.name())
+                .unwrap()
+                .map(|l| l.index)
+        };
         pair("eth0");
-        let mut unused = HostVethDeletion::prepare(static_session(), host.name()).unwrap();
+        let unused = HostVethDeletion::prepare(static_session(), host.name()).unwrap();
         assert!(unused.found().as_ref().unwrap().is_some());
         drop(unused);
-        assert!(host_link_exists(host_ns.netlink(), host.name()).unwrap());
+        assert!(index_now().is_some(), "an unused deletion deleted");
 
-        let mut stale = HostVethDeletion::prepare(static_session(), host.name()).unwrap();
-        let first = stale.found().as_ref().unwrap().clone().unwrap();
-        assert!(delete_host_veth(host_ns.netlink(), host.name()).unwrap());
+        // Renamed after the lookup: left under its new name.
+        let stale = HostVethDeletion::prepare(static_session(), host.name()).unwrap();
+        host.ip(&["link", "set", host.name(), "name", renamed.name()]);
+        let outcome = stale.delete_then(|| ());
+        assert!(!outcome.deleted.unwrap(), "deleted a link that was renamed");
+        assert!(host_link_exists(host_ns.netlink(), renamed.name()).unwrap());
+        renamed.ip(&["link", "del", renamed.name()]);
+
+        // Deleted after the lookup and the name taken by a new pair: the new pair stays.
         pair("eth1");
+        let stale = HostVethDeletion::prepare(static_session(), host.name()).unwrap();
+        assert!(delete_host_veth(host_ns.netlink(), host.name()).unwrap());
+        pair("eth2");
+        let newcomer = index_now();
         let outcome = stale.delete_then(|| ());
         assert!(
             !outcome.deleted.unwrap(),
             "deleted the link that took the name"
         );
-        let second = read_link(host_ns.netlink(), host.name()).unwrap().unwrap();
-        assert_ne!(second.index, first.index);
+        assert_eq!(index_now(), newcomer);
     }
 
     #[test]
