@@ -231,7 +231,8 @@ impl Results {
         let _ = writeln!(
             md,
             "\nCPU per process of the bursts, ms ({} cores: 30 processes at once are bound by \
-             CPU, so these sums decide the per-process ratio more than any wait does):\n",
+             CPU, so these sums set how long a whole burst takes; how soon each process is done \
+             depends on how they share the CPU, and A's ADDs take turns):\n",
             self.machine.nproc
         );
         let _ = writeln!(
