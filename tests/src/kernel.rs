@@ -253,23 +253,3 @@ pub fn host_ipv6_forwarding() -> String {
         .trim()
         .to_string()
 }
-
-/// Whether the kernel lists a process blocked in `flock` on the file at `path`: a `->` line of
-/// `/proc/locks` naming the file's device and inode.
-pub fn flock_waiter_listed(path: &std::path::Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(file) = std::fs::metadata(path) else {
-        return false;
-    };
-    let dev = file.dev();
-    let id = format!(
-        " {:02x}:{:02x}:{} ",
-        nix::libc::major(dev),
-        nix::libc::minor(dev),
-        file.ino()
-    );
-    std::fs::read_to_string("/proc/locks")
-        .unwrap_or_default()
-        .lines()
-        .any(|line| line.contains("-> FLOCK") && line.contains(&id))
-}

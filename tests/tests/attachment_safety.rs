@@ -513,7 +513,7 @@ fn an_add_waits_for_a_held_slot_and_then_runs_without_it() {
         let add = scope.spawn(|| run_plugin("calico", &env("ADD"), &conf.to_bytes()));
         let mut waited = false;
         while !waited && !add.is_finished() {
-            waited = tests::kernel::flock_waiter_listed(&slot);
+            waited = common::cni::lock::flock_waiter_listed(&slot);
             std::thread::yield_now();
         }
         (waited, add.join().unwrap())

@@ -323,12 +323,12 @@ fn still_linked(file: &File, path: &Path) -> Result<bool> {
     }
 }
 
-/// Waits until the kernel lists a process blocked in `flock` on the file at `path` (a `->`
-/// line of `/proc/locks` naming its device and inode), for tests that must act only once a
-/// waiter waits; a minute without one fails the test instead of hanging it.
-#[cfg(test)]
-pub(crate) fn wait_for_flock_waiter(path: &Path) {
-    let file = std::fs::metadata(path).unwrap();
+/// Whether the kernel lists a process blocked in `flock` on the file at `path`: a `->` line of
+/// `/proc/locks` naming the file's device and inode. Lets a test act only once a waiter waits.
+pub fn flock_waiter_listed(path: &Path) -> bool {
+    let Ok(file) = std::fs::metadata(path) else {
+        return false;
+    };
     let dev = file.dev();
     let id = format!(
         " {:02x}:{:02x}:{} ",
@@ -336,12 +336,18 @@ pub(crate) fn wait_for_flock_waiter(path: &Path) {
         nix::libc::minor(dev),
         file.ino()
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string("/proc/locks")
-        .unwrap()
+    std::fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
         .lines()
         .any(|line| line.contains("-> FLOCK") && line.contains(&id))
-    {
+}
+
+/// Waits until [`flock_waiter_listed`] for `path`; a minute without a waiter fails the test
+/// instead of hanging it.
+#[cfg(test)]
+pub(crate) fn wait_for_flock_waiter(path: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !flock_waiter_listed(path) {
         assert!(
             std::time::Instant::now() < deadline,
             "nobody waited on {} within a minute",
