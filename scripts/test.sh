@@ -11,6 +11,12 @@ cd "$ROOT"
 # crash-safety tests need (release builds never have them). The same features go to cargo test
 # so that it does not rebuild the binaries without them.
 FEATURES=calico/crash-points
+# The plugins' lock files go to a directory of this run's own (tests/src/plugin.rs passes it on
+# to every plugin run), so that the node IPAM locks and ADD slots the tests' many node names
+# leave (kept by design) do not pile up in the host's /run/calico/cni.
+CALICO_CNI_LOCK_DIR="$(mktemp -d /tmp/calico-test-locks.XXXXXX)"
+export CALICO_CNI_LOCK_DIR
+trap 'rm -rf "$CALICO_CNI_LOCK_DIR"' EXIT
 cargo build --workspace --locked --features "$FEATURES"
 # --no-fail-fast: report the failures of every test binary, not only the first one.
 cargo test --workspace --locked --no-fail-fast --features "$FEATURES" -- --include-ignored

@@ -213,10 +213,20 @@ pub fn ipam_exec_forced() -> bool {
     std::env::var(IPAM_EXEC_ENV).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
+/// The plugins' lock directory in this test run: `CALICO_CNI_LOCK_DIR` of the test process
+/// (`make test` sets one of its own), else the plugins' default. Every plugin run gets it.
+pub fn lock_dir() -> std::path::PathBuf {
+    std::env::var_os(common::cni::lock::LOCK_DIR_ENV)
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| common::cni::lock::LOCK_DIR.into(), Into::into)
+}
+
 /// Runs any executable the way [`run_plugin`] does.
 pub fn run_binary(path: &Path, env: &Env, stdin: &[u8]) -> PluginOutput {
     let mut cmd = Command::new(path);
-    cmd.env_clear().env("PATH", PLUGIN_PATH);
+    cmd.env_clear()
+        .env("PATH", PLUGIN_PATH)
+        .env(common::cni::lock::LOCK_DIR_ENV, lock_dir());
     if let Ok(value) = std::env::var(IPAM_EXEC_ENV) {
         cmd.env(IPAM_EXEC_ENV, value);
     }

@@ -106,6 +106,7 @@ impl TestBed {
     pub fn add_pool(&self, cidr: &str) {
         let out = std::process::Command::new(crate::plugin::binary("calico-ipam"))
             .env_clear()
+            .env("CALICO_CNI_LOCK_DIR", crate::plugin::lock_dir())
             .env("ETCD_ENDPOINTS", self.etcd.endpoint())
             .args(["pool", "add", cidr])
             .output()

@@ -5,11 +5,10 @@
 mod ipam_support;
 
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::cni::lock::{AttachmentLock, LOCK_DIR};
+use common::cni::lock::AttachmentLock;
 use ipam_support::{assert_no_allocations, check_datastore};
 use tests::kernel::{host_link, netns_ipv4_addrs, netns_link};
 use tests::{NetConf, Netns, TempDir, TestBed, host_veth_name, names, run_plugin};
@@ -377,9 +376,10 @@ fn gc_leaves_an_attachment_whose_verb_is_still_running() {
     let container = bed.container(conf.set("cniVersion", "1.1.0"));
     let cid = &container.id;
     container.add().result();
-    let lock = format!("/run/calico/cni/calico:{cid}:eth0.lock");
+    let lock = tests::plugin::lock_dir().join(format!("calico:{cid}:eth0.lock"));
     // Another verb of the attachment, as far as the plugin can tell: it holds the lock.
-    let holder = AttachmentLock::acquire(Path::new(LOCK_DIR), "calico", cid, "eth0").unwrap();
+    let holder =
+        AttachmentLock::acquire(&tests::plugin::lock_dir(), "calico", cid, "eth0").unwrap();
     let gc = || gc_keeping_nothing("calico", &bed, &container.conf);
 
     gc().assert_success();
@@ -391,7 +391,7 @@ fn gc_leaves_an_attachment_whose_verb_is_still_running() {
         bed.endpoint(cid, "eth0").is_none(),
         "unlisted endpoint left"
     );
-    assert!(!std::path::Path::new(&lock).exists(), "lock file left");
+    assert!(!lock.exists(), "lock file left");
     bed.assert_nothing_left(&[cid]);
 }
 
@@ -459,7 +459,8 @@ fn ipam_gc_keeps_the_handle_of_an_attachment_whose_add_is_still_running() {
     let handle = format!("/calico/ipam/v2/handle/{}.{cid}", bed.network);
     let ipam_gc = || gc_keeping_nothing("calico-ipam", &bed, &container.conf);
     // calico's ADD of the attachment is still running: it holds the attachment's lock.
-    let adding = AttachmentLock::acquire(Path::new(LOCK_DIR), "calico", cid, "eth0").unwrap();
+    let adding =
+        AttachmentLock::acquire(&tests::plugin::lock_dir(), "calico", cid, "eth0").unwrap();
 
     ipam_gc().assert_success();
     assert!(
@@ -482,8 +483,8 @@ fn gc_removes_the_lock_files_that_killed_verbs_left() {
     let conf = conf.set("cniVersion", "1.1.0");
     let cid = names::container_id();
     // A verb SIGKILLed before its end leaves its lock file, unlocked.
-    let abandoned = Path::new(LOCK_DIR).join(format!("calico:{cid}:eth0.lock"));
-    std::fs::create_dir_all(LOCK_DIR).unwrap();
+    let abandoned = tests::plugin::lock_dir().join(format!("calico:{cid}:eth0.lock"));
+    std::fs::create_dir_all(tests::plugin::lock_dir()).unwrap();
     std::fs::write(&abandoned, b"").unwrap();
 
     gc_keeping_nothing("calico", &bed, &conf).assert_success();

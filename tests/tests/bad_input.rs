@@ -162,6 +162,7 @@ impl World {
     fn admin_output(&self, args: &[&str]) -> std::process::Output {
         Command::new(binary("calico-ipam"))
             .env_clear()
+            .env("CALICO_CNI_LOCK_DIR", tests::plugin::lock_dir())
             .env("ETCD_ENDPOINTS", self.bed.etcd.endpoint())
             .args(args)
             .output()
@@ -1073,7 +1074,9 @@ fn run_row(world: &World, row: &Row) -> (Duration, Option<String>) {
         (out.code(), out.stdout, out.stderr)
     } else {
         let mut cmd = Command::new(binary(input.binary));
-        cmd.env_clear().args(&input.args);
+        cmd.env_clear()
+            .env("CALICO_CNI_LOCK_DIR", tests::plugin::lock_dir())
+            .args(&input.args);
         if let Some(endpoints) = input.env.get("ETCD_ENDPOINTS") {
             cmd.env("ETCD_ENDPOINTS", endpoints);
         }

@@ -311,6 +311,7 @@ fn allocations(bed: &IpamBed) -> Vec<(String, String)> {
 fn admin_on(bed: &TestBed, args: &[&str]) -> std::process::Output {
     std::process::Command::new(tests::plugin::binary("calico-ipam"))
         .env_clear()
+        .env("CALICO_CNI_LOCK_DIR", tests::plugin::lock_dir())
         .env("ETCD_ENDPOINTS", bed.etcd.endpoint())
         .args(args)
         .output()

@@ -494,6 +494,7 @@ fn admin_command_manages_pools() {
     std::fs::write(&file, bed.conf().to_bytes()).unwrap();
     let out = std::process::Command::new(tests::plugin::binary("calico-ipam"))
         .env_clear()
+        .env("CALICO_CNI_LOCK_DIR", tests::plugin::lock_dir())
         .args(["--config", file.to_str().unwrap(), "pool", "list"])
         .output()
         .unwrap();

@@ -120,8 +120,9 @@ impl Podman {
         rootfs.display().to_string()
     }
 
-    /// `podman --root … --runroot … <args>` with only `PATH` and `CONTAINERS_CONF` set,
-    /// killed after [`PODMAN_TIMEOUT_SECS`].
+    /// `podman --root … --runroot … <args>` with only `PATH`, `CONTAINERS_CONF` and the test
+    /// run's `CALICO_CNI_LOCK_DIR` (which podman hands on to the plugins) set, killed after
+    /// [`PODMAN_TIMEOUT_SECS`].
     fn run(&self, args: &[&str]) -> std::io::Result<Output> {
         Command::new("timeout")
             .args(["--kill-after=5", PODMAN_TIMEOUT_SECS, PODMAN])
@@ -133,6 +134,7 @@ impl Podman {
             .env_clear()
             .env("PATH", PATH)
             .env("CONTAINERS_CONF", self.conf_path())
+            .env("CALICO_CNI_LOCK_DIR", tests::plugin::lock_dir())
             .output()
     }
 

@@ -141,6 +141,7 @@ impl IpamBed {
         Command::new(binary("calico-ipam"))
             .env_clear()
             .env("ETCD_ENDPOINTS", self.etcd.endpoints().join(","))
+            .env("CALICO_CNI_LOCK_DIR", tests::plugin::lock_dir())
             .args(args)
             .output()
             .expect("run calico-ipam admin mode")

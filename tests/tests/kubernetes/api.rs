@@ -36,6 +36,7 @@ fn two_pools(pb: &PodBed) -> [String; 2] {
     for pool in &pools {
         let out = std::process::Command::new(binary("calico-ipam"))
             .env_clear()
+            .env("CALICO_CNI_LOCK_DIR", tests::plugin::lock_dir())
             .env("ETCD_ENDPOINTS", pb.bed.etcd.endpoint())
             .args(["pool", "add", pool])
             .output()
