@@ -191,7 +191,7 @@ pub fn remove_workload_interfaces_then(
     if let Some(name) = owned_host_veth {
         let deletion = match prepared.filter(|p| p.name() == name) {
             Some(prepared) => Ok(prepared),
-            None => Netlink::host().and_then(|host| HostVethDeletion::prepare(host, name)),
+            None => prepare_deletion(name),
         };
         let outcome = deletion.map(|deletion| {
             deletion.delete_then(|| pending.take().map(|(failures, finish)| finish(failures)))
@@ -226,13 +226,16 @@ pub fn remove_workload_interfaces_then(
     )
 }
 
-/// The deletion of the host veth `name`, made ready on a thread of its own (the host's netlink
-/// session, the link looked up) while the caller reads etcd; `None` when it cannot be, in which
-/// case [`remove_workload_interfaces_then`] prepares it itself and reports why.
+/// The deletion of the host veth `name` made ready before the caller reads etcd: the link
+/// looked up in the host's session, the thread that will delete it started. `None` when it
+/// cannot be, in which case [`remove_workload_interfaces_then`] prepares it again and reports
+/// why.
 pub fn prepare_host_veth_deletion(name: &str) -> Option<HostVethDeletion> {
-    Netlink::host()
-        .and_then(|host| HostVethDeletion::prepare(host, name))
-        .ok()
+    prepare_deletion(name).ok()
+}
+
+fn prepare_deletion(name: &str) -> Result<HostVethDeletion> {
+    Netlink::host().and_then(|host| HostVethDeletion::prepare(host, name))
 }
 
 /// Nothing was deleted: an interface called `CNI_IFNAME` in `CNI_NETNS` is not this

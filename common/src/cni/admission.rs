@@ -15,7 +15,7 @@
 //!
 //! The gate never fails an ADD. An ADD that finds the slots it tries held waits for one (the
 //! slot its process id picks, as the kernel wakes a waiter when that slot's holder is done) for
-//! up to [`SLOT_WAIT`], then runs without one: a holder stuck on a slow etcd must not hold up
+//! up to `SLOT_WAIT` (1 s), then runs without one: a holder stuck on a slow etcd must not hold up
 //! the node's other containers for longer than that. The thread that waited stays blocked
 //! until the process ends; should it get the slot meanwhile, it lets it go at once.
 
@@ -45,7 +45,7 @@ pub struct AddSlot {
 }
 
 impl AddSlot {
-    /// Takes one of the node's `slots` in `lock_dir`, waiting up to [`SLOT_WAIT`] when all
+    /// Takes one of the node's `slots` in `lock_dir`, waiting up to `SLOT_WAIT` (1 s) when all
     /// are held.
     pub fn take(lock_dir: &Path, slots: usize) -> AddSlot {
         AddSlot::take_within(lock_dir, slots, SLOT_WAIT)

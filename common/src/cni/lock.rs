@@ -9,9 +9,9 @@
 //! file it locked) and starts over on a new one, so only the file at the path ever counts.
 //!
 //! A lock that every ADD and DEL on the node takes in turn ([`KeptLock`]: the node's IPAM lock,
-//! and the ADD slots of [`super::admission`]) keeps its file instead: removing it cost each of them a file created and removed (about
-//! 0.2 ms of CPU on ext4, measured with `perf stat`) and sent its waiters back to open the new
-//! file at every hand-over.
+//! and the ADD slots of [`super::admission`]) keeps its file instead: removing it cost each of
+//! them a file created and removed (about 0.2 ms of CPU on ext4, measured with `perf stat`) and
+//! sent its waiters back to open the new file at every hand-over.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;

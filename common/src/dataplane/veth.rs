@@ -407,30 +407,13 @@ pub fn host_veths_aliased(host: &Netlink, prefix: &str) -> Result<Vec<LinkState>
         .collect())
 }
 
-/// What [`delete_host_veth_then`] did.
+/// What [`HostVethDeletion::delete_then`] did.
 #[derive(Debug)]
 pub struct VethDeleted<T> {
     /// Whether a link was deleted (false: there was none of that name), or why it was not.
     pub deleted: Result<bool>,
     /// What the closure returned; `None` when the deletion failed, which keeps it from running.
     pub then: Option<T>,
-}
-
-/// Deletes the host veth called `name` as [`delete_host_veth`] does, and runs `on_gone` on the
-/// calling thread as soon as the link is gone, while the kernel still finishes the deletion:
-/// [`HostVethDeletion::prepare`], then [`HostVethDeletion::delete_then`].
-pub fn delete_host_veth_then<T>(
-    host: &'static Netlink,
-    name: &str,
-    on_gone: impl FnOnce() -> T,
-) -> VethDeleted<T> {
-    match HostVethDeletion::prepare(host, name) {
-        Ok(deletion) => deletion.delete_then(on_gone),
-        Err(err) => VethDeleted {
-            deleted: Err(err),
-            then: None,
-        },
-    }
 }
 
 /// The deletion of one host veth, made ready before it is known to be wanted: the link looked
@@ -1054,13 +1037,15 @@ mod tests {
         // A session of its own: the host session is busy with the deletion meanwhile.
         let observer = Netlink::open_here("the test's host view".into()).unwrap();
         let mut runs = 0;
-        let outcome = delete_host_veth_then(static_session(), host.name(), || {
-            runs += 1;
-            (
-                read_link(&observer, host.name()).unwrap(),
-                read_link(container.netlink(), "eth0").unwrap(),
-            )
-        });
+        let outcome = HostVethDeletion::prepare(static_session(), host.name())
+            .unwrap()
+            .delete_then(|| {
+                runs += 1;
+                (
+                    read_link(&observer, host.name()).unwrap(),
+                    read_link(container.netlink(), "eth0").unwrap(),
+                )
+            });
         assert!(outcome.deleted.unwrap());
         assert_eq!(runs, 1);
         assert_eq!(outcome.then, Some((None, None)));
@@ -1127,7 +1112,9 @@ mod tests {
         let _host_ns = TestHost::enter();
         let host = HostLink::new(unique_ifname("ct"));
         let mut runs = 0;
-        let outcome = delete_host_veth_then(static_session(), host.name(), || runs += 1);
+        let outcome = HostVethDeletion::prepare(static_session(), host.name())
+            .unwrap()
+            .delete_then(|| runs += 1);
         assert!(!outcome.deleted.unwrap());
         assert_eq!(outcome.then, Some(()));
         assert_eq!(runs, 1);
@@ -1140,7 +1127,9 @@ mod tests {
         let host = HostLink::new(unique_ifname("ct"));
         host.ip(&["link", "add", host.name(), "type", "bridge"]);
         let mut runs = 0;
-        let outcome = delete_host_veth_then(static_session(), host.name(), || runs += 1);
+        let outcome = HostVethDeletion::prepare(static_session(), host.name())
+            .unwrap()
+            .delete_then(|| runs += 1);
         let err = outcome.deleted.unwrap_err();
         assert!(err.msg().contains("not a veth"), "{err:?}");
         assert_eq!(outcome.then, None);
