@@ -72,11 +72,18 @@ impl Podman {
              network_config_dir = {}\n\
              [engine]\n\
              runtime = \"runc\"\n\
-             tmp_dir = {}\n",
+             tmp_dir = {}\n\
+             env = [{}]\n",
             quoted(Path::new(plugin_dir)),
             quoted(Path::new(&reference_plugin_dir())),
             quoted(&podman.dir.join("net.d")),
             quoted(&podman.dir.join("tmp")),
+            // Also for the podman that conmon runs to clean a container up, whose environment
+            // is not the test's: its DEL must lock where the test's ADD did.
+            quoted(Path::new(&format!(
+                "CALICO_CNI_LOCK_DIR={}",
+                tests::plugin::lock_dir().display()
+            ))),
         );
         std::fs::write(podman.conf_path(), conf).expect("write containers.conf");
         podman
