@@ -20,19 +20,23 @@ all: build
 build:
 	$(CARGO) build --workspace --locked
 
-# The release binaries are files with their sources as prerequisites, so `make install` runs
-# cargo only when a binary is missing or older than a source: on a machine without a Rust
-# toolchain it installs binaries built elsewhere (copied into $(TARGET_DIR)/release/).
-RELEASE_BINARIES := $(addprefix $(TARGET_DIR)/release/,$(BINARIES))
+# The release binaries are linked statically (scripts/release.sh, README "Performance") and land
+# in $(TARGET_DIR)/<host triple>/release. They are files with their sources as prerequisites, so
+# `make install` runs cargo only when a binary is missing or older than a source: on a machine
+# without a Rust toolchain it installs binaries built elsewhere (copied into $(RELEASE_DIR)/).
+# make's $(shell) does not see the PATH exported above, hence the explicit one.
+PLUGIN_TRIPLE ?= $(or $(shell PATH='$(PATH)' rustc -vV 2>/dev/null | sed -n 's/^host: //p'),$(shell uname -m)-unknown-linux-gnu)
+RELEASE_DIR := $(TARGET_DIR)/$(PLUGIN_TRIPLE)/release
+RELEASE_BINARIES := $(addprefix $(RELEASE_DIR)/,$(BINARIES))
 SOURCES := Cargo.toml Cargo.lock $(shell find common calico calico-ipam calico-k8s \
 	-name '*.rs' -o -name Cargo.toml -o -name '*.proto')
 
 release:
-	$(CARGO) build --release --locked -p calico -p calico-ipam -p calico-k8s
+	scripts/release.sh
 
 # cargo leaves a binary alone when a change (a comment) does not alter it: touch marks it current.
 $(RELEASE_BINARIES) &: $(SOURCES)
-	$(CARGO) build --release --locked -p calico -p calico-ipam -p calico-k8s
+	scripts/release.sh
 	touch $(RELEASE_BINARIES)
 
 test:
@@ -50,8 +54,8 @@ fuzz:
 
 install: $(RELEASE_BINARIES)
 	install -d $(DESTDIR)$(CNI_BIN_DIR) $(DESTDIR)$(RKT_PLUGIN_DIR)
-	install -m 0755 $(addprefix $(TARGET_DIR)/release/,$(BINARIES)) $(DESTDIR)$(CNI_BIN_DIR)/
-	install -m 0755 $(addprefix $(TARGET_DIR)/release/,$(BINARIES)) $(DESTDIR)$(RKT_PLUGIN_DIR)/
+	install -m 0755 $(RELEASE_BINARIES) $(DESTDIR)$(CNI_BIN_DIR)/
+	install -m 0755 $(RELEASE_BINARIES) $(DESTDIR)$(RKT_PLUGIN_DIR)/
 
 clean:
 	$(CARGO) clean

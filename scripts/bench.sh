@@ -10,8 +10,8 @@ set -euo pipefail
 "$ROOT/scripts/install-deps.sh"
 require_root
 require_cargo
-(cd "$ROOT" && cargo build --release --locked -p calico -p calico-ipam)
+build_release_plugins calico calico-ipam
 (cd "$ROOT/bench" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --locked)
 
 # The driver cleans up after itself, on Ctrl-C too: exec, so the signal reaches it directly.
-exec "$TARGET_DIR/release/calico-bench" --bin "$TARGET_DIR/release" --out "$ROOT/bench"
+exec "$TARGET_DIR/release/calico-bench" --bin "$RELEASE_DIR" --out "$ROOT/bench"

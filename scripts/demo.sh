@@ -11,7 +11,7 @@ DEMO_POOL=${DEMO_POOL:-10.22.0.0/16}
 "$ROOT/scripts/install-deps.sh"
 require_root
 require_cargo
-(cd "$ROOT" && cargo build --release --locked -p calico -p calico-ipam -p calico-k8s)
+build_release_plugins calico calico-ipam calico-k8s
 
 WORK=$(mktemp -d /tmp/calico-demo.XXXXXX)
 NETNS=calico-demo-$$
@@ -32,8 +32,8 @@ example_conf "$CONF_EXAMPLE" "$ETCD_ENDPOINT" "$WORK/ipam" |
 
 cni() {
     env -i PATH="$PATH" CNI_COMMAND="$1" CNI_CONTAINERID="$CONTAINER_ID" \
-        CNI_NETNS="/run/netns/$NETNS" CNI_IFNAME=eth0 CNI_PATH="$TARGET_DIR/release:/usr/lib/cni" \
-        "$TARGET_DIR/release/calico" <"$WORK/net.conf"
+        CNI_NETNS="/run/netns/$NETNS" CNI_IFNAME=eth0 CNI_PATH="$RELEASE_DIR:/usr/lib/cni" \
+        "$RELEASE_DIR/calico" <"$WORK/net.conf"
 }
 section() { printf '\n=== %s\n' "$*"; }
 
@@ -41,8 +41,8 @@ section "config ($CONF_EXAMPLE, etcd at $ETCD_ENDPOINT)"
 cat "$WORK/net.conf"
 if grep -q '"calico-ipam"' "$WORK/net.conf"; then
     section "calico-ipam pool add $DEMO_POOL"
-    "$TARGET_DIR/release/calico-ipam" --config "$WORK/net.conf" pool add "$DEMO_POOL"
-    "$TARGET_DIR/release/calico-ipam" --config "$WORK/net.conf" pool list
+    "$RELEASE_DIR/calico-ipam" --config "$WORK/net.conf" pool add "$DEMO_POOL"
+    "$RELEASE_DIR/calico-ipam" --config "$WORK/net.conf" pool list
 fi
 section "ADD container $CONTAINER_ID in netns $NETNS"
 cni ADD

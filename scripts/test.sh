@@ -17,6 +17,9 @@ FEATURES=calico/crash-points
 CALICO_CNI_LOCK_DIR="$(mktemp -d /tmp/calico-test-locks.XXXXXX)"
 export CALICO_CNI_LOCK_DIR
 trap 'rm -rf "$CALICO_CNI_LOCK_DIR"' EXIT
+# The tests run the plugins linked as the release ones are (lib.sh, use_static_target), in
+# target/<host triple>/debug, which tests/src/plugin.rs finds through CARGO_BUILD_TARGET.
+use_static_target
 cargo build --workspace --locked --features "$FEATURES"
 # --no-fail-fast: report the failures of every test binary, not only the first one.
 cargo test --workspace --locked --no-fail-fast --features "$FEATURES" -- --include-ignored

@@ -20,7 +20,9 @@ const PLUGIN_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
 pub const HOST_LOCAL: &str = "/usr/lib/cni/host-local";
 
 /// The cargo target profile dir holding the built binaries: `$CARGO_TARGET_DIR/debug` or
-/// `<workspace>/target/debug`.
+/// `<workspace>/target/debug`, with the target triple between them when `CARGO_BUILD_TARGET`
+/// names one (`make test` builds the plugins for the named host target to link them
+/// statically, as the release ones are).
 pub fn target_dir() -> PathBuf {
     let base = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if !dir.is_empty() => {
@@ -33,7 +35,10 @@ pub fn target_dir() -> PathBuf {
         }
         _ => crate::workspace_dir().join("target"),
     };
-    base.join("debug")
+    match std::env::var_os("CARGO_BUILD_TARGET") {
+        Some(triple) if !triple.is_empty() => base.join(triple).join("debug"),
+        _ => base.join("debug"),
+    }
 }
 
 /// The path of a built binary of this workspace (`calico`, `calico-ipam`).
