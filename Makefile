@@ -20,12 +20,12 @@ all: build
 build:
 	$(CARGO) build --workspace --locked
 
-# The release binaries are linked statically (scripts/release.sh, README "Performance") and land
+# The release binaries are linked statically (scripts/release.sh, README "Install") and land
 # in $(TARGET_DIR)/<host triple>/release. They are files with their sources as prerequisites, so
 # `make install` runs cargo only when a binary is missing or older than a source: on a machine
 # without a Rust toolchain it installs binaries built elsewhere (copied into $(RELEASE_DIR)/).
 # make's $(shell) does not see the PATH exported above, hence the explicit one.
-PLUGIN_TRIPLE ?= $(or $(shell PATH='$(PATH)' rustc -vV 2>/dev/null | sed -n 's/^host: //p'),$(shell uname -m)-unknown-linux-gnu)
+PLUGIN_TRIPLE := $(or $(shell PATH='$(PATH)' rustc -vV 2>/dev/null | sed -n 's/^host: //p'),$(shell uname -m)-unknown-linux-gnu)
 RELEASE_DIR := $(TARGET_DIR)/$(PLUGIN_TRIPLE)/release
 RELEASE_BINARIES := $(addprefix $(RELEASE_DIR)/,$(BINARIES))
 SOURCES := Cargo.toml Cargo.lock $(shell find common calico calico-ipam calico-k8s \

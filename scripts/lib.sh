@@ -20,15 +20,16 @@ require_cargo() {
 }
 
 # The plugins are linked statically (glibc's static-pie): a run then opens no shared library
-# and the dynamic loader relocates and binds nothing, which is about 0.5 ms of every ADD and
-# DEL on the 2-core machine (README "Performance"). cargo passes a target's rustflags to that
-# target's artifacts only when the target is named, so the proc macros and build scripts the
-# host loads and runs are built as usual. use_static_target sets that up for the cargo commands
-# that follow and sets PLUGIN_TRIPLE; built binaries go to $TARGET_DIR/$PLUGIN_TRIPLE/<profile>.
+# and the dynamic loader relocates and binds nothing, 0.6-0.8 ms of every ADD, CHECK and DEL on
+# the 2-core machine (README "Install"). cargo passes a target's rustflags to that target's
+# artifacts only when the target is named, so the proc macros and build scripts the host loads
+# and runs are built as usual. use_static_target sets that up for the cargo commands that
+# follow; they put what they build in $TARGET_DIR/<host triple>/<profile>.
 use_static_target() {
-    PLUGIN_TRIPLE=$(host_triple)
-    export CARGO_BUILD_TARGET="$PLUGIN_TRIPLE"
-    export "CARGO_TARGET_$(echo "$PLUGIN_TRIPLE" | tr 'a-z.-' 'A-Z__')_RUSTFLAGS=-C target-feature=+crt-static"
+    local triple
+    triple=$(host_triple)
+    export CARGO_BUILD_TARGET="$triple"
+    export "CARGO_TARGET_$(echo "$triple" | tr 'a-z.-' 'A-Z__')_RUSTFLAGS=-C target-feature=+crt-static"
 }
 
 host_triple() {
