@@ -30,8 +30,10 @@ ip netns add "$NETNS"
 example_conf "$CONF_EXAMPLE" "$ETCD_ENDPOINT" "$WORK/ipam" |
     sed "s#\"type\": \"calico-ipam\"#\"type\": \"calico-ipam\", \"block_hint_dir\": \"$WORK/hints\"#" >"$WORK/net.conf"
 
+# The node's IPAM lock and ADD slot files are kept between runs by design; the demo's go to its
+# work dir, so that it leaves nothing in /run/calico/cni.
 cni() {
-    env -i PATH="$PATH" CNI_COMMAND="$1" CNI_CONTAINERID="$CONTAINER_ID" \
+    env -i PATH="$PATH" CALICO_CNI_LOCK_DIR="$WORK/locks" CNI_COMMAND="$1" CNI_CONTAINERID="$CONTAINER_ID" \
         CNI_NETNS="/run/netns/$NETNS" CNI_IFNAME=eth0 CNI_PATH="$RELEASE_DIR:/usr/lib/cni" \
         "$RELEASE_DIR/calico" <"$WORK/net.conf"
 }
