@@ -226,6 +226,16 @@ pub fn lock_dir() -> std::path::PathBuf {
         .map_or_else(|| common::cni::lock::LOCK_DIR.into(), Into::into)
 }
 
+/// The built binary `name` (`calico-ipam` for its admin commands) as an operator runs it by
+/// hand: an empty environment but for the test run's lock directory. The caller adds
+/// `ETCD_ENDPOINTS` or `--config` and the arguments.
+pub fn by_hand(name: &str) -> Command {
+    let mut cmd = Command::new(binary(name));
+    cmd.env_clear()
+        .env(common::cni::lock::LOCK_DIR_ENV, lock_dir());
+    cmd
+}
+
 /// Runs any executable the way [`run_plugin`] does.
 pub fn run_binary(path: &Path, env: &Env, stdin: &[u8]) -> PluginOutput {
     let mut cmd = Command::new(path);

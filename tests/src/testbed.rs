@@ -104,9 +104,7 @@ impl TestBed {
 
     /// `calico-ipam pool add <cidr>` against this bed's etcd.
     pub fn add_pool(&self, cidr: &str) {
-        let out = std::process::Command::new(crate::plugin::binary("calico-ipam"))
-            .env_clear()
-            .env("CALICO_CNI_LOCK_DIR", crate::plugin::lock_dir())
+        let out = crate::plugin::by_hand("calico-ipam")
             .env("ETCD_ENDPOINTS", self.etcd.endpoint())
             .args(["pool", "add", cidr])
             .output()

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tests::kernel::{Route, host_ipv4_routes, host_links, netns_ipv4_routes, netns_links};
-use tests::plugin::binary;
 use tests::{Env, NetConf, Netns, TempDir, TestBed, host_veth_name, names, run_plugin};
 
 /// Bad input is refused before any work: a row never needs more than this.
@@ -160,9 +159,7 @@ impl World {
     }
 
     fn admin_output(&self, args: &[&str]) -> std::process::Output {
-        Command::new(binary("calico-ipam"))
-            .env_clear()
-            .env("CALICO_CNI_LOCK_DIR", tests::plugin::lock_dir())
+        tests::plugin::by_hand("calico-ipam")
             .env("ETCD_ENDPOINTS", self.bed.etcd.endpoint())
             .args(args)
             .output()
@@ -1073,10 +1070,8 @@ fn run_row(world: &World, row: &Row) -> (Duration, Option<String>) {
         let out = run_plugin(input.binary, &input.env, &input.stdin);
         (out.code(), out.stdout, out.stderr)
     } else {
-        let mut cmd = Command::new(binary(input.binary));
-        cmd.env_clear()
-            .env("CALICO_CNI_LOCK_DIR", tests::plugin::lock_dir())
-            .args(&input.args);
+        let mut cmd = tests::plugin::by_hand(input.binary);
+        cmd.args(&input.args);
         if let Some(endpoints) = input.env.get("ETCD_ENDPOINTS") {
             cmd.env("ETCD_ENDPOINTS", endpoints);
         }

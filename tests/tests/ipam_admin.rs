@@ -309,9 +309,7 @@ fn allocations(bed: &IpamBed) -> Vec<(String, String)> {
 
 /// The admin command run against a [`TestBed`]'s etcd.
 fn admin_on(bed: &TestBed, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(tests::plugin::binary("calico-ipam"))
-        .env_clear()
-        .env("CALICO_CNI_LOCK_DIR", tests::plugin::lock_dir())
+    tests::plugin::by_hand("calico-ipam")
         .env("ETCD_ENDPOINTS", bed.etcd.endpoint())
         .args(args)
         .output()

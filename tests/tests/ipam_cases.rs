@@ -492,9 +492,7 @@ fn admin_command_manages_pools() {
     let dir = TempDir::new("admin-conf");
     let file = dir.join("10-calico.conf");
     std::fs::write(&file, bed.conf().to_bytes()).unwrap();
-    let out = std::process::Command::new(tests::plugin::binary("calico-ipam"))
-        .env_clear()
-        .env("CALICO_CNI_LOCK_DIR", tests::plugin::lock_dir())
+    let out = tests::plugin::by_hand("calico-ipam")
         .args(["--config", file.to_str().unwrap(), "pool", "list"])
         .output()
         .unwrap();

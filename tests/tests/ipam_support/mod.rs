@@ -4,10 +4,8 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use serde_json::Value;
-use tests::plugin::binary;
 use tests::{Env, Etcd, NetConf, Netns, PluginOutput, TempDir, names, run_plugin};
 
 /// `CNI_NETNS` for IPAM-only runs: calico-ipam never enters it.
@@ -138,10 +136,8 @@ impl IpamBed {
 
     /// Runs the admin mode with `args` against this bed's etcd (through `ETCD_ENDPOINTS`).
     pub fn admin(&self, args: &[&str]) -> std::process::Output {
-        Command::new(binary("calico-ipam"))
-            .env_clear()
+        tests::plugin::by_hand("calico-ipam")
             .env("ETCD_ENDPOINTS", self.etcd.endpoints().join(","))
-            .env("CALICO_CNI_LOCK_DIR", tests::plugin::lock_dir())
             .args(args)
             .output()
             .expect("run calico-ipam admin mode")

@@ -34,9 +34,7 @@ fn two_pools(pb: &PodBed) -> [String; 2] {
         format!("{}/25", address_in_subnet(pb, 128)),
     ];
     for pool in &pools {
-        let out = std::process::Command::new(binary("calico-ipam"))
-            .env_clear()
-            .env("CALICO_CNI_LOCK_DIR", tests::plugin::lock_dir())
+        let out = tests::plugin::by_hand("calico-ipam")
             .env("ETCD_ENDPOINTS", pb.bed.etcd.endpoint())
             .args(["pool", "add", pool])
             .output()
